@@ -45,3 +45,61 @@ pub const KEEPER_CGROUP: &str = "keepers";
 
 /// Where the keeper writes the in-container marker hutch-shell checks.
 pub const CONTAINER_MARKER: &str = "/run/hutch-container";
+
+/// The marker file's format, written by the keeper (root-owned, mode 0444)
+/// inside the container at [`CONTAINER_MARKER`], read by hutch-shell:
+/// `key=value` lines:
+/// ```text
+/// user=alice
+/// uid=1001
+/// pidns=4026532180     (inode of the container's pid namespace)
+/// shell=/bin/bash      (the inner shell from the policy)
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker {
+    pub user: String,
+    pub uid: u32,
+    pub pidns: u64,
+    pub shell: PathBuf,
+}
+
+impl Marker {
+    pub fn render(&self) -> String {
+        format!(
+            "user={}\nuid={}\npidns={}\nshell={}\n",
+            self.user,
+            self.uid,
+            self.pidns,
+            self.shell.display()
+        )
+    }
+
+    /// Parses a marker; `None` when a field is missing or malformed.
+    pub fn parse(text: &str) -> Option<Marker> {
+        let (mut user, mut uid, mut pidns, mut shell) = (None, None, None, None);
+        for line in text.lines() {
+            let (k, v) = line.split_once('=')?;
+            match k {
+                "user" => user = Some(v.to_string()),
+                "uid" => uid = v.parse().ok(),
+                "pidns" => pidns = v.parse().ok(),
+                "shell" => shell = Some(PathBuf::from(v)),
+                _ => {}
+            }
+        }
+        Some(Marker { user: user?, uid: uid?, pidns: pidns?, shell: shell? })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rendered marker parses back to itself.
+    #[test]
+    fn marker_round_trip() {
+        let m = Marker { user: "alice".into(), uid: 1001, pidns: 4026532180, shell: "/bin/bash".into() };
+        assert_eq!(Marker::parse(&m.render()), Some(m));
+        assert_eq!(Marker::parse("user=a\nuid=x\n"), None);
+    }
+}
