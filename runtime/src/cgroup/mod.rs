@@ -15,9 +15,17 @@
 //! that one code path serves both).
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+pub mod detect;
+mod fsio;
 pub mod v1;
 pub mod v2;
+
+pub use detect::Mode;
 
 /// Name of the leaf below each group where processes are placed.
 pub const LEAF: &str = "procs";
@@ -64,6 +72,9 @@ pub enum CgroupError {
     MissingController { controller: String, detail: String },
     #[error("invalid cgroup name {0:?}")]
     BadName(String),
+    /// Processes were still in the group when [`Cgroup::kill_all`] gave up.
+    #[error("processes {pids:?} still in {} after {waited:?}", path.display())]
+    NotEmpty { path: PathBuf, pids: Vec<i32>, waited: Duration },
 }
 
 /// Usage and fault counters of one group (the subset a hierarchy provides;
@@ -76,18 +87,55 @@ pub struct Stats {
     pub pids_current: Option<u64>,
     pub oom_kills: Option<u64>,
     pub pids_limit_hits: Option<u64>,
+    /// Times memory.high throttled the group (v2 `memory.events` high; v1 has none).
+    pub memory_high_events: Option<u64>,
+    /// CPU periods in which the quota throttled the group (`nr_throttled`).
+    pub cpu_throttled_periods: Option<u64>,
+    /// Time spent throttled by the CPU quota, µs.
+    pub cpu_throttled_us: Option<u64>,
+    /// Block I/O bytes and operations, summed over devices (v2 `io.stat`;
+    /// v1 `blkio.throttle.io_service*_recursive`).
+    pub io_read_bytes: Option<u64>,
+    pub io_write_bytes: Option<u64>,
+    pub io_read_ops: Option<u64>,
+    pub io_write_ops: Option<u64>,
+}
+
+
+/// How long [`Cgroup::kill_all`] waits for the group to empty.
+pub const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a freeze may take before the kill goes ahead unfrozen.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One hierarchy hutch uses and hutch's root directory in it.
+#[derive(Debug, Clone)]
+struct Hier {
+    mount: detect::Mount,
+    root: PathBuf,
+}
+
+impl Hier {
+    fn has(&self, controller: &str) -> bool {
+        self.mount.controllers.iter().any(|c| c == controller)
+    }
 }
 
 /// hutch's cgroup root, resolved in every hierarchy hutch uses.
 #[derive(Debug, Clone)]
 pub struct CgroupRoot {
-    _todo: (),
+    mode: Mode,
+    /// v2: the unified hierarchy alone. v1: the controller hierarchies, then
+    /// the unified one if it is mounted.
+    hiers: Vec<Hier>,
 }
 
 /// One group (`<root>/<rel>`) in every hierarchy.
 #[derive(Debug, Clone)]
 pub struct Cgroup {
-    _todo: (),
+    mode: Mode,
+    hiers: Vec<Hier>,
+    rel: String,
 }
 
 impl CgroupRoot {
@@ -95,59 +143,297 @@ impl CgroupRoot {
     /// below the calling process's own cgroup in each hierarchy) from
     /// `/proc/self/cgroup` and `/proc/self/mountinfo`. Creates nothing.
     pub fn open(spec: &str) -> Result<CgroupRoot, CgroupError> {
-        let _ = spec;
-        todo!("cgroup helper")
+        let read = |p: &str| {
+            std::fs::read_to_string(p)
+                .map_err(|source| CgroupError::Read { path: PathBuf::from(p), source })
+        };
+        Self::open_at(spec, &read("/proc/self/cgroup")?, &read("/proc/self/mountinfo")?)
+    }
+
+    /// [`CgroupRoot::open`] from given texts of `/proc/self/cgroup` and
+    /// `/proc/self/mountinfo` (whose mount points may lie in a fake tree).
+    ///
+    /// Hybrid and v1 hosts (any v1 hierarchy with memory, pids, cpu, cpuacct,
+    /// blkio, freezer or cpuset) take limits in v1 and use the cgroup2 mount,
+    /// if any, for `cgroup.kill` and membership; otherwise the cgroup2 mount
+    /// must have controllers. `name=systemd` and other hierarchies are never
+    /// touched.
+    pub fn open_at(spec: &str, proc_self_cgroup: &str, mountinfo: &str) -> Result<CgroupRoot, CgroupError> {
+        detect::validate_spec(spec)?;
+        let mounts = detect::parse_mountinfo(mountinfo);
+        let mode = detect::limits_mode(&mounts)?;
+        let members = detect::parse_proc_cgroup(proc_self_cgroup);
+        let mut hiers = Vec::new();
+        for m in mounts.iter().filter(|m| !m.unified && mode == Mode::V1) {
+            let root = detect::resolve(m, detect::own_path(m, &members), spec)?;
+            hiers.push(Hier { mount: m.clone(), root });
+        }
+        if let Some(u) = mounts.iter().find(|m| m.unified) {
+            match detect::resolve(u, detect::own_path(u, &members), spec) {
+                Ok(root) => hiers.push(Hier { mount: u.clone(), root }),
+                // Under v1 the unified hierarchy only helps (cgroup.kill).
+                Err(_) if mode == Mode::V1 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(CgroupRoot { mode, hiers })
+    }
+
+    /// Which hierarchies carry the limits.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    fn group(&self, rel: &str) -> Cgroup {
+        Cgroup { mode: self.mode, hiers: self.hiers.clone(), rel: rel.to_string() }
     }
 
     /// Makes `<root>/<rel>` (and missing parents) in every hierarchy, writes
-    /// `limits`, makes the leaf [`LEAF`]. Idempotent.
+    /// `limits`, makes the leaf [`LEAF`]. Idempotent. A group that did not
+    /// exist before and fails half-way is removed again.
     pub fn create(&self, rel: &str, limits: &Limits) -> Result<Cgroup, CgroupError> {
-        let _ = (rel, limits);
-        todo!("cgroup helper")
+        detect::validate_rel(rel)?;
+        let cg = self.group(rel);
+        let existed = cg.dirs().iter().any(|d| d.exists());
+        match self.create_in(&cg, limits) {
+            Ok(()) => Ok(cg),
+            Err(e) => {
+                if !existed {
+                    let _ = cg.remove();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn create_in(&self, cg: &Cgroup, limits: &Limits) -> Result<(), CgroupError> {
+        match self.mode {
+            Mode::V2 => {
+                let h = &self.hiers[0];
+                let group = cg.dir_in(h);
+                v2::make_group(&h.mount.mount_point, &group, &v2::required(limits))?;
+                fsio::mkdir(&group.join(LEAF))?;
+                v2::write_limits(&group, limits)
+            }
+            Mode::V1 => {
+                let dirs = cg.v1_dirs();
+                v1::check_controllers(&dirs, limits)?;
+                for h in &self.hiers {
+                    let group = cg.dir_in(h);
+                    let mut made = fsio::mkdir_below(&h.mount.mount_point, &group)?;
+                    if h.has("memory") {
+                        // Always 1 on kernels since 6.x; older ones start at 0.
+                        if fsio::read_opt(&group, "memory.use_hierarchy")?.is_some_and(|v| v.trim() == "0") {
+                            fsio::write(&group, "memory.use_hierarchy", "1")?;
+                        }
+                    }
+                    let leaf = group.join(LEAF);
+                    if h.has("cpuset") {
+                        made.push(group.clone());
+                        for d in &made {
+                            v1::copy_cpuset(d, h.mount.noprefix)?;
+                        }
+                    }
+                    fsio::mkdir(&leaf)?;
+                    if h.has("cpuset") {
+                        v1::copy_cpuset(&leaf, h.mount.noprefix)?;
+                    }
+                }
+                v1::write_limits(&dirs, limits)
+            }
+        }
     }
 
     /// The existing group `<root>/<rel>`, if it exists in any hierarchy.
     pub fn existing(&self, rel: &str) -> Option<Cgroup> {
-        let _ = rel;
-        todo!("cgroup helper")
+        detect::validate_rel(rel).ok()?;
+        let cg = self.group(rel);
+        cg.dirs().iter().any(|d| d.is_dir()).then_some(cg)
     }
 
     /// The root's directory in each hierarchy.
     pub fn dirs(&self) -> Vec<PathBuf> {
-        todo!("cgroup helper")
+        self.hiers.iter().map(|h| h.root.clone()).collect()
     }
 }
 
 impl Cgroup {
+    fn dir_in(&self, h: &Hier) -> PathBuf {
+        detect::join_rel(&h.root, &self.rel)
+    }
+
+    fn v1_dirs(&self) -> v1::Dirs {
+        let find = |c: &str| self.hiers.iter().find(|h| !h.mount.unified && h.has(c)).map(|h| self.dir_in(h));
+        v1::Dirs {
+            memory: find("memory"),
+            cpu: find("cpu"),
+            cpuacct: find("cpuacct"),
+            pids: find("pids"),
+            blkio: find("blkio"),
+            freezer: find("freezer"),
+            cpuset: find("cpuset"),
+        }
+    }
+
+    /// The group's directory in the unified hierarchy, if one is mounted.
+    pub fn unified_dir(&self) -> Option<PathBuf> {
+        self.hiers.iter().find(|h| h.mount.unified).map(|h| self.dir_in(h))
+    }
+
+    /// The group's name below the root.
+    pub fn rel(&self) -> &str {
+        &self.rel
+    }
+
+    /// Which hierarchies carry the limits.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
     /// Moves `pid` into the leaf in every hierarchy.
     pub fn attach(&self, pid: i32) -> Result<(), CgroupError> {
-        let _ = pid;
-        todo!("cgroup helper")
+        for d in self.leaf_dirs() {
+            fsio::write(&d, "cgroup.procs", &pid.to_string())?;
+        }
+        Ok(())
     }
 
     /// Pids in the group (leaf and group), host pid namespace.
+    ///
+    /// The union over every hierarchy and every cgroup below the group, so
+    /// that a process attached to only some hierarchies is still found.
     pub fn pids(&self) -> Result<Vec<i32>, CgroupError> {
-        todo!("cgroup helper")
+        let mut all = std::collections::BTreeSet::new();
+        for d in self.dirs() {
+            for sub in fsio::subtree(&d)? {
+                all.extend(fsio::procs(&sub)?);
+            }
+        }
+        Ok(all.into_iter().collect())
+    }
+
+    /// True while any process is in the group.
+    pub fn is_populated(&self) -> Result<bool, CgroupError> {
+        Ok(!self.pids()?.is_empty())
     }
 
     /// Kills every process in the group and waits (bounded) until it is empty:
     /// `cgroup.kill` where the kernel has it, else freeze + SIGKILL + thaw.
+    ///
+    /// `cgroup.kill` is written on the group in the unified hierarchy; if
+    /// processes remain after a few rounds (on a hybrid host, ones attached
+    /// only to v1 hierarchies) the freezer way is used as well. Gives up with
+    /// [`CgroupError::NotEmpty`] after [`KILL_TIMEOUT`].
     pub fn kill_all(&self) -> Result<(), CgroupError> {
-        todo!("cgroup helper")
+        self.kill_all_within(KILL_TIMEOUT)
+    }
+
+    /// [`Cgroup::kill_all`] with its own bound.
+    pub fn kill_all_within(&self, timeout: Duration) -> Result<(), CgroupError> {
+        let kill_dir = self.unified_dir().filter(|d| v2::has_kill(d));
+        let start = Instant::now();
+        let mut round = 0u32;
+        loop {
+            let pids = self.pids()?;
+            if pids.is_empty() {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                return Err(CgroupError::NotEmpty {
+                    path: self.dirs().into_iter().next().unwrap_or_default(),
+                    pids,
+                    waited: start.elapsed(),
+                });
+            }
+            match &kill_dir {
+                Some(d) if round < 20 => v2::kill(d)?,
+                _ => self.freeze_and_kill()?,
+            }
+            round += 1;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Freezes (where a freezer exists), SIGKILLs every listed pid, thaws.
+    /// Frozen processes cannot fork new ones between reading the list and
+    /// the kill; v1 frozen tasks die when thawed.
+    fn freeze_and_kill(&self) -> Result<(), CgroupError> {
+        // A freeze that does not finish in time still leaves most tasks
+        // stopped; the kill goes ahead and the thaw always runs.
+        let _ = self.set_frozen(true, FREEZE_TIMEOUT);
+        let res = self.pids().map(|pids| {
+            for p in pids {
+                // ESRCH: gone already.
+                let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+            }
+        });
+        let thawed = self.set_frozen(false, FREEZE_TIMEOUT);
+        res.and(thawed)
+    }
+
+    /// Freezes every process in the group (v1 freezer, else v2 `cgroup.freeze`).
+    pub fn freeze(&self) -> Result<(), CgroupError> {
+        self.set_frozen(true, FREEZE_TIMEOUT)
+    }
+
+    /// Thaws the group.
+    pub fn thaw(&self) -> Result<(), CgroupError> {
+        self.set_frozen(false, FREEZE_TIMEOUT)
+    }
+
+    fn set_frozen(&self, frozen: bool, timeout: Duration) -> Result<(), CgroupError> {
+        if let Some(d) = self.v1_dirs().freezer {
+            return v1::set_frozen(&d, frozen, timeout);
+        }
+        match self.unified_dir() {
+            Some(d) if d.join("cgroup.freeze").exists() => v2::set_frozen(&d, frozen, timeout),
+            _ => Err(CgroupError::MissingController {
+                controller: "freezer".into(),
+                detail: "neither a v1 freezer hierarchy nor cgroup.freeze".into(),
+            }),
+        }
     }
 
     /// Removes the leaf and the group in every hierarchy, retrying EBUSY briefly.
+    /// Cgroups made below the leaf or the group are removed first; absent
+    /// directories are fine. Every hierarchy is tried; the first error is returned.
     pub fn remove(&self) -> Result<(), CgroupError> {
-        todo!("cgroup helper")
+        let mut first = None;
+        for d in self.dirs() {
+            if let Err(e) = fsio::remove_tree(&d) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 
     /// The group's directory in each hierarchy.
     pub fn dirs(&self) -> Vec<PathBuf> {
-        todo!("cgroup helper")
+        self.hiers.iter().map(|h| self.dir_in(h)).collect()
+    }
+
+    /// The leaf's directory in each hierarchy (v1 ones first, unified last):
+    /// where [`Cgroup::attach`] puts processes.
+    pub fn leaf_dirs(&self) -> Vec<PathBuf> {
+        self.dirs().into_iter().map(|d| d.join(LEAF)).collect()
     }
 
     /// Usage and fault counters.
     pub fn stats(&self) -> Result<Stats, CgroupError> {
-        todo!("cgroup helper")
+        match self.mode {
+            Mode::V2 => match self.unified_dir() {
+                Some(d) => v2::stats(&d),
+                None => Ok(Stats::default()),
+            },
+            Mode::V1 => {
+                let mut s = v1::stats(&self.v1_dirs())?;
+                if s.cpu_usage_us.is_none() {
+                    if let Some(d) = self.unified_dir() {
+                        s.cpu_usage_us = fsio::read_keyed(&d, "cpu.stat", "usage_usec")?;
+                    }
+                }
+                Ok(s)
+            }
+        }
     }
 }
