@@ -5,5 +5,4 @@ use std::os::raw::c_int;
 pub const PAM_SUCCESS: c_int = 0;
 pub const PAM_SERVICE_ERR: c_int = 3;
 pub const PAM_SESSION_ERR: c_int = 14;
-pub const PAM_NO_MODULE_DATA: c_int = 18;
 pub const PAM_IGNORE: c_int = 25;

@@ -10,7 +10,7 @@ use std::ptr;
 
 use hutch_runtime::join::Session;
 
-use crate::codes::{PAM_IGNORE, PAM_NO_MODULE_DATA, PAM_SESSION_ERR, PAM_SUCCESS};
+use crate::codes::{PAM_IGNORE, PAM_SESSION_ERR, PAM_SUCCESS};
 use crate::session::{self, PamOps, Runtime};
 
 /// `pam_handle_t`, opaque.
@@ -138,7 +138,8 @@ impl PamOps for Handle {
         // SAFETY: `self.pamh` is the live handle; `data` is a valid out
         // pointer; the key is a static NUL-terminated string.
         let code = unsafe { pam_get_data(self.pamh, DATA_KEY.as_ptr(), &mut data) };
-        if code == PAM_NO_MODULE_DATA || code != PAM_SUCCESS || data.is_null() {
+        // PAM_NO_MODULE_DATA: open_session kept nothing (an exempt user).
+        if code != PAM_SUCCESS || data.is_null() {
             return None;
         }
         // SAFETY: data under DATA_KEY is only ever set by `set_session`, as a

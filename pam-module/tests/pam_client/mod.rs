@@ -9,7 +9,6 @@ use std::ptr;
 
 pub const PAM_SUCCESS: c_int = 0;
 pub const PAM_SERVICE_ERR: c_int = 3;
-pub const PAM_SESSION_ERR: c_int = 14;
 const PAM_CONV_ERR: c_int = 19;
 
 #[repr(C)]
