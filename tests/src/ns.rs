@@ -1,0 +1,69 @@
+//! Private mount namespaces for PAM clients: a private `/dev` (with the
+//! test's syslog socket at `/dev/log`) and test-written PAM files bound over
+//! the host's, all inside `unshare --mount --propagation private`, so the host
+//! never sees any of it.
+
+use crate::{shell_quote, OutputExt, Syslog, TestDir};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+/// Shell commands (run inside a private mount namespace) that mount a fresh
+/// tmpfs on /dev with null zero full random urandom tty, a new devpts
+/// instance at /dev/pts with /dev/ptmx → pts/ptmx, /dev/shm, the /proc/self/fd
+/// links, and bind `log_socket` at /dev/log.
+pub fn private_dev_script(log_socket: &Path) -> String {
+    format!(
+        r#"mount -t tmpfs -o mode=0755,nosuid,size=1m hutch-test-dev /dev
+mknod -m 666 /dev/null c 1 3
+mknod -m 666 /dev/zero c 1 5
+mknod -m 666 /dev/full c 1 7
+mknod -m 666 /dev/random c 1 8
+mknod -m 666 /dev/urandom c 1 9
+mknod -m 666 /dev/tty c 5 0
+mkdir -m 755 /dev/pts
+mkdir -m 1777 /dev/shm
+mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,gid=5 devpts /dev/pts
+ln -s pts/ptmx /dev/ptmx
+mount -t tmpfs -o mode=1777,nosuid,nodev shm /dev/shm
+ln -s /proc/self/fd /dev/fd
+ln -s /proc/self/fd/0 /dev/stdin
+ln -s /proc/self/fd/1 /dev/stdout
+ln -s /proc/self/fd/2 /dev/stderr
+: > /dev/log
+mount --bind {} /dev/log
+"#,
+        shell_quote(&log_socket.to_string_lossy())
+    )
+}
+
+/// Runs the real `/bin/su - USER -c CMD` as root in a private mount
+/// namespace where `pam_stack` is the content of both /etc/pam.d/su and
+/// /etc/pam.d/su-l (util-linux su hardcodes those service names), with a
+/// private /dev whose /dev/log goes to a throwaway catcher. Bounded to 120 s.
+pub fn su_in_private_ns(pam_stack: &str, user: &str, cmd: &str) -> Output {
+    let dir = TestDir::new("htsu");
+    let log = Syslog::bind(dir.join("log.sock"));
+    su_in_private_ns_with_log(pam_stack, user, cmd, &log)
+}
+
+/// `su_in_private_ns`, with PAM's syslog lines going to `log`.
+pub fn su_in_private_ns_with_log(pam_stack: &str, user: &str, cmd: &str, log: &Syslog) -> Output {
+    let dir = TestDir::new("htsu");
+    let stack = dir.join("su");
+    std::fs::write(&stack, pam_stack).expect("write su stack");
+    let script = format!(
+        "set -e\n{}mount --bind {q} /etc/pam.d/su\nmount --bind {q} /etc/pam.d/su-l\nexec su - \"$1\" -c \"$2\"\n",
+        private_dev_script(log.path()),
+        q = shell_quote(&stack.to_string_lossy()),
+    );
+    let out = Command::new("timeout")
+        .args(["-k", "5", "120", "unshare", "--mount", "--propagation", "private", "--"])
+        .args(["sh", "-c", &script, "sh", user, cmd])
+        .stdin(Stdio::null())
+        .output()
+        .expect("running unshare/su");
+    if out.code() == Some(124) {
+        eprintln!("su_in_private_ns: timed out\n{}", out.describe());
+    }
+    out
+}
