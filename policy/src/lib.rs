@@ -9,8 +9,24 @@
 //! types and functions below are relied upon by the other crates. Extend them
 //! freely; do not rename or remove without updating the callers.
 
+mod error;
+mod raw;
+mod resolve;
+pub mod units;
+mod validate;
+pub mod values;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub use error::{Diagnostic, Loc, Severity};
+pub use raw::{RULE_KEYS, TOP_KEYS};
+pub use resolve::{Entry, Explanation, Origin, BUILTIN_SERVICES, DEFAULT_SHELL, DEFAULT_TEMPLATE, DEFAULT_WRITABLE_SIZE};
+pub use units::OnLogout;
+pub use values::{ServiceMode, WritableMode};
+
+use error::Source;
+use raw::Model;
 
 /// The default place of the policy file.
 pub const DEFAULT_CONFIG: &str = "/etc/hutch/hutch.toml";
@@ -102,20 +118,47 @@ pub struct UserPolicy {
     pub template: String,
     /// The shell hutch-shell execs inside the container (default `/bin/bash`).
     pub shell: PathBuf,
-    /// Hostname inside the container, already substituted (default `{user}`... see docs).
+    /// Hostname inside the container, already substituted (pattern default
+    /// `{user}`; characters a hostname cannot hold become `-`, cut at 64).
     pub hostname: String,
     pub limits: Limits,
-    /// How long the container outlives its last session (0 = torn down at once).
+    /// How long the container outlives its last session (0 = torn down at
+    /// once). Always `on_logout.linger()`.
     pub linger: Duration,
     pub mounts: Vec<BindMount>,
     pub network: Network,
+    /// What happens when the last session closes.
+    pub on_logout: OnLogout,
+    /// Ephemeral (tmpfs of `limits.writable_size`) or persistent
+    /// (`<lib_dir>/users/<user>/`) writable layer.
+    pub writable: WritableMode,
+    /// The seccomp profile hutch-shell loads (`"default"`).
+    pub seccomp: String,
+}
+
+impl Default for UserPolicy {
+    /// The built-in policy of a user no table mentions (hostname `user`).
+    fn default() -> Self {
+        UserPolicy {
+            template: DEFAULT_TEMPLATE.into(),
+            shell: DEFAULT_SHELL.into(),
+            hostname: "user".into(),
+            limits: Limits { writable_size: DEFAULT_WRITABLE_SIZE, ..Limits::default() },
+            linger: Duration::ZERO,
+            mounts: Vec::new(),
+            network: Network::Loopback,
+            on_logout: OnLogout::Kill,
+            writable: WritableMode::Ephemeral,
+            seccomp: "default".into(),
+        }
+    }
 }
 
 /// What to do with one account's session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Not confined: the session proceeds on the host untouched. The string says why
-    /// (`"root is never confined"`, `"users.bob: confine = false"`).
+    /// (`"root is never confined"`, `"users.bob: confine = false (FILE:LINE:COL)"`).
     Exempt(String),
     /// Confined: the session goes into the user's container.
     Confine(Box<UserPolicy>),
@@ -124,40 +167,187 @@ pub enum Decision {
 }
 
 /// A policy file that could not be read or is not valid. `Display` names the
-/// file, line, column and key where one is known.
+/// file, line, column and key where one is known (`FILE:LINE:COL: KEY: what`),
+/// one error a line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct PolicyError {
     pub message: String,
 }
 
+impl PolicyError {
+    fn from_diagnostics(d: &[Diagnostic]) -> PolicyError {
+        let lines: Vec<String> =
+            d.iter().filter(|x| x.severity == Severity::Error).map(ToString::to_string).collect();
+        PolicyError { message: lines.join("\n") }
+    }
+}
+
+/// Everything `hutchctl check` reports about a policy: the policy if it is
+/// valid, and every error and warning found.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub policy: Option<Policy>,
+    /// The files read, main file first, then drop-ins in the order applied.
+    pub files: Vec<PathBuf>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Report {
+    /// Whether any diagnostic is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(|d| d.severity == Severity::Error)
+    }
+
+    /// Whether any diagnostic is a warning.
+    pub fn has_warnings(&self) -> bool {
+        self.diagnostics.iter().any(|d| d.severity == Severity::Warning)
+    }
+}
+
 /// A parsed, validated policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    _private: (),
+    host: HostSettings,
+    model: Model,
+    warnings: Vec<Diagnostic>,
+    files: Vec<PathBuf>,
+}
+
+/// The drop-in directory of a main file: `hutch.d` beside `hutch.toml`
+/// (generally `<stem>.d` beside `<stem>.toml`).
+pub fn drop_in_dir(main: &Path) -> PathBuf {
+    let stem = main.file_stem().map_or_else(|| "hutch".into(), |s| s.to_string_lossy().into_owned());
+    main.with_file_name(format!("{stem}.d"))
+}
+
+/// The drop-ins of `main`: `*.toml` files (not starting with `.`) in
+/// [`drop_in_dir`], in byte-wise order of their names. A missing directory has none.
+pub fn drop_ins(main: &Path) -> Result<Vec<PathBuf>, PolicyError> {
+    let dir = drop_in_dir(main);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(PolicyError { message: format!("listing drop-ins in {}: {e}", dir.display()) }),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| PolicyError { message: format!("listing drop-ins in {}: {e}", dir.display()) })?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".toml") && !name.starts_with('.') {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 impl Policy {
-    /// Reads and validates `path`.
+    /// Reads and validates `path` and its drop-ins (see [`drop_ins`]).
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        let _ = path;
-        todo!("policy helper")
+        let report = Policy::check(path);
+        report.policy.ok_or_else(|| PolicyError::from_diagnostics(&report.diagnostics))
     }
 
     /// Parses and validates policy text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &Path) -> Result<Policy, PolicyError> {
-        let _ = (text, origin);
-        todo!("policy helper")
+        Policy::from_sources(&[(text, origin)])
+    }
+
+    /// Parses texts as a main file followed by drop-ins, in that order.
+    pub fn from_sources(sources: &[(&str, &Path)]) -> Result<Policy, PolicyError> {
+        let report = Policy::check_sources(sources);
+        report.policy.ok_or_else(|| PolicyError::from_diagnostics(&report.diagnostics))
+    }
+
+    /// Reads `path` and its drop-ins and reports every error and warning,
+    /// including mount sources missing on this host. What `hutchctl check` prints.
+    pub fn check(path: &Path) -> Report {
+        let mut files = vec![path.to_path_buf()];
+        let mut diagnostics = Vec::new();
+        match drop_ins(path) {
+            Ok(d) => files.extend(d),
+            Err(e) => diagnostics.push(Diagnostic::error(None, "", e.message)),
+        }
+        let mut texts = Vec::new();
+        for f in &files {
+            match std::fs::read_to_string(f) {
+                Ok(t) => texts.push(t),
+                Err(e) => {
+                    diagnostics.push(Diagnostic::error(None, "", format!("reading policy {}: {e}", f.display())));
+                    texts.push(String::new());
+                }
+            }
+        }
+        let sources: Vec<(&str, &Path)> = texts.iter().map(String::as_str).zip(files.iter().map(PathBuf::as_path)).collect();
+        let mut report = Policy::check_sources(&sources);
+        if !diagnostics.is_empty() {
+            report.policy = None;
+            diagnostics.append(&mut report.diagnostics);
+            report.diagnostics = diagnostics;
+        }
+        if let Some(p) = &report.policy {
+            report.diagnostics.extend(validate::missing_mount_sources(&p.model));
+        }
+        report
+    }
+
+    /// Like [`Policy::check`] on texts (main first); reads nothing from disk.
+    pub fn check_sources(sources: &[(&str, &Path)]) -> Report {
+        let mut diagnostics = Vec::new();
+        let mut model = Model::new();
+        for (text, origin) in sources {
+            let src = Source::new(text, origin);
+            match Model::parse_file(&src) {
+                Ok((m, mut d)) => {
+                    diagnostics.append(&mut d);
+                    model.overlay(m);
+                }
+                Err(d) => diagnostics.push(d),
+            }
+        }
+        diagnostics.extend(validate::validate(&model));
+        let files = sources.iter().map(|(_, p)| p.to_path_buf()).collect::<Vec<_>>();
+        let ok = !diagnostics.iter().any(|d| d.severity == Severity::Error);
+        let policy = ok.then(|| Policy {
+            host: HostSettings {
+                run_dir: model.run_dir.as_ref().map_or("/run/hutch", |v| v.value.0.as_str()).into(),
+                lib_dir: model.lib_dir.as_ref().map_or("/var/lib/hutch", |v| v.value.0.as_str()).into(),
+                cgroup_root: model.cgroup_root.as_ref().map_or("/hutch".to_string(), |v| v.value.0.clone()),
+            },
+            warnings: diagnostics.clone(),
+            files: files.clone(),
+            model,
+        });
+        Report { policy, files, diagnostics }
     }
 
     /// Host-wide settings.
     pub fn host(&self) -> &HostSettings {
-        todo!("policy helper")
+        &self.host
+    }
+
+    /// Warnings found while loading (the policy is used regardless).
+    pub fn warnings(&self) -> &[Diagnostic] {
+        &self.warnings
+    }
+
+    /// The files this policy was read from, main file first.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
     }
 
     /// The decision for `account` opening a session through PAM service `service`.
     pub fn resolve(&self, account: &Account, service: &str) -> Decision {
-        let _ = (account, service);
-        todo!("policy helper")
+        self.explain(account, service).decision
+    }
+
+    /// The decision and every effective value with its origin (`hutchctl policy USER`).
+    pub fn explain(&self, account: &Account, service: &str) -> Explanation {
+        resolve::explain(&self.model, account, service)
     }
 }
+
+#[cfg(test)]
+mod tests;
