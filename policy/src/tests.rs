@@ -308,3 +308,366 @@ fn tempdir() -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+// ---- phase 2: plans, priorities, services, drop-ins, limits, validation ----
+
+fn sources(files: &[(&str, &str)]) -> Result<Policy, String> {
+    let v: Vec<(&str, &Path)> = files.iter().map(|(name, text)| (*text, Path::new(*name))).collect();
+    Policy::from_sources(&v).map_err(|e| e.message)
+}
+
+fn diagnostics(text: &str) -> Vec<String> {
+    Policy::check_sources(&[(text, Path::new("hutch.toml"))]).diagnostics.iter().map(ToString::to_string).collect()
+}
+
+/// Every limit key with its units reaches Limits.
+#[test]
+fn full_limit_set() {
+    let p = parse(
+        r#"
+[defaults]
+memory = "2G"
+memory_high = "1536M"
+swap = "512M"
+cpu = "1.5"
+cpu_weight = 200
+pids = 256
+io = [ { device = "/dev/vda", read_bps = "50M", write_bps = "20M", read_iops = 1000, write_iops = 500 } ]
+io_weight = 50
+writable_size = "2G"
+max_sessions = 8
+writable = "persistent"
+network = "loopback"
+seccomp = "default"
+"#,
+    );
+    let u = confined(&p, &alice());
+    assert_eq!(
+        u.limits,
+        Limits {
+            memory_max: Some(2 << 30),
+            memory_high: Some(1536 << 20),
+            swap_max: Some(512 << 20),
+            cpu: Some(CpuQuota { quota_us: 150_000, period_us: 100_000 }),
+            cpu_weight: Some(200),
+            pids_max: Some(256),
+            io: vec![IoLimit {
+                device: "/dev/vda".into(),
+                read_bps: Some(50 << 20),
+                write_bps: Some(20 << 20),
+                read_iops: Some(1000),
+                write_iops: Some(500),
+            }],
+            io_weight: Some(50),
+            writable_size: 2 << 30,
+            max_sessions: Some(8),
+        }
+    );
+    assert_eq!(u.writable, WritableMode::Persistent);
+    assert_eq!(u.seccomp, "default");
+    let pct = parse("[defaults]\ncpu = \"250%\"\n[users.alice]\ncpu = 2\n");
+    assert_eq!(confined(&pct, &alice()).limits.cpu, Some(CpuQuota { quota_us: 200_000, period_us: 100_000 }));
+    assert_eq!(confined(&pct, &account("bob", 2, &[])).limits.cpu, Some(CpuQuota { quota_us: 250_000, period_us: 100_000 }));
+}
+
+/// Out-of-range values are refused with the key.
+#[test]
+fn out_of_range_values() {
+    assert_eq!(
+        error("[defaults]\ncpu_weight = 0\n"),
+        "hutch.toml:2:14: defaults.cpu_weight: invalid weight 0: must be between 1 and 10000"
+    );
+    assert_eq!(error("[defaults]\ncpu = \"0.001\"\n"), "hutch.toml:2:7: defaults.cpu: invalid cpu \"0.001\": must be at least 0.01 cores (1%)");
+    assert_eq!(error("[defaults]\nmax_sessions = 0\n"), "hutch.toml:2:16: defaults.max_sessions: invalid count 0: must be at least 1, or \"none\"");
+    assert_eq!(
+        error("[defaults]\nmemory = \"1M\"\n"),
+        "hutch.toml:2:10: defaults.memory: memory \"1M\" is out of range: a container needs at least 4M"
+    );
+    assert_eq!(
+        error("[defaults]\nwritable_size = \"none\"\n"),
+        "hutch.toml:2:17: defaults.writable_size: this size cannot be \"none\""
+    );
+    assert_eq!(
+        error("[defaults]\nio = [ { device = \"/dev/vda\" } ]\n"),
+        "hutch.toml:2:8: defaults.io[0]: io device \"/dev/vda\" sets no limit (give read_bps, write_bps, read_iops or write_iops)"
+    );
+    assert_eq!(
+        error("[defaults]\nwritable = \"disk\"\n"),
+        "hutch.toml:2:12: defaults.writable: invalid value \"disk\": expected \"ephemeral\", \"persistent\""
+    );
+}
+
+/// on_logout takes its three forms; linger is its synonym; both in one table is an error.
+#[test]
+fn on_logout_and_linger() {
+    let p = parse(
+        "[defaults]\non_logout = \"keep-while-running\"\n[groups.students]\non_logout = \"linger:10m\"\n[users.alice]\nlinger = \"30s\"\n",
+    );
+    assert_eq!(confined(&p, &account("bob", 2, &[])).on_logout, OnLogout::KeepWhileRunning);
+    let carol = confined(&p, &account("carol", 3, &["students"]));
+    assert_eq!((carol.on_logout, carol.linger), (OnLogout::Linger(Duration::from_secs(600)), Duration::from_secs(600)));
+    let a = confined(&p, &alice());
+    assert_eq!((a.on_logout, a.linger), (OnLogout::Linger(Duration::from_secs(30)), Duration::from_secs(30)));
+    assert_eq!(
+        error("[defaults]\non_logout = \"kill\"\nlinger = \"5m\"\n"),
+        "hutch.toml:3:10: defaults.linger: both linger and on_logout are set (on_logout at hutch.toml:2:13): keep one"
+    );
+}
+
+/// A plan applies beneath the table that names it; the table's own keys beat the plan's.
+#[test]
+fn plans_apply_beneath_their_table() {
+    let p = parse(
+        r#"
+[plans.basic]
+memory = "512M"
+pids = 64
+[plans.pro]
+memory = "4G"
+pids = 1024
+cpu = "2"
+[defaults]
+plan = "basic"
+[groups.customers]
+plan = "pro"
+pids = 500
+[users.alice]
+plan = "basic"
+"#,
+    );
+    let nobody = confined(&p, &account("nobody2", 5, &[]));
+    assert_eq!((nobody.limits.memory_max, nobody.limits.pids_max), (Some(512 << 20), Some(64)));
+    let cust = confined(&p, &account("carl", 6, &["customers"]));
+    assert_eq!((cust.limits.memory_max, cust.limits.pids_max), (Some(4 << 30), Some(500)));
+    assert!(cust.limits.cpu.is_some());
+    // The user's plan is user-level: it beats the group's own keys.
+    let a = confined(&p, &account("alice", 7, &["customers"]));
+    assert_eq!((a.limits.memory_max, a.limits.pids_max), (Some(512 << 20), Some(64)));
+    // ...but not keys the plan does not set.
+    assert!(a.limits.cpu.is_some());
+}
+
+/// Plans must exist, cannot nest, and priority belongs to groups.
+#[test]
+fn plan_and_priority_errors() {
+    assert_eq!(
+        error("[plans.pro]\npids = 10\n[users.alice]\nplan = \"por\"\n"),
+        "hutch.toml:4:8: users.alice.plan: plan \"por\" is not defined (did you mean \"pro\"?)"
+    );
+    assert_eq!(
+        error("[users.alice]\nplan = \"gold\"\n"),
+        "hutch.toml:2:8: users.alice.plan: plan \"gold\" is not defined (no [plans.NAME] table exists)"
+    );
+    assert_eq!(
+        error("[plans.a]\nplan = \"b\"\n[plans.b]\n"),
+        "hutch.toml:2:8: plans.a.plan: a plan cannot name another plan"
+    );
+    assert_eq!(error("[users.alice]\npriority = 3\n"), "hutch.toml:2:12: users.alice.priority: priority only applies to groups");
+}
+
+/// Several groups: the higher priority wins; on a tie the name that sorts first wins, and check warns.
+#[test]
+fn group_priority_and_tie_rule() {
+    let p = parse(
+        r#"
+[groups.staff]
+priority = 10
+memory = "8G"
+[groups.students]
+memory = "1G"
+pids = 100
+[groups.alumni]
+memory = "512M"
+"#,
+    );
+    let both = confined(&p, &account("a", 10, &["students", "staff"]));
+    assert_eq!((both.limits.memory_max, both.limits.pids_max), (Some(8 << 30), Some(100)));
+    // The group order of the account does not matter.
+    assert_eq!(confined(&p, &account("b", 11, &["staff", "students"])), confined(&p, &account("b", 11, &["students", "staff"])));
+    // Tie at priority 0: "alumni" sorts before "students", so it wins.
+    let tie = confined(&p, &account("c", 12, &["students", "alumni"]));
+    assert_eq!(tie.limits.memory_max, Some(512 << 20));
+    let tie2 = confined(&p, &account("c", 12, &["alumni", "students"]));
+    assert_eq!(tie, tie2);
+    assert!(p.warnings().iter().any(|w| w.to_string()
+        == "hutch.toml:8:9: groups.alumni.memory: groups alumni, students set memory differently at the same priority 0: a user in several of them gets the value of the group whose name sorts first; set priority to decide"));
+    assert!(p.explain(&account("c", 12, &["students", "alumni"]), "sshd").groups == ["students", "alumni"]);
+}
+
+/// [services]: confine, refuse and ignore override the built-in table; unknown services confine.
+#[test]
+fn services_rules() {
+    let p = parse("[services]\ncron = \"ignore\"\nsudo = \"refuse\"\nsystemd-user = \"confine\"\n");
+    assert_eq!(p.resolve(&alice(), "cron"), Decision::Exempt("service cron ignores confined users (services.cron at hutch.toml:2:8)".into()));
+    assert_eq!(p.resolve(&alice(), "sudo"), Decision::Refuse("service sudo refuses confined users (services.sudo at hutch.toml:3:8)".into()));
+    assert!(matches!(p.resolve(&alice(), "systemd-user"), Decision::Confine(_)));
+    assert!(matches!(p.resolve(&alice(), "xdm"), Decision::Confine(_)));
+    assert_eq!(
+        error("[services]\nsshd = \"allow\"\n"),
+        "hutch.toml:2:8: services.sshd: invalid value \"allow\": expected \"confine\", \"refuse\", \"ignore\""
+    );
+    assert_eq!(
+        diagnostics("[services]\nssh = \"refuse\"\n"),
+        ["hutch.toml:2:7: services.ssh: \"ssh\" is not a service hutch knows (did you mean \"sshd\"?); it applies only to a PAM service of exactly that name"]
+    );
+}
+
+/// Drop-ins overlay the main file key by key, later files winning, and errors name the drop-in.
+#[test]
+fn drop_ins_overlay_key_by_key() {
+    let p = sources(&[
+        ("hutch.toml", "[defaults]\nmemory = \"1G\"\npids = 100\n[users.alice]\nshell = \"/bin/zsh\"\n"),
+        ("hutch.d/10-limits.toml", "[defaults]\nmemory = \"2G\"\n[users.alice]\npids = 50\n"),
+        ("hutch.d/20-more.toml", "[defaults]\nmemory = \"3G\"\n"),
+    ])
+    .unwrap();
+    let a = confined(&p, &alice());
+    assert_eq!((a.limits.memory_max, a.limits.pids_max, a.shell.clone()), (Some(3 << 30), Some(50), PathBuf::from("/bin/zsh")));
+    let e = p.explain(&alice(), "sshd");
+    assert_eq!(e.get("memory").unwrap().origin.to_string(), "hutch.d/20-more.toml:2:10 (defaults)");
+    assert_eq!(
+        sources(&[("hutch.toml", ""), ("hutch.d/10-x.toml", "[defaults]\nmemory = \"lots\"\n")]).unwrap_err(),
+        "hutch.d/10-x.toml:2:10: defaults.memory: invalid size \"lots\": expected a number with an optional unit K, M, G or T (e.g. \"512M\")"
+    );
+}
+
+/// A contradiction across files names both places.
+#[test]
+fn memory_high_above_memory() {
+    assert_eq!(
+        sources(&[("hutch.toml", "[defaults]\nmemory = \"1G\"\n"), ("hutch.d/a.toml", "[users.alice]\nmemory_high = \"2G\"\n")]).unwrap_err(),
+        "hutch.d/a.toml:2:15: users.alice.memory_high: memory_high \"2G\" is above memory \"1G\" (defaults at hutch.toml:2:10): memory_high must not exceed memory"
+    );
+}
+
+/// pids must leave room for max_sessions.
+#[test]
+fn pids_below_max_sessions_need() {
+    assert_eq!(
+        error("[defaults]\npids = 10\nmax_sessions = 4\n"),
+        "hutch.toml:2:8: defaults.pids: pids 10 is too few for max_sessions 4 (defaults at hutch.toml:3:16): each session needs 3 processes (sshd's two and a shell) and the init one, so at least 13"
+    );
+}
+
+/// Mount targets over root-owned places and paths with ".." are refused.
+#[test]
+fn forbidden_mounts() {
+    for t in ["/etc", "/etc/ssh", "/usr/local/bin", "/lib64", "/bin", "/sbin", "/proc", "/sys", "/dev", "/run/hutch/users", "/"] {
+        let m = error(&format!("[defaults]\nmounts = [ {{ source = \"/srv\", target = \"{t}\" }} ]\n"));
+        assert!(m.starts_with(&format!("hutch.toml:2:12: defaults.mounts[0]: mount target \"{t}\" is refused: it would cover ")), "{m}");
+    }
+    assert_eq!(
+        error("[defaults]\nmounts = [ { source = \"/srv/x\", target = \"/etc/x\" } ]\n"),
+        "hutch.toml:2:12: defaults.mounts[0]: mount target \"/etc/x\" is refused: it would cover /etc, which must stay out of the user's reach"
+    );
+    assert_eq!(
+        error("[defaults]\nmounts = [ { source = \"/srv/../etc\", target = \"/data\" } ]\n"),
+        "hutch.toml:2:12: defaults.mounts[0]: invalid mount source \"/srv/../etc\" contains \"..\""
+    );
+    assert_eq!(
+        error("[defaults]\nmounts = [ { source = \"/srv\", target = \"{home}/../../etc\" } ]\n"),
+        "hutch.toml:2:12: defaults.mounts[0]: invalid mount target \"{home}/../../etc\" contains \"..\""
+    );
+}
+
+/// A home that puts a {home} target under a forbidden place refuses that user's login instead of mounting.
+#[test]
+fn substituted_forbidden_target_refuses() {
+    let p = parse("[defaults]\nmounts = [ { source = \"/srv/{user}\", target = \"{home}/data\" } ]\n");
+    let mut odd = alice();
+    odd.home = "/etc/alice".into();
+    assert_eq!(
+        p.resolve(&odd, "sshd"),
+        Decision::Refuse("defaults.mounts (hutch.toml:2:10): mount target \"/etc/alice/data\" is refused: it would cover /etc, which must stay out of the user's reach".into())
+    );
+}
+
+/// Warnings: a table for root, a missing mount source (only `check` looks at the disk).
+#[test]
+fn warnings_and_check() {
+    assert_eq!(diagnostics("[users.root]\nmemory = \"1G\"\n"), ["hutch.toml:1:8: users.root: root is never confined: this table has no effect"]);
+    let dir = tempdir();
+    let f = dir.join("hutch.toml");
+    std::fs::write(&f, "[defaults]\nmounts = [ { source = \"/nonexistent/hutch-test\", target = \"/data\" } ]\n").unwrap();
+    let r = Policy::check(&f);
+    assert!(!r.has_errors());
+    assert_eq!(
+        r.diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [format!("{}:2:10: defaults.mounts[0].source: mount source \"/nonexistent/hutch-test\" does not exist on this host", f.display())]
+    );
+    assert!(Policy::load(&f).is_ok());
+}
+
+/// Policy::load reads hutch.d/*.toml beside the main file in byte-wise order, skipping other files.
+#[test]
+fn load_reads_drop_in_directory() {
+    let dir = tempdir();
+    let f = dir.join("hutch.toml");
+    std::fs::write(&f, "[defaults]\npids = 10\n").unwrap();
+    std::fs::create_dir(dir.join("hutch.d")).unwrap();
+    std::fs::write(dir.join("hutch.d/20-b.toml"), "[defaults]\npids = 30\n").unwrap();
+    std::fs::write(dir.join("hutch.d/10-a.toml"), "[defaults]\npids = 20\n").unwrap();
+    std::fs::write(dir.join("hutch.d/99-z.toml.dpkg-old"), "garbage").unwrap();
+    std::fs::write(dir.join("hutch.d/.30-hidden.toml"), "garbage").unwrap();
+    let p = Policy::load(&f).unwrap();
+    assert_eq!(confined(&p, &alice()).limits.pids_max, Some(30));
+    assert_eq!(p.files(), [f.clone(), dir.join("hutch.d/10-a.toml"), dir.join("hutch.d/20-b.toml")]);
+    std::fs::write(dir.join("hutch.d/30-c.toml"), "[defaults]\npids = 0\n").unwrap();
+    assert_eq!(
+        Policy::load(&f).unwrap_err().message,
+        format!("{}:2:8: defaults.pids: invalid count 0: must be at least 1, or \"none\"", dir.join("hutch.d/30-c.toml").display())
+    );
+}
+
+/// Every error of every file is reported, one a line.
+#[test]
+fn all_errors_reported() {
+    let e = sources(&[
+        ("hutch.toml", "[users.a]\nplan = \"x\"\n[users.b]\npriority = 1\n"),
+        ("hutch.d/1.toml", "[defaults]\nbogus = 1\n"),
+    ])
+    .unwrap_err();
+    assert_eq!(
+        e.lines().collect::<Vec<_>>(),
+        [
+            "hutch.d/1.toml:2:1: defaults: unknown key \"bogus\" (known keys: confine, plan, priority, template, shell, hostname, memory, memory_high, swap, cpu, cpu_weight, pids, io, io_weight, writable_size, writable, max_sessions, on_logout, linger, mounts, network, seccomp)",
+            "hutch.toml:2:8: users.a.plan: plan \"x\" is not defined (no [plans.NAME] table exists)",
+            "hutch.toml:4:12: users.b.priority: priority only applies to groups",
+        ]
+    );
+}
+
+/// explain names each value's origin: file and line, plan via table, or built-in.
+#[test]
+fn explain_shows_origins() {
+    let p = parse(
+        "[plans.pro]\nmemory = \"4G\"\n[groups.staff]\nplan = \"pro\"\npids = 300\n[users.alice]\nhostname = \"{user}-dev\"\n",
+    );
+    let e = p.explain(&account("alice", 1001, &["staff"]), "sshd");
+    let show = |k: &str| {
+        let x = e.get(k).unwrap();
+        format!("{} = {}  # {}", x.key, x.value, x.origin)
+    };
+    assert_eq!(show("memory"), "memory = \"4G\"  # hutch.toml:2:10 (plans.pro via groups.staff)");
+    assert_eq!(show("pids"), "pids = 300  # hutch.toml:5:8 (groups.staff)");
+    assert_eq!(show("hostname"), "hostname = \"alice-dev\"  # hutch.toml:7:12 (users.alice)");
+    assert_eq!(show("shell"), "shell = \"/bin/bash\"  # built-in default");
+    assert_eq!(show("confine"), "confine = true  # built-in default");
+    assert_eq!(e.service_mode, ServiceMode::Confine);
+    assert_eq!(e.entries.len(), 19);
+}
+
+/// The shipped default policy parses, and the rule keys are all documented in the man page.
+#[test]
+fn packaged_files_agree() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let toml = root.join("packaging/hutch.toml");
+    if let Ok(text) = std::fs::read_to_string(&toml) {
+        Policy::parse(&text, &toml).unwrap();
+    }
+    if let Ok(man) = std::fs::read_to_string(root.join("packaging/man/hutch.toml.5")) {
+        for k in RULE_KEYS {
+            assert!(man.contains(&format!(".B {k}")) || man.contains(&format!("\\fB{k}\\fR")), "hutch.toml(5) does not document {k}");
+        }
+    }
+}
