@@ -118,7 +118,8 @@ impl<'a> Source<'a> {
                 }
                 unknown_key_message(&name, &expected)
             }
-            None => raw.to_string(),
+            // The parser's messages can span lines ("invalid table header\nexpected ..."): one line each.
+            None => raw.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(": "),
         };
         Diagnostic::error(Some(loc), key, message)
     }

@@ -671,3 +671,189 @@ fn packaged_files_agree() {
         }
     }
 }
+
+// ---- properties (a small seeded generator: no extra dependency) -------------
+
+/// splitmix64: deterministic, so a failure names its seed and reproduces.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// Limit keys whose smaller value is tighter, and how to write a value of each (None = "none").
+const TIGHTEN_KEYS: &[&str] = &["memory", "swap", "cpu", "pids", "writable_size"];
+
+fn write_value(key: &str, v: Option<u64>) -> String {
+    match (key, v) {
+        ("writable_size", None) => "\"1G\"".into(),
+        (_, None) => "\"none\"".into(),
+        ("memory" | "swap" | "writable_size", Some(mb)) => format!("\"{mb}M\""),
+        ("cpu", Some(pct)) => format!("\"{pct}%\""),
+        (_, Some(n)) => n.to_string(),
+    }
+}
+
+fn random_value(rng: &mut Rng, key: &str) -> Option<u64> {
+    if key != "writable_size" && rng.chance(15) {
+        return None;
+    }
+    Some(match key {
+        "cpu" => 1 + rng.below(400),
+        "pids" => 1 + rng.below(2000),
+        _ => 4 + rng.below(8000),
+    })
+}
+
+/// A random file of tables, each a list of (key, value); returns (scope, key, value) triples too.
+fn random_policy(rng: &mut Rng) -> Vec<(String, &'static str, Option<u64>)> {
+    let mut out = Vec::new();
+    let scopes = ["defaults", "plans.p1", "plans.p2", "groups.g1", "groups.g2", "groups.g3", "users.u1", "users.u2"];
+    for s in scopes {
+        for k in TIGHTEN_KEYS {
+            if rng.chance(40) {
+                out.push((s.to_string(), *k, random_value(rng, k)));
+            }
+        }
+    }
+    out
+}
+
+fn render(entries: &[(String, &'static str, Option<u64>)], extra: &[(String, String)]) -> String {
+    let mut text = String::new();
+    let mut scopes: Vec<&String> = entries.iter().map(|e| &e.0).chain(extra.iter().map(|e| &e.0)).collect();
+    scopes.sort();
+    scopes.dedup();
+    for s in scopes {
+        text.push_str(&format!("[{s}]\n"));
+        for (_, k, v) in entries.iter().filter(|e| &e.0 == s) {
+            text.push_str(&format!("{k} = {}\n", write_value(k, *v)));
+        }
+        for (_, line) in extra.iter().filter(|e| &e.0 == s) {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    text
+}
+
+fn limits_of(p: &Policy, a: &Account) -> [Option<u64>; 5] {
+    let l = confined(p, a).limits;
+    [l.memory_max, l.swap_max, l.cpu.map(|c| c.quota_us), l.pids_max, Some(l.writable_size)]
+}
+
+fn random_account(rng: &mut Rng) -> Account {
+    let name = ["u1", "u2", "u3"][rng.below(3) as usize];
+    let groups: Vec<&str> = ["g1", "g2", "g3", "g4"].into_iter().filter(|_| rng.chance(50)).collect();
+    account(name, 1000 + rng.below(100) as u32, &groups)
+}
+
+/// Structure shared by a base file and its drop-in: plans and priorities (not limits).
+fn random_structure(rng: &mut Rng) -> Vec<(String, String)> {
+    let mut extra = Vec::new();
+    for s in ["defaults", "groups.g1", "groups.g2", "groups.g3", "users.u1", "users.u2"] {
+        if rng.chance(30) {
+            extra.push((s.to_string(), format!("plan = \"p{}\"", 1 + rng.below(2))));
+        }
+        if s.starts_with("groups") && rng.chance(50) {
+            extra.push((s.to_string(), format!("priority = {}", rng.below(3))));
+        }
+    }
+    extra.push(("plans.p1".into(), String::new()));
+    extra.push(("plans.p2".into(), String::new()));
+    extra
+}
+
+/// A drop-in that only tightens values the main file sets never loosens any user's effective limit.
+#[test]
+fn property_tightening_drop_in_never_loosens() {
+    for seed in 0..400u64 {
+        let mut rng = Rng(seed);
+        let base = random_policy(&mut rng);
+        let structure = random_structure(&mut rng);
+        let main = render(&base, &structure);
+        let mut tighter = Vec::new();
+        for (s, k, v) in &base {
+            if rng.chance(50) {
+                let nv = match (*k, v) {
+                    ("writable_size", None) => Some(4 + rng.below(1024)),
+                    (_, None) => random_value(&mut rng, k),
+                    (_, Some(n)) => Some(1.max(n - rng.below(*n))).map(|x| if *k == "memory" { x.max(4) } else { x }),
+                };
+                tighter.push((s.clone(), *k, nv));
+            }
+        }
+        let drop_in = render(&tighter, &[]);
+        let before = Policy::parse(&main, Path::new("hutch.toml")).unwrap_or_else(|e| panic!("seed {seed}: {e}\n{main}"));
+        let after = sources(&[("hutch.toml", &main), ("hutch.d/50-tighten.toml", &drop_in)])
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{drop_in}"));
+        for _ in 0..8 {
+            let a = random_account(&mut rng);
+            let (b, t) = (limits_of(&before, &a), limits_of(&after, &a));
+            for i in 0..5 {
+                let looser = match (b[i], t[i]) {
+                    (Some(x), Some(y)) => y > x,
+                    (Some(_), None) => true,
+                    _ => false,
+                };
+                assert!(!looser, "seed {seed}: {} loosened for {a:?}: {:?} -> {:?}\nmain:\n{main}\ndrop-in:\n{drop_in}", TIGHTEN_KEYS[i], b[i], t[i]);
+            }
+        }
+    }
+}
+
+/// The order in which NSS lists an account's groups never changes the result.
+#[test]
+fn property_group_order_does_not_matter() {
+    for seed in 0..300u64 {
+        let mut rng = Rng(seed);
+        let main = render(&random_policy(&mut rng), &random_structure(&mut rng));
+        let p = Policy::parse(&main, Path::new("hutch.toml")).unwrap();
+        let a = random_account(&mut rng);
+        let mut reversed = a.clone();
+        reversed.groups.reverse();
+        assert_eq!(p.resolve(&a, "sshd"), p.resolve(&reversed, "sshd"), "seed {seed}\n{main}");
+    }
+}
+
+/// Random damage to a valid file never panics the parser: it parses or is refused with a located message.
+#[test]
+fn property_damaged_files_never_panic() {
+    let sample = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/hutch.toml"))
+        .unwrap_or_else(|_| render(&random_policy(&mut Rng(7)), &random_structure(&mut Rng(7))));
+    let pieces = ["=", "\"", "[", "]", "{", "}", ",", "\n", "1G", "-1", "..", "{user}", "é", "#", "[[x]]", "1e99", "\"none\""];
+    for seed in 0..1500u64 {
+        let mut rng = Rng(seed);
+        let mut text = sample.clone();
+        for _ in 0..1 + rng.below(4) {
+            let mut at = rng.below(text.len() as u64 + 1) as usize;
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            if rng.chance(50) {
+                text.insert_str(at, pieces[rng.below(pieces.len() as u64) as usize]);
+            } else {
+                let mut end = (at + 1 + rng.below(8) as usize).min(text.len());
+                while !text.is_char_boundary(end) {
+                    end += 1;
+                }
+                text.replace_range(at..end, "");
+            }
+        }
+        if let Err(e) = Policy::parse(&text, Path::new("hutch.toml")) {
+            assert!(e.message.lines().all(|l| l.starts_with("hutch.toml:")), "seed {seed}: unlocated error {e}");
+        }
+    }
+}
