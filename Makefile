@@ -1,0 +1,51 @@
+# hutch: build, test, demo, install.
+#   make build           debug build of the whole workspace
+#   sudo make test       install deps, build, run every test (root-only e2e included)
+#   sudo make demo       a confined login on a private sshd (scripts/demo.sh)
+#   sudo make install    release build into PREFIX and the PAM module dir
+#   sudo make uninstall  remove what install put there
+
+CARGO        ?= cargo
+PREFIX       ?= /usr/local
+DESTDIR      ?=
+MULTIARCH    := $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
+PAMDIR       ?= /lib/$(MULTIARCH)/security
+SBINDIR      ?= $(PREFIX)/sbin
+LIBEXECDIR   ?= $(PREFIX)/libexec/hutch
+TARGET_DIR   ?= $(or $(CARGO_TARGET_DIR),target)
+TEST_THREADS ?= 2
+
+.PHONY: all build release deps test demo install uninstall clean
+
+all: build
+
+build:
+	$(CARGO) build --workspace
+
+# The module finds the keeper where install puts it.
+release:
+	HUTCH_KEEPER=$(LIBEXECDIR)/hutch-keeper $(CARGO) build --workspace --release
+
+deps:
+	scripts/deps.sh
+
+test: deps
+	$(CARGO) build --workspace
+	$(CARGO) test --workspace -- --test-threads=$(TEST_THREADS)
+
+demo: deps build
+	scripts/demo.sh
+
+install: release
+	install -D -m 0755 $(TARGET_DIR)/release/hutchctl $(DESTDIR)$(SBINDIR)/hutchctl
+	install -D -m 0755 $(TARGET_DIR)/release/hutch-shell $(DESTDIR)$(SBINDIR)/hutch-shell
+	install -D -m 0755 $(TARGET_DIR)/release/hutch-keeper $(DESTDIR)$(LIBEXECDIR)/hutch-keeper
+	install -D -m 0644 $(TARGET_DIR)/release/libpam_hutch.so $(DESTDIR)$(PAMDIR)/pam_hutch.so
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/hutchctl $(DESTDIR)$(SBINDIR)/hutch-shell
+	rm -f $(DESTDIR)$(LIBEXECDIR)/hutch-keeper $(DESTDIR)$(PAMDIR)/pam_hutch.so
+	-rmdir $(DESTDIR)$(LIBEXECDIR) 2>/dev/null
+
+clean:
+	$(CARGO) clean
