@@ -11,7 +11,9 @@ use super::CgroupError;
 
 /// The v1 controllers hutch uses; other v1 hierarchies (devices, net_cls,
 /// `name=systemd`, ...) are ignored.
-pub const V1_CONTROLLERS: &[&str] = &["memory", "pids", "cpu", "cpuacct", "blkio", "freezer", "cpuset"];
+pub const V1_CONTROLLERS: &[&str] = &[
+    "memory", "pids", "cpu", "cpuacct", "blkio", "freezer", "cpuset",
+];
 
 /// One cgroupfs mount as read from mountinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,8 +38,13 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
+        if b[i] == b'\\'
+            && i + 4 <= b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
             if let Ok(v) = u8::try_from(v) {
                 out.push(v);
                 i += 4;
@@ -57,7 +64,9 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
     let mut out: Vec<Mount> = Vec::new();
     for line in text.lines() {
         // id parent maj:min root mount_point opts [optional...] - fstype source superopts
-        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
         let lf: Vec<&str> = left.split(' ').collect();
         let rf: Vec<&str> = right.split(' ').collect();
         if lf.len() < 5 || rf.is_empty() {
@@ -117,9 +126,16 @@ pub fn parse_proc_cgroup(text: &str) -> Vec<Membership> {
             let id = it.next()?.parse().ok()?;
             let ctl = it.next()?;
             let path = it.next()?.to_string();
-            let controllers =
-                ctl.split(',').filter(|c| !c.is_empty()).map(str::to_string).collect();
-            Some(Membership { id, controllers, path })
+            let controllers = ctl
+                .split(',')
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect();
+            Some(Membership {
+                id,
+                controllers,
+                path,
+            })
         })
         .collect()
 }
@@ -143,7 +159,9 @@ pub fn own_path<'a>(mount: &Mount, members: &'a [Membership]) -> Option<&'a str>
 pub fn validate_rel(rel: &str) -> Result<(), CgroupError> {
     let bad = rel.is_empty()
         || rel.starts_with('/')
-        || rel.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+        || rel
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
         || rel.contains(['\0', '\n']);
     if bad {
         Err(CgroupError::BadName(rel.to_string()))
@@ -224,11 +242,15 @@ pub fn limits_mode(mounts: &[Mount]) -> Result<Mode, CgroupError> {
         return Ok(Mode::V1);
     }
     let Some(u) = mounts.iter().find(|m| m.unified) else {
-        return Err(CgroupError::NoHierarchy("no cgroup or cgroup2 mount in mountinfo".into()));
+        return Err(CgroupError::NoHierarchy(
+            "no cgroup or cgroup2 mount in mountinfo".into(),
+        ));
     };
     let path = u.mount_point.join("cgroup.controllers");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|source| CgroupError::Read { path: path.clone(), source })?;
+    let text = std::fs::read_to_string(&path).map_err(|source| CgroupError::Read {
+        path: path.clone(),
+        source,
+    })?;
     if text.split_whitespace().next().is_none() {
         return Err(CgroupError::NoHierarchy(format!(
             "cgroup2 at {} has no controllers and there is no v1 hierarchy",
@@ -267,9 +289,18 @@ mod tests {
         let m = parse_mountinfo(HYBRID);
         let names: Vec<String> = m
             .iter()
-            .map(|m| if m.unified { "unified".into() } else { m.controllers.join(",") })
+            .map(|m| {
+                if m.unified {
+                    "unified".into()
+                } else {
+                    m.controllers.join(",")
+                }
+            })
             .collect();
-        assert_eq!(names, ["cpu", "cpuacct", "cpuset", "memory", "freezer", "blkio", "pids", "unified"]);
+        assert_eq!(
+            names,
+            ["cpu", "cpuacct", "cpuset", "memory", "freezer", "blkio", "pids", "unified"]
+        );
         assert_eq!(m[3].mount_point, Path::new("/sys/fs/cgroup/memory"));
         assert_eq!(limits_mode(&m).unwrap(), Mode::V1);
     }
@@ -281,7 +312,11 @@ mod tests {
                  26 24 0:22 / /mnt/again rw - cgroup cgroup rw,cpu,cpuacct\n\
                  27 24 0:23 / /sys/fs/cgroup/net_cls rw - cgroup cgroup rw,net_cls,net_prio\n";
         let m = parse_mountinfo(t);
-        assert_eq!(m.len(), 1, "second mount of the same superblock and net_cls are dropped");
+        assert_eq!(
+            m.len(),
+            1,
+            "second mount of the same superblock and net_cls are dropped"
+        );
         assert_eq!(m[0].controllers, ["cpu", "cpuacct"]);
         assert_eq!(m[0].mount_point, Path::new("/sys/fs/cgroup/cpu,cpuacct"));
         let pc = parse_proc_cgroup("4:cpu,cpuacct:/user.slice\n0::/user.slice/x.scope\n");
@@ -299,9 +334,7 @@ mod tests {
     #[test]
     fn resolve_specs() {
         let m = parse_mountinfo(HYBRID);
-        let pc = parse_proc_cgroup(
-            "9:name=systemd:/\n4:memory:/process_api/abc\n1:cpu:/\n0::/\n",
-        );
+        let pc = parse_proc_cgroup("9:name=systemd:/\n4:memory:/process_api/abc\n1:cpu:/\n0::/\n");
         let mem = &m[3];
         let own = own_path(mem, &pc);
         assert_eq!(own, Some("/process_api/abc"));
@@ -309,19 +342,28 @@ mod tests {
             resolve(mem, own, "hutch-t1").unwrap(),
             Path::new("/sys/fs/cgroup/memory/process_api/abc/hutch-t1")
         );
-        assert_eq!(resolve(mem, own, "/hutch").unwrap(), Path::new("/sys/fs/cgroup/memory/hutch"));
+        assert_eq!(
+            resolve(mem, own, "/hutch").unwrap(),
+            Path::new("/sys/fs/cgroup/memory/hutch")
+        );
         let uni = m.iter().find(|m| m.unified).unwrap();
         assert_eq!(
             resolve(uni, own_path(uni, &pc), "a/b").unwrap(),
             Path::new("/sys/fs/cgroup/unified/a/b")
         );
         // A bind mount of a sub-tree: its root is stripped from the own path.
-        let sub = Mount { root: "/process_api".into(), ..mem.clone() };
+        let sub = Mount {
+            root: "/process_api".into(),
+            ..mem.clone()
+        };
         assert_eq!(
             resolve(&sub, own, "x").unwrap(),
             Path::new("/sys/fs/cgroup/memory/abc/x")
         );
-        let other = Mount { root: "/elsewhere".into(), ..mem.clone() };
+        let other = Mount {
+            root: "/elsewhere".into(),
+            ..mem.clone()
+        };
         assert!(resolve(&other, own, "x").is_err());
     }
 

@@ -28,7 +28,11 @@ pub fn write(dir: &Path, file: &str, value: &str) -> Result<(), CgroupError> {
                 detail: format!("no {file} in {}", dir.display()),
             })
         }
-        Err(source) => Err(CgroupError::Write { path, value: value.to_string(), source }),
+        Err(source) => Err(CgroupError::Write {
+            path,
+            value: value.to_string(),
+            source,
+        }),
     }
 }
 
@@ -47,7 +51,10 @@ pub fn read_path_opt(path: &Path) -> Result<Option<String>, CgroupError> {
     match std::fs::read_to_string(path) {
         Ok(s) => Ok(Some(s)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(CgroupError::Read { path: path.to_path_buf(), source }),
+        Err(source) => Err(CgroupError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -67,13 +74,27 @@ pub fn read_u64(dir: &Path, file: &str) -> Result<Option<u64>, CgroupError> {
 pub fn keyed(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|l| {
         let mut it = l.split_whitespace();
-        (it.next()? == key).then(|| it.next()?.parse().ok()).flatten()
+        (it.next()? == key)
+            .then(|| it.next()?.parse().ok())
+            .flatten()
     })
 }
 
 /// `keyed` on `dir/file`; `None` when the file or the key is absent.
 pub fn read_keyed(dir: &Path, file: &str, key: &str) -> Result<Option<u64>, CgroupError> {
     Ok(read_opt(dir, file)?.and_then(|t| keyed(&t, key)))
+}
+
+/// `read_keyed` summed over `dir` and every cgroup below it; `None` when
+/// no directory has the file and key.
+pub fn sum_keyed_subtree(dir: &Path, file: &str, key: &str) -> Result<Option<u64>, CgroupError> {
+    let mut sum: Option<u64> = None;
+    for d in subtree(dir)? {
+        if let Some(v) = read_keyed(&d, file, key)? {
+            sum = Some(sum.unwrap_or(0).saturating_add(v));
+        }
+    }
+    Ok(sum)
 }
 
 /// Pids listed in `dir/cgroup.procs` (empty when absent).
@@ -94,7 +115,10 @@ pub fn subtree(dir: &Path) -> Result<Vec<PathBuf>, CgroupError> {
             Err(source) => return Err(CgroupError::Read { path: d, source }),
         };
         for e in rd {
-            let e = e.map_err(|source| CgroupError::Read { path: d.clone(), source })?;
+            let e = e.map_err(|source| CgroupError::Read {
+                path: d.clone(),
+                source,
+            })?;
             if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                 stack.push(e.path());
             }
@@ -109,7 +133,10 @@ pub fn mkdir(path: &Path) -> Result<bool, CgroupError> {
     match std::fs::create_dir(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-        Err(source) => Err(CgroupError::Create { path: path.to_path_buf(), source }),
+        Err(source) => Err(CgroupError::Create {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -118,7 +145,10 @@ pub fn mkdir(path: &Path) -> Result<bool, CgroupError> {
 pub fn mkdir_below(base: &Path, path: &Path) -> Result<Vec<PathBuf>, CgroupError> {
     let rel = path.strip_prefix(base).map_err(|_| CgroupError::Create {
         path: path.to_path_buf(),
-        source: io::Error::new(io::ErrorKind::InvalidInput, format!("not below {}", base.display())),
+        source: io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("not below {}", base.display()),
+        ),
     })?;
     let mut made = Vec::new();
     let mut cur = base.to_path_buf();
@@ -155,7 +185,12 @@ fn rmdir_retry(dir: &Path) -> Result<(), CgroupError> {
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(std::time::Duration::from_millis(200));
             }
-            Err(source) => return Err(CgroupError::Remove { path: dir.to_path_buf(), source }),
+            Err(source) => {
+                return Err(CgroupError::Remove {
+                    path: dir.to_path_buf(),
+                    source,
+                })
+            }
         }
     }
 }

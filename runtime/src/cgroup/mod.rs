@@ -59,13 +59,30 @@ pub struct IoDeviceLimit {
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
     #[error("reading {}", path.display())]
-    Read { path: PathBuf, #[source] source: std::io::Error },
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("writing {value:?} to {}", path.display())]
-    Write { path: PathBuf, value: String, #[source] source: std::io::Error },
+    Write {
+        path: PathBuf,
+        value: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("creating {}", path.display())]
-    Create { path: PathBuf, #[source] source: std::io::Error },
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("removing {}", path.display())]
-    Remove { path: PathBuf, #[source] source: std::io::Error },
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("no cgroup hierarchy found: {0}")]
     NoHierarchy(String),
     #[error("controller {controller} is not available on this host ({detail})")]
@@ -74,7 +91,11 @@ pub enum CgroupError {
     BadName(String),
     /// Processes were still in the group when [`Cgroup::kill_all`] gave up.
     #[error("processes {pids:?} still in {} after {waited:?}", path.display())]
-    NotEmpty { path: PathBuf, pids: Vec<i32>, waited: Duration },
+    NotEmpty {
+        path: PathBuf,
+        pids: Vec<i32>,
+        waited: Duration,
+    },
 }
 
 /// Usage and fault counters of one group (the subset a hierarchy provides;
@@ -100,7 +121,6 @@ pub struct Stats {
     pub io_read_ops: Option<u64>,
     pub io_write_ops: Option<u64>,
 }
-
 
 /// How long [`Cgroup::kill_all`] waits for the group to empty.
 pub const KILL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -144,10 +164,16 @@ impl CgroupRoot {
     /// `/proc/self/cgroup` and `/proc/self/mountinfo`. Creates nothing.
     pub fn open(spec: &str) -> Result<CgroupRoot, CgroupError> {
         let read = |p: &str| {
-            std::fs::read_to_string(p)
-                .map_err(|source| CgroupError::Read { path: PathBuf::from(p), source })
+            std::fs::read_to_string(p).map_err(|source| CgroupError::Read {
+                path: PathBuf::from(p),
+                source,
+            })
         };
-        Self::open_at(spec, &read("/proc/self/cgroup")?, &read("/proc/self/mountinfo")?)
+        Self::open_at(
+            spec,
+            &read("/proc/self/cgroup")?,
+            &read("/proc/self/mountinfo")?,
+        )
     }
 
     /// [`CgroupRoot::open`] from given texts of `/proc/self/cgroup` and
@@ -158,7 +184,11 @@ impl CgroupRoot {
     /// if any, for `cgroup.kill` and membership; otherwise the cgroup2 mount
     /// must have controllers. `name=systemd` and other hierarchies are never
     /// touched.
-    pub fn open_at(spec: &str, proc_self_cgroup: &str, mountinfo: &str) -> Result<CgroupRoot, CgroupError> {
+    pub fn open_at(
+        spec: &str,
+        proc_self_cgroup: &str,
+        mountinfo: &str,
+    ) -> Result<CgroupRoot, CgroupError> {
         detect::validate_spec(spec)?;
         let mounts = detect::parse_mountinfo(mountinfo);
         let mode = detect::limits_mode(&mounts)?;
@@ -166,11 +196,17 @@ impl CgroupRoot {
         let mut hiers = Vec::new();
         for m in mounts.iter().filter(|m| !m.unified && mode == Mode::V1) {
             let root = detect::resolve(m, detect::own_path(m, &members), spec)?;
-            hiers.push(Hier { mount: m.clone(), root });
+            hiers.push(Hier {
+                mount: m.clone(),
+                root,
+            });
         }
         if let Some(u) = mounts.iter().find(|m| m.unified) {
             match detect::resolve(u, detect::own_path(u, &members), spec) {
-                Ok(root) => hiers.push(Hier { mount: u.clone(), root }),
+                Ok(root) => hiers.push(Hier {
+                    mount: u.clone(),
+                    root,
+                }),
                 // Under v1 the unified hierarchy only helps (cgroup.kill).
                 Err(_) if mode == Mode::V1 => {}
                 Err(e) => return Err(e),
@@ -185,7 +221,11 @@ impl CgroupRoot {
     }
 
     fn group(&self, rel: &str) -> Cgroup {
-        Cgroup { mode: self.mode, hiers: self.hiers.clone(), rel: rel.to_string() }
+        Cgroup {
+            mode: self.mode,
+            hiers: self.hiers.clone(),
+            rel: rel.to_string(),
+        }
     }
 
     /// Makes `<root>/<rel>` (and missing parents) in every hierarchy, writes
@@ -223,7 +263,9 @@ impl CgroupRoot {
                     let mut made = fsio::mkdir_below(&h.mount.mount_point, &group)?;
                     if h.has("memory") {
                         // Always 1 on kernels since 6.x; older ones start at 0.
-                        if fsio::read_opt(&group, "memory.use_hierarchy")?.is_some_and(|v| v.trim() == "0") {
+                        if fsio::read_opt(&group, "memory.use_hierarchy")?
+                            .is_some_and(|v| v.trim() == "0")
+                        {
                             fsio::write(&group, "memory.use_hierarchy", "1")?;
                         }
                     }
@@ -263,7 +305,12 @@ impl Cgroup {
     }
 
     fn v1_dirs(&self) -> v1::Dirs {
-        let find = |c: &str| self.hiers.iter().find(|h| !h.mount.unified && h.has(c)).map(|h| self.dir_in(h));
+        let find = |c: &str| {
+            self.hiers
+                .iter()
+                .find(|h| !h.mount.unified && h.has(c))
+                .map(|h| self.dir_in(h))
+        };
         v1::Dirs {
             memory: find("memory"),
             cpu: find("cpu"),
@@ -277,7 +324,10 @@ impl Cgroup {
 
     /// The group's directory in the unified hierarchy, if one is mounted.
     pub fn unified_dir(&self) -> Option<PathBuf> {
-        self.hiers.iter().find(|h| h.mount.unified).map(|h| self.dir_in(h))
+        self.hiers
+            .iter()
+            .find(|h| h.mount.unified)
+            .map(|h| self.dir_in(h))
     }
 
     /// The group's name below the root.
@@ -435,5 +485,144 @@ impl Cgroup {
                 Ok(s)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// Makes a fake cgroup directory holding the files the kernel would give it.
+    fn fake(dir: &Path, files: &[(&str, &str)]) {
+        std::fs::create_dir_all(dir).unwrap();
+        for (f, v) in files {
+            std::fs::write(dir.join(f), v).unwrap();
+        }
+    }
+
+    fn v2_dir(dir: &Path, controllers: &str) {
+        fake(
+            dir,
+            &[
+                ("cgroup.controllers", controllers),
+                ("cgroup.subtree_control", ""),
+                ("cgroup.procs", ""),
+                ("memory.max", "max"),
+                ("pids.max", "max"),
+            ],
+        );
+    }
+
+    /// A pure v2 host end to end on a fake tree: controllers enabled above the group, limits in it, attach into the leaf.
+    #[test]
+    fn v2_flow_on_fake_tree() {
+        let t = tempfile::tempdir().unwrap();
+        let m = t.path();
+        v2_dir(m, "cpu io memory pids");
+        for d in [
+            "hutch",
+            "hutch/users",
+            "hutch/users/alice",
+            "hutch/users/alice/procs",
+        ] {
+            v2_dir(&m.join(d), "cpu io memory pids");
+        }
+        let mountinfo = format!(
+            "30 1 0:26 / {} rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n",
+            m.display()
+        );
+        let root = CgroupRoot::open_at("/hutch", "0::/init.scope\n", &mountinfo).unwrap();
+        assert_eq!(root.mode(), Mode::V2);
+        assert_eq!(root.dirs(), [m.join("hutch")]);
+        let cg = root
+            .create(
+                "users/alice",
+                &Limits {
+                    memory_max: Some(1 << 30),
+                    pids_max: Some(100),
+                    ..Limits::default()
+                },
+            )
+            .unwrap();
+        let r = |p: &str| std::fs::read_to_string(m.join(p)).unwrap();
+        assert_eq!(r("cgroup.subtree_control"), "+cpu +io +memory +pids");
+        assert_eq!(r("hutch/cgroup.subtree_control"), "+cpu +io +memory +pids");
+        assert_eq!(
+            r("hutch/users/cgroup.subtree_control"),
+            "+cpu +io +memory +pids"
+        );
+        assert_eq!(
+            r("hutch/users/alice/cgroup.subtree_control"),
+            "",
+            "the group passes nothing down"
+        );
+        assert_eq!(r("hutch/users/alice/memory.max"), "1073741824");
+        assert_eq!(r("hutch/users/alice/pids.max"), "100");
+        cg.attach(4242).unwrap();
+        assert_eq!(r("hutch/users/alice/procs/cgroup.procs"), "4242");
+        assert_eq!(cg.pids().unwrap(), [4242]);
+        assert_eq!(cg.leaf_dirs(), [m.join("hutch/users/alice/procs")]);
+        assert!(root.existing("users/alice").is_some());
+        assert!(root.existing("users/bob").is_none());
+        assert!(root.existing("../x").is_none());
+        assert!(matches!(
+            root.create("a/../b", &Limits::default()),
+            Err(CgroupError::BadName(_))
+        ));
+    }
+
+    /// Hybrid detection: v1 hierarchies carry limits, a relative spec resolves under each own cgroup, unified is kept for kill.
+    #[test]
+    fn hybrid_open_at() {
+        let mi = "35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+                  40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd\n\
+                  41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+        let pc = "9:name=systemd:/\n4:memory:/process_api/abc\n0::/sess\n";
+        let root = CgroupRoot::open_at("hutch-t1", pc, mi).unwrap();
+        assert_eq!(root.mode(), Mode::V1);
+        assert_eq!(
+            root.dirs(),
+            [
+                PathBuf::from("/sys/fs/cgroup/memory/process_api/abc/hutch-t1"),
+                PathBuf::from("/sys/fs/cgroup/unified/sess/hutch-t1"),
+            ]
+        );
+        let cg = root.group("u");
+        assert_eq!(
+            cg.unified_dir(),
+            Some(PathBuf::from("/sys/fs/cgroup/unified/sess/hutch-t1/u"))
+        );
+        assert_eq!(
+            cg.v1_dirs().memory,
+            Some(PathBuf::from(
+                "/sys/fs/cgroup/memory/process_api/abc/hutch-t1/u"
+            ))
+        );
+        assert_eq!(cg.v1_dirs().pids, None);
+        // A pids limit with no pids hierarchy is refused before anything is made.
+        assert!(matches!(
+            root.create("u", &Limits { pids_max: Some(1), ..Limits::default() }),
+            Err(CgroupError::MissingController { ref controller, .. }) if controller == "pids"
+        ));
+    }
+
+    /// A cgroup2 mount with no controllers and no v1 hierarchy has nothing to limit with.
+    #[test]
+    fn empty_unified_alone_is_no_hierarchy() {
+        let t = tempfile::tempdir().unwrap();
+        fake(t.path(), &[("cgroup.controllers", "\n")]);
+        let mi = format!(
+            "41 31 0:38 / {} rw - cgroup2 cgroup2 rw\n",
+            t.path().display()
+        );
+        assert!(matches!(
+            CgroupRoot::open_at("/h", "0::/\n", &mi),
+            Err(CgroupError::NoHierarchy(_))
+        ));
+        assert!(matches!(
+            CgroupRoot::open_at("/h", "", ""),
+            Err(CgroupError::NoHierarchy(_))
+        ));
     }
 }

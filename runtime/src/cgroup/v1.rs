@@ -95,12 +95,17 @@ pub fn memory_writes(
         (None, Some(_)) => {
             return Err(CgroupError::MissingController {
                 controller: "memory.memsw".into(),
-                detail: "cgroup v1 limits swap only as memory+swap: a swap limit needs a memory limit".into(),
+                detail:
+                    "cgroup v1 limits swap only as memory+swap: a swap limit needs a memory limit"
+                        .into(),
             })
         }
         (Some(m), Some(s)) => {
             let mem = ("memory.limit_in_bytes", m.to_string());
-            let memsw = ("memory.memsw.limit_in_bytes", m.saturating_add(s).to_string());
+            let memsw = (
+                "memory.memsw.limit_in_bytes",
+                m.saturating_add(s).to_string(),
+            );
             if m > current {
                 w.extend([memsw, mem]);
             } else {
@@ -113,10 +118,11 @@ pub fn memory_writes(
 
 /// Names the missing hierarchy of a controller a limit needs.
 fn need<'a>(dir: &'a Option<PathBuf>, controller: &str) -> Result<&'a Path, CgroupError> {
-    dir.as_deref().ok_or_else(|| CgroupError::MissingController {
-        controller: controller.to_string(),
-        detail: "no cgroup v1 hierarchy with this controller is mounted".into(),
-    })
+    dir.as_deref()
+        .ok_or_else(|| CgroupError::MissingController {
+            controller: controller.to_string(),
+            detail: "no cgroup v1 hierarchy with this controller is mounted".into(),
+        })
 }
 
 /// Checks, before anything is made, that every controller `limits` needs
@@ -177,7 +183,11 @@ pub fn write_limits(d: &Dirs, limits: &Limits) -> Result<(), CgroupError> {
                 ("blkio.throttle.read_iops_device", dev.read_iops),
                 ("blkio.throttle.write_iops_device", dev.write_iops),
             ] {
-                fsio::write(blk, file, &format!("{}:{} {}", dev.major, dev.minor, v.unwrap_or(0)))?;
+                fsio::write(
+                    blk,
+                    file,
+                    &format!("{}:{} {}", dev.major, dev.minor, v.unwrap_or(0)),
+                )?;
             }
         }
         if let Some(w) = limits.io_weight {
@@ -211,7 +221,9 @@ fn cpuset_files(noprefix: bool) -> [&'static str; 2] {
 /// Gives the new cpuset directory `dir` its parent's `cpus` and `mems`
 /// where they are empty: a v1 cpuset group takes no process until both are set.
 pub fn copy_cpuset(dir: &Path, noprefix: bool) -> Result<(), CgroupError> {
-    let Some(parent) = dir.parent() else { return Ok(()) };
+    let Some(parent) = dir.parent() else {
+        return Ok(());
+    };
     for f in cpuset_files(noprefix) {
         let mine = fsio::read_opt(dir, f)?.unwrap_or_default();
         if !mine.trim().is_empty() {
@@ -273,7 +285,9 @@ pub fn stats(d: &Dirs) -> Result<Stats, CgroupError> {
     if let Some(m) = d.memory.as_deref() {
         s.memory_current = fsio::read_u64(m, "memory.usage_in_bytes")?;
         s.memory_peak = fsio::read_u64(m, "memory.max_usage_in_bytes")?;
-        s.oom_kills = fsio::read_keyed(m, "memory.oom_control", "oom_kill")?;
+        // v1 counts an OOM kill only in the victim's own cgroup (v2
+        // propagates it up): sum the group's subtree, leaf included.
+        s.oom_kills = fsio::sum_keyed_subtree(m, "memory.oom_control", "oom_kill")?;
     }
     if let Some(c) = d.cpuacct.as_deref() {
         s.cpu_usage_us = fsio::read_u64(c, "cpuacct.usage")?.map(|ns| ns / 1000);
@@ -285,7 +299,8 @@ pub fn stats(d: &Dirs) -> Result<Stats, CgroupError> {
     }
     if let Some(p) = d.pids.as_deref() {
         s.pids_current = fsio::read_u64(p, "pids.current")?;
-        s.pids_limit_hits = fsio::read_keyed(p, "pids.events", "max")?;
+        // Likewise a refused fork is counted in the forking task's cgroup.
+        s.pids_limit_hits = fsio::sum_keyed_subtree(p, "pids.events", "max")?;
     }
     if let Some(b) = d.blkio.as_deref() {
         if let Some(t) = fsio::read_opt(b, "blkio.throttle.io_service_bytes_recursive")? {
@@ -339,22 +354,49 @@ mod tests {
     /// Raising the memory limit writes memsw first, lowering writes memory first; memsw = memory + swap.
     #[test]
     fn memory_order() {
-        let l = Limits { memory_max: Some(200), swap_max: Some(50), ..Limits::default() };
+        let l = Limits {
+            memory_max: Some(200),
+            swap_max: Some(50),
+            ..Limits::default()
+        };
         let up = memory_writes(100, &l).unwrap();
         assert_eq!(
             up,
-            [("memory.memsw.limit_in_bytes", "250".to_string()), ("memory.limit_in_bytes", "200".to_string())]
+            [
+                ("memory.memsw.limit_in_bytes", "250".to_string()),
+                ("memory.limit_in_bytes", "200".to_string())
+            ]
         );
         let from_unlimited = memory_writes(9_223_372_036_854_771_712, &l).unwrap();
-        assert_eq!(from_unlimited[0].0, "memory.limit_in_bytes", "a first limit is a lowering");
+        assert_eq!(
+            from_unlimited[0].0, "memory.limit_in_bytes",
+            "a first limit is a lowering"
+        );
         let down = memory_writes(300, &l).unwrap();
         assert_eq!(
             down,
-            [("memory.limit_in_bytes", "200".to_string()), ("memory.memsw.limit_in_bytes", "250".to_string())]
+            [
+                ("memory.limit_in_bytes", "200".to_string()),
+                ("memory.memsw.limit_in_bytes", "250".to_string())
+            ]
         );
-        let high = memory_writes(0, &Limits { memory_high: Some(7), ..Limits::default() }).unwrap();
+        let high = memory_writes(
+            0,
+            &Limits {
+                memory_high: Some(7),
+                ..Limits::default()
+            },
+        )
+        .unwrap();
         assert_eq!(high, [("memory.soft_limit_in_bytes", "7".to_string())]);
-        assert!(memory_writes(0, &Limits { swap_max: Some(1), ..Limits::default() }).is_err());
+        assert!(memory_writes(
+            0,
+            &Limits {
+                swap_max: Some(1),
+                ..Limits::default()
+            }
+        )
+        .is_err());
     }
 
     /// All v1 limits on a fake tree, in their files and syntax.
@@ -379,7 +421,14 @@ mod tests {
                 ("memory.soft_limit_in_bytes", ""),
             ],
         );
-        fake(&p("cpu"), &[("cpu.cfs_period_us", ""), ("cpu.cfs_quota_us", ""), ("cpu.shares", "")]);
+        fake(
+            &p("cpu"),
+            &[
+                ("cpu.cfs_period_us", ""),
+                ("cpu.cfs_quota_us", ""),
+                ("cpu.shares", ""),
+            ],
+        );
         fake(&p("pids"), &[("pids.max", "max")]);
         fake(
             &p("blkio"),
@@ -398,7 +447,14 @@ mod tests {
             cpu_max: Some((25_000, 50_000)),
             cpu_weight: Some(100),
             pids_max: Some(32),
-            io: vec![IoDeviceLimit { major: 7, minor: 3, read_bps: Some(4096), write_bps: None, read_iops: None, write_iops: Some(9) }],
+            io: vec![IoDeviceLimit {
+                major: 7,
+                minor: 3,
+                read_bps: Some(4096),
+                write_bps: None,
+                read_iops: None,
+                write_iops: Some(9),
+            }],
             io_weight: Some(100),
         };
         write_limits(&d, &l).unwrap();
@@ -422,23 +478,49 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let m = t.path().join("memory");
         fake(&m, &[("memory.limit_in_bytes", "100")]);
-        let d = Dirs { memory: Some(m), ..Dirs::default() };
-        let l = Limits { memory_max: Some(10), swap_max: Some(0), ..Limits::default() };
+        let d = Dirs {
+            memory: Some(m),
+            ..Dirs::default()
+        };
+        let l = Limits {
+            memory_max: Some(10),
+            swap_max: Some(0),
+            ..Limits::default()
+        };
         let e = write_limits(&d, &l).unwrap_err();
-        assert!(matches!(e, CgroupError::MissingController { ref controller, .. } if controller.contains("memsw")), "{e:?}");
-        let e = write_limits(&d, &Limits { pids_max: Some(1), ..Limits::default() }).unwrap_err();
-        assert!(matches!(e, CgroupError::MissingController { ref controller, .. } if controller == "pids"), "{e:?}");
+        assert!(
+            matches!(e, CgroupError::MissingController { ref controller, .. } if controller.contains("memsw")),
+            "{e:?}"
+        );
+        let e = write_limits(
+            &d,
+            &Limits {
+                pids_max: Some(1),
+                ..Limits::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, CgroupError::MissingController { ref controller, .. } if controller == "pids"),
+            "{e:?}"
+        );
     }
 
     /// A new cpuset directory gets its parent's cpus and mems; set ones are kept.
     #[test]
     fn cpuset_copy() {
         let t = tempfile::tempdir().unwrap();
-        fake(t.path(), &[("cpuset.cpus", "0-3\n"), ("cpuset.mems", "0\n")]);
+        fake(
+            t.path(),
+            &[("cpuset.cpus", "0-3\n"), ("cpuset.mems", "0\n")],
+        );
         let g = t.path().join("g");
         fake(&g, &[("cpuset.cpus", "\n"), ("cpuset.mems", "")]);
         copy_cpuset(&g, false).unwrap();
-        assert_eq!(std::fs::read_to_string(g.join("cpuset.cpus")).unwrap(), "0-3");
+        assert_eq!(
+            std::fs::read_to_string(g.join("cpuset.cpus")).unwrap(),
+            "0-3"
+        );
         assert_eq!(std::fs::read_to_string(g.join("cpuset.mems")).unwrap(), "0");
         std::fs::write(g.join("cpuset.cpus"), "1").unwrap();
         copy_cpuset(&g, false).unwrap();
@@ -455,17 +537,41 @@ mod tests {
             &[
                 ("memory.usage_in_bytes", "4096\n"),
                 ("memory.max_usage_in_bytes", "8192\n"),
-                ("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"),
+                (
+                    "memory.oom_control",
+                    "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n",
+                ),
             ],
         );
         fake(&p("cpuacct"), &[("cpuacct.usage", "5000000\n")]);
-        fake(&p("cpu"), &[("cpu.stat", "nr_periods 10\nnr_throttled 4\nthrottled_time 2000000\n")]);
-        fake(&p("pids"), &[("pids.current", "3\n"), ("pids.events", "max 7\n")]);
+        fake(
+            &p("cpu"),
+            &[(
+                "cpu.stat",
+                "nr_periods 10\nnr_throttled 4\nthrottled_time 2000000\n",
+            )],
+        );
+        fake(
+            &p("pids"),
+            &[("pids.current", "3\n"), ("pids.events", "max 7\n")],
+        );
+        // Events counted in a child (the leaf) add up into the group's counter.
+        fake(&p("pids").join("procs"), &[("pids.events", "max 2\n")]);
+        fake(
+            &p("memory").join("procs"),
+            &[("memory.oom_control", "oom_kill 1\n")],
+        );
         fake(
             &p("blkio"),
             &[
-                ("blkio.throttle.io_service_bytes_recursive", "8:0 Read 100\n8:0 Write 50\n8:0 Total 150\n7:1 Read 1\nTotal 151\n"),
-                ("blkio.throttle.io_serviced_recursive", "8:0 Read 2\n8:0 Write 3\n"),
+                (
+                    "blkio.throttle.io_service_bytes_recursive",
+                    "8:0 Read 100\n8:0 Write 50\n8:0 Total 150\n7:1 Read 1\nTotal 151\n",
+                ),
+                (
+                    "blkio.throttle.io_serviced_recursive",
+                    "8:0 Read 2\n8:0 Write 3\n",
+                ),
             ],
         );
         let d = Dirs {
@@ -479,12 +585,12 @@ mod tests {
         let s = stats(&d).unwrap();
         assert_eq!(s.memory_current, Some(4096));
         assert_eq!(s.memory_peak, Some(8192));
-        assert_eq!(s.oom_kills, Some(3));
+        assert_eq!(s.oom_kills, Some(4));
         assert_eq!(s.cpu_usage_us, Some(5000));
         assert_eq!(s.cpu_throttled_periods, Some(4));
         assert_eq!(s.cpu_throttled_us, Some(2000));
         assert_eq!(s.pids_current, Some(3));
-        assert_eq!(s.pids_limit_hits, Some(7));
+        assert_eq!(s.pids_limit_hits, Some(9));
         assert_eq!((s.io_read_bytes, s.io_write_bytes), (Some(101), Some(50)));
         assert_eq!((s.io_read_ops, s.io_write_ops), (Some(2), Some(3)));
     }

@@ -47,11 +47,13 @@ pub fn make_group(
     group: &Path,
     required: &BTreeSet<&'static str>,
 ) -> Result<Vec<PathBuf>, CgroupError> {
-    let rel = group.strip_prefix(mount).map_err(|_| CgroupError::NoHierarchy(format!(
-        "{} is not below the cgroup2 mount {}",
-        group.display(),
-        mount.display()
-    )))?;
+    let rel = group.strip_prefix(mount).map_err(|_| {
+        CgroupError::NoHierarchy(format!(
+            "{} is not below the cgroup2 mount {}",
+            group.display(),
+            mount.display()
+        ))
+    })?;
     let mut made = Vec::new();
     let mut cur = mount.to_path_buf();
     for c in rel.components() {
@@ -163,7 +165,10 @@ pub fn limit_writes(limits: &Limits) -> Vec<(&'static str, String)> {
 /// `io.bfq.weight` (1..1000) instead: the weight goes there, clamped.
 pub fn write_limits(dir: &Path, limits: &Limits) -> Result<(), CgroupError> {
     for (file, value) in limit_writes(limits) {
-        if file == "io.weight" && !dir.join("io.weight").exists() && dir.join("io.bfq.weight").exists() {
+        if file == "io.weight"
+            && !dir.join("io.weight").exists()
+            && dir.join("io.bfq.weight").exists()
+        {
             let w = limits.io_weight.unwrap_or(100).clamp(1, 1000);
             fsio::write(dir, "io.bfq.weight", &format!("default {w}"))?;
             continue;
@@ -208,7 +213,9 @@ pub fn io_stat_sum(text: &str) -> [u64; 4] {
     let mut s = [0u64; 4];
     for line in text.lines() {
         for kv in line.split_whitespace().skip(1) {
-            let Some((k, v)) = kv.split_once('=') else { continue };
+            let Some((k, v)) = kv.split_once('=') else {
+                continue;
+            };
             let i = match k {
                 "rbytes" => 0,
                 "wbytes" => 1,
@@ -323,8 +330,18 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let g = t.path().join("g");
         fake(&g, GROUP_FILES);
-        write_limits(&g, &Limits { pids_max: Some(10), ..Limits::default() }).unwrap();
-        assert_eq!(std::fs::read_to_string(g.join("memory.max")).unwrap(), "max");
+        write_limits(
+            &g,
+            &Limits {
+                pids_max: Some(10),
+                ..Limits::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(g.join("memory.max")).unwrap(),
+            "max"
+        );
         assert_eq!(std::fs::read_to_string(g.join("pids.max")).unwrap(), "10");
     }
 
@@ -334,7 +351,14 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let g = t.path().join("g");
         fake(&g, &[("memory.max", "max")]);
-        let e = write_limits(&g, &Limits { swap_max: Some(0), ..Limits::default() }).unwrap_err();
+        let e = write_limits(
+            &g,
+            &Limits {
+                swap_max: Some(0),
+                ..Limits::default()
+            },
+        )
+        .unwrap_err();
         match e {
             CgroupError::MissingController { controller, detail } => {
                 assert!(controller.contains("swap"), "{controller}");
@@ -350,8 +374,18 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let g = t.path().join("g");
         fake(&g, &[("io.bfq.weight", "default 100")]);
-        write_limits(&g, &Limits { io_weight: Some(5000), ..Limits::default() }).unwrap();
-        assert_eq!(std::fs::read_to_string(g.join("io.bfq.weight")).unwrap(), "default 1000");
+        write_limits(
+            &g,
+            &Limits {
+                io_weight: Some(5000),
+                ..Limits::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(g.join("io.bfq.weight")).unwrap(),
+            "default 1000"
+        );
     }
 
     /// Controllers are enabled in each ancestor that lacks them, never in the group; enabled ones are not rewritten.
@@ -359,15 +393,27 @@ mod tests {
     fn enables_down_the_tree() {
         let t = tempfile::tempdir().unwrap();
         let m = t.path();
-        fake(m, &[("cgroup.controllers", "cpuset cpu io memory pids"), ("cgroup.subtree_control", "")]);
+        fake(
+            m,
+            &[
+                ("cgroup.controllers", "cpuset cpu io memory pids"),
+                ("cgroup.subtree_control", ""),
+            ],
+        );
         // An ancestor that already passes memory and pids down (delegated).
         fake(
             &m.join("hutch"),
-            &[("cgroup.controllers", "cpu io memory pids"), ("cgroup.subtree_control", "memory pids")],
+            &[
+                ("cgroup.controllers", "cpu io memory pids"),
+                ("cgroup.subtree_control", "memory pids"),
+            ],
         );
         let group = m.join("hutch/users");
         // The kernel would give the new group these files; the fake tree makes them first.
-        fake(&group, &[("cgroup.controllers", ""), ("cgroup.subtree_control", "")]);
+        fake(
+            &group,
+            &[("cgroup.controllers", ""), ("cgroup.subtree_control", "")],
+        );
         let req: BTreeSet<_> = ["memory", "pids"].into_iter().collect();
         let made = make_group(m, &group, &req).unwrap();
         assert!(made.is_empty(), "all existed");
@@ -382,10 +428,19 @@ mod tests {
     fn missing_required_controller() {
         let t = tempfile::tempdir().unwrap();
         let m = t.path();
-        fake(m, &[("cgroup.controllers", "memory pids"), ("cgroup.subtree_control", "memory pids")]);
+        fake(
+            m,
+            &[
+                ("cgroup.controllers", "memory pids"),
+                ("cgroup.subtree_control", "memory pids"),
+            ],
+        );
         let req: BTreeSet<_> = ["io"].into_iter().collect();
         let e = make_group(m, &m.join("g"), &req).unwrap_err();
-        assert!(matches!(e, CgroupError::MissingController { ref controller, .. } if controller == "io"), "{e:?}");
+        assert!(
+            matches!(e, CgroupError::MissingController { ref controller, .. } if controller == "io"),
+            "{e:?}"
+        );
         assert!(!m.join("g").exists());
     }
 
@@ -416,7 +471,15 @@ mod tests {
         assert_eq!(s.memory_high_events, Some(9));
         assert_eq!(s.cpu_throttled_periods, Some(3));
         assert_eq!(s.cpu_throttled_us, Some(77));
-        assert_eq!((s.io_read_bytes, s.io_write_bytes, s.io_read_ops, s.io_write_ops), (Some(11), Some(22), Some(4), Some(6)));
+        assert_eq!(
+            (
+                s.io_read_bytes,
+                s.io_write_bytes,
+                s.io_read_ops,
+                s.io_write_ops
+            ),
+            (Some(11), Some(22), Some(4), Some(6))
+        );
         let empty = tempfile::tempdir().unwrap();
         assert_eq!(stats(empty.path()).unwrap(), Stats::default());
     }
