@@ -14,7 +14,356 @@ pub fn stop(cli: &Cli, user: &str) -> anyhow::Result<i32> {
     anyhow::bail!("not implemented yet")
 }
 
+/// `hutchctl setup --pam-service NAME [--undo]`: makes pam_hutch the last
+/// session line of `<pam_dir>/<NAME>` (idempotent; a backup
+/// `<file>.hutch-bak` is made before the first change), or with `--undo`
+/// removes exactly hutch's line(s).
 pub fn setup(pam_dir: &Path, service: &str, undo: bool) -> anyhow::Result<i32> {
-    let _ = (pam_dir, service, undo);
-    anyhow::bail!("not implemented yet")
+    use anyhow::Context;
+
+    if service.is_empty() || service.contains('/') || service == "." || service == ".." {
+        anyhow::bail!("--pam-service {service:?} is not a PAM service name");
+    }
+    let file = pam_dir.join(service);
+    let meta = std::fs::symlink_metadata(&file).with_context(|| format!("reading {}", file.display()))?;
+    if meta.file_type().is_symlink() {
+        anyhow::bail!("{} is a symlink: run setup on the service it points to", file.display());
+    }
+    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let new_text = if undo {
+        pam_setup::remove(&text)
+    } else {
+        let module = pam_setup::module_reference();
+        pam_setup::apply(&text, &module, |name| std::fs::read_to_string(pam_dir.join(name)).ok())
+    };
+    let Some(new_text) = new_text else {
+        println!("{}: {}", file.display(), if undo { "no pam_hutch line, nothing to undo" } else { "already set up" });
+        return Ok(0);
+    };
+    let backup = pam_setup::backup_path(&file);
+    if !backup.exists() {
+        std::fs::copy(&file, &backup).with_context(|| format!("backing up {} to {}", file.display(), backup.display()))?;
+    }
+    pam_setup::replace(&file, &meta, &new_text).with_context(|| format!("writing {}", file.display()))?;
+    if undo {
+        println!("{}: removed pam_hutch (backup of the original: {})", file.display(), backup.display());
+    } else {
+        println!("{}: pam_hutch is now its last session line (backup: {})", file.display(), backup.display());
+    }
+    Ok(0)
+}
+
+/// The pieces of [`setup`]: editing a PAM service file as text.
+mod pam_setup {
+    use std::fs::Metadata;
+    use std::io::Write;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::{Path, PathBuf};
+
+    /// The module's file name.
+    pub const MODULE: &str = "pam_hutch.so";
+
+    /// Where `make install` puts the module unless told otherwise at build
+    /// time (`HUTCH_PAM_MODULE`).
+    const INSTALLED_MODULE: &str = match option_env!("HUTCH_PAM_MODULE") {
+        Some(path) => path,
+        None => "/usr/local/lib/security/pam_hutch.so",
+    };
+
+    /// Directories libpam searches for a bare module name (Debian multiarch
+    /// first, then the usual others).
+    const SYSTEM_MODULE_DIRS: [&str; 6] = [
+        "/usr/lib/x86_64-linux-gnu/security",
+        "/lib/x86_64-linux-gnu/security",
+        "/usr/lib64/security",
+        "/lib64/security",
+        "/usr/lib/security",
+        "/lib/security",
+    ];
+
+    /// How the service line names the module: the bare name when libpam
+    /// finds it in its own directory, else the absolute installed path.
+    pub fn module_reference() -> String {
+        if SYSTEM_MODULE_DIRS.iter().any(|d| Path::new(d).join(MODULE).exists()) {
+            MODULE.to_string()
+        } else {
+            INSTALLED_MODULE.to_string()
+        }
+    }
+
+    pub fn backup_path(file: &Path) -> PathBuf {
+        let mut name = file.as_os_str().to_os_string();
+        name.push(".hutch-bak");
+        PathBuf::from(name)
+    }
+
+    /// The line setup adds.
+    pub fn our_line(module: &str) -> String {
+        format!("session required {module}")
+    }
+
+    /// The non-comment words of a line.
+    fn words(line: &str) -> Vec<&str> {
+        line.split('#').next().unwrap_or("").split_whitespace().collect()
+    }
+
+    /// A line of ours: any line that loads pam_hutch.so (by any path).
+    pub fn is_hutch_line(line: &str) -> bool {
+        words(line).iter().any(|w| Path::new(w).file_name().is_some_and(|n| n == MODULE))
+    }
+
+    /// A `session` (or `-session`) line, `include`/`substack` ones included.
+    fn is_session_line(line: &str) -> bool {
+        matches!(words(line).first(), Some(&"session") | Some(&"-session"))
+    }
+
+    /// `@include NAME` → NAME.
+    fn include_of(line: &str) -> Option<&str> {
+        match words(line).as_slice() {
+            ["@include", name] => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Whether a line contributes session modules: a session line, or an
+    /// `@include` of a file that has session lines (`read` gives a file of
+    /// the PAM directory; one we cannot read counts if its name says
+    /// "session").
+    fn has_session(line: &str, read: &dyn Fn(&str) -> Option<String>) -> bool {
+        if is_session_line(line) {
+            return true;
+        }
+        match include_of(line) {
+            Some(name) => match read(name) {
+                Some(text) => text.lines().any(|l| is_session_line(l) || include_of(l).is_some_and(|n| n.contains("session"))),
+                None => name.contains("session"),
+            },
+            None => false,
+        }
+    }
+
+    /// The text with pam_hutch as its last session line, or `None` when it
+    /// already is (and then nothing is written: running twice changes
+    /// nothing, and arguments an admin added to our line stay).
+    pub fn apply(text: &str, module: &str, read: impl Fn(&str) -> Option<String>) -> Option<String> {
+        let lines: Vec<&str> = text.lines().collect();
+        let ours: Vec<usize> = (0..lines.len()).filter(|&i| is_hutch_line(lines[i])).collect();
+        let last_session = (0..lines.len()).rev().find(|&i| !is_hutch_line(lines[i]) && has_session(lines[i], &read));
+        if let [only] = ours[..] {
+            if last_session.is_none_or(|s| only > s) {
+                return None;
+            }
+        }
+        // Keep an existing line's text (its arguments), else ours.
+        let line = ours.first().map(|&i| lines[i].trim().to_string()).unwrap_or_else(|| our_line(module));
+        let mut out: Vec<&str> = Vec::with_capacity(lines.len() + 1);
+        let mut placed = false;
+        for (i, l) in lines.iter().enumerate() {
+            if ours.contains(&i) {
+                continue;
+            }
+            out.push(l);
+            if Some(i) == last_session {
+                out.push(&line);
+                placed = true;
+            }
+        }
+        if !placed {
+            out.push(&line);
+        }
+        Some(join_lines(&out))
+    }
+
+    /// The text without pam_hutch lines, or `None` when it has none.
+    pub fn remove(text: &str) -> Option<String> {
+        let lines: Vec<&str> = text.lines().collect();
+        let kept: Vec<&str> = lines.iter().copied().filter(|l| !is_hutch_line(l)).collect();
+        (kept.len() != lines.len()).then(|| join_lines(&kept))
+    }
+
+    fn join_lines(lines: &[&str]) -> String {
+        let mut s = lines.join("\n");
+        s.push('\n');
+        s
+    }
+
+    /// Replaces `file` atomically (a temporary file in the same directory,
+    /// renamed over it) with `text`, keeping its mode and owner.
+    pub fn replace(file: &Path, meta: &Metadata, text: &str) -> std::io::Result<()> {
+        let mut tmp_name = file.as_os_str().to_os_string();
+        tmp_name.push(".hutch-tmp");
+        let tmp = PathBuf::from(tmp_name);
+        let result = (|| {
+            let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+            if let Err(e) = std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid())) {
+                // Only root can give a file away; a test's own file needs no chown.
+                if e.raw_os_error() != Some(libc::EPERM) {
+                    return Err(e);
+                }
+            }
+            f.sync_all()?;
+            std::fs::rename(&tmp, file)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod setup_tests {
+    use super::pam_setup::{apply, remove};
+    use super::setup;
+    use std::path::PathBuf;
+
+    /// Debian 12's /etc/pam.d/sshd, shortened.
+    const SSHD: &str = "\
+# PAM configuration for the Secure Shell service
+@include common-auth
+account    required     pam_nologin.so
+@include common-account
+session [success=ok ignore=ignore module_unknown=ignore default=bad]        pam_selinux.so close
+session    required     pam_loginuid.so
+@include common-session
+session    optional     pam_motd.so  motd=/run/motd.dynamic
+session    required     pam_env.so user_readenv=1 envfile=/etc/default/locale
+session [success=ok ignore=ignore module_unknown=ignore default=bad]        pam_selinux.so open
+@include common-password
+";
+
+    const SU: &str = "auth sufficient pam_rootok.so\n@include common-auth\n@include common-account\n@include common-session\n";
+
+    fn none(_: &str) -> Option<String> {
+        None
+    }
+
+    /// A directory of its own under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+            let dir = std::env::temp_dir().join(format!("hutchctl-setup-{tag}-{}-{nanos}", std::process::id()));
+            std::fs::create_dir(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// The line goes right after the last session line (before @include common-password).
+    #[test]
+    fn after_last_session_line() {
+        let out = apply(SSHD, "pam_hutch.so", none).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[lines.len() - 2], "session required pam_hutch.so");
+        assert_eq!(lines[lines.len() - 1], "@include common-password");
+        assert_eq!(lines.len(), SSHD.lines().count() + 1);
+    }
+
+    /// `@include common-session` as the last session part: our line follows it.
+    #[test]
+    fn after_include_common_session() {
+        let out = apply(SU, "/usr/local/lib/security/pam_hutch.so", none).unwrap();
+        assert!(out.ends_with("@include common-session\nsession required /usr/local/lib/security/pam_hutch.so\n"));
+    }
+
+    /// An include is judged by its content when it can be read.
+    #[test]
+    fn include_judged_by_content() {
+        let text = "@include site-stack\n@include common-password\n";
+        let read = |n: &str| (n == "site-stack").then(|| "session optional pam_umask.so\n".to_string());
+        let out = apply(text, "pam_hutch.so", read).unwrap();
+        assert_eq!(out, "@include site-stack\nsession required pam_hutch.so\n@include common-password\n");
+    }
+
+    /// Applying twice changes nothing; a customised line of ours is kept.
+    #[test]
+    fn idempotent() {
+        let once = apply(SSHD, "pam_hutch.so", none).unwrap();
+        assert_eq!(apply(&once, "pam_hutch.so", none), None);
+        let custom = once.replace("session required pam_hutch.so", "session required pam_hutch.so debug timeout=60");
+        assert_eq!(apply(&custom, "pam_hutch.so", none), None);
+    }
+
+    /// A hutch line that is no longer last is moved to the end, keeping its arguments.
+    #[test]
+    fn moves_to_end() {
+        let text = "session required pam_hutch.so debug\nsession optional pam_motd.so\n";
+        assert_eq!(
+            apply(text, "pam_hutch.so", none).unwrap(),
+            "session optional pam_motd.so\nsession required pam_hutch.so debug\n"
+        );
+        let twice = "session required pam_hutch.so\nsession optional pam_motd.so\nsession required /x/pam_hutch.so\n";
+        assert_eq!(
+            apply(twice, "pam_hutch.so", none).unwrap(),
+            "session optional pam_motd.so\nsession required pam_hutch.so\n"
+        );
+    }
+
+    /// Undo removes exactly hutch's lines (any path, any arguments), and nothing else.
+    #[test]
+    fn undo_removes_exactly_ours() {
+        let once = apply(SSHD, "pam_hutch.so", none).unwrap();
+        assert_eq!(remove(&once).unwrap(), SSHD);
+        assert_eq!(remove(SSHD), None);
+        assert_eq!(
+            remove("session optional pam_motd.so # not pam_hutch.so\n-session optional /opt/pam_hutch.so x\n"),
+            Some("session optional pam_motd.so # not pam_hutch.so\n".to_string())
+        );
+    }
+
+    /// On a real file: backup before the first change, second run a no-op, undo restores.
+    #[test]
+    fn files_and_backup() {
+        let dir = TempDir::new("files");
+        let file = dir.0.join("sshd-test");
+        std::fs::write(&file, SSHD).unwrap();
+        assert_eq!(setup(&dir.0, "sshd-test", false).unwrap(), 0);
+        let after = std::fs::read_to_string(&file).unwrap();
+        assert!(after.contains("pam_hutch.so\n@include common-password"));
+        assert_eq!(std::fs::read_to_string(dir.0.join("sshd-test.hutch-bak")).unwrap(), SSHD);
+
+        let before_second = std::fs::metadata(&file).unwrap().modified().unwrap();
+        assert_eq!(setup(&dir.0, "sshd-test", false).unwrap(), 0);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), after);
+        assert_eq!(std::fs::metadata(&file).unwrap().modified().unwrap(), before_second);
+
+        assert_eq!(setup(&dir.0, "sshd-test", true).unwrap(), 0);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), SSHD);
+        assert_eq!(setup(&dir.0, "sshd-test", true).unwrap(), 0);
+        assert!(!dir.0.join("sshd-test.hutch-tmp").exists());
+    }
+
+    /// Mode survives the rewrite.
+    #[test]
+    fn keeps_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = TempDir::new("mode");
+        let file = dir.0.join("login");
+        std::fs::write(&file, SU).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        setup(&dir.0, "login", false).unwrap();
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o7777, 0o640);
+    }
+
+    /// Bad service names, a missing file and a symlink are refused.
+    #[test]
+    fn refusals() {
+        let dir = TempDir::new("refuse");
+        for name in ["", "..", "a/b"] {
+            assert!(setup(&dir.0, name, false).is_err(), "{name:?}");
+        }
+        let err = setup(&dir.0, "nosuch", false).unwrap_err();
+        assert!(format!("{err:#}").starts_with(&format!("reading {}", dir.0.join("nosuch").display())));
+        std::fs::write(dir.0.join("real"), SU).unwrap();
+        std::os::unix::fs::symlink(dir.0.join("real"), dir.0.join("link")).unwrap();
+        assert!(format!("{:#}", setup(&dir.0, "link", false).unwrap_err()).contains("is a symlink"));
+        assert_eq!(std::fs::read_to_string(dir.0.join("real")).unwrap(), SU);
+    }
 }
