@@ -63,12 +63,10 @@ mod pam_setup {
     /// The module's file name.
     pub const MODULE: &str = "pam_hutch.so";
 
-    /// Where `make install` puts the module unless told otherwise at build
-    /// time (`HUTCH_PAM_MODULE`).
-    const INSTALLED_MODULE: &str = match option_env!("HUTCH_PAM_MODULE") {
-        Some(path) => path,
-        None => "/usr/local/lib/security/pam_hutch.so",
-    };
+    /// An absolute path to the module for installs outside libpam's own
+    /// directory, set at build time (`HUTCH_PAM_MODULE`). `make install`
+    /// puts it in libpam's directory, where the bare name finds it.
+    const INSTALLED_MODULE: Option<&str> = option_env!("HUTCH_PAM_MODULE");
 
     /// Directories libpam searches for a bare module name (Debian multiarch
     /// first, then the usual others).
@@ -82,12 +80,22 @@ mod pam_setup {
     ];
 
     /// How the service line names the module: the bare name when libpam
-    /// finds it in its own directory, else the absolute installed path.
+    /// finds it in its own directory, else the absolute path set at build
+    /// time; with neither, the bare name and a warning (until the module is
+    /// installed, PAM refuses the service: fail closed).
     pub fn module_reference() -> String {
         if SYSTEM_MODULE_DIRS.iter().any(|d| Path::new(d).join(MODULE).exists()) {
-            MODULE.to_string()
-        } else {
-            INSTALLED_MODULE.to_string()
+            return MODULE.to_string();
+        }
+        match INSTALLED_MODULE {
+            Some(path) => path.to_string(),
+            None => {
+                eprintln!(
+                    "hutchctl: warning: {MODULE} is not installed in libpam's module directory yet \
+                     (make install); logins through this service fail until it is"
+                );
+                MODULE.to_string()
+            }
         }
     }
 
