@@ -365,3 +365,36 @@ fn failed_create_cleans_up() {
     );
     assert!(t.root.existing("g").is_none(), "left behind after failure");
 }
+
+/// On this host's controller-less cgroup2 mount the v2 code still works where it can: making a group enables nothing, and cgroup.freeze freezes and thaws a real process.
+#[test]
+fn unified_without_controllers() {
+    if !root_or_skip("unified_without_controllers") {
+        return;
+    }
+    let mut t = TestGroup::new(CgroupRoot::open(&unique_spec()).expect("open"));
+    let cg = t.create(&Limits::default());
+    let u = cg.unified_dir().expect("a cgroup2 mount on this host");
+    assert!(u.join("cgroup.kill").exists() && u.join("cgroup.freeze").exists());
+    let mount = Path::new("/sys/fs/cgroup/unified");
+    let extra = u.join("v2-only");
+    let made = hutch_runtime::cgroup::v2::make_group(mount, &extra, &Default::default())
+        .expect("make_group");
+    assert_eq!(made, [extra.clone()]);
+    assert_eq!(
+        read(&u.join("cgroup.subtree_control")).trim(),
+        "",
+        "nothing to enable"
+    );
+    let i = t.start_attached("sleep 100");
+    let pid = t.children[i].id();
+    hutch_runtime::cgroup::v2::set_frozen(&u, true, Duration::from_secs(2)).expect("freeze");
+    assert!(read(&u.join("cgroup.events")).contains("frozen 1"));
+    hutch_runtime::cgroup::v2::set_frozen(&u, false, Duration::from_secs(2)).expect("thaw");
+    assert!(read(&u.join("cgroup.events")).contains("frozen 0"));
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    cg.kill_all().expect("kill_all");
+    // remove() takes the extra cgroup below the group too.
+    cg.remove().expect("remove");
+    assert!(!extra.exists() && !u.exists());
+}
