@@ -1,15 +1,148 @@
-//! `hutchctl check` and `hutchctl policy USER`.
+//! `hutchctl check [FILE] [--strict]` and `hutchctl policy USER [--service S]`.
+//!
+//! Both run the same code the PAM module runs (`hutch_policy::Policy`), so
+//! what `check` accepts a login accepts.
 
+use std::io::Write;
 use std::path::Path;
+
+use anyhow::Context;
+use hutch_policy::{Decision, Explanation, Policy, Report, Severity};
 
 use crate::Cli;
 
+/// Exit status of `check`: clean.
+pub const EXIT_CLEAN: i32 = 0;
+/// Exit status of `check`: errors (the policy would be refused at login).
+pub const EXIT_ERRORS: i32 = 1;
+/// Exit status of `check --strict`: warnings only.
+pub const EXIT_WARNINGS: i32 = 2;
+
+/// Prints every error and warning of the policy and its drop-ins; exit 0
+/// clean, 1 errors, 2 warnings only with `--strict`.
 pub fn check(cli: &Cli, file: Option<&Path>, strict: bool) -> anyhow::Result<i32> {
-    let _ = (cli, file, strict);
-    anyhow::bail!("not implemented yet")
+    let path = file.unwrap_or(&cli.config);
+    let report = Policy::check(path);
+    let mut out = std::io::stdout().lock();
+    write_report(&mut out, &report).context("writing to stdout")?;
+    Ok(check_status(&report, strict))
 }
 
+/// The exit status for a report.
+pub fn check_status(report: &Report, strict: bool) -> i32 {
+    if report.has_errors() {
+        EXIT_ERRORS
+    } else if strict && report.has_warnings() {
+        EXIT_WARNINGS
+    } else {
+        EXIT_CLEAN
+    }
+}
+
+/// `error: FILE:LINE:COL: KEY: message` lines, then a summary line.
+pub fn write_report(out: &mut dyn Write, report: &Report) -> std::io::Result<()> {
+    for d in &report.diagnostics {
+        let tag = match d.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        writeln!(out, "{tag}: {d}")?;
+    }
+    let errors = report.diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+    let warnings = report.diagnostics.len() - errors;
+    let files: Vec<String> = report.files.iter().map(|f| f.display().to_string()).collect();
+    if errors > 0 {
+        writeln!(out, "{}: {errors} error(s), {warnings} warning(s): logins of confined users would be refused", files.join(", "))
+    } else {
+        writeln!(out, "{}: ok, {warnings} warning(s)", files.join(", "))
+    }
+}
+
+/// Prints the effective policy of `user` for `service`, each value with its origin.
 pub fn show(cli: &Cli, user: &str, service: &str) -> anyhow::Result<i32> {
-    let _ = (cli, user, service);
-    anyhow::bail!("not implemented yet")
+    let policy = Policy::load(&cli.config).map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("loading policy {}", cli.config.display()))?;
+    let account = hutch_runtime::account::lookup(user).with_context(|| format!("looking up user {user:?}"))?;
+    let explanation = policy.explain(&account, service);
+    let mut out = std::io::stdout().lock();
+    write_explanation(&mut out, &account.name, account.uid, service, &explanation).context("writing to stdout")?;
+    Ok(0)
+}
+
+/// The explanation, like `git config --show-origin`: `key = value  # origin`.
+pub fn write_explanation(
+    out: &mut dyn Write,
+    user: &str,
+    uid: u32,
+    service: &str,
+    e: &Explanation,
+) -> std::io::Result<()> {
+    let verdict = match &e.decision {
+        Decision::Confine(_) => "confined".to_string(),
+        Decision::Exempt(why) => format!("exempt: {why}"),
+        Decision::Refuse(why) => format!("refused: {why}"),
+    };
+    writeln!(out, "# user {user} (uid {uid}), service {service}: {verdict}")?;
+    writeln!(out, "# service {service}: {}  ({})", e.service_mode.as_str(), e.service_origin)?;
+    if !e.groups.is_empty() {
+        writeln!(out, "# groups with rules, lowest precedence first: {}", e.groups.join(", "))?;
+    }
+    let width = e.entries.iter().map(|x| x.key.len() + 3 + x.value.len()).max().unwrap_or(0);
+    for x in &e.entries {
+        let line = format!("{} = {}", x.key, x.value);
+        writeln!(out, "{line:<width$}  # {}", x.origin)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hutch_policy::Account;
+
+    fn report(text: &str) -> Report {
+        Policy::check_sources(&[(text, Path::new("hutch.toml"))])
+    }
+
+    /// check exits 0 clean, 1 on errors, 2 on warnings only with --strict (0 without).
+    #[test]
+    fn check_exit_status() {
+        assert_eq!(check_status(&report(""), true), EXIT_CLEAN);
+        assert_eq!(check_status(&report("[defaults]\nmemory = \"1X\"\n"), false), EXIT_ERRORS);
+        let warned = report("[users.root]\npids = 5\n");
+        assert_eq!(check_status(&warned, false), EXIT_CLEAN);
+        assert_eq!(check_status(&warned, true), EXIT_WARNINGS);
+    }
+
+    /// check prints each finding tagged, then a summary.
+    #[test]
+    fn check_output() {
+        let mut out = Vec::new();
+        write_report(&mut out, &report("[defaults]\nmemroy = \"1G\"\n")).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "error: hutch.toml:2:1: defaults: unknown key \"memroy\" (did you mean \"memory\"?)\n\
+             hutch.toml: 1 error(s), 0 warning(s): logins of confined users would be refused\n"
+        );
+    }
+
+    /// policy USER prints the verdict and each value with its origin.
+    #[test]
+    fn explanation_output() {
+        let p = Policy::parse("[users.alice]\npids = 100\n", Path::new("hutch.toml")).unwrap();
+        let a = Account {
+            name: "alice".into(),
+            uid: 1001,
+            gid: 1001,
+            groups: vec!["alice".into()],
+            home: "/home/alice".into(),
+            shell: "/usr/sbin/hutch-shell".into(),
+        };
+        let mut out = Vec::new();
+        write_explanation(&mut out, "alice", 1001, "sshd", &p.explain(&a, "sshd")).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("# user alice (uid 1001), service sshd: confined\n# service sshd: confine  (built-in default)\n"), "{text}");
+        assert!(text.contains("\npids = 100 "), "{text}");
+        assert!(text.contains("# hutch.toml:2:8 (users.alice)\n"), "{text}");
+    }
 }
