@@ -154,7 +154,7 @@ pub(crate) fn explain(model: &Model, account: &Account, service: &str) -> Explan
     let mut entries = Vec::new();
     let mut add = |key: &'static str, value: String, origin: Origin| entries.push(Entry { key, value, origin });
 
-    let confine = p.confine.map_or(true, |(v, _)| v.value);
+    let confine = p.confine.is_none_or(|(v, _)| v.value);
     add("confine", confine.to_string(), origin(p.confine));
 
     let (template, template_origin) = match (p.template, &model.template) {

@@ -67,7 +67,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// Formats bytes in the largest unit that divides them (`1G`, `1536M`, `100`).
 pub fn format_size(bytes: u64) -> String {
     for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
-        if bytes != 0 && bytes % (1u64 << shift) == 0 {
+        if bytes != 0 && bytes & ((1u64 << shift) - 1) == 0 {
             return format!("{}{unit}", bytes >> shift);
         }
     }
@@ -154,20 +154,15 @@ pub fn format_cpu(q: CpuQuota) -> String {
 }
 
 /// What happens to the container when its last session closes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnLogout {
     /// Torn down at once.
+    #[default]
     Kill,
     /// Torn down after this long without a session (a new login in between keeps it).
     Linger(Duration),
     /// Kept while any process runs in it (a `nohup` job); torn down when the last ends.
     KeepWhileRunning,
-}
-
-impl Default for OnLogout {
-    fn default() -> Self {
-        OnLogout::Kill
-    }
 }
 
 impl OnLogout {
