@@ -857,3 +857,32 @@ fn property_damaged_files_never_panic() {
         }
     }
 }
+
+/// Timing of load and resolve for a 10,000-user, 1,000-group, 50-plan file (run with --ignored --nocapture; bench/ owns the real benchmark).
+#[test]
+#[ignore]
+fn timing_large_policy() {
+    let mut text = String::from("[defaults]\nmemory = \"1G\"\npids = 512\n");
+    for p in 0..50 {
+        text.push_str(&format!("[plans.p{p}]\nmemory = \"{}M\"\ncpu = \"{}%\"\n", 256 + p, 50 + p));
+    }
+    for g in 0..1000 {
+        text.push_str(&format!("[groups.g{g}]\nplan = \"p{}\"\npriority = {}\npids = {}\n", g % 50, g % 7, 100 + g));
+    }
+    for u in 0..10_000 {
+        text.push_str(&format!("[users.u{u}]\nmemory = \"{}M\"\n", 300 + u % 1000));
+    }
+    let a = account("u5000", 6000, &["g1", "g2", "g3"]);
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let p = Policy::parse(&text, Path::new("big.toml")).unwrap();
+        let _ = p.resolve(&a, "sshd");
+        times.push(t.elapsed());
+    }
+    times.sort();
+    println!("{} bytes: median load+resolve {:?}", text.len(), times[2]);
+    let t = std::time::Instant::now();
+    let _: toml::Table = toml::from_str(&text).unwrap();
+    println!("of which the TOML parser alone (into a plain table): {:?}", t.elapsed());
+}
