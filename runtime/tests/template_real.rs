@@ -221,6 +221,19 @@ fn rebuild_replaces_template() {
     assert!(leftovers(&env.store.templates_dir()).is_empty());
 }
 
+/// A source directory that holds the store itself is refused (the copy would never end).
+#[test]
+fn build_refuses_source_containing_store() {
+    if !have_root("build_refuses_source_containing_store") {
+        return;
+    }
+    let env = TestEnv::new("self");
+    make_rootfs(env.path());
+    let err = env.store.build_from_dir("t", env.path()).unwrap_err();
+    assert!(err.to_string().contains("into itself"), "{err}");
+    assert!(leftovers(&env.store.templates_dir()).is_empty());
+}
+
 /// A tarball builds like a directory: setuid stripped, device skipped, symlinks kept.
 #[test]
 fn build_from_tar() {

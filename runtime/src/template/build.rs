@@ -63,6 +63,15 @@ pub(super) fn build(
             if !md.is_dir() {
                 return Err(TemplateError::Other(format!("{} is not a directory", src.display())));
             }
+            let canonical_src = fs::canonicalize(src).map_err(TemplateError::io("resolving", src))?;
+            let canonical_staging = fs::canonicalize(&staging.dir).map_err(TemplateError::io("resolving", &staging.dir))?;
+            if canonical_staging.starts_with(&canonical_src) {
+                return Err(TemplateError::Other(format!(
+                    "{} contains the template store {}: refusing to copy a tree into itself",
+                    src.display(),
+                    templates.display()
+                )));
+            }
             fs::create_dir(&root).map_err(TemplateError::io("creating directory", &root))?;
             tree::copy_tree(src, &root)?.skipped
         }

@@ -292,7 +292,7 @@ pub(super) fn list(store: &TemplateStore) -> Result<Vec<TemplateInfo>, TemplateE
 /// Bytes in use on the filesystem at `path`.
 fn bytes_used(path: &Path) -> Option<u64> {
     let st = nix::sys::statvfs::statvfs(path).ok()?;
-    let used = u64::from(st.blocks()).saturating_sub(u64::from(st.blocks_free()));
+    let used = st.blocks().saturating_sub(st.blocks_free());
     Some(used.saturating_mul(st.fragment_size()))
 }
 
