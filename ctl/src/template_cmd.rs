@@ -34,7 +34,12 @@ pub enum TemplateCmd {
         #[arg(long, value_name = "SUITE")]
         debootstrap: Option<String>,
         /// Extra packages for --debootstrap, comma-separated.
-        #[arg(long, value_delimiter = ',', requires = "debootstrap", value_name = "PKG,...")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            requires = "debootstrap",
+            value_name = "PKG,..."
+        )]
         include: Vec<String>,
         /// Also require this shell (absolute path) in the template; repeatable.
         #[arg(long = "require-shell", value_name = "PATH")]
@@ -55,18 +60,37 @@ pub enum TemplateCmd {
 pub fn run(cli: &Cli, cmd: &TemplateCmd) -> anyhow::Result<i32> {
     let store = store(&cli.config)?;
     match cmd {
-        TemplateCmd::Build { name, from_dir, from_tar, debootstrap, include, require_shell } => {
+        TemplateCmd::Build {
+            name,
+            from_dir,
+            from_tar,
+            debootstrap,
+            include,
+            require_shell,
+        } => {
             let source = match (from_dir, from_tar, debootstrap) {
                 (Some(dir), _, _) => Source::Dir(dir.clone()),
                 (_, Some(tar), _) => Source::Tar(tar.clone()),
-                (_, _, Some(suite)) => Source::Debootstrap { suite: suite.clone(), include: include.clone() },
+                (_, _, Some(suite)) => Source::Debootstrap {
+                    suite: suite.clone(),
+                    include: include.clone(),
+                },
                 _ => anyhow::bail!("give one of --from-dir, --from-tar, --debootstrap"),
             };
-            build(&store, name, &source, &BuildOptions { shells: require_shell.clone() })
+            build(
+                &store,
+                name,
+                &source,
+                &BuildOptions {
+                    shells: require_shell.clone(),
+                },
+            )
         }
         TemplateCmd::Load { name } => {
             let started = Instant::now();
-            let loaded = store.load(name).with_context(|| format!("loading template {name:?}"))?;
+            let loaded = store
+                .load(name)
+                .with_context(|| format!("loading template {name:?}"))?;
             println!(
                 "loaded template {name} generation {} at {} in {:.1} s",
                 loaded.generation,
@@ -81,7 +105,9 @@ pub fn run(cli: &Cli, cmd: &TemplateCmd) -> anyhow::Result<i32> {
                 generation: *generation,
                 path: store.generations_dir(name).join(generation.to_string()),
             };
-            store.unload(&loaded).with_context(|| format!("unloading template {name:?} generation {generation}"))?;
+            store
+                .unload(&loaded)
+                .with_context(|| format!("unloading template {name:?} generation {generation}"))?;
             println!("unloaded template {name} generation {generation}");
             Ok(0)
         }
@@ -93,20 +119,34 @@ pub fn run(cli: &Cli, cmd: &TemplateCmd) -> anyhow::Result<i32> {
 /// there is no policy file yet (a fresh machine builds its template first).
 fn store(config: &Path) -> anyhow::Result<TemplateStore> {
     if !config.exists() {
-        eprintln!("hutchctl: no policy at {}; using /var/lib/hutch and /run/hutch", config.display());
-        return Ok(TemplateStore::new(Path::new("/var/lib/hutch"), Path::new("/run/hutch")));
+        eprintln!(
+            "hutchctl: no policy at {}; using /var/lib/hutch and /run/hutch",
+            config.display()
+        );
+        return Ok(TemplateStore::new(
+            Path::new("/var/lib/hutch"),
+            Path::new("/run/hutch"),
+        ));
     }
-    let policy = hutch_policy::Policy::load(config).with_context(|| format!("reading policy {}", config.display()))?;
+    let policy = hutch_policy::Policy::load(config)
+        .with_context(|| format!("reading policy {}", config.display()))?;
     let host = policy.host();
     Ok(TemplateStore::new(&host.lib_dir, &host.run_dir))
 }
 
-fn build(store: &TemplateStore, name: &str, source: &Source, options: &BuildOptions) -> anyhow::Result<i32> {
+fn build(
+    store: &TemplateStore,
+    name: &str,
+    source: &Source,
+    options: &BuildOptions,
+) -> anyhow::Result<i32> {
     if let Source::Debootstrap { suite, .. } = source {
         eprintln!("building template {name} from Debian {suite} (mmdebstrap/debootstrap; this takes a while)...");
     }
     let started = Instant::now();
-    let report = store.build(name, source, options).with_context(|| format!("building template {name:?}"))?;
+    let report = store
+        .build(name, source, options)
+        .with_context(|| format!("building template {name:?}"))?;
     for warning in &report.warnings {
         println!("warning: {warning}");
     }
@@ -129,7 +169,9 @@ fn list(store: &TemplateStore) -> anyhow::Result<i32> {
     }
     println!("{:<20} {:>12}  GENERATIONS", "NAME", "ON DISK");
     for t in &templates {
-        let size = t.bytes.map_or_else(|| "(not built)".to_string(), human_bytes);
+        let size = t
+            .bytes
+            .map_or_else(|| "(not built)".to_string(), human_bytes);
         let gens: Vec<String> = t
             .generations
             .iter()
@@ -139,7 +181,11 @@ fn list(store: &TemplateStore) -> anyhow::Result<i32> {
                 (false, _) => format!("{} (not mounted)", g.generation),
             })
             .collect();
-        let gens = if gens.is_empty() { "-".to_string() } else { gens.join(", ") };
+        let gens = if gens.is_empty() {
+            "-".to_string()
+        } else {
+            gens.join(", ")
+        };
         println!("{:<20} {:>12}  {}", t.name, size, gens);
     }
     Ok(0)

@@ -21,7 +21,10 @@ fn have_root(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    assert!(std::env::var_os("HUTCH_REQUIRE_ROOT").is_none_or(|v| v != "1"), "{test}: needs root (HUTCH_REQUIRE_ROOT=1)");
+    assert!(
+        std::env::var_os("HUTCH_REQUIRE_ROOT").is_none_or(|v| v != "1"),
+        "{test}: needs root (HUTCH_REQUIRE_ROOT=1)"
+    );
     eprintln!("SKIP {test}: needs root (mounts tmpfs, chowns files)");
     false
 }
@@ -39,9 +42,15 @@ struct TestEnv {
 
 impl TestEnv {
     fn new(test: &str) -> TestEnv {
-        let dir = tempfile::Builder::new().prefix(&format!("hutch-tpl-{test}-")).tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("hutch-tpl-{test}-"))
+            .tempdir()
+            .unwrap();
         let store = TemplateStore::new(&dir.path().join("lib"), &dir.path().join("run"));
-        TestEnv { dir: Some(dir), store }
+        TestEnv {
+            dir: Some(dir),
+            store,
+        }
     }
 
     fn path(&self) -> &Path {
@@ -52,7 +61,11 @@ impl TestEnv {
 impl Drop for TestEnv {
     fn drop(&mut self) {
         let root = fs::canonicalize(self.path()).unwrap();
-        let mut under: Vec<PathBuf> = mounts().into_iter().map(|m| m.0).filter(|p| p.starts_with(&root)).collect();
+        let mut under: Vec<PathBuf> = mounts()
+            .into_iter()
+            .map(|m| m.0)
+            .filter(|p| p.starts_with(&root))
+            .collect();
         under.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
         for point in under {
             let _ = umount2(&point, MntFlags::MNT_DETACH);
@@ -96,7 +109,11 @@ fn make_rootfs(root: &Path) {
     write_file(&root.join("usr/bin/dash"), "#!/nonexistent\n", 0o755);
     std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
     std::os::unix::fs::symlink("dash", root.join("usr/bin/sh")).unwrap();
-    write_file(&root.join("usr/lib/openssh/sftp-server"), "#!/nonexistent\n", 0o755);
+    write_file(
+        &root.join("usr/lib/openssh/sftp-server"),
+        "#!/nonexistent\n",
+        0o755,
+    );
     write_file(&root.join("usr/bin/su"), "setuid\n", 0o4755);
     write_file(&root.join("usr/bin/wall"), "setgid\n", 0o2755);
     write_file(&root.join("home/owned"), "mine\n", 0o640);
@@ -123,16 +140,30 @@ fn assert_sanitized(built: &Path, report: &BuildReport) {
     for path in ["/usr/bin/su", "/usr/bin/wall"] {
         let md = fs::metadata(built.join(&path[1..])).unwrap();
         assert_eq!(md.mode() & 0o6000, 0, "{path} still setuid/setgid");
-        assert!(warnings.contains(&format!("stripped setuid/setgid from {path}")), "{warnings}");
+        assert!(
+            warnings.contains(&format!("stripped setuid/setgid from {path}")),
+            "{warnings}"
+        );
     }
-    assert!(!built.join("dev/null").exists() && fs::symlink_metadata(built.join("dev/null")).is_err());
+    assert!(
+        !built.join("dev/null").exists() && fs::symlink_metadata(built.join("dev/null")).is_err()
+    );
     assert!(warnings.contains("/dev/null"), "{warnings}");
     assert!(!warnings.contains("sftp-server"), "{warnings}");
     assert!(!warnings.contains("world-writable"), "{warnings}");
     let owned = fs::metadata(built.join("home/owned")).unwrap();
-    assert_eq!((owned.uid(), owned.gid(), owned.mode() & 0o7777), (1234, 5678, 0o640));
-    assert_eq!(fs::read_link(built.join("etc/host-passwd")).unwrap(), Path::new("/etc/passwd"));
-    assert_eq!(fs::read_link(built.join("host-etc")).unwrap(), Path::new("/etc"));
+    assert_eq!(
+        (owned.uid(), owned.gid(), owned.mode() & 0o7777),
+        (1234, 5678, 0o640)
+    );
+    assert_eq!(
+        fs::read_link(built.join("etc/host-passwd")).unwrap(),
+        Path::new("/etc/passwd")
+    );
+    assert_eq!(
+        fs::read_link(built.join("host-etc")).unwrap(),
+        Path::new("/etc")
+    );
     let root = fs::metadata(built).unwrap();
     assert_eq!((root.uid(), root.mode() & 0o7777), (0, 0o755));
     assert!(report.bytes >= 4 * 4096, "{}", report.bytes);
@@ -165,9 +196,15 @@ fn build_from_dir_sanitizes_and_keeps_symlinks() {
     let b = fs::metadata(report.path.join("home/owned-link")).unwrap();
     assert_eq!(a.ino(), b.ino(), "hardlink kept");
     // Following host-etc would have copied the host's /etc.
-    assert!(fs::symlink_metadata(report.path.join("host-etc")).unwrap().file_type().is_symlink());
+    assert!(fs::symlink_metadata(report.path.join("host-etc"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
     // The source is untouched.
-    assert_eq!(fs::metadata(src.join("usr/bin/su")).unwrap().mode() & 0o7777, 0o4755);
+    assert_eq!(
+        fs::metadata(src.join("usr/bin/su")).unwrap().mode() & 0o7777,
+        0o4755
+    );
     assert!(leftovers(&env.store.templates_dir()).is_empty());
 }
 
@@ -185,16 +222,25 @@ fn build_refuses_tree_without_bin_sh() {
     let bad = env.path().join("bad");
     write_file(&bad.join("usr/bin/bash"), "x", 0o755);
     let err = env.store.build_from_dir("t", &bad).unwrap_err();
-    assert!(matches!(err, TemplateError::Missing { ref path, .. } if path == Path::new("/bin/sh")), "{err:?}");
+    assert!(
+        matches!(err, TemplateError::Missing { ref path, .. } if path == Path::new("/bin/sh")),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("/bin/sh"), "{err}");
-    assert!(env.store.template_dir("t").join("usr/bin/dash").exists(), "old build kept");
+    assert!(
+        env.store.template_dir("t").join("usr/bin/dash").exists(),
+        "old build kept"
+    );
     assert!(leftovers(&env.store.templates_dir()).is_empty());
 
     // A /bin/sh that is a dangling symlink to the host's shell counts as missing.
     let dangling = env.path().join("dangling");
     fs::create_dir_all(dangling.join("bin")).unwrap();
     std::os::unix::fs::symlink("/usr/bin/dash-on-host-only", dangling.join("bin/sh")).unwrap();
-    assert!(matches!(env.store.build_from_dir("u", &dangling), Err(TemplateError::Missing { .. })));
+    assert!(matches!(
+        env.store.build_from_dir("u", &dangling),
+        Err(TemplateError::Missing { .. })
+    ));
     assert!(!env.store.template_dir("u").exists());
 }
 
@@ -215,9 +261,16 @@ fn rebuild_replaces_template() {
     write_file(&v2.join("bin/sh"), "x", 0o755);
     write_file(&v2.join("version"), "2", 0o644);
     let report = env.store.build_from_dir("t", &v2).unwrap();
-    assert_eq!(fs::read_to_string(env.store.template_dir("t").join("version")).unwrap(), "2");
+    assert_eq!(
+        fs::read_to_string(env.store.template_dir("t").join("version")).unwrap(),
+        "2"
+    );
     assert!(!env.store.template_dir("t").join("usr").exists());
-    assert!(report.warnings.iter().any(|w| w.contains("no sftp-server")), "{:?}", report.warnings);
+    assert!(
+        report.warnings.iter().any(|w| w.contains("no sftp-server")),
+        "{:?}",
+        report.warnings
+    );
     assert!(leftovers(&env.store.templates_dir()).is_empty());
 }
 
@@ -275,16 +328,28 @@ fn load_is_read_only_nosuid_nodev() {
     let (_, options, fstype) = mount_at(&loaded.path).expect("mounted");
     assert_eq!(fstype, "tmpfs");
     for option in ["ro", "nosuid", "nodev"] {
-        assert!(options.iter().any(|o| o == option), "{option} missing in {options:?}");
+        assert!(
+            options.iter().any(|o| o == option),
+            "{option} missing in {options:?}"
+        );
     }
     let err = fs::write(loaded.path.join("new-file"), "x").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
     let err = fs::create_dir(loaded.path.join("new-dir")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
 
-    assert_eq!(fs::read_to_string(loaded.path.join("home/owned")).unwrap(), "mine\n");
-    assert_eq!(fs::read_link(loaded.path.join("etc/host-passwd")).unwrap(), Path::new("/etc/passwd"));
-    assert_eq!(fs::metadata(loaded.path.join("usr/bin/su")).unwrap().mode() & 0o6000, 0);
+    assert_eq!(
+        fs::read_to_string(loaded.path.join("home/owned")).unwrap(),
+        "mine\n"
+    );
+    assert_eq!(
+        fs::read_link(loaded.path.join("etc/host-passwd")).unwrap(),
+        Path::new("/etc/passwd")
+    );
+    assert_eq!(
+        fs::metadata(loaded.path.join("usr/bin/su")).unwrap().mode() & 0o6000,
+        0
+    );
     let root = fs::metadata(&loaded.path).unwrap();
     assert_eq!((root.uid(), root.mode() & 0o7777), (0, 0o755));
     assert_eq!(env.store.current("t").unwrap(), Some(loaded.clone()));
@@ -293,7 +358,10 @@ fn load_is_read_only_nosuid_nodev() {
     assert!(!loaded.path.exists());
     assert_eq!(env.store.current("t").unwrap(), None);
     let root = fs::canonicalize(env.path()).unwrap();
-    assert!(mounts().iter().all(|m| !m.0.starts_with(&root)), "something left mounted");
+    assert!(
+        mounts().iter().all(|m| !m.0.starts_with(&root)),
+        "something left mounted"
+    );
 }
 
 /// Each load is a new generation; current() is the newest loaded one and
@@ -315,8 +383,15 @@ fn generations_count_up() {
     let list = env.store.list().unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].name, "t");
-    assert_eq!(list[0].built.as_deref(), Some(env.store.template_dir("t").as_path()));
-    let gens: Vec<(u64, bool)> = list[0].generations.iter().map(|g| (g.generation, g.loaded)).collect();
+    assert_eq!(
+        list[0].built.as_deref(),
+        Some(env.store.template_dir("t").as_path())
+    );
+    let gens: Vec<(u64, bool)> = list[0]
+        .generations
+        .iter()
+        .map(|g| (g.generation, g.loaded))
+        .collect();
     assert_eq!(gens, vec![(1, true), (2, true)]);
     assert!(list[0].generations[0].bytes_in_ram.is_some_and(|b| b > 0));
 
@@ -340,11 +415,15 @@ fn ensure_loaded_loads_once() {
     make_rootfs(&src);
     env.store.build_from_dir("t", &src).unwrap();
     let results: Vec<Loaded> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..4).map(|_| s.spawn(|| env.store.ensure_loaded("t").unwrap())).collect();
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| env.store.ensure_loaded("t").unwrap()))
+            .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert!(results.iter().all(|l| l.generation == 1), "{results:?}");
-    let entries = fs::read_dir(env.store.generations_dir("t")).unwrap().count();
+    let entries = fs::read_dir(env.store.generations_dir("t"))
+        .unwrap()
+        .count();
     assert_eq!(entries, 1);
     env.store.unload(&results[0]).unwrap();
 }
@@ -389,9 +468,16 @@ fn debootstrap_bookworm_builds_and_loads() {
         return;
     }
     let (built_store, report, took) = debian_template();
-    eprintln!("mmdebstrap bookworm: {:.1} s, {} bytes", took.as_secs_f64(), report.bytes);
+    eprintln!(
+        "mmdebstrap bookworm: {:.1} s, {} bytes",
+        took.as_secs_f64(),
+        report.bytes
+    );
     let warnings = report.warnings.join("\n");
-    assert!(warnings.contains("stripped setuid/setgid from /usr/bin/su"), "{warnings}");
+    assert!(
+        warnings.contains("stripped setuid/setgid from /usr/bin/su"),
+        "{warnings}"
+    );
     assert!(warnings.contains("/dev/null"), "{warnings}");
     assert!(!warnings.contains("no sftp-server"), "{warnings}");
     assert!(report.path.join("usr/bin/bash").exists());
@@ -401,16 +487,27 @@ fn debootstrap_bookworm_builds_and_loads() {
         .args(["-xdev", "-perm", "/6000", "-not", "-type", "d"])
         .output()
         .unwrap();
-    setuid.extend(String::from_utf8_lossy(&out.stdout).lines().map(str::to_string));
+    setuid.extend(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string),
+    );
     assert!(setuid.is_empty(), "{setuid:?}");
 
     let env = TestEnv::new("deb");
     let store = TemplateStore::new(&built_store.lib_dir, &env.path().join("run"));
     let started = Instant::now();
     let loaded = store.load("bookworm").unwrap();
-    eprintln!("load of {} MiB: {:.2} s", report.bytes / (1024 * 1024), started.elapsed().as_secs_f64());
+    eprintln!(
+        "load of {} MiB: {:.2} s",
+        report.bytes / (1024 * 1024),
+        started.elapsed().as_secs_f64()
+    );
     assert!(loaded.path.join("usr/bin/bash").exists());
     let err = fs::write(loaded.path.join("etc/motd"), "x").unwrap_err();
-    assert!(err.raw_os_error() == Some(libc::EROFS) || err.kind() == ErrorKind::PermissionDenied, "{err}");
+    assert!(
+        err.raw_os_error() == Some(libc::EROFS) || err.kind() == ErrorKind::PermissionDenied,
+        "{err}"
+    );
     store.unload(&loaded).unwrap();
 }

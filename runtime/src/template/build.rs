@@ -59,12 +59,18 @@ pub(super) fn build(
 
     let skipped = match source {
         Source::Dir(src) => {
-            let md = fs::metadata(src).map_err(TemplateError::io("inspecting source directory", src))?;
+            let md =
+                fs::metadata(src).map_err(TemplateError::io("inspecting source directory", src))?;
             if !md.is_dir() {
-                return Err(TemplateError::Other(format!("{} is not a directory", src.display())));
+                return Err(TemplateError::Other(format!(
+                    "{} is not a directory",
+                    src.display()
+                )));
             }
-            let canonical_src = fs::canonicalize(src).map_err(TemplateError::io("resolving", src))?;
-            let canonical_staging = fs::canonicalize(&staging.dir).map_err(TemplateError::io("resolving", &staging.dir))?;
+            let canonical_src =
+                fs::canonicalize(src).map_err(TemplateError::io("resolving", src))?;
+            let canonical_staging = fs::canonicalize(&staging.dir)
+                .map_err(TemplateError::io("resolving", &staging.dir))?;
             if canonical_staging.starts_with(&canonical_src) {
                 return Err(TemplateError::Other(format!(
                     "{} contains the template store {}: refusing to copy a tree into itself",
@@ -111,14 +117,20 @@ pub(super) fn build(
         strip_capabilities(&root, &mut report.warnings)?;
     }
     for dir in &found.world_writable {
-        report.warnings.push(format!("world-writable: {} (not a sticky tmp directory)", dir.display()));
+        report.warnings.push(format!(
+            "world-writable: {} (not a sticky tmp directory)",
+            dir.display()
+        ));
     }
 
     check_executable(&root, name, Path::new("/bin/sh"), "every login needs it")?;
     for shell in &options.shells {
         check_executable(&root, name, shell, "the policy names it as a shell")?;
     }
-    if !SFTP_SERVERS.iter().any(|p| resolve_in_root(&root, Path::new(p)).is_some_and(|r| is_executable(&r))) {
+    if !SFTP_SERVERS
+        .iter()
+        .any(|p| resolve_in_root(&root, Path::new(p)).is_some_and(|r| is_executable(&r)))
+    {
         report.warnings.push(format!(
             "no sftp-server ({}): only sshd's internal-sftp will work",
             SFTP_SERVERS.join(" or ")
@@ -126,7 +138,8 @@ pub(super) fn build(
     }
 
     // The template root is what users see as "/": root's, 0755.
-    std::os::unix::fs::lchown(&root, Some(0), Some(0)).map_err(TemplateError::io("changing owner of", &root))?;
+    std::os::unix::fs::lchown(&root, Some(0), Some(0))
+        .map_err(TemplateError::io("changing owner of", &root))?;
     fs::set_permissions(&root, fs::Permissions::from_mode(0o755))
         .map_err(TemplateError::io("changing mode of", &root))?;
 
@@ -156,10 +169,19 @@ impl Staging {
             match fs::DirBuilder::new().mode(0o700).create(&dir) {
                 Ok(()) => return Ok(Staging { dir }),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(TemplateError::Io { op: "creating staging directory", path: dir, source: e }),
+                Err(e) => {
+                    return Err(TemplateError::Io {
+                        op: "creating staging directory",
+                        path: dir,
+                        source: e,
+                    })
+                }
             }
         }
-        Err(TemplateError::Other(format!("no free staging directory name in {}", templates.display())))
+        Err(TemplateError::Other(format!(
+            "no free staging directory name in {}",
+            templates.display()
+        )))
     }
 
     fn root(&self) -> PathBuf {
@@ -177,14 +199,19 @@ impl Drop for Staging {
 fn install(new: &Path, dest: &Path) -> Result<(), TemplateError> {
     match renameat2(None, new, None, dest, RenameFlags::RENAME_EXCHANGE) {
         Ok(()) => Ok(()),
-        Err(Errno::ENOENT) => fs::rename(new, dest).map_err(TemplateError::io("moving the new template to", dest)),
+        Err(Errno::ENOENT) => {
+            fs::rename(new, dest).map_err(TemplateError::io("moving the new template to", dest))
+        }
         Err(Errno::EINVAL) => {
             // No RENAME_EXCHANGE on this filesystem: move the old one away first.
             let old = new.with_file_name("old");
-            fs::rename(dest, &old).map_err(TemplateError::io("moving the old template away from", dest))?;
+            fs::rename(dest, &old)
+                .map_err(TemplateError::io("moving the old template away from", dest))?;
             fs::rename(new, dest).map_err(TemplateError::io("moving the new template to", dest))
         }
-        Err(errno) => Err(TemplateError::nix("swapping in the new template at", dest)(errno)),
+        Err(errno) => Err(TemplateError::nix("swapping in the new template at", dest)(
+            errno,
+        )),
     }
 }
 
@@ -254,21 +281,33 @@ fn strip_capabilities(root: &Path, warnings: &mut Vec<String>) -> Result<(), Tem
     let canonical_root = fs::canonicalize(root).map_err(TemplateError::io("resolving", root))?;
     let setcap = find_program("setcap");
     for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let Some((path, caps)) = parse_getcap_line(line) else { continue };
+        let Some((path, caps)) = parse_getcap_line(line) else {
+            continue;
+        };
         // Act only on a regular file reached without any symlink inside the tree.
         let path = PathBuf::from(path);
         if !fs::symlink_metadata(&path).is_ok_and(|md| md.is_file()) {
             continue;
         }
-        if fs::canonicalize(&path).ok().as_deref() != Some(path.as_path()) || !path.starts_with(&canonical_root) {
+        if fs::canonicalize(&path).ok().as_deref() != Some(path.as_path())
+            || !path.starts_with(&canonical_root)
+        {
             continue;
         }
         let rel = Path::new("/").join(path.strip_prefix(&canonical_root).unwrap_or(&path));
         let removed = setcap.as_ref().is_some_and(|setcap| {
-            Command::new(setcap).arg("-r").arg(&path).stdin(Stdio::null()).status().is_ok_and(|s| s.success())
+            Command::new(setcap)
+                .arg("-r")
+                .arg(&path)
+                .stdin(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
         });
         if removed {
-            warnings.push(format!("removed file capabilities from {} ({caps})", rel.display()));
+            warnings.push(format!(
+                "removed file capabilities from {} ({caps})",
+                rel.display()
+            ));
         } else {
             return Err(TemplateError::Other(format!(
                 "could not remove file capabilities ({caps}) from {}",
@@ -289,10 +328,19 @@ fn parse_getcap_line(line: &str) -> Option<(&str, &str)> {
 }
 
 /// Refuses the build unless `path` resolves, inside the tree, to an executable file.
-fn check_executable(root: &Path, name: &str, path: &Path, why: &'static str) -> Result<(), TemplateError> {
+fn check_executable(
+    root: &Path,
+    name: &str,
+    path: &Path,
+    why: &'static str,
+) -> Result<(), TemplateError> {
     match resolve_in_root(root, path) {
         Some(resolved) if is_executable(&resolved) => Ok(()),
-        _ => Err(TemplateError::Missing { name: name.to_string(), path: path.to_path_buf(), why }),
+        _ => Err(TemplateError::Missing {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            why,
+        }),
     }
 }
 
@@ -351,20 +399,28 @@ fn components_reversed(path: &Path) -> Vec<std::ffi::OsString> {
 
 /// Unpacks `tarball` into `root` as root: owners, modes, symlinks as they are.
 fn unpack_tar(tarball: &Path, root: &Path) -> Result<(), TemplateError> {
-    let tar = find_program("tar").ok_or_else(|| TemplateError::Other("tar not found in PATH".into()))?;
+    let tar =
+        find_program("tar").ok_or_else(|| TemplateError::Other("tar not found in PATH".into()))?;
     let mut cmd = Command::new(tar);
     cmd.arg("--extract")
         .arg("--file")
         .arg(tarball)
         .arg("--directory")
         .arg(root)
-        .args(["--numeric-owner", "--same-owner", "--preserve-permissions", "--no-overwrite-dir"]);
+        .args([
+            "--numeric-owner",
+            "--same-owner",
+            "--preserve-permissions",
+            "--no-overwrite-dir",
+        ]);
     run_builder(cmd, "tar")
 }
 
 /// Runs mmdebstrap, or debootstrap where it is missing, into `root` (empty).
 fn debootstrap(suite: &str, include: &[String], root: &Path) -> Result<(), TemplateError> {
-    check_debian_word("suite", suite, |c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))?;
+    check_debian_word("suite", suite, |c| {
+        c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')
+    })?;
     for package in include {
         check_debian_word("package", package, |c| {
             c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '+' | '-' | '.' | ':')
@@ -375,7 +431,9 @@ fn debootstrap(suite: &str, include: &[String], root: &Path) -> Result<(), Templ
     } else if let Some(p) = find_program("debootstrap") {
         (p, "debootstrap")
     } else {
-        return Err(TemplateError::Other("neither mmdebstrap nor debootstrap is installed".into()));
+        return Err(TemplateError::Other(
+            "neither mmdebstrap nor debootstrap is installed".into(),
+        ));
     };
     let mut cmd = Command::new(program);
     cmd.arg("--variant=minbase");
@@ -387,9 +445,15 @@ fn debootstrap(suite: &str, include: &[String], root: &Path) -> Result<(), Templ
 }
 
 /// Refuses a suite or package name that could be read as an option or a list.
-fn check_debian_word(what: &str, word: &str, ok: impl Fn(char) -> bool) -> Result<(), TemplateError> {
+fn check_debian_word(
+    what: &str,
+    word: &str,
+    ok: impl Fn(char) -> bool,
+) -> Result<(), TemplateError> {
     if word.is_empty() || word.starts_with('-') || !word.chars().all(ok) {
-        return Err(TemplateError::Other(format!("invalid {what} name {word:?}")));
+        return Err(TemplateError::Other(format!(
+            "invalid {what} name {word:?}"
+        )));
     }
     Ok(())
 }
@@ -399,7 +463,10 @@ fn run_builder(mut cmd: Command, label: &str) -> Result<(), TemplateError> {
     let command_line = format!(
         "{} {}",
         label,
-        cmd.get_args().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+        cmd.get_args()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     let output = cmd
         .stdin(Stdio::null())
@@ -427,14 +494,31 @@ fn tail(text: &str, lines: usize) -> String {
 pub(crate) fn find_program(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain(["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
+        .chain(
+            [
+                "/usr/local/sbin",
+                "/usr/local/bin",
+                "/usr/sbin",
+                "/usr/bin",
+                "/sbin",
+                "/bin",
+            ]
+            .map(PathBuf::from),
+        )
         .map(|dir| dir.join(program))
-        .find(|candidate| fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0))
+        .find(|candidate| {
+            fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
+        })
 }
 
 /// `/a, /b, /c` (at most 20, then `and N more`).
 fn join_paths(paths: &[PathBuf]) -> String {
-    let mut text = paths.iter().take(20).map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+    let mut text = paths
+        .iter()
+        .take(20)
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     if paths.len() > 20 {
         text.push_str(&format!(" and {} more", paths.len() - 20));
     }
@@ -455,8 +539,14 @@ mod tests {
         std::os::unix::fs::symlink("usr/bin", r.join("bin")).unwrap();
         std::os::unix::fs::symlink("dash", r.join("usr/bin/sh")).unwrap();
         std::os::unix::fs::symlink("/usr/bin/../bin/sh", r.join("abs")).unwrap();
-        assert_eq!(resolve_in_root(r, Path::new("/bin/sh")), Some(r.join("usr/bin/dash")));
-        assert_eq!(resolve_in_root(r, Path::new("/abs")), Some(r.join("usr/bin/dash")));
+        assert_eq!(
+            resolve_in_root(r, Path::new("/bin/sh")),
+            Some(r.join("usr/bin/dash"))
+        );
+        assert_eq!(
+            resolve_in_root(r, Path::new("/abs")),
+            Some(r.join("usr/bin/dash"))
+        );
         assert_eq!(resolve_in_root(r, Path::new("/bin/bash")), None);
     }
 
@@ -485,8 +575,14 @@ mod tests {
     /// Both getcap output formats parse; other lines do not.
     #[test]
     fn getcap_lines_parse() {
-        assert_eq!(parse_getcap_line("/t/usr/bin/ping cap_net_raw=ep"), Some(("/t/usr/bin/ping", "cap_net_raw=ep")));
-        assert_eq!(parse_getcap_line("/t/a b/ping = cap_net_raw+ep"), Some(("/t/a b/ping", "cap_net_raw+ep")));
+        assert_eq!(
+            parse_getcap_line("/t/usr/bin/ping cap_net_raw=ep"),
+            Some(("/t/usr/bin/ping", "cap_net_raw=ep"))
+        );
+        assert_eq!(
+            parse_getcap_line("/t/a b/ping = cap_net_raw+ep"),
+            Some(("/t/a b/ping", "cap_net_raw+ep"))
+        );
         assert_eq!(parse_getcap_line("Failed to get capabilities"), None);
     }
 

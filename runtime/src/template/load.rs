@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use super::{
-    create_dir_all_mode, lock_file, tree, validate_name, GenerationInfo, Loaded, TemplateError, TemplateInfo,
-    TemplateStore,
+    create_dir_all_mode, lock_file, tree, validate_name, GenerationInfo, Loaded, TemplateError,
+    TemplateInfo, TemplateStore,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -21,7 +21,9 @@ const MIB: u64 = 1024 * 1024;
 /// The tmpfs size for a template of `bytes`: 10% and 16 MiB of slack (inodes,
 /// directories), in whole pages.
 pub(crate) fn tmpfs_size(bytes: u64) -> u64 {
-    let size = bytes.saturating_add(bytes.div_ceil(10)).saturating_add(16 * MIB);
+    let size = bytes
+        .saturating_add(bytes.div_ceil(10))
+        .saturating_add(16 * MIB);
     size.div_ceil(4096).saturating_mul(4096)
 }
 
@@ -35,7 +37,11 @@ pub(crate) fn parse_generation(name: &str) -> Option<u64> {
 
 /// One past the highest generation among directory entry names (1 if none).
 pub(crate) fn next_generation<'a>(names: impl IntoIterator<Item = &'a str>) -> u64 {
-    names.into_iter().filter_map(parse_generation).max().map_or(1, |g| g.saturating_add(1))
+    names
+        .into_iter()
+        .filter_map(parse_generation)
+        .max()
+        .map_or(1, |g| g.saturating_add(1))
 }
 
 /// The generations present under `dir`, ascending (none if `dir` is missing).
@@ -43,7 +49,13 @@ fn generations(dir: &Path) -> Result<Vec<u64>, TemplateError> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(TemplateError::Io { op: "reading directory", path: dir.to_path_buf(), source: e }),
+        Err(e) => {
+            return Err(TemplateError::Io {
+                op: "reading directory",
+                path: dir.to_path_buf(),
+                source: e,
+            })
+        }
     };
     let mut found = Vec::new();
     for entry in entries {
@@ -97,7 +109,9 @@ fn unescape_octal(field: &str) -> std::ffi::OsString {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
         match (bytes[i], octal) {
             (b'\\', Some(d)) => {
                 out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
@@ -146,14 +160,21 @@ pub(super) fn current(store: &TemplateStore, name: &str) -> Result<Option<Loaded
         .iter()
         .rev()
         .find(|g| is_loaded(&mounts, &canonical_dir.join(g.to_string())))
-        .map(|&generation| Loaded { name: name.to_string(), generation, path: dir.join(generation.to_string()) }))
+        .map(|&generation| Loaded {
+            name: name.to_string(),
+            generation,
+            path: dir.join(generation.to_string()),
+        }))
 }
 
 /// Loads a new generation; the caller holds the loading lock.
 pub(super) fn load(store: &TemplateStore, name: &str) -> Result<Loaded, TemplateError> {
     let src = store.template_dir(name);
     if !fs::symlink_metadata(&src).is_ok_and(|md| md.is_dir()) {
-        return Err(TemplateError::NotBuilt { name: name.to_string(), path: src });
+        return Err(TemplateError::NotBuilt {
+            name: name.to_string(),
+            path: src,
+        });
     }
     // Shared with other loaders, exclusive with a build swapping the tree in.
     let _built = lock_file(&store.templates_dir().join(format!(".{name}.lock")), false)?;
@@ -162,7 +183,10 @@ pub(super) fn load(store: &TemplateStore, name: &str) -> Result<Loaded, Template
     let dir = store.generations_dir(name);
     create_dir_all_mode(&dir, 0o755)?;
     let (generation, path) = make_generation_dir(&dir)?;
-    let mut guard = Unwind { path: path.clone(), mounted: false };
+    let mut guard = Unwind {
+        path: path.clone(),
+        mounted: false,
+    };
 
     let options = format!("size={},mode=0755", tmpfs_size(bytes));
     mount(
@@ -187,7 +211,11 @@ pub(super) fn load(store: &TemplateStore, name: &str) -> Result<Loaded, Template
 
     guard.mounted = false;
     guard.path = PathBuf::new();
-    Ok(Loaded { name: name.to_string(), generation, path })
+    Ok(Loaded {
+        name: name.to_string(),
+        generation,
+        path,
+    })
 }
 
 /// Creates the next generation's directory (skipping one another process
@@ -195,16 +223,28 @@ pub(super) fn load(store: &TemplateStore, name: &str) -> Result<Loaded, Template
 fn make_generation_dir(dir: &Path) -> Result<(u64, PathBuf), TemplateError> {
     use std::os::unix::fs::DirBuilderExt;
     for _ in 0..100 {
-        let names = generations(dir)?.iter().map(u64::to_string).collect::<Vec<_>>();
+        let names = generations(dir)?
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>();
         let generation = next_generation(names.iter().map(String::as_str));
         let path = dir.join(generation.to_string());
         match fs::DirBuilder::new().mode(0o755).create(&path) {
             Ok(()) => return Ok((generation, path)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(TemplateError::Io { op: "creating generation directory", path, source: e }),
+            Err(e) => {
+                return Err(TemplateError::Io {
+                    op: "creating generation directory",
+                    path,
+                    source: e,
+                })
+            }
         }
     }
-    Err(TemplateError::Other(format!("no free generation in {}", dir.display())))
+    Err(TemplateError::Other(format!(
+        "no free generation in {}",
+        dir.display()
+    )))
 }
 
 /// Undoes a half-made generation on the way out of a failed load.
@@ -226,7 +266,9 @@ impl Drop for Unwind {
 }
 
 pub(super) fn unload(store: &TemplateStore, loaded: &Loaded) -> Result<(), TemplateError> {
-    let expected = store.generations_dir(&loaded.name).join(loaded.generation.to_string());
+    let expected = store
+        .generations_dir(&loaded.name)
+        .join(loaded.generation.to_string());
     if loaded.path != expected {
         return Err(TemplateError::Other(format!(
             "{} is not generation {} of template {:?} in this store",
@@ -243,7 +285,11 @@ pub(super) fn unload(store: &TemplateStore, loaded: &Loaded) -> Result<(), Templ
     match fs::remove_dir(&loaded.path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(TemplateError::Io { op: "removing", path: loaded.path.clone(), source: e }),
+        Err(e) => Err(TemplateError::Io {
+            op: "removing",
+            path: loaded.path.clone(),
+            source: e,
+        }),
     }
 }
 
@@ -253,12 +299,22 @@ pub(super) fn list(store: &TemplateStore) -> Result<Vec<TemplateInfo>, TemplateE
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(TemplateError::Io { op: "reading directory", path: dir, source: e }),
+            Err(e) => {
+                return Err(TemplateError::Io {
+                    op: "reading directory",
+                    path: dir,
+                    source: e,
+                })
+            }
         };
         for entry in entries {
             let entry = entry.map_err(TemplateError::io("reading directory", &dir))?;
             let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-            if let Some(name) = entry.file_name().to_str().filter(|n| is_dir && validate_name(n).is_ok()) {
+            if let Some(name) = entry
+                .file_name()
+                .to_str()
+                .filter(|n| is_dir && validate_name(n).is_ok())
+            {
                 names.insert(name.to_string());
             }
         }
@@ -281,10 +337,20 @@ pub(super) fn list(store: &TemplateStore) -> Result<Vec<TemplateInfo>, TemplateE
                 let path = dir.join(generation.to_string());
                 let loaded = is_loaded(&mounts, &canonical_dir.join(generation.to_string()));
                 let bytes_in_ram = loaded.then(|| bytes_used(&path)).flatten();
-                GenerationInfo { generation, path, loaded, bytes_in_ram }
+                GenerationInfo {
+                    generation,
+                    path,
+                    loaded,
+                    bytes_in_ram,
+                }
             })
             .collect();
-        infos.push(TemplateInfo { name, built, bytes, generations });
+        infos.push(TemplateInfo {
+            name,
+            built,
+            bytes,
+            generations,
+        });
     }
     Ok(infos)
 }
@@ -314,7 +380,10 @@ mod tests {
     fn generation_numbering() {
         assert_eq!(next_generation([]), 1);
         assert_eq!(next_generation(["1", "2", "10", "3"]), 11);
-        assert_eq!(next_generation(["lock", ".tmp", "07", "-1", "+2", "x1", ""]), 1);
+        assert_eq!(
+            next_generation(["lock", ".tmp", "07", "-1", "+2", "x1", ""]),
+            1
+        );
         assert_eq!(next_generation(["5", "5.lock", "0"]), 6);
     }
 
@@ -328,9 +397,16 @@ bad line
 ";
         let mounts = parse_mountinfo(text);
         assert_eq!(mounts.len(), 2);
-        assert_eq!(mounts[1].mount_point, Path::new("/run/hutch/template/a b/1"));
+        assert_eq!(
+            mounts[1].mount_point,
+            Path::new("/run/hutch/template/a b/1")
+        );
         assert_eq!(mounts[1].fstype, "tmpfs");
-        assert!(mounts[1].has_option("ro") && mounts[1].has_option("nosuid") && mounts[1].has_option("nodev"));
+        assert!(
+            mounts[1].has_option("ro")
+                && mounts[1].has_option("nosuid")
+                && mounts[1].has_option("nodev")
+        );
         assert!(is_loaded(&mounts, Path::new("/run/hutch/template/a b/1")));
         assert!(!is_loaded(&mounts, Path::new("/run")));
     }
@@ -353,6 +429,9 @@ bad line
             fs::create_dir(dir.path().join(name)).unwrap();
         }
         assert_eq!(generations(dir.path()).unwrap(), vec![1, 3, 12]);
-        assert_eq!(generations(&dir.path().join("missing")).unwrap(), Vec::<u64>::new());
+        assert_eq!(
+            generations(&dir.path().join("missing")).unwrap(),
+            Vec::<u64>::new()
+        );
     }
 }

@@ -32,25 +32,52 @@ pub enum TemplateError {
     #[error("invalid template name {0:?} (letters, digits, '-', '_', '.'; not starting with '.')")]
     BadName(String),
     #[error("{op} {}", path.display())]
-    Io { op: &'static str, path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// A file every template needs (`/bin/sh`, a shell the policy names) is
     /// missing from the built tree; the build is refused.
     #[error("template {name:?} has no {} ({why}); refusing it", path.display())]
-    Missing { name: String, path: PathBuf, why: &'static str },
+    Missing {
+        name: String,
+        path: PathBuf,
+        why: &'static str,
+    },
     /// An external builder (mmdebstrap, debootstrap, tar) failed.
     #[error("{command} failed ({status}); last lines of its stderr:\n{stderr_tail}")]
-    Command { command: String, status: String, stderr_tail: String },
+    Command {
+        command: String,
+        status: String,
+        stderr_tail: String,
+    },
     #[error("{0}")]
     Other(String),
 }
 
 impl TemplateError {
-    pub(crate) fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> TemplateError + 'a {
-        move |source| TemplateError::Io { op, path: path.to_path_buf(), source }
+    pub(crate) fn io<'a>(
+        op: &'static str,
+        path: &'a Path,
+    ) -> impl FnOnce(io::Error) -> TemplateError + 'a {
+        move |source| TemplateError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
     }
 
-    pub(crate) fn nix<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(nix::Error) -> TemplateError + 'a {
-        move |errno| TemplateError::Io { op, path: path.to_path_buf(), source: errno.into() }
+    pub(crate) fn nix<'a>(
+        op: &'static str,
+        path: &'a Path,
+    ) -> impl FnOnce(nix::Error) -> TemplateError + 'a {
+        move |errno| TemplateError::Io {
+            op,
+            path: path.to_path_buf(),
+            source: errno.into(),
+        }
     }
 }
 
@@ -105,7 +132,10 @@ pub struct TemplateStore {
 
 impl TemplateStore {
     pub fn new(lib_dir: &Path, run_dir: &Path) -> Self {
-        TemplateStore { lib_dir: lib_dir.to_path_buf(), run_dir: run_dir.to_path_buf() }
+        TemplateStore {
+            lib_dir: lib_dir.to_path_buf(),
+            run_dir: run_dir.to_path_buf(),
+        }
     }
 
     /// `<lib_dir>/templates`.
@@ -125,23 +155,44 @@ impl TemplateStore {
 
     /// Copies `src` into `<lib_dir>/templates/<name>` (replacing it atomically).
     pub fn build_from_dir(&self, name: &str, src: &Path) -> Result<BuildReport, TemplateError> {
-        self.build(name, &Source::Dir(src.to_path_buf()), &BuildOptions::default())
+        self.build(
+            name,
+            &Source::Dir(src.to_path_buf()),
+            &BuildOptions::default(),
+        )
     }
 
     /// Builds with mmdebstrap (or debootstrap) from Debian's packages.
-    pub fn build_debootstrap(&self, name: &str, suite: &str, include: &[String]) -> Result<BuildReport, TemplateError> {
-        let source = Source::Debootstrap { suite: suite.to_string(), include: include.to_vec() };
+    pub fn build_debootstrap(
+        &self,
+        name: &str,
+        suite: &str,
+        include: &[String],
+    ) -> Result<BuildReport, TemplateError> {
+        let source = Source::Debootstrap {
+            suite: suite.to_string(),
+            include: include.to_vec(),
+        };
         self.build(name, &source, &BuildOptions::default())
     }
 
     /// Unpacks a root filesystem tarball (what `docker export` writes; any
     /// compression GNU tar recognises).
     pub fn build_from_tar(&self, name: &str, tarball: &Path) -> Result<BuildReport, TemplateError> {
-        self.build(name, &Source::Tar(tarball.to_path_buf()), &BuildOptions::default())
+        self.build(
+            name,
+            &Source::Tar(tarball.to_path_buf()),
+            &BuildOptions::default(),
+        )
     }
 
     /// Builds from any [`Source`], with extra checks from `options`.
-    pub fn build(&self, name: &str, source: &Source, options: &BuildOptions) -> Result<BuildReport, TemplateError> {
+    pub fn build(
+        &self,
+        name: &str,
+        source: &Source,
+        options: &BuildOptions,
+    ) -> Result<BuildReport, TemplateError> {
         validate_name(name)?;
         build::build(self, name, source, options)
     }
@@ -203,7 +254,11 @@ pub(crate) fn lock_file(path: &Path, exclusive: bool) -> Result<File, TemplateEr
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
         .map_err(TemplateError::io("opening lock file", path))?;
-    let locked = if exclusive { file.lock() } else { file.lock_shared() };
+    let locked = if exclusive {
+        file.lock()
+    } else {
+        file.lock_shared()
+    };
     locked.map_err(TemplateError::io("locking", path))?;
     Ok(file)
 }
@@ -263,8 +318,24 @@ mod tests {
     #[test]
     fn bad_names_are_refused() {
         let long = "a".repeat(65);
-        for name in ["", ".", "..", ".hidden", "-x", "_x", "a/b", "../etc", "a b", "é", "a\n", long.as_str()] {
-            assert!(matches!(validate_name(name), Err(TemplateError::BadName(_))), "{name:?}");
+        for name in [
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "-x",
+            "_x",
+            "a/b",
+            "../etc",
+            "a b",
+            "é",
+            "a\n",
+            long.as_str(),
+        ] {
+            assert!(
+                matches!(validate_name(name), Err(TemplateError::BadName(_))),
+                "{name:?}"
+            );
         }
     }
 
@@ -279,9 +350,16 @@ mod tests {
     /// Building into a store with a bad name fails before touching the disk.
     #[test]
     fn store_refuses_bad_name_before_io() {
-        let store = TemplateStore::new(Path::new("/nonexistent/lib"), Path::new("/nonexistent/run"));
-        assert!(matches!(store.build_from_dir("../x", Path::new("/")), Err(TemplateError::BadName(_))));
+        let store =
+            TemplateStore::new(Path::new("/nonexistent/lib"), Path::new("/nonexistent/run"));
+        assert!(matches!(
+            store.build_from_dir("../x", Path::new("/")),
+            Err(TemplateError::BadName(_))
+        ));
         assert!(matches!(store.load(".x"), Err(TemplateError::BadName(_))));
-        assert!(matches!(store.current("a/b"), Err(TemplateError::BadName(_))));
+        assert!(matches!(
+            store.current("a/b"),
+            Err(TemplateError::BadName(_))
+        ));
     }
 }

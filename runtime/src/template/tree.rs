@@ -91,7 +91,10 @@ pub(crate) struct CopyReport {
 /// Copies the contents of `src` into the existing, empty directory `dst`.
 /// `dst` itself keeps its own owner and mode.
 pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<CopyReport, TemplateError> {
-    let mut copier = Copier { links: HashMap::new(), report: CopyReport::default() };
+    let mut copier = Copier {
+        links: HashMap::new(),
+        report: CopyReport::default(),
+    };
     copier.copy_dir_contents(src, dst, Path::new("/"))?;
     Ok(copier.report)
 }
@@ -103,7 +106,12 @@ struct Copier {
 }
 
 impl Copier {
-    fn copy_dir_contents(&mut self, src: &Path, dst: &Path, rel: &Path) -> Result<(), TemplateError> {
+    fn copy_dir_contents(
+        &mut self,
+        src: &Path,
+        dst: &Path,
+        rel: &Path,
+    ) -> Result<(), TemplateError> {
         let entries = fs::read_dir(src).map_err(TemplateError::io("reading directory", src))?;
         for entry in entries {
             let entry = entry.map_err(TemplateError::io("reading directory", src))?;
@@ -117,8 +125,10 @@ impl Copier {
                 self.copy_dir_contents(&from, &to, &rel_path)?;
                 set_attributes(&to, &md)?;
             } else if ft.is_symlink() {
-                let target = fs::read_link(&from).map_err(TemplateError::io("reading symlink", &from))?;
-                std::os::unix::fs::symlink(&target, &to).map_err(TemplateError::io("creating symlink", &to))?;
+                let target =
+                    fs::read_link(&from).map_err(TemplateError::io("reading symlink", &from))?;
+                std::os::unix::fs::symlink(&target, &to)
+                    .map_err(TemplateError::io("creating symlink", &to))?;
                 std::os::unix::fs::lchown(&to, Some(md.uid()), Some(md.gid()))
                     .map_err(TemplateError::io("changing owner of", &to))?;
                 set_times(&to, &md)?;
@@ -126,7 +136,8 @@ impl Copier {
                 let key = (md.dev(), md.ino());
                 if md.nlink() > 1 {
                     if let Some(first) = self.links.get(&key) {
-                        fs::hard_link(first, &to).map_err(TemplateError::io("creating hardlink", &to))?;
+                        fs::hard_link(first, &to)
+                            .map_err(TemplateError::io("creating hardlink", &to))?;
                         continue;
                     }
                 }
@@ -156,7 +167,9 @@ fn copy_file(from: &Path, to: &Path, md: &Metadata) -> Result<(), TemplateError>
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(from)
         .map_err(TemplateError::io("opening", from))?;
-    let opened = input.metadata().map_err(TemplateError::io("inspecting", from))?;
+    let opened = input
+        .metadata()
+        .map_err(TemplateError::io("inspecting", from))?;
     if (opened.dev(), opened.ino()) != (md.dev(), md.ino()) {
         return Err(TemplateError::Io {
             op: "copying (file changed during the copy)",
@@ -216,8 +229,14 @@ mod tests {
         assert_eq!(fs::read(d.join("d/f")).unwrap(), b"data");
         assert_eq!(fs::metadata(d.join("d/f")).unwrap().mode() & 0o7777, 0o751);
         assert_eq!(fs::metadata(d.join("d")).unwrap().mode() & 0o7777, 0o700);
-        assert_eq!(fs::metadata(d.join("d/f")).unwrap().ino(), fs::metadata(d.join("d/g")).unwrap().ino());
-        assert!(fs::symlink_metadata(d.join("out")).unwrap().file_type().is_symlink());
+        assert_eq!(
+            fs::metadata(d.join("d/f")).unwrap().ino(),
+            fs::metadata(d.join("d/g")).unwrap().ino()
+        );
+        assert!(fs::symlink_metadata(d.join("out"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
         assert_eq!(fs::read_link(d.join("out")).unwrap(), Path::new("/etc"));
         assert_eq!(fs::read_link(d.join("rel")).unwrap(), Path::new("d/f"));
     }
