@@ -14,6 +14,8 @@ SBINDIR      ?= $(PREFIX)/sbin
 LIBEXECDIR   ?= $(PREFIX)/libexec/hutch
 TARGET_DIR   ?= $(or $(CARGO_TARGET_DIR),target)
 TEST_THREADS ?= 2
+# A hung test must fail CI, not stall it.
+TEST_TIMEOUT ?= 80m
 
 .PHONY: all build release deps test demo install uninstall clean
 
@@ -31,7 +33,7 @@ deps:
 
 test: deps
 	$(CARGO) build --workspace
-	$(CARGO) test --workspace -- --test-threads=$(TEST_THREADS)
+	timeout --kill-after=30s $(TEST_TIMEOUT) $(CARGO) test --workspace --no-fail-fast -- --test-threads=$(TEST_THREADS)
 
 demo: deps build
 	scripts/demo.sh

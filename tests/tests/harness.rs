@@ -176,3 +176,30 @@ fn debian_rootfs_is_cached() {
         assert!(r.join(p).exists(), "{} lacks {p}", r.display());
     }
 }
+
+/// A test that panics with a live session (sshd children, user processes, a
+/// backgrounded daemon of the user) still leaves nothing behind.
+#[test]
+fn cleanup_on_panic() {
+    if !require_root("cleanup_on_panic") {
+        return;
+    }
+    let name = unique("ht");
+    let n = name.clone();
+    let service = std::sync::Mutex::new(String::new());
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let user = TestUser::create(&n, Path::new("/bin/bash"));
+        let env = SshdEnv::start(SshdOpts::default());
+        *service.lock().unwrap() = env.service.clone();
+        let out = env.ssh(&user, &["setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo started"]);
+        assert!(out.stdout_str().contains("started"), "{}", out.describe());
+        let s = env.ssh_pty(&user, &[]);
+        assert!(s.expect("$ ", Duration::from_secs(20)).is_some(), "{}", s.output());
+        assert!(!leftovers(&n).is_empty(), "a live session shows up as leftovers");
+        panic!("deliberate");
+    }));
+    assert!(r.is_err());
+    assert!(nix::unistd::User::from_name(&name).unwrap().is_none());
+    assert_no_leftovers(&name, Duration::from_secs(5));
+    assert_no_leftovers(&service.lock().unwrap(), Duration::from_secs(5));
+}
