@@ -1,1 +1,217 @@
-//! TODO
+//! Cloning a container's init with its namespaces, in the order of DESIGN.md:
+//! the keeper clones the child into new mount, pid, uts, ipc and net
+//! namespaces; places it in the user's cgroup; the child then makes its own
+//! cgroup namespace (rooted at that cgroup), builds its root
+//! ([`crate::rootfs`]), sets the hostname, brings up `lo`, drops every
+//! capability and becomes the user, and reports ready. After that it is the
+//! container's PID 1: it reaps zombies until the keeper (its parent) is gone.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::prctl;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{getppid, sethostname, setgroups, setresgid, setresuid, Gid, Pid, Uid};
+
+use crate::rootfs::{self, RootfsSpec};
+use crate::sys::{self, Forked};
+
+/// Namespaces the container's init is made in (the cgroup namespace is
+/// made by the child itself once it sits in the user's cgroup).
+const CLONE_FLAGS: libc::c_int =
+    libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWNET;
+
+/// The namespaces a session joins, in the order it joins them (mount last).
+pub const JOIN_ORDER: [&str; 6] = ["cgroup", "ipc", "uts", "net", "pid", "mnt"];
+
+/// Everything needed to make one container.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub rootfs: RootfsSpec,
+}
+
+/// A running container, from the keeper's side.
+#[derive(Debug)]
+pub struct Container {
+    /// The init, in the host's pid namespace.
+    pub init: Pid,
+    /// Readable when the init has exited.
+    pub pidfd: OwnedFd,
+    /// The init's namespaces, in [`JOIN_ORDER`].
+    pub namespaces: Vec<OwnedFd>,
+    /// Inode of the container's pid namespace (also in the marker).
+    pub pidns: u64,
+}
+
+/// A container that could not be made: the step and its cause.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("{op}: {source}")]
+    Io { op: &'static str, source: std::io::Error },
+    #[error("placing the init in its cgroup: {0}")]
+    Attach(String),
+    #[error("{0}")]
+    Child(String),
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), ContainerError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| ContainerError::Io { op: "pipe2", source: e.into() })
+}
+
+/// Makes the container. `attach` puts the child (by host pid) into the
+/// user's cgroup before it does anything else.
+pub fn spawn(
+    spec: &ContainerSpec,
+    attach: impl FnOnce(Pid) -> Result<(), String>,
+) -> Result<Container, ContainerError> {
+    let (go_r, go_w) = pipe()?;
+    let (status_r, status_w) = pipe()?;
+    let keeper = nix::unistd::getpid();
+    match sys::clone_fork(CLONE_FLAGS).map_err(|source| ContainerError::Io { op: "clone", source })? {
+        Forked::Child => {
+            drop(go_w);
+            drop(status_r);
+            child_main(spec, keeper, go_r, status_w)
+        }
+        Forked::Parent(child) => {
+            drop(go_r);
+            drop(status_w);
+            let fail = |e: ContainerError| {
+                let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                e
+            };
+            if let Err(e) = attach(child) {
+                drop(go_w);
+                return Err(fail(ContainerError::Attach(e)));
+            }
+            let mut go = fs::File::from(go_w);
+            if let Err(source) = go.write_all(b"g") {
+                return Err(fail(ContainerError::Io { op: "starting the init", source }));
+            }
+            drop(go);
+            let mut status = String::new();
+            let _ = fs::File::from(status_r).read_to_string(&mut status);
+            let status = status.trim_end();
+            if let Some(msg) = status.strip_prefix("ERR ") {
+                return Err(fail(ContainerError::Child(msg.to_string())));
+            }
+            let Some(pidns) = status.strip_prefix("OK ").and_then(|s| s.parse::<u64>().ok()) else {
+                return Err(fail(ContainerError::Child(format!(
+                    "the container's init exited during set-up without a report ({status:?})"
+                ))));
+            };
+            let pidfd = sys::pidfd_open(child)
+                .map_err(|source| fail(ContainerError::Io { op: "pidfd_open of the init", source }))?;
+            let mut namespaces = Vec::new();
+            for ns in JOIN_ORDER {
+                let path = format!("/proc/{}/ns/{ns}", child.as_raw());
+                let f = fs::File::open(&path).map_err(|source| fail(ContainerError::Io { op: "opening a namespace of the init", source }))?;
+                namespaces.push(OwnedFd::from(f));
+            }
+            Ok(Container { init: child, pidfd, namespaces, pidns })
+        }
+    }
+}
+
+/// The child: set up, report, then be PID 1. Never returns.
+fn child_main(spec: &ContainerSpec, keeper: Pid, go: OwnedFd, status: OwnedFd) -> ! {
+    let mut status = fs::File::from(status);
+    match setup(spec, keeper, go) {
+        Ok(pidns) => {
+            let _ = writeln!(status, "OK {pidns}");
+            drop(status);
+            init_loop()
+        }
+        Err(msg) => {
+            let _ = writeln!(status, "ERR {}", msg.replace('\n', " "));
+            sys::exit_now(1)
+        }
+    }
+}
+
+fn setup(spec: &ContainerSpec, keeper: Pid, go: OwnedFd) -> Result<u64, String> {
+    prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
+    if getppid() != keeper {
+        return Err("the keeper exited before the container was made".into());
+    }
+    let mut byte = [0u8; 1];
+    match fs::File::from(go).read(&mut byte) {
+        Ok(1) => {}
+        _ => return Err("the keeper did not place the init in its cgroup".into()),
+    }
+    unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("unshare(CLONE_NEWCGROUP): {e}"))?;
+    let pidns = fs::metadata("/proc/self/ns/pid").map_err(|e| format!("stat /proc/self/ns/pid: {e}"))?.ino();
+    let mut rootfs = spec.rootfs.clone();
+    rootfs.marker = crate::paths::Marker {
+        user: rootfs.user.clone(),
+        uid: rootfs.uid,
+        pidns,
+        shell: rootfs.inner_shell.clone(),
+    }
+    .render();
+    rootfs::build(&rootfs).map_err(|e| e.to_string())?;
+    sethostname(&rootfs.hostname).map_err(|e| format!("sethostname {:?}: {e}", rootfs.hostname))?;
+    sys::link_up("lo").map_err(|e| format!("bringing up lo: {e}"))?;
+    reopen_stdio();
+    become_user(&rootfs)?;
+    Ok(pidns)
+}
+
+/// fds 0-2 still point at the host's /dev/null: point them at the container's.
+fn reopen_stdio() {
+    if let Ok(null) = fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        for fd in 0..3 {
+            let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
+        }
+    }
+}
+
+/// Drops the bounding set, every capability and the root identity:
+/// the init runs as the user with no capabilities and no_new_privs.
+fn become_user(spec: &RootfsSpec) -> Result<(), String> {
+    for cap in caps::all() {
+        caps::drop(None, caps::CapSet::Bounding, cap).map_err(|e| format!("dropping {cap} from the bounding set: {e}"))?;
+    }
+    caps::clear(None, caps::CapSet::Ambient).map_err(|e| format!("clearing ambient capabilities: {e}"))?;
+    caps::clear(None, caps::CapSet::Inheritable).map_err(|e| format!("clearing inheritable capabilities: {e}"))?;
+    let gids: Vec<Gid> = spec.groups.iter().map(|(_, g)| Gid::from_raw(*g)).collect();
+    setgroups(&gids).map_err(|e| format!("setgroups: {e}"))?;
+    let gid = Gid::from_raw(spec.gid);
+    setresgid(gid, gid, gid).map_err(|e| format!("setresgid({}): {e}", spec.gid))?;
+    let uid = Uid::from_raw(spec.uid);
+    setresuid(uid, uid, uid).map_err(|e| format!("setresuid({}): {e}", spec.uid))?;
+    prctl::set_no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
+    if caps::read(None, caps::CapSet::Permitted).map(|s| !s.is_empty()).unwrap_or(true) {
+        return Err("capabilities remain after dropping to the user".into());
+    }
+    Ok(())
+}
+
+/// PID 1: reap every child (orphans of the sessions are re-parented here).
+fn init_loop() -> ! {
+    sys::close_fds_from(3, &[]);
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    let _ = set.thread_block();
+    loop {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+        let _ = set.wait();
+    }
+}
+
+/// Inode of a namespace file, for comparing namespaces.
+pub fn ns_inode(path: &Path) -> std::io::Result<u64> {
+    Ok(fs::metadata(path)?.ino())
+}

@@ -4,9 +4,23 @@
 //!
 //! INTERFACE CONTRACT (used by pam-module/): keep these signatures.
 
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use hutch_policy::{Decision, Policy};
+use nix::sched::{setns, CloneFlags};
+
+use crate::account;
+use crate::container::JOIN_ORDER;
+use crate::keeper::lock_user;
+use crate::keeper::proto::{self, Request};
+use crate::paths::UserPaths;
+use crate::sys;
 
 /// Where the module finds things; from its arguments.
 #[derive(Debug, Clone)]
@@ -55,17 +69,222 @@ pub struct JoinError {
     pub cause: String,
 }
 
+fn err(step: &'static str) -> impl FnOnce(String) -> JoinError {
+    move |cause| JoinError { step, cause }
+}
+
 /// Opens a session of `user` through PAM service `info.service`: loads the
 /// policy, and for a confined user checks the caller is single-threaded,
 /// connects to (or starts) the keeper, and joins the container.
 pub fn open_session(opts: &JoinOptions, user: &str, info: &SessionInfo) -> Result<Outcome, JoinError> {
-    let _ = (opts, user, info);
-    todo!("core")
+    let policy = Policy::load(&opts.config).map_err(|e| err("policy")(e.to_string()))?;
+    let account = account::lookup(user).map_err(|e| err("account")(e.to_string()))?;
+    match policy.resolve(&account, &info.service) {
+        Decision::Exempt(why) => return Ok(Outcome::Exempt(why)),
+        Decision::Refuse(why) => return Err(err("policy")(why)),
+        Decision::Confine(_) => {}
+    }
+    // Before anything changes: setns(mnt) fails in a threaded caller, and a
+    // half-joined process must never happen.
+    check_single_threaded()?;
+    let paths = UserPaths::new(policy.host(), user);
+    let (conn, init_pid, namespaces) = connect_or_start(opts, &paths, user, info)?;
+    enter(&namespaces)?;
+    Ok(Outcome::Joined(Session { conn, user: user.to_string(), init_pid }))
+}
+
+/// Refuses a caller with more than one thread (read from /proc/self/status).
+pub fn check_single_threaded() -> Result<(), JoinError> {
+    let status = fs::read_to_string("/proc/self/status")
+        .map_err(|e| err("threads")(format!("reading /proc/self/status: {e}")))?;
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .ok_or_else(|| err("threads")("no Threads: line in /proc/self/status".into()))?;
+    if threads != 1 {
+        return Err(err("threads")(format!(
+            "the calling program has {threads} threads; a process can only enter a mount namespace while single-threaded (graphical logins such as gdm cannot be confined)"
+        )));
+    }
+    Ok(())
+}
+
+type Opened = (UnixStream, i32, Vec<OwnedFd>);
+
+fn connect_or_start(opts: &JoinOptions, paths: &UserPaths, user: &str, info: &SessionInfo) -> Result<Opened, JoinError> {
+    // Fast path: a keeper is running.
+    if let Some(o) = try_open(paths, info, opts.timeout)? {
+        return Ok(o);
+    }
+    for _ in 0..3 {
+        let lock = lock_user(&paths.lock(), true)
+            .map_err(|e| err("lock")(format!("locking {}: {e}", paths.lock().display())))?
+            .ok_or_else(|| err("lock")("lock not taken".into()))?;
+        if let Some(o) = try_open(paths, info, opts.timeout)? {
+            return Ok(o);
+        }
+        spawn_keeper(opts, user, &info.service)?;
+        let opened = try_open(paths, info, opts.timeout)?;
+        drop(lock);
+        if let Some(o) = opened {
+            return Ok(o);
+        }
+    }
+    Err(err("keeper")(format!("the keeper of {user} did not accept the session")))
+}
+
+/// Connects and sends OPEN. `Ok(None)` when no keeper is there (no socket,
+/// a stale one, or a keeper that closed the connection while tearing down).
+fn try_open(paths: &UserPaths, info: &SessionInfo, timeout: Duration) -> Result<Option<Opened>, JoinError> {
+    let sock = paths.socket();
+    let conn = match UnixStream::connect(&sock) {
+        Ok(c) => c,
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => return Ok(None),
+        Err(e) => return Err(err("keeper")(format!("connecting to {}: {e}", sock.display()))),
+    };
+    let _ = conn.set_read_timeout(Some(timeout));
+    let _ = conn.set_write_timeout(Some(timeout));
+    let req = Request::Open {
+        service: info.service.clone(),
+        tty: info.tty.clone().unwrap_or_default(),
+        rhost: info.rhost.clone().unwrap_or_default(),
+    };
+    if proto::send(&conn, &req.render(), &[]).is_err() {
+        return Ok(None);
+    }
+    let (line, fds) = match proto::recv(&conn) {
+        Ok(Some(r)) => r,
+        Ok(None) => return Ok(None),
+        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            return Err(err("keeper")(format!("no answer from {} within {} s", sock.display(), timeout.as_secs())))
+        }
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(None),
+        Err(e) => return Err(err("keeper")(format!("reading from {}: {e}", sock.display()))),
+    };
+    let mut f = line.split('\t');
+    match f.next() {
+        Some("OK") => {
+            let pid = f.next().and_then(|p| p.parse::<i32>().ok());
+            match pid {
+                Some(pid) if fds.len() == JOIN_ORDER.len() => {
+                    let _ = conn.set_read_timeout(None);
+                    Ok(Some((conn, pid, fds)))
+                }
+                _ => Err(err("keeper")(format!("malformed answer {line:?} with {} descriptors", fds.len()))),
+            }
+        }
+        Some("ERR") => Err(err("keeper")(f.collect::<Vec<_>>().join(" "))),
+        _ => Err(err("keeper")(format!("unexpected answer {line:?}"))),
+    }
+}
+
+/// The keeper runs as root from inside a PAM host: refuse a binary that is
+/// not root's or that others can write.
+fn check_keeper_binary(path: &Path) -> Result<(), JoinError> {
+    use std::os::unix::fs::MetadataExt;
+    let md = fs::metadata(path).map_err(|e| err("keeper")(format!("{}: {e}", path.display())))?;
+    if md.uid() != 0 || md.mode() & 0o022 != 0 || !md.is_file() {
+        return Err(err("keeper")(format!(
+            "{} must be a regular file owned by root and writable only by root",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Starts `hutch-keeper` detached (double fork, new session, clean
+/// environment, no inherited descriptors but the readiness pipe) and waits
+/// for it to report.
+fn spawn_keeper(opts: &JoinOptions, user: &str, service: &str) -> Result<(), JoinError> {
+    check_keeper_binary(&opts.keeper)?;
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| err("keeper")(format!("pipe2: {e}")))?;
+    let prog = CString::new(opts.keeper.as_os_str().as_encoded_bytes()).map_err(|_| err("keeper")("bad path".into()))?;
+    let cstr = |s: &str| CString::new(s.replace('\0', "")).unwrap_or_default();
+    let argv = [
+        cstr("hutch-keeper"),
+        cstr("--config"),
+        CString::new(opts.config.as_os_str().as_encoded_bytes()).unwrap_or_default(),
+        cstr("--service"),
+        cstr(service),
+        cstr("--ready-fd"),
+        cstr("3"),
+        cstr(user),
+    ];
+    let env = [cstr("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"), cstr("LANG=C")];
+    match sys::fork().map_err(|e| err("keeper")(format!("fork: {e}")))? {
+        sys::Forked::Child => {
+            // Intermediate child: new session, fork again, exit, so the
+            // keeper is nobody's child in the PAM host.
+            let _ = nix::unistd::setsid();
+            if let Ok(sys::Forked::Child) = sys::fork() {
+                let _ = nix::unistd::dup2(ready_w.as_raw_fd(), 3);
+                sys::close_fds_from(4, &[]);
+                if let Ok(null) = fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+                    for fd in 0..3 {
+                        let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
+                    }
+                }
+                let _ = nix::unistd::execve(&prog, &argv, &env);
+                sys::exit_now(127);
+            }
+            sys::exit_now(0);
+        }
+        sys::Forked::Parent(child) => {
+            drop(ready_w);
+            let _ = nix::sys::wait::waitpid(child, None);
+        }
+    }
+    let mut fds = [nix::poll::PollFd::new(ready_r.as_fd(), nix::poll::PollFlags::POLLIN)];
+    let deadline = std::time::Instant::now() + opts.timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(err("keeper")(format!("the keeper did not report ready within {} s", opts.timeout.as_secs())));
+        }
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::try_from(left).unwrap_or(nix::poll::PollTimeout::MAX)) {
+            Ok(0) => continue,
+            Ok(_) => break,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(err("keeper")(format!("poll: {e}"))),
+        }
+    }
+    let mut line = String::new();
+    let _ = io::Read::read_to_string(&mut fs::File::from(ready_r).take(4096), &mut line);
+    let line = line.trim_end();
+    if line == "READY" {
+        Ok(())
+    } else if let Some(cause) = line.strip_prefix("ERR ") {
+        Err(err("keeper")(cause.to_string()))
+    } else {
+        Err(err("keeper")(format!("{} exited without reporting (status {line:?}); see syslog", opts.keeper.display())))
+    }
+}
+
+/// Joins the container's namespaces in [`JOIN_ORDER`] (mount last), then
+/// `chdir("/")` (the host's cwd does not exist inside).
+fn enter(namespaces: &[OwnedFd]) -> Result<(), JoinError> {
+    for (fd, name) in namespaces.iter().zip(JOIN_ORDER) {
+        setns(fd, CloneFlags::empty()).map_err(|e| JoinError {
+            step: match name {
+                "cgroup" => "setns(cgroup)",
+                "ipc" => "setns(ipc)",
+                "uts" => "setns(uts)",
+                "net" => "setns(net)",
+                "pid" => "setns(pid)",
+                _ => "setns(mnt)",
+            },
+            cause: e.to_string(),
+        })?;
+    }
+    nix::unistd::chdir("/").map_err(|e| err("chdir")(format!("chdir(\"/\") in the container: {e}")))?;
+    Ok(())
 }
 
 impl Session {
     /// Tells the keeper the session ended and drops the connection.
     pub fn close(self) {
-        todo!("core")
+        let _ = proto::send(&self.conn, &Request::Close.render(), &[]);
     }
 }

@@ -1,1 +1,512 @@
-//! TODO
+//! The container's root filesystem, built inside the new mount namespace:
+//! a writable tmpfs layer, overlayfs over the read-only template, generated
+//! /etc files, the home and the login shell bound in, /proc, read-only /sys,
+//! a small /dev with its own devpts, /dev/shm, /run, /tmp, the host's syslog
+//! socket, then pivot_root. Every step is a named function, in the order of
+//! DESIGN.md ("Building a container").
+//!
+//! Paths the user controls (home, policy mount sources) are opened with
+//! `openat2(RESOLVE_NO_SYMLINKS)` and mounted through `/proc/self/fd/N`, so a
+//! symlinked home cannot redirect a bind onto `/etc`.
+
+use std::ffi::CString;
+use std::fs;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use nix::unistd::{chdir, chown, pivot_root, Gid, Uid};
+
+use crate::sys;
+
+/// What the root filesystem is made of.
+#[derive(Debug, Clone)]
+pub struct RootfsSpec {
+    /// The loaded template generation (read-only tmpfs): overlay lowerdir.
+    pub lower: PathBuf,
+    /// An empty host directory to build on (inside the private mount ns).
+    pub staging: PathBuf,
+    /// Size of the writable layer and of /tmp, in bytes.
+    pub writable_size: u64,
+    pub user: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// (name, gid) of the user's groups, primary first.
+    pub groups: Vec<(String, u32)>,
+    pub home: PathBuf,
+    /// The inner shell, written as the user's shell in the generated passwd.
+    pub inner_shell: PathBuf,
+    /// Host files bound read-only at the same path (the login shell, hutch-shell).
+    pub host_files: Vec<PathBuf>,
+    /// Policy mounts.
+    pub mounts: Vec<hutch_policy::BindMount>,
+    pub hostname: String,
+    /// The host's syslog socket, bound at /dev/log when it exists.
+    pub syslog_socket: PathBuf,
+    /// Content of the marker at [`crate::paths::CONTAINER_MARKER`].
+    pub marker: String,
+}
+
+/// A failed set-up step: what was done, on what, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error("{op} {}: {source}", path.display())]
+    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("{op} {}: {source}", path.display())]
+    Sys { op: &'static str, path: PathBuf, source: nix::Error },
+    #[error("{0}")]
+    Refused(String),
+}
+
+type Result<T> = std::result::Result<T, RootfsError>;
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> RootfsError + 'a {
+    move |source| RootfsError::Io { op, path: path.to_path_buf(), source }
+}
+
+fn sys_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(nix::Error) -> RootfsError + 'a {
+    move |source| RootfsError::Sys { op, path: path.to_path_buf(), source }
+}
+
+/// Builds the root and pivots into it. Runs in the container's first
+/// process, as root, already in its new namespaces (mount, pid, ...).
+pub fn build(spec: &RootfsSpec) -> Result<()> {
+    make_root_private()?;
+    let layer = mount_writable_layer(spec)?;
+    let root = mount_overlay(spec, &layer)?;
+    write_etc(spec, &root)?;
+    bind_home(spec, &root)?;
+    bind_host_files(spec, &root)?;
+    bind_policy_mounts(spec, &root)?;
+    mount_proc(&root)?;
+    mount_sys(&root)?;
+    mount_dev(spec, &root)?;
+    mount_tmpfs_dirs(spec, &root)?;
+    write_marker(spec, &root)?;
+    pivot_into(&root)?;
+    Ok(())
+}
+
+fn make_root_private() -> Result<()> {
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(sys_err("making / private (MS_REC|MS_PRIVATE)", Path::new("/")))
+}
+
+/// The writable layer: a tmpfs of the policy's size on the staging dir, with
+/// `upper`, `work` and `root` (the merged view) inside.
+fn mount_writable_layer(spec: &RootfsSpec) -> Result<PathBuf> {
+    let dir = &spec.staging;
+    let data = format!("size={},mode=0755", spec.writable_size.max(1 << 20));
+    mount(Some("hutch-upper"), dir, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(data.as_str()))
+        .map_err(sys_err("mounting the writable layer (tmpfs) on", dir))?;
+    for sub in ["upper", "work", "root"] {
+        mkdir_mode(&dir.join(sub), 0o755)?;
+    }
+    Ok(dir.clone())
+}
+
+fn overlay_path_ok(p: &Path) -> bool {
+    let s = p.to_string_lossy();
+    !s.contains(',') && !s.contains(':') && !s.contains('\\')
+}
+
+fn mount_overlay(spec: &RootfsSpec, layer: &Path) -> Result<PathBuf> {
+    let root = layer.join("root");
+    for p in [&spec.lower, &layer.to_path_buf()] {
+        if !overlay_path_ok(p) {
+            return Err(RootfsError::Refused(format!(
+                "path {} contains a character overlayfs cannot take (',' ':' '\\')",
+                p.display()
+            )));
+        }
+    }
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        spec.lower.display(),
+        layer.join("upper").display(),
+        layer.join("work").display()
+    );
+    mount(Some("hutch"), &root, Some("overlay"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(data.as_str()))
+        .map_err(sys_err("mounting the overlay root on", &root))?;
+    Ok(root)
+}
+
+/// Joins an absolute container path onto the new root, refusing `..`.
+fn inside(root: &Path, path: &Path) -> Result<PathBuf> {
+    let mut out = root.to_path_buf();
+    for c in path.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(RootfsError::Refused(format!("path {} contains '..'", path.display())))
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn mkdir_mode(path: &Path, mode: u32) -> Result<()> {
+    match fs::DirBuilder::new().mode(mode).create(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io_err("creating directory", path)(e)),
+    }
+}
+
+fn mkdir_p(path: &Path) -> Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(0o755).create(path).map_err(io_err("creating directory", path))
+}
+
+/// Writes a root-owned file, replacing whatever the template had there.
+fn write_file(path: &Path, content: &str, mode: u32) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
+            return Err(RootfsError::Refused(format!("{} is a directory in the template", path.display())))
+        }
+        Ok(_) => fs::remove_file(path).map_err(io_err("removing", path))?,
+        Err(_) => {}
+    }
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io_err("creating", path))?;
+    f.write_all(content.as_bytes()).map_err(io_err("writing", path))?;
+    f.set_permissions(fs::Permissions::from_mode(mode)).map_err(io_err("chmod", path))?;
+    Ok(())
+}
+
+/// The generated /etc: only root, the user and the user's groups; hostname and hosts.
+fn write_etc(spec: &RootfsSpec, root: &Path) -> Result<()> {
+    let etc = root.join("etc");
+    mkdir_p(&etc)?;
+    write_file(&etc.join("passwd"), &passwd(spec), 0o644)?;
+    write_file(&etc.join("group"), &group(spec), 0o644)?;
+    write_file(&etc.join("hostname"), &format!("{}\n", spec.hostname), 0o644)?;
+    write_file(&etc.join("hosts"), &hosts(&spec.hostname), 0o644)?;
+    Ok(())
+}
+
+/// The generated /etc/passwd.
+pub fn passwd(spec: &RootfsSpec) -> String {
+    format!(
+        "root:x:0:0:root:/root:/bin/sh\n{}:x:{}:{}::{}:{}\n",
+        spec.user,
+        spec.uid,
+        spec.gid,
+        spec.home.display(),
+        spec.inner_shell.display()
+    )
+}
+
+/// The generated /etc/group: root, tty (sshd gives ptys to it), the user's groups.
+pub fn group(spec: &RootfsSpec) -> String {
+    let mut out = String::from("root:x:0:\n");
+    let mut seen = vec![0u32];
+    if !spec.groups.iter().any(|(_, g)| *g == 5) {
+        out.push_str("tty:x:5:\n");
+        seen.push(5);
+    }
+    for (name, gid) in &spec.groups {
+        if seen.contains(gid) {
+            continue;
+        }
+        seen.push(*gid);
+        let members = if *gid == spec.gid { String::new() } else { spec.user.clone() };
+        out.push_str(&format!("{name}:x:{gid}:{members}\n"));
+    }
+    out
+}
+
+/// The generated /etc/hosts.
+pub fn hosts(hostname: &str) -> String {
+    format!("127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+}
+
+/// Opens an absolute host path refusing every symlink on the way.
+fn open_no_symlinks(path: &Path, flags: libc::c_int) -> Result<OwnedFd> {
+    if !path.is_absolute() {
+        return Err(RootfsError::Refused(format!("{} is not an absolute path", path.display())));
+    }
+    let rootfd = fs::File::open("/").map_err(io_err("opening", Path::new("/")))?;
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+    let c = CString::new(rel.as_os_str().as_encoded_bytes())
+        .map_err(|_| RootfsError::Refused(format!("{} contains a NUL byte", path.display())))?;
+    sys::openat2(rootfd.as_fd(), &c, libc::O_PATH | flags, sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_NO_MAGICLINKS)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                RootfsError::Refused(format!(
+                    "{} is a symlink or has one in its path; hutch does not follow symlinks here",
+                    path.display()
+                ))
+            } else {
+                io_err("opening", path)(e)
+            }
+        })
+}
+
+fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Bind-mounts the object behind `fd` on `target`, then remounts with `extra`
+/// (nosuid, nodev, and read-only where asked).
+fn bind_fd(fd: &OwnedFd, target: &Path, read_only: bool) -> Result<()> {
+    mount(Some(&fd_path(fd)), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(sys_err("bind-mounting onto", target))?;
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    if read_only {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+        .map_err(sys_err("remounting (nosuid,nodev) the bind on", target))
+}
+
+fn bind_home(spec: &RootfsSpec, root: &Path) -> Result<()> {
+    let fd = open_no_symlinks(&spec.home, libc::O_DIRECTORY).map_err(|e| match e {
+        RootfsError::Refused(m) => RootfsError::Refused(format!("home of {}: {m}", spec.user)),
+        RootfsError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOTDIR) => {
+            RootfsError::Refused(format!("home of {}: {} is not a directory", spec.user, spec.home.display()))
+        }
+        other => other,
+    })?;
+    let target = inside(root, &spec.home)?;
+    mkdir_p(&target)?;
+    bind_fd(&fd, &target, false)
+}
+
+fn bind_host_files(spec: &RootfsSpec, root: &Path) -> Result<()> {
+    for file in &spec.host_files {
+        let fd = open_no_symlinks(file, 0)?;
+        let target = inside(root, file)?;
+        if let Some(parent) = target.parent() {
+            mkdir_p(parent)?;
+        }
+        if fs::symlink_metadata(&target).is_err() {
+            write_file(&target, "", 0o755)?;
+        }
+        bind_fd(&fd, &target, true)?;
+    }
+    Ok(())
+}
+
+fn bind_policy_mounts(spec: &RootfsSpec, root: &Path) -> Result<()> {
+    for m in &spec.mounts {
+        let fd = open_no_symlinks(&m.source, 0).map_err(|e| match e {
+            RootfsError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                RootfsError::Refused(format!("mount source {} does not exist", m.source.display()))
+            }
+            other => other,
+        })?;
+        let target = inside(root, &m.target)?;
+        let is_dir = fs::metadata(fd_path(&fd)).map(|md| md.is_dir()).unwrap_or(true);
+        if is_dir {
+            mkdir_p(&target)?;
+        } else {
+            if let Some(parent) = target.parent() {
+                mkdir_p(parent)?;
+            }
+            if fs::symlink_metadata(&target).is_err() {
+                write_file(&target, "", 0o644)?;
+            }
+        }
+        bind_fd(&fd, &target, m.read_only)?;
+    }
+    Ok(())
+}
+
+fn mount_proc(root: &Path) -> Result<()> {
+    let proc_ = root.join("proc");
+    mkdir_p(&proc_)?;
+    mount(
+        Some("proc"),
+        &proc_,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(sys_err("mounting proc on", &proc_))?;
+    // Kernel knobs stay read-only (bind onto itself, remount ro).
+    for p in ["sys", "sysrq-trigger", "irq", "bus", "fs"] {
+        let path = proc_.join(p);
+        if fs::symlink_metadata(&path).is_err() {
+            continue;
+        }
+        mount(Some(&path), &path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+            .map_err(sys_err("binding read-only", &path))?;
+        mount(
+            None::<&str>,
+            &path,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        )
+        .map_err(sys_err("remounting read-only", &path))?;
+    }
+    // Masked: files under an empty read-only bind of /dev/null is done after /dev
+    // exists; here a read-only empty tmpfs hides the directories.
+    for p in ["acpi", "scsi"] {
+        let path = proc_.join(p);
+        if fs::symlink_metadata(&path).map(|m| m.is_dir()).unwrap_or(false) {
+            mount(Some("hutch-mask"), &path, Some("tmpfs"), MsFlags::MS_RDONLY, Some("size=4k,nr_inodes=2"))
+                .map_err(sys_err("masking", &path))?;
+        }
+    }
+    Ok(())
+}
+
+fn mount_sys(root: &Path) -> Result<()> {
+    let sys_ = root.join("sys");
+    mkdir_p(&sys_)?;
+    mount(
+        Some("sysfs"),
+        &sys_,
+        Some("sysfs"),
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(sys_err("mounting sysfs (read-only) on", &sys_))
+}
+
+fn mount_dev(spec: &RootfsSpec, root: &Path) -> Result<()> {
+    let dev = root.join("dev");
+    mkdir_p(&dev)?;
+    mount(
+        Some("hutch-dev"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME | MsFlags::MS_NOEXEC,
+        Some("mode=0755,size=65536k"),
+    )
+    .map_err(sys_err("mounting tmpfs on", &dev))?;
+    for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)] {
+        let path = dev.join(name);
+        mknod(&path, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor))
+            .map_err(sys_err("mknod", &path))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).map_err(io_err("chmod", &path))?;
+    }
+    let pts = dev.join("pts");
+    mkdir_mode(&pts, 0o755)?;
+    mount(
+        Some("devpts"),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    )
+    .map_err(sys_err("mounting devpts on", &pts))?;
+    for (link, to) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        let path = dev.join(link);
+        std::os::unix::fs::symlink(to, &path).map_err(io_err("creating symlink", &path))?;
+    }
+    let shm = dev.join("shm");
+    mkdir_mode(&shm, 0o1777)?;
+    mount(
+        Some("hutch-shm"),
+        &shm,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=1777,size=65536k"),
+    )
+    .map_err(sys_err("mounting tmpfs on", &shm))?;
+    // The host's syslog socket: sshd reopens /dev/log for every line.
+    if let Ok(fd) = open_no_symlinks(&spec.syslog_socket, 0) {
+        let target = dev.join("log");
+        write_file(&target, "", 0o666)?;
+        mount(Some(&fd_path(&fd)), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(sys_err("binding the syslog socket onto", &target))?;
+    }
+    Ok(())
+}
+
+fn mount_tmpfs_dirs(spec: &RootfsSpec, root: &Path) -> Result<()> {
+    let run = root.join("run");
+    mkdir_p(&run)?;
+    mount(
+        Some("hutch-run"),
+        &run,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_STRICTATIME,
+        Some("mode=0755,size=16m"),
+    )
+    .map_err(sys_err("mounting tmpfs on", &run))?;
+    // sshd and login record sessions in /run/utmp; it must exist.
+    write_file(&run.join("utmp"), "", 0o664)?;
+    let tmp = root.join("tmp");
+    mkdir_mode(&tmp, 0o1777)?;
+    let data = format!("mode=1777,size={}", spec.writable_size.max(1 << 20));
+    mount(Some("hutch-tmp"), &tmp, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(data.as_str()))
+        .map_err(sys_err("mounting tmpfs on", &tmp))?;
+    Ok(())
+}
+
+fn write_marker(spec: &RootfsSpec, root: &Path) -> Result<()> {
+    let path = inside(root, Path::new(crate::paths::CONTAINER_MARKER))?;
+    write_file(&path, &spec.marker, 0o444)?;
+    chown(&path, Some(Uid::from_raw(0)), Some(Gid::from_raw(0))).map_err(sys_err("chown", &path))
+}
+
+/// pivot_root into `root` and detach the old root.
+fn pivot_into(root: &Path) -> Result<()> {
+    chdir(root).map_err(sys_err("chdir", root))?;
+    pivot_root(".", ".").map_err(sys_err("pivot_root into", root))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(sys_err("detaching the old root", Path::new("/")))?;
+    chdir("/").map_err(sys_err("chdir", Path::new("/")))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> RootfsSpec {
+        RootfsSpec {
+            lower: "/run/hutch/template/default/1".into(),
+            staging: "/run/hutch/users/alice/root".into(),
+            writable_size: 1 << 30,
+            user: "alice".into(),
+            uid: 1001,
+            gid: 1001,
+            groups: vec![("alice".into(), 1001), ("devs".into(), 2000)],
+            home: "/home/alice".into(),
+            inner_shell: "/bin/bash".into(),
+            host_files: vec![],
+            mounts: vec![],
+            hostname: "alice".into(),
+            syslog_socket: "/dev/log".into(),
+            marker: String::new(),
+        }
+    }
+
+    /// The generated passwd holds only root and the user, with the inner shell.
+    #[test]
+    fn passwd_has_root_and_user_only() {
+        assert_eq!(passwd(&spec()), "root:x:0:0:root:/root:/bin/sh\nalice:x:1001:1001::/home/alice:/bin/bash\n");
+    }
+
+    /// The generated group holds root, tty and the user's groups, the user a member of the supplementary ones.
+    #[test]
+    fn group_has_user_groups() {
+        assert_eq!(group(&spec()), "root:x:0:\ntty:x:5:\nalice:x:1001:\ndevs:x:2000:alice\n");
+    }
+
+    /// Paths with `..` are refused when placed inside the root.
+    #[test]
+    fn inside_refuses_dotdot() {
+        assert!(inside(Path::new("/r"), Path::new("/a/../etc")).is_err());
+        assert_eq!(inside(Path::new("/r"), Path::new("/a/b")).unwrap(), PathBuf::from("/r/a/b"));
+    }
+}

@@ -1,1 +1,217 @@
-//! TODO
+//! The one place for `unsafe` libc calls that nix does not cover (or covers
+//! only as `unsafe`): fork/clone, pidfd_open, openat2, close_range and the
+//! interface-flags ioctl. Each wrapper states the invariant it relies on.
+#![allow(unsafe_code)]
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use nix::unistd::Pid;
+
+/// Which side of a fork or clone the caller is on.
+pub enum Forked {
+    Parent(Pid),
+    Child,
+}
+
+/// `fork()`.
+///
+/// The caller must be single-threaded (the keeper and the PAM module check
+/// this), so the child may allocate and run ordinary Rust code.
+pub fn fork() -> io::Result<Forked> {
+    // SAFETY: callers are single-threaded (checked by `threads()` in the module,
+    // and the keeper starts no threads), so no lock can be held by another
+    // thread at the moment of the fork, and the child may call any function.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        p => Ok(Forked::Parent(Pid::from_raw(p))),
+    }
+}
+
+/// `clone(flags | SIGCHLD)` without a new stack: like `fork()`, but the child
+/// starts in the new namespaces named by `flags` (CLONE_NEW*).
+///
+/// Same requirement as [`fork`]: the caller is single-threaded.
+pub fn clone_fork(flags: libc::c_int) -> io::Result<Forked> {
+    // SAFETY: with a NULL stack the kernel gives the child a copy-on-write
+    // copy of the caller's stack, exactly as fork() does; flags contain only
+    // CLONE_NEW* namespace flags (no CLONE_VM/CLONE_THREAD), so the child is a
+    // separate process. The caller is single-threaded (see `fork`).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0 as libc::c_ulong,
+        )
+    };
+    match ret {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        p => Ok(Forked::Parent(Pid::from_raw(p as i32))),
+    }
+}
+
+/// Ends the calling process at once, without running destructors or atexit
+/// handlers (for a forked child that must not touch its parent's state).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit takes no pointers and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// `pidfd_open(pid, 0)`: a descriptor that becomes readable when `pid` exits.
+pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// RESOLVE_NO_SYMLINKS: fail with ELOOP on any symlink in the path.
+pub const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+/// RESOLVE_NO_MAGICLINKS: refuse /proc magic links.
+pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+
+/// `openat2(dirfd, path, {flags, 0, resolve})`.
+pub fn openat2(dir: BorrowedFd<'_>, path: &CStr, flags: libc::c_int, resolve: u64) -> io::Result<OwnedFd> {
+    let how = OpenHow { flags: (flags | libc::O_CLOEXEC) as u64, mode: 0, resolve };
+    // SAFETY: `path` is a valid NUL-terminated string and `how` a valid
+    // open_how of the size passed; both outlive the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Closes every descriptor from `first` up, except those in `keep`.
+pub fn close_fds_from(first: i32, keep: &[i32]) {
+    let mut start = first as u32;
+    let mut keep: Vec<u32> = keep.iter().map(|&k| k as u32).filter(|&k| k >= start).collect();
+    keep.sort_unstable();
+    for k in keep {
+        if k > start {
+            close_range(start, k - 1);
+        }
+        start = k + 1;
+    }
+    close_range(start, u32::MAX);
+}
+
+fn close_range(first: u32, last: u32) {
+    // SAFETY: close_range only closes descriptors; the callers (forked
+    // children about to exec or become an init) own every descriptor in the
+    // range and no Rust object in them is used afterwards.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
+    if r < 0 {
+        // Old kernel: close one by one up to a sane limit.
+        for fd in first..last.min(65536) {
+            // SAFETY: as above.
+            unsafe { libc::close(fd as i32) };
+        }
+    }
+}
+
+/// Brings a network interface (e.g. `lo`) up in the caller's network namespace.
+pub fn link_up(name: &str) -> io::Result<()> {
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(io::Error::from)?;
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.len() >= req.ifr_name.len() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: `req` is a valid ifreq with a NUL-terminated name; the socket is open.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: after SIOCGIFFLAGS the union holds ifru_flags.
+    unsafe {
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    }
+    // SAFETY: as above.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Resets every signal's disposition to the default and unblocks all signals
+/// (a process started from sshd inherits ignored signals and masks).
+pub fn reset_signals() {
+    for sig in 1..libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: setting SIG_DFL installs no handler code; invalid numbers just fail.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
+}
+
+/// Opens the syslog connection with `ident` (a static C string) and
+/// LOG_AUTHPRIV, for hutch's own daemons (never called inside a PAM host).
+pub fn openlog(ident: &'static CStr) {
+    // SAFETY: `ident` is 'static, as openlog requires (it keeps the pointer).
+    unsafe { libc::openlog(ident.as_ptr(), libc::LOG_PID | libc::LOG_NDELAY, libc::LOG_AUTHPRIV) };
+}
+
+/// One syslog line at `priority` (LOG_INFO, LOG_ERR, ...).
+pub fn syslog(priority: libc::c_int, msg: &str) {
+    let Ok(c) = std::ffi::CString::new(msg.replace('\0', " ")) else { return };
+    // SAFETY: a constant "%s" format with one valid NUL-terminated string argument.
+    unsafe { libc::syslog(priority, c"%s".as_ptr(), c.as_ptr()) };
+}
+
+/// Takes ownership of an inherited descriptor by number, if it is open.
+pub fn take_inherited_fd(fd: RawFdNum) -> Option<OwnedFd> {
+    // SAFETY: F_GETFD only queries the descriptor table.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    // SAFETY: the descriptor is open (checked above) and was handed to this
+    // process by its parent for it alone; nothing else in the process owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let _ = nix::fcntl::fcntl(owned.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    Some(owned)
+}
+
+/// A raw descriptor number.
+pub type RawFdNum = libc::c_int;
