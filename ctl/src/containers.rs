@@ -2,16 +2,122 @@
 
 use std::path::Path;
 
+use anyhow::Context;
+use hutch_runtime::keeper::state::State;
+
 use crate::Cli;
 
-pub fn list(cli: &Cli, json: bool) -> anyhow::Result<i32> {
-    let _ = (cli, json);
-    anyhow::bail!("not implemented yet")
+/// A container as `hutchctl list` shows it.
+struct Row {
+    state: State,
+    alive: bool,
 }
 
+fn keeper_alive(pid: i32) -> bool {
+    pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+fn rows(run_dir: &Path) -> anyhow::Result<Vec<Row>> {
+    let dir = hutch_runtime::paths::users_dir(run_dir);
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    for entry in entries.flatten() {
+        let path = entry.path().join("state.json");
+        let Ok(state) = State::read(&path) else { continue };
+        let alive = keeper_alive(state.keeper_pid);
+        out.push(Row { state, alive });
+    }
+    out.sort_by(|a, b| a.state.user.cmp(&b.state.user));
+    Ok(out)
+}
+
+fn host(cli: &Cli) -> anyhow::Result<hutch_policy::HostSettings> {
+    let policy = hutch_policy::Policy::load(&cli.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(policy.host().clone())
+}
+
+fn human_duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{:02}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+/// `hutchctl list [--json]`: user, sessions, init pid, uptime of each container.
+pub fn list(cli: &Cli, json: bool) -> anyhow::Result<i32> {
+    let host = host(cli)?;
+    let rows = rows(&host.run_dir)?;
+    if json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(&r.state).unwrap_or_default();
+                v["keeper_alive"] = serde_json::Value::Bool(r.alive);
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    println!("{:<16} {:>8} {:>8} {:>9} {:<20} {}", "USER", "SESSIONS", "INIT", "UPTIME", "TEMPLATE", "HOSTNAME");
+    for r in &rows {
+        let s = &r.state;
+        let uptime = if r.alive { human_duration(now.saturating_sub(s.started)) } else { "stale".to_string() };
+        println!(
+            "{:<16} {:>8} {:>8} {:>9} {:<20} {}",
+            s.user,
+            s.sessions.len(),
+            s.init_pid,
+            uptime,
+            format!("{}/{}", s.template, s.generation),
+            s.hostname
+        );
+    }
+    Ok(0)
+}
+
+/// `hutchctl stop USER`: asks the keeper to end every process and session.
 pub fn stop(cli: &Cli, user: &str) -> anyhow::Result<i32> {
-    let _ = (cli, user);
-    anyhow::bail!("not implemented yet")
+    use hutch_runtime::keeper::proto::{self, Request};
+    let host = host(cli)?;
+    let paths = hutch_runtime::paths::UserPaths::new(&host, user);
+    let sock = paths.socket();
+    let conn = match std::os::unix::net::UnixStream::connect(&sock) {
+        Ok(c) => c,
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
+            eprintln!("hutchctl: {user} has no running container");
+            return Ok(1);
+        }
+        Err(e) => return Err(e).with_context(|| format!("connecting to {}", sock.display())),
+    };
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    proto::send(&conn, &Request::Stop.render(), &[]).with_context(|| format!("writing to {}", sock.display()))?;
+    match proto::recv(&conn).with_context(|| format!("reading from {}", sock.display()))? {
+        Some((line, _)) if line == "OK" => {}
+        Some((line, _)) => anyhow::bail!("the keeper of {user} answered {line:?}"),
+        None => anyhow::bail!("the keeper of {user} closed the connection"),
+    }
+    // Wait (bounded) for the keeper to finish tearing down.
+    let state = paths.state();
+    for _ in 0..200 {
+        if !state.exists() {
+            println!("stopped the container of {user}");
+            return Ok(0);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    eprintln!("hutchctl: asked the keeper of {user} to stop; it is still tearing down");
+    Ok(1)
 }
 
 /// `hutchctl setup --pam-service NAME [--undo]`: makes pam_hutch the last
