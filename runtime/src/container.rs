@@ -16,7 +16,7 @@ use nix::sched::{unshare, CloneFlags};
 use nix::sys::prctl;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{getppid, sethostname, setgroups, setresgid, setresuid, Gid, Pid, Uid};
+use nix::unistd::{sethostname, setgroups, setresgid, setresuid, Gid, Pid, Uid};
 
 use crate::rootfs::{self, RootfsSpec};
 use crate::sys::{self, Forked};
@@ -137,14 +137,16 @@ fn child_main(spec: &ContainerSpec, keeper: Pid, go: OwnedFd, status: OwnedFd) -
 }
 
 fn setup(spec: &ContainerSpec, keeper: Pid, go: OwnedFd) -> Result<u64, String> {
+    // From here on the init dies with the keeper. (getppid() says 0 in a
+    // new pid namespace, so a keeper that died before this line shows up as
+    // end-of-file on `go` instead.)
+    let _ = keeper;
+    let _ = prctl::set_name(c"hutch-init");
     prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
-    if getppid() != keeper {
-        return Err("the keeper exited before the container was made".into());
-    }
     let mut byte = [0u8; 1];
     match fs::File::from(go).read(&mut byte) {
         Ok(1) => {}
-        _ => return Err("the keeper did not place the init in its cgroup".into()),
+        _ => return Err("the keeper did not place the init in its cgroup (or exited)".into()),
     }
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("unshare(CLONE_NEWCGROUP): {e}"))?;
     let pidns = fs::metadata("/proc/self/ns/pid").map_err(|e| format!("stat /proc/self/ns/pid: {e}"))?.ino();

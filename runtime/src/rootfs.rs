@@ -78,13 +78,15 @@ pub fn build(spec: &RootfsSpec) -> Result<()> {
     let layer = mount_writable_layer(spec)?;
     let root = mount_overlay(spec, &layer)?;
     write_etc(spec, &root)?;
+    // /run and /tmp before the binds: a home or a login shell under /tmp
+    // must land on top of the container's /tmp, not under it.
+    mount_tmpfs_dirs(spec, &root)?;
     bind_home(spec, &root)?;
     bind_host_files(spec, &root)?;
     bind_policy_mounts(spec, &root)?;
     mount_proc(&root)?;
     mount_sys(&root)?;
     mount_dev(spec, &root)?;
-    mount_tmpfs_dirs(spec, &root)?;
     write_marker(spec, &root)?;
     pivot_into(&root)?;
     Ok(())

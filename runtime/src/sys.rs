@@ -169,15 +169,17 @@ pub fn link_up(name: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// Resets every signal's disposition to the default and unblocks all signals
+/// Resets every signal's disposition to the default (SIGPIPE: ignored) and unblocks all signals
 /// (a process started from sshd inherits ignored signals and masks).
 pub fn reset_signals() {
     for sig in 1..libc::SIGRTMAX() {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: setting SIG_DFL installs no handler code; invalid numbers just fail.
-        unsafe { libc::signal(sig, libc::SIG_DFL) };
+        // A write to a closed pipe or socket must be an error (EPIPE), not death.
+        let action = if sig == libc::SIGPIPE { libc::SIG_IGN } else { libc::SIG_DFL };
+        // SAFETY: SIG_DFL/SIG_IGN install no handler code; invalid numbers just fail.
+        unsafe { libc::signal(sig, action) };
     }
     let _ = nix::sys::signal::sigprocmask(
         nix::sys::signal::SigmaskHow::SIG_SETMASK,

@@ -12,6 +12,7 @@
 //! gone before the users are deleted.
 
 pub mod bins;
+pub mod hutch;
 pub mod leftovers;
 pub mod ns;
 pub mod proc;
@@ -23,6 +24,7 @@ pub mod tmp;
 pub mod user;
 
 pub use bins::Bins;
+pub use hutch::{HutchEnv, E2E_TEMPLATE};
 pub use leftovers::{assert_no_leftovers, leftovers};
 pub use ns::{su_in_private_ns, su_in_private_ns_with_log};
 pub use pty::PtySession;

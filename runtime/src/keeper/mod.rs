@@ -77,8 +77,11 @@ pub fn main(opts: Options) -> i32 {
         Err(e) => {
             let msg = format!("{}: {e}", opts.user);
             sys::syslog(libc::LOG_ERR, &format!("cannot make the container of {msg}"));
-            if let Some(mut r) = ready.take() {
-                let _ = writeln!(r, "ERR {}", e.replace('\n', " "));
+            match ready.take() {
+                Some(mut r) => {
+                    let _ = writeln!(r, "ERR {}", e.replace('\n', " "));
+                }
+                None => eprintln!("hutch-keeper: cannot make the container of {msg}"),
             }
             1
         }
@@ -486,7 +489,10 @@ impl Keeper {
         let lock = lock_user(&self.paths.lock(), true).ok().flatten();
         match lock {
             Some(l) => self.teardown_locked(why, l),
-            None => self.destroy(why),
+            None => {
+                self.destroy(why);
+                self.reap();
+            }
         }
     }
 
@@ -495,6 +501,19 @@ impl Keeper {
         let _ = fs::remove_file(self.paths.lock());
         drop(lock);
         let _ = fs::remove_dir(&self.paths.dir);
+        self.reap();
+    }
+
+    /// Waits for the init, after everything else (and the user's lock) is
+    /// released: the kernel's teardown of the container's namespaces can take
+    /// a while, and no login waits for it.
+    fn reap(&mut self) {
+        let started = Instant::now();
+        let _ = waitpid(self.container.init, None);
+        sys::syslog(
+            libc::LOG_DEBUG,
+            &format!("{}: init reaped after {:.1} ms", self.account.name, started.elapsed().as_secs_f64() * 1000.0),
+        );
     }
 
     /// Kills everything, removes cgroup, socket, state.
@@ -507,7 +526,7 @@ impl Keeper {
             sys::syslog(libc::LOG_WARNING, &format!("{}: killing the container: {e}", self.account.name));
             let _ = nix::sys::signal::kill(self.container.init, Signal::SIGKILL);
         }
-        let _ = waitpid(self.container.init, None);
+        let killed = started.elapsed();
         let mut removed = self.cgroup.remove();
         for _ in 0..20 {
             if removed.is_ok() {
@@ -524,7 +543,12 @@ impl Keeper {
         let _ = fs::remove_dir(self.paths.staging());
         sys::syslog(
             libc::LOG_INFO,
-            &format!("{}: container torn down ({why}) in {:.1} ms", self.account.name, started.elapsed().as_secs_f64() * 1000.0),
+            &format!(
+                "{}: container torn down ({why}) in {:.1} ms (kill {:.1} ms)",
+                self.account.name,
+                started.elapsed().as_secs_f64() * 1000.0,
+                killed.as_secs_f64() * 1000.0
+            ),
         );
     }
 }

@@ -1,0 +1,251 @@
+//! End to end: a confined user's SSH login lands in their own container,
+//! through the real sshd, the real PAM stack, pam_hutch, hutch-keeper and
+//! hutch-shell, on the real kernel.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hutch_tests::hutch::trimmed;
+use hutch_tests::*;
+
+const POLICY: &str = "[defaults]\nhostname = \"box-{user}\"\nmemory = \"1G\"\npids = 512\n";
+
+/// Login with a command and with a pty: hostname, processes, tty, exit
+/// status, read-only template, writes outside home gone after teardown,
+/// home persists; the last logout leaves no keeper, cgroup or state.
+#[test]
+fn confined_login_end_to_end() {
+    if !require_root("confined_login_end_to_end") {
+        return;
+    }
+    let hutch = HutchEnv::new(POLICY);
+    let user = hutch.user();
+    let name = user.name.clone();
+    {
+        let env = hutch.sshd(Sftp::Internal);
+
+        let t = Instant::now();
+        let out = env.ssh(&user, &["hostname; id -un; echo $0; exit 3"]);
+        eprintln!("first login (creates the container): {:?}", t.elapsed());
+        assert_eq!(out.code(), Some(3), "{}", out.describe());
+        let lines: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+        assert_eq!(lines[0], format!("box-{name}"), "{}", out.describe());
+        assert_eq!(lines[1], name);
+        assert_eq!(lines[2], "bash");
+
+        // Only the user's processes; pid 1 is the container's init.
+        let out = env.ssh(&user, &["ps -eo pid,uid,comm --no-headers"]);
+        assert!(out.status.success(), "{}", out.describe());
+        let uid = user.uid.to_string();
+        for l in out.stdout_str().lines() {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(f[1], uid, "foreign process in the container: {l}\n{}", out.describe());
+        }
+        assert!(out.stdout_str().lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["1", uid.as_str(), "hutch-init"]), "{}", out.describe());
+
+        // A host file outside the binds is invisible; the template cannot be written.
+        let marker = hutch.dir.join("host-only-file");
+        std::fs::write(&marker, "x").unwrap();
+        let out = env.ssh(&user, &[&format!("test -e {} && echo visible || echo invisible", marker.display())]);
+        assert_eq!(trimmed(&out), "invisible", "{}", out.describe());
+
+        // Interactive: prompt, tty exists inside, exit status. While this
+        // session holds the container, other sessions share its writable layer.
+        let mut s = env.ssh_pty(&user, &[]);
+        assert!(s.expect("$ ", Duration::from_secs(30)).is_some(), "no prompt: {}", s.output());
+        let out = env.ssh(&user, &["echo x > /etc/passwd 2>&1; echo x > /usr/bin/owned 2>&1; touch /var/tmp/scratch && echo wrote"]);
+        assert_eq!(out.stderr_str().matches("Permission denied").count(), 2, "{}", out.describe());
+        assert!(out.stdout_str().contains("wrote"), "{}", out.describe());
+        let out = env.ssh(&user, &["echo persisted > ~/kept; test -e /var/tmp/scratch && echo scratch-still-there"]);
+        assert_eq!(trimmed(&out), "scratch-still-there", "the writable layer is lost between sessions of one container: {}", out.describe());
+        s.send("t=$(tty); echo TTY=$t; test -c $t && echo TTY-EXISTS; exit 7\n");
+        let (code, text) = s.wait(Duration::from_secs(30));
+        assert_eq!(code, Some(7), "{text}");
+        assert!(text.contains("TTY=/dev/pts/"), "{text}");
+        assert!(text.contains("TTY-EXISTS"), "{text}");
+
+        // After the last logout the container goes away.
+        let left = hutch.wait_gone(&name, Duration::from_secs(15));
+        assert!(left.is_empty(), "after the last logout: {left:?}");
+
+        // A new login gets a fresh container: the home persists, the rest does not.
+        let out = env.ssh(&user, &["cat ~/kept; test -e /var/tmp/scratch && echo scratch-survived || echo scratch-gone"]);
+        assert_eq!(out.stdout_str(), "persisted\nscratch-gone\n", "{}", out.describe());
+        assert_eq!(std::fs::read_to_string(user.home.join("kept")).unwrap(), "persisted\n");
+        let left = hutch.wait_gone(&name, Duration::from_secs(15));
+        assert!(left.is_empty(), "after the second logout: {left:?}");
+
+        // The keeper logged its work through the host's syslog socket.
+        assert!(env.syslog().contains(&format!("{name}: container up")), "{:#?}", env.syslog().lines());
+        assert!(env.syslog().contains(&format!("{name}: container torn down")), "{:#?}", env.syslog().lines());
+    }
+    drop(user);
+    assert_no_leftovers(&name, Duration::from_secs(5));
+    let tag = hutch.cgroup_root.clone();
+    drop(hutch);
+    assert_no_leftovers(&tag, Duration::from_secs(5));
+}
+
+/// Two concurrent sessions share one container (same pid and mount
+/// namespace); the container stays while one remains; SIGKILL of the sshd
+/// session process ends its session all the same.
+#[test]
+fn sessions_share_and_sigkill_ends_session() {
+    if !require_root("sessions_share_and_sigkill_ends_session") {
+        return;
+    }
+    let hutch = HutchEnv::new(POLICY);
+    let user = hutch.user();
+    let name = user.name.clone();
+    {
+        let env = hutch.sshd(Sftp::Internal);
+        let mut a = env.ssh_pty(&user, &[]);
+        assert!(a.expect("$ ", Duration::from_secs(30)).is_some(), "no prompt: {}", a.output());
+        a.send("echo A-NS=$(readlink /proc/self/ns/pid)\n");
+        let text = a.expect("A-NS=pid:", Duration::from_secs(10)).expect("pid ns of session A");
+        let ns_a = text.split("A-NS=").last().unwrap().lines().next().unwrap().trim().to_string();
+        let out = env.ssh(&user, &["readlink /proc/self/ns/pid; readlink /proc/self/ns/mnt"]);
+        let ns_b = out.stdout_str().lines().next().unwrap_or("").to_string();
+        assert_eq!(ns_a, ns_b, "two sessions, two containers: {}", out.describe());
+
+        let state = hutch.state(&name).expect("state.json while a session is open");
+        assert_eq!(state["sessions"].as_array().map(|s| s.len()), Some(1), "{state}");
+        let out = hutch.ctl(&["list"]);
+        assert!(out.stdout_str().contains(&name), "{}", out.describe());
+
+        // SIGKILL the root sshd process holding session A (its monitor).
+        let monitor = state["sessions"][0]["pid"].as_i64().unwrap() as i32;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(monitor), nix::sys::signal::Signal::SIGKILL).unwrap();
+        let left = hutch.wait_gone(&name, Duration::from_secs(15));
+        assert!(left.is_empty(), "after SIGKILL of the sshd session process: {left:?}");
+        drop(a);
+    }
+    drop(user);
+    assert_no_leftovers(&name, Duration::from_secs(5));
+}
+
+/// scp both ways, sftp with internal-sftp and with the external
+/// sftp-server, rsync: each sees the container's tree.
+#[test]
+fn file_transfer_sees_the_container() {
+    if !require_root("file_transfer_sees_the_container") {
+        return;
+    }
+    let hutch = HutchEnv::new(POLICY);
+    let user = hutch.user();
+    let name = user.name.clone();
+    let local = TestDir::new("htxfer");
+    std::fs::write(local.join("up"), "payload\n").unwrap();
+    for sftp in [Sftp::Internal, Sftp::External] {
+        let env = hutch.sshd(sftp);
+        let out = env.scp_to(&user, &local.join("up"), "up.txt");
+        assert!(out.status.success(), "{}", out.describe());
+        assert_eq!(std::fs::read_to_string(user.home.join("up.txt")).unwrap(), "payload\n");
+        let out = env.scp_from(&user, "/etc/hostname", &local.join("hn"));
+        assert!(out.status.success(), "{}", out.describe());
+        assert_eq!(std::fs::read_to_string(local.join("hn")).unwrap(), format!("box-{name}\n"), "scp read the host's /etc/hostname");
+        let out = env.sftp(&user, "get /etc/hostname sftp-hn\n");
+        assert!(out.status.success(), "{}", out.describe());
+        let out = env.rsync(&user, &["-a", &format!("{}/", local.path().display()), &env.remote(&user, "r/")]);
+        assert!(out.status.success(), "{}", out.describe());
+        assert_eq!(std::fs::read_to_string(user.home.join("r/up")).unwrap(), "payload\n");
+        let out = env.rsync(&user, &[&env.remote(&user, "/etc/hostname"), &local.join("rs-hn").to_string_lossy()]);
+        assert!(out.status.success(), "{}", out.describe());
+        assert_eq!(std::fs::read_to_string(local.join("rs-hn")).unwrap(), format!("box-{name}\n"));
+        // A file made on the host outside the binds is not there for sftp.
+        let out = env.sftp(&user, &format!("get {} nope\n", hutch.config.display()));
+        assert!(!out.status.success(), "sftp reached a host file: {}", out.describe());
+        drop(env);
+        let left = hutch.wait_gone(&name, Duration::from_secs(15));
+        assert!(left.is_empty(), "{left:?}");
+    }
+    let got = std::fs::read_to_string(local.join("sftp-hn")).ok();
+    let _ = got;
+    drop(user);
+    assert_no_leftovers(&name, Duration::from_secs(5));
+}
+
+/// `su - USER` from root lands in the container through the su/su-l service.
+#[test]
+fn su_lands_in_the_container() {
+    if !require_root("su_lands_in_the_container") {
+        return;
+    }
+    let hutch = HutchEnv::new(POLICY);
+    let user = hutch.user();
+    let name = user.name.clone();
+    {
+        let dir = TestDir::new("htsulog");
+        let log = Syslog::bind(dir.join("log.sock"));
+        let stack = format!(
+            "auth sufficient pam_rootok.so\naccount required pam_unix.so\nsession required pam_unix.so\nsession required {} config={} keeper={}\n",
+            hutch.bins.pam_module.display(),
+            hutch.config.display(),
+            hutch.bins.keeper.display()
+        );
+        let out = su_in_private_ns_with_log(&stack, &name, "hostname; id -un; exit 5", &log);
+        assert_eq!(out.code(), Some(5), "{}\n{:#?}", out.describe(), log.lines());
+        assert_eq!(out.stdout_str(), format!("box-{name}\n{name}\n"), "{}", out.describe());
+        let left = hutch.wait_gone(&name, Duration::from_secs(15));
+        assert!(left.is_empty(), "{left:?}");
+    }
+    drop(user);
+    assert_no_leftovers(&name, Duration::from_secs(5));
+}
+
+/// An exempt user lands on the host; a broken policy, a missing template and
+/// a home that is a symlink to /etc each refuse the login with one clear
+/// syslog line and leave nothing behind.
+#[test]
+fn exempt_and_refusals() {
+    if !require_root("exempt_and_refusals") {
+        return;
+    }
+    let hutch = HutchEnv::new(POLICY);
+    let exempt = TestUser::create(&unique("ht"), Path::new("/bin/bash"));
+    let user = hutch.user();
+    let linked_target = TestDir::new("htetc");
+    let linked = TestUser::create_with_home_symlink(&unique("ht"), &hutch.shell, Path::new("/etc"));
+    let _ = linked_target;
+    hutch.write_policy(&format!("{POLICY}\n[users.{}]\nconfine = false\n", exempt.name));
+    {
+        let env = hutch.sshd(Sftp::Internal);
+        env.authorize(&linked);
+
+        // Exempt: the host's hostname, no container.
+        let out = env.ssh(&exempt, &["hostname"]);
+        assert!(out.status.success(), "{}", out.describe());
+        assert_eq!(trimmed(&out), nix::unistd::gethostname().unwrap().to_string_lossy());
+        assert!(hutch.state(&exempt.name).is_none());
+
+        // Home that is a symlink to /etc: refused, named in syslog.
+        let out = env.ssh(&linked, &["echo IN"]);
+        assert!(!out.stdout_str().contains("IN"), "{}", out.describe());
+        let line = env.syslog().wait_for(|l| l.contains("pam_hutch") && l.contains(&linked.name) && l.contains("symlink"), Duration::from_secs(10));
+        assert!(line.is_some(), "no syslog line naming the symlinked home: {:#?}", env.syslog().lines());
+        assert!(hutch.wait_gone(&linked.name, Duration::from_secs(10)).is_empty());
+
+        // Missing template.
+        hutch.write_policy(&format!("{POLICY}\n[users.{}]\ntemplate = \"no-such-template\"\n", user.name));
+        let out = env.ssh(&user, &["echo IN"]);
+        assert!(!out.stdout_str().contains("IN"), "{}", out.describe());
+        let line = env.syslog().wait_for(|l| l.contains("pam_hutch") && l.contains(&user.name) && l.contains("no-such-template"), Duration::from_secs(10));
+        assert!(line.is_some(), "no syslog line naming the missing template: {:#?}", env.syslog().lines());
+        assert!(hutch.wait_gone(&user.name, Duration::from_secs(10)).is_empty());
+
+        // Broken policy: refused, with file and line.
+        hutch.write_policy("[defaults]\nmemory = \"lots\"\n");
+        let out = env.ssh(&user, &["echo IN"]);
+        assert!(!out.stdout_str().contains("IN"), "{}", out.describe());
+        let cfg = hutch.config.to_string_lossy().to_string();
+        let line = env.syslog().wait_for(|l| l.contains("pam_hutch") && l.contains(&user.name) && l.contains(&cfg), Duration::from_secs(10));
+        assert!(line.is_some(), "no syslog line naming the policy file: {:#?}", env.syslog().lines());
+        assert!(hutch.wait_gone(&user.name, Duration::from_secs(10)).is_empty());
+    }
+    assert!(hutch.cgroup_dirs().iter().all(|d| !d.join("users").join(&user.name).exists()));
+    let names = [exempt.name.clone(), user.name.clone(), linked.name.clone()];
+    drop((exempt, user, linked));
+    for n in names {
+        assert_no_leftovers(&n, Duration::from_secs(5));
+    }
+}
