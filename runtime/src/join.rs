@@ -124,7 +124,12 @@ fn connect_or_start(opts: &JoinOptions, paths: &UserPaths, user: &str, info: &Se
         if let Some(o) = try_open(paths, info, opts.timeout)? {
             return Ok(o);
         }
-        spawn_keeper(opts, user, &info.service)?;
+        if let Err(e) = spawn_keeper(opts, user, &info.service) {
+            // Nothing runs for this user: leave no lock or directory behind.
+            let _ = fs::remove_file(paths.lock());
+            let _ = fs::remove_dir(&paths.dir);
+            return Err(e);
+        }
         let opened = try_open(paths, info, opts.timeout)?;
         drop(lock);
         if let Some(o) = opened {

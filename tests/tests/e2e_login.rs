@@ -108,14 +108,23 @@ fn sessions_share_and_sigkill_ends_session() {
         let ns_b = out.stdout_str().lines().next().unwrap_or("").to_string();
         assert_eq!(ns_a, ns_b, "two sessions, two containers: {}", out.describe());
 
-        let state = hutch.state(&name).expect("state.json while a session is open");
-        assert_eq!(state["sessions"].as_array().map(|s| s.len()), Some(1), "{state}");
+        // Session B has ended; A holds the container.
+        let state = wait_until(Duration::from_secs(10), || {
+            hutch.state(&name).filter(|st| st["sessions"].as_array().map(|s| s.len()) == Some(1))
+        })
+        .unwrap_or_else(|| panic!("state.json with one session: {:?}", hutch.state(&name)));
         let out = hutch.ctl(&["list"]);
         assert!(out.stdout_str().contains(&name), "{}", out.describe());
 
-        // SIGKILL the root sshd process holding session A (its monitor).
+        // SIGKILL session A's sshd processes: the root monitor (which holds
+        // the keeper connection) and its post-auth child (which inherited it).
         let monitor = state["sessions"][0]["pid"].as_i64().unwrap() as i32;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(monitor), nix::sys::signal::Signal::SIGKILL).unwrap();
+        let mut victims = hutch_tests::proc::descendants(monitor);
+        victims.retain(|&p| hutch_tests::proc::cmdline(p).unwrap_or_default().contains("sshd"));
+        victims.push(monitor);
+        for p in victims {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+        }
         let left = hutch.wait_gone(&name, Duration::from_secs(15));
         assert!(left.is_empty(), "after SIGKILL of the sshd session process: {left:?}");
         drop(a);
@@ -155,9 +164,9 @@ fn file_transfer_sees_the_container() {
         // A file made on the host outside the binds is not there for sftp.
         let out = env.sftp(&user, &format!("get {} nope\n", hutch.config.display()));
         assert!(!out.status.success(), "sftp reached a host file: {}", out.describe());
-        drop(env);
         let left = hutch.wait_gone(&name, Duration::from_secs(15));
         assert!(left.is_empty(), "{left:?}");
+        drop(env);
     }
     let got = std::fs::read_to_string(local.join("sftp-hn")).ok();
     let _ = got;
