@@ -20,6 +20,8 @@ pub struct HutchEnv {
     pub bins: Bins,
     /// hutch-shell, installed world-executable: the test users' login shell.
     pub shell: PathBuf,
+    /// The PAM module, installed as `pam_hutch.so`.
+    pub module: PathBuf,
     pub config: PathBuf,
     pub run_dir: PathBuf,
     pub lib_dir: PathBuf,
@@ -60,11 +62,14 @@ impl HutchEnv {
         let shell_dir = dir.join("bin");
         std::fs::create_dir_all(&shell_dir).unwrap();
         let shell = bins.install_to(&shell_dir);
+        // Installed under its real name, so syslog tags read `pam_hutch(...)`.
+        let module = shell_dir.join("pam_hutch.so");
+        std::fs::copy(&bins.pam_module, &module).expect("copying the PAM module");
         let lib_dir = e2e_lib_dir();
         let run_dir = dir.join("run");
         let cgroup_root = unique("hutch-t");
         let config = dir.join("hutch.toml");
-        let env = HutchEnv { dir, bins, shell, config, run_dir, lib_dir, cgroup_root };
+        let env = HutchEnv { dir, bins, shell, module, config, run_dir, lib_dir, cgroup_root };
         env.write_policy(policy);
         env
     }
@@ -84,7 +89,7 @@ impl HutchEnv {
     pub fn pam_stack(&self, module_args: &str) -> String {
         format!(
             "auth required pam_permit.so\naccount required pam_unix.so\nsession required pam_unix.so\nsession required {} config={} keeper={} {module_args}\n",
-            self.bins.pam_module.display(),
+            self.module.display(),
             self.config.display(),
             self.bins.keeper.display()
         )

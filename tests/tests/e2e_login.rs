@@ -188,7 +188,7 @@ fn su_lands_in_the_container() {
         let log = Syslog::bind(dir.join("log.sock"));
         let stack = format!(
             "auth sufficient pam_rootok.so\naccount required pam_unix.so\nsession required pam_unix.so\nsession required {} config={} keeper={}\n",
-            hutch.bins.pam_module.display(),
+            hutch.module.display(),
             hutch.config.display(),
             hutch.bins.keeper.display()
         );
@@ -230,7 +230,7 @@ fn exempt_and_refusals() {
         // Home that is a symlink to /etc: refused, named in syslog.
         let out = env.ssh(&linked, &["echo IN"]);
         assert!(!out.stdout_str().contains("IN"), "{}", out.describe());
-        let line = env.syslog().wait_for(|l| l.contains("pam_hutch") && l.contains(&linked.name) && l.contains("symlink"), Duration::from_secs(10));
+        let line = env.syslog().wait_for(|l| l.contains("pam_hutch(") && l.contains(&linked.name) && l.contains("symlink"), Duration::from_secs(10));
         assert!(line.is_some(), "no syslog line naming the symlinked home: {:#?}", env.syslog().lines());
         assert!(hutch.wait_gone(&linked.name, Duration::from_secs(10)).is_empty());
 
@@ -238,7 +238,7 @@ fn exempt_and_refusals() {
         hutch.write_policy(&format!("{POLICY}\n[users.{}]\ntemplate = \"no-such-template\"\n", user.name));
         let out = env.ssh(&user, &["echo IN"]);
         assert!(!out.stdout_str().contains("IN"), "{}", out.describe());
-        let line = env.syslog().wait_for(|l| l.contains("pam_hutch") && l.contains(&user.name) && l.contains("no-such-template"), Duration::from_secs(10));
+        let line = env.syslog().wait_for(|l| l.contains("pam_hutch(") && l.contains(&user.name) && l.contains("no-such-template"), Duration::from_secs(10));
         assert!(line.is_some(), "no syslog line naming the missing template: {:#?}", env.syslog().lines());
         assert!(hutch.wait_gone(&user.name, Duration::from_secs(10)).is_empty());
 
@@ -247,7 +247,7 @@ fn exempt_and_refusals() {
         let out = env.ssh(&user, &["echo IN"]);
         assert!(!out.stdout_str().contains("IN"), "{}", out.describe());
         let cfg = hutch.config.to_string_lossy().to_string();
-        let line = env.syslog().wait_for(|l| l.contains("pam_hutch") && l.contains(&user.name) && l.contains(&cfg), Duration::from_secs(10));
+        let line = env.syslog().wait_for(|l| l.contains("pam_hutch(") && l.contains(&user.name) && l.contains(&cfg), Duration::from_secs(10));
         assert!(line.is_some(), "no syslog line naming the policy file: {:#?}", env.syslog().lines());
         assert!(hutch.wait_gone(&user.name, Duration::from_secs(10)).is_empty());
     }
@@ -257,4 +257,62 @@ fn exempt_and_refusals() {
     for n in names {
         assert_no_leftovers(&n, Duration::from_secs(5));
     }
+}
+
+/// A multi-threaded PAM caller (as gdm is) is refused before anything
+/// changes: PAM_SESSION_ERR, one syslog line naming the threads, and no
+/// keeper, cgroup or state made. The same caller without its second thread
+/// gets in (so the threads are the cause).
+#[test]
+fn multithreaded_caller_is_refused() {
+    if !require_root("multithreaded_caller_is_refused") {
+        return;
+    }
+    let hutch = HutchEnv::new(POLICY);
+    let user = hutch.user();
+    let name = user.name.clone();
+    let dir = TestDir::new("htmt");
+    std::fs::write(dir.join("svc"), hutch.pam_stack("")).unwrap();
+    let log = Syslog::bind(dir.join("log.sock"));
+    let script = r#"
+import ctypes, sys, threading, time
+pam = ctypes.CDLL("libpam.so.0")
+CONV = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+class PamConv(ctypes.Structure):
+    _fields_ = [("conv", CONV), ("appdata", ctypes.c_void_p)]
+cb = CONV(lambda n, m, r, d: 19)
+conv = PamConv(cb, None)
+if sys.argv[3] == "threaded":
+    threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
+h = ctypes.c_void_p()
+rc = pam.pam_start_confdir(b"svc", sys.argv[1].encode(), ctypes.byref(conv), sys.argv[2].encode(), ctypes.byref(h))
+assert rc == 0, rc
+rc = pam.pam_open_session(h, 0)
+print(rc, open("/etc/hostname").read().strip() if rc == 0 else "-", flush=True)
+pam.pam_end(h, rc)
+"#;
+    std::fs::write(dir.join("client.py"), script).unwrap();
+    let run = |mode: &str| {
+        let sh = format!(
+            "set -e\n{}exec python3 {} {} {} {mode}\n",
+            hutch_tests::ns::private_dev_script(log.path()),
+            dir.join("client.py").display(),
+            name,
+            dir.path().display()
+        );
+        output(std::process::Command::new("timeout").args(["-k", "5", "60", "unshare", "--mount", "--propagation", "private", "sh", "-c", &sh]))
+    };
+    let out = run("threaded");
+    assert_eq!(out.stdout_str().trim(), "14 -", "PAM_SESSION_ERR expected: {}", out.describe());
+    let line = log.wait_for(|l| l.contains("pam_hutch(svc:session)") && l.contains(&name) && l.contains("threads"), Duration::from_secs(5));
+    assert!(line.is_some(), "no syslog line naming the threads: {:#?}", log.lines());
+    assert!(hutch.state(&name).is_none() && hutch.user_cgroups(&name).is_empty(), "a refused caller left a container");
+    assert!(!hutch.user_dir(&name).exists(), "a refused caller left {}", hutch.user_dir(&name).display());
+
+    let out = run("single");
+    assert_eq!(out.stdout_str().trim(), format!("0 box-{name}"), "{}\n{:#?}", out.describe(), log.lines());
+    let left = hutch.wait_gone(&name, Duration::from_secs(15));
+    assert!(left.is_empty(), "{left:?}");
+    drop(user);
+    assert_no_leftovers(&name, Duration::from_secs(5));
 }
