@@ -4,6 +4,8 @@
 #   sudo make demo       a confined login on a private sshd (scripts/demo.sh)
 #   sudo make install    release build into PREFIX and the PAM module dir
 #   sudo make uninstall  remove what install put there
+#   make deb             Debian package (dpkg-buildpackage) into DEB_OUT
+#   sudo make test-vm    the VM tier alone: install the .deb in a Debian 12 guest, log in (tests/vm)
 
 CARGO        ?= cargo
 PREFIX       ?= /usr/local
@@ -17,7 +19,7 @@ TEST_THREADS ?= 2
 # A hung test must fail CI, not stall it.
 TEST_TIMEOUT ?= 80m
 
-.PHONY: all build release deps test demo install uninstall clean
+.PHONY: all build release deps test demo install uninstall clean deb test-vm
 
 all: build
 
@@ -48,6 +50,23 @@ uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/hutchctl $(DESTDIR)$(SBINDIR)/hutch-shell
 	rm -f $(DESTDIR)$(LIBEXECDIR)/hutch-keeper $(DESTDIR)$(PAMDIR)/pam_hutch.so
 	-rmdir $(DESTDIR)$(LIBEXECDIR) 2>/dev/null
+
+# The .deb (and .changes/.buildinfo) land in DEB_OUT, not in the parent
+# directory where dpkg-buildpackage leaves them.
+DEB_OUT      ?= $(abspath $(TARGET_DIR))/deb
+DEB_VERSION   = $(shell dpkg-parsechangelog -SVersion)
+DEB_ARCH      = $(shell dpkg-architecture -qDEB_HOST_ARCH)
+
+deb:
+	CARGO_TARGET_DIR=$(abspath $(TARGET_DIR)) dpkg-buildpackage -b -uc -us --no-sign
+	mkdir -p $(DEB_OUT)
+	mv ../hutch_$(DEB_VERSION)_$(DEB_ARCH).deb ../hutch_$(DEB_VERSION)_$(DEB_ARCH).changes \
+		../hutch_$(DEB_VERSION)_$(DEB_ARCH).buildinfo $(DEB_OUT)/
+	-mv ../hutch-dbgsym_$(DEB_VERSION)_$(DEB_ARCH).deb $(DEB_OUT)/ 2>/dev/null
+	@echo "built $(DEB_OUT)/hutch_$(DEB_VERSION)_$(DEB_ARCH).deb"
+
+test-vm: deb
+	HUTCH_DEB=$(DEB_OUT)/hutch_$(DEB_VERSION)_$(DEB_ARCH).deb tests/vm/run.sh
 
 clean:
 	$(CARGO) clean

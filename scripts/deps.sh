@@ -11,6 +11,9 @@ PKGS=(
   openssh-server openssh-client openssh-sftp-server rsync
   mmdebstrap debootstrap ca-certificates busybox-static
   iproute2 nftables util-linux procps passwd login coreutils python3
+  # make deb, and the VM tier (tests/vm): installing qemu-system-x86 replaces
+  # bookworm-backports' qemu-utils with bookworm's.
+  debhelper dpkg-dev qemu-system-x86 qemu-utils e2fsprogs xz-utils
 )
 
 missing=()

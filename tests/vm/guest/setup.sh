@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs as root in the guest, from the 9p share: the README's install steps,
+# word for word, plus the test's own user and limits.
+#   setup.sh DEB TEMPLATE_TAR PUBKEY
+set -euxo pipefail
+DEB=$1 TAR=$2 PUB=$3
+export DEBIAN_FRONTEND=noninteractive
+
+# README: Install
+cp "$DEB" /root/ && cd /root
+apt-get install -y --no-download "./${DEB##*/}"
+hutchctl template build default --from-tar "$TAR"
+hutchctl setup --pam-service sshd
+useradd -m alice
+usermod -s /usr/sbin/hutch-shell alice
+
+# The test's user: key login, and limits small enough to prove with workloads.
+install -d -m 0700 -o alice -g alice /home/alice/.ssh
+install -m 0600 -o alice -g alice "$PUB" /home/alice/.ssh/authorized_keys
+cat >/etc/hutch/hutch.d/50-vmtest.toml <<'TOML'
+[users.alice]
+memory = "96M"
+swap = "0"
+cpu = "20%"
+pids = 40
+io = [ { device = "/dev/vda", write_bps = "1M" } ]
+TOML
+hutchctl check
+# hutch.service loads built templates when it starts (at boot).
+systemctl restart hutch.service

@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# run.sh: hutch on a real cgroup-v2 systemd host. Boots a Debian 12 guest
+# under QEMU (KVM where the CPU has vmx/svm, TCG otherwise), installs the
+# .deb in it as the README says, and logs in from this host with the real
+# ssh client over a forwarded loopback port. Prints `N passed, M failed`;
+# exits 0 only when every check passed.
+#
+#   HUTCH_DEB=path/to/hutch_*.deb tests/vm/run.sh
+#
+# Environment: HUTCH_VM_CACHE (image cache, /var/cache/hutch-tests),
+# HUTCH_VM_RESULTS (where logs are copied, default target/vm-results),
+# HUTCH_VM_KEEP=1 (leave the VM running and print how to reach it),
+# ACCEL=kvm|tcg. The guest's user-mode network is restrict=on: it reaches
+# nothing but the forwarded port.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+CACHE=${HUTCH_VM_CACHE:-/var/cache/hutch-tests}
+RESULTS=${HUTCH_VM_RESULTS:-$REPO/target/vm-results}
+DEB=${HUTCH_DEB:?set HUTCH_DEB to the hutch .deb to test (make deb)}
+DEB=$(realpath "$DEB")
+BOOT_LIMIT=${HUTCH_VM_BOOT_LIMIT:-420}
+T0=$SECONDS
+
+log() { printf '[vm +%4ds] %s\n' $((SECONDS - T0)) "$*" >&2; }
+die() { log "FATAL: $*"; exit 2; }
+
+for tool in qemu-system-x86_64 qemu-img mmdebstrap ssh ssh-keygen mkfs.ext4 flock; do
+    command -v "$tool" >/dev/null || die "missing $tool (scripts/deps.sh installs it)"
+done
+
+WORK=$(mktemp -d /tmp/hutch-vm.XXXXXX)
+SHARE=$WORK/share
+mkdir -p "$SHARE/out"
+QEMU_PID=
+BG_PIDS=()
+cleanup() {
+    local rc=$?
+    for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    if [[ -n $QEMU_PID ]] && kill -0 "$QEMU_PID" 2>/dev/null; then
+        if [[ ${HUTCH_VM_KEEP:-} == 1 ]]; then
+            log "VM left running: pid $QEMU_PID, ssh -i $IMG/id_ed25519 -p $PORT root@127.0.0.1; work dir $WORK"
+            exit $rc
+        fi
+        kill "$QEMU_PID" 2>/dev/null || true
+        for _ in 1 2 3 4 5; do kill -0 "$QEMU_PID" 2>/dev/null || break; sleep 1; done
+        kill -9 "$QEMU_PID" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- the image (cached by content) and the template tarball ---------------
+IMG=$("$HERE/image.sh")
+log "image $IMG"
+TEMPLATE_TAR=$CACHE/vm-template-$(basename "$IMG" | sed 's/^vm-//').tar
+if [[ ! -s $TEMPLATE_TAR ]]; then
+    # A minbase bookworm: the harness's cached rootfs when there is one.
+    src=$(ls -d "$CACHE"/rootfs-*/ 2>/dev/null | while read -r d; do [[ -x $d/bin/bash ]] && echo "$d" && break; done || true)
+    if [[ -z $src ]]; then
+        src=$WORK/template-rootfs
+        log "mmdebstrap a minbase template rootfs"
+        mmdebstrap --quiet --mode=root --variant=minbase bookworm "$src" >&2
+    fi
+    log "template tarball from $src"
+    tar -C "$src" -cf "$TEMPLATE_TAR.tmp" . && mv "$TEMPLATE_TAR.tmp" "$TEMPLATE_TAR"
+fi
+ln "$TEMPLATE_TAR" "$SHARE/template.tar" 2>/dev/null || cp "$TEMPLATE_TAR" "$SHARE/template.tar"
+cp "$DEB" "$SHARE/"
+cp "$HERE/guest/setup.sh" "$SHARE/"
+ssh-keygen -q -t ed25519 -N '' -C alice -f "$WORK/alice"
+cp "$WORK/alice.pub" "$SHARE/alice.pub"
+
+# --- boot ------------------------------------------------------------------
+if [[ -z ${ACCEL:-} ]]; then
+    if [[ -w /dev/kvm ]] && grep -qwE 'vmx|svm' /proc/cpuinfo; then ACCEL=kvm; else ACCEL=tcg; fi
+fi
+case $ACCEL in
+    kvm) ACCEL_ARGS=(-accel kvm -cpu host) ;;
+    tcg) ACCEL_ARGS=(-accel tcg,thread=multi,tb-size=256 -cpu max) ;;
+    *) die "ACCEL must be kvm or tcg" ;;
+esac
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+qemu-img create -q -f qcow2 -F raw -b "$IMG/base.raw" "$WORK/disk.qcow2"
+log "booting ($ACCEL, ssh on 127.0.0.1:$PORT)"
+qemu-system-x86_64 "${ACCEL_ARGS[@]}" -machine q35 -smp 2 -m 2048 \
+    -kernel "$IMG/vmlinux" -initrd "$IMG/initrd.img" \
+    -append "root=/dev/vda rw console=ttyS0 quiet panic=-1 softlockup_panic=1 hung_task_panic=1 hung_task_timeout_secs=60" \
+    -drive "if=none,id=root,file=$WORK/disk.qcow2,format=qcow2,cache=unsafe" -device virtio-blk-pci,drive=root \
+    -nic "user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:$PORT-:22" \
+    -virtfs "local,path=$SHARE,mount_tag=share,security_model=none" \
+    -display none -serial "file:$WORK/console.log" -no-reboot \
+    -daemonize -pidfile "$WORK/qemu.pid"
+QEMU_PID=$(cat "$WORK/qemu.pid")
+
+SSH_OPTS=(-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR
+          -o BatchMode=yes -o ConnectTimeout=20 -o ServerAliveInterval=15 -p "$PORT")
+groot() { ssh "${SSH_OPTS[@]}" -i "$IMG/id_ed25519" root@127.0.0.1 "$@"; }
+galice() { ssh "${SSH_OPTS[@]}" -i "$WORK/alice" alice@127.0.0.1 "$@"; }
+
+until groot true 2>/dev/null; do
+    kill -0 "$QEMU_PID" 2>/dev/null || { tail -n 30 "$WORK/console.log" >&2; die "qemu exited during boot"; }
+    ((SECONDS - T0 < BOOT_LIMIT)) || { tail -n 30 "$WORK/console.log" >&2; die "no sshd after ${BOOT_LIMIT}s"; }
+    sleep 3
+done
+log "guest up: $(groot 'systemd-analyze time 2>/dev/null | head -n 1' || true)"
+
+# --- checks ----------------------------------------------------------------
+PASSED=0 FAILED=0
+pass() { PASSED=$((PASSED + 1)); echo "PASS $1"; }
+fail() { FAILED=$((FAILED + 1)); echo "FAIL $1${2:+: $2}"; }
+# check NAME COMMAND...: passes when COMMAND exits 0 (run on the host).
+check() { local n=$1; shift; if out=$("$@" 2>&1); then pass "$n"; else fail "$n" "$(echo "$out" | tail -n 3 | tr '\n' ' ')"; fi; }
+# expect NAME WANT GOT
+expect() { if [[ $3 == "$2" ]]; then pass "$1"; else fail "$1" "want '$2', got '$3'"; fi; }
+
+CG=/sys/fs/cgroup/system.slice/hutch.service/hutch
+check "guest: systemd is PID 1 on cgroup2" groot '[ "$(cat /proc/1/comm)" = systemd ] && [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]'
+log "install (README steps)"
+if groot "bash /mnt/share/setup.sh /mnt/share/${DEB##*/} /mnt/share/template.tar /mnt/share/alice.pub" >"$SHARE/out/setup.log" 2>&1; then
+    pass "install: apt install, template build, setup --pam-service sshd, usermod"
+else
+    fail "install" "$(tail -n 5 "$SHARE/out/setup.log" | tr '\n' ' ')"
+fi
+check "package: hutch-shell in /etc/shells" groot 'grep -qx /usr/sbin/hutch-shell /etc/shells'
+check "package: conffile /etc/hutch/hutch.toml" groot 'dpkg-query -W -f="\${Conffiles}" hutch | grep -q /etc/hutch/hutch.toml'
+check "package: module in the multiarch security dir" groot 'test -f /lib/x86_64-linux-gnu/security/pam_hutch.so'
+check "package: man pages" groot 'for m in man8/pam_hutch.8 man8/hutch-shell.8 man8/hutchctl.8 man5/hutch.toml.5; do test -f /usr/share/man/$m.gz || exit 1; done'
+check "unit: hutch.service active, Delegate=yes" groot '[ "$(systemctl is-active hutch.service)" = active ] && [ "$(systemctl show -P Delegate hutch.service)" = yes ]'
+check "unit: loaded the template at start" groot 'ls -d /run/hutch/template/default/*/ >/dev/null'
+check "setup: pam_hutch is the last session line of sshd" groot 'grep "^[^#]*session" /etc/pam.d/sshd | tail -n 1 | grep -q pam_hutch.so'
+
+log "first login as alice"
+HOST_PIDNS=$(groot 'readlink /proc/1/ns/pid')
+expect "login: hostname is the user's" alice "$(galice hostname 2>&1)"
+ALICE_PIDNS=$(galice 'readlink /proc/self/ns/pid' 2>&1 || true)
+if [[ $ALICE_PIDNS == pid:* && $ALICE_PIDNS != "$HOST_PIDNS" ]]; then pass "login: own pid namespace"; else fail "login: own pid namespace" "$ALICE_PIDNS vs host $HOST_PIDNS"; fi
+
+# A session that holds the container open while the others come and go.
+galice 'sleep 600' </dev/null &
+BG_PIDS+=($!)
+for _ in $(seq 30); do groot "test -d $CG/users/alice" && break; sleep 2; done
+KEEPER=$(groot 'pgrep -f "^/usr/libexec/hutch/hutch-keeper alice" | head -n 1' || true)
+check "cgroup: keeper in hutch.service's subtree" groot "grep -q '^0::/system.slice/hutch.service/hutch/keepers' /proc/$KEEPER/cgroup"
+check "cgroup: session in <root>/users/alice" groot "p=\$(pgrep -u alice -x sleep | head -n 1); grep -q '^0::/system.slice/hutch.service/hutch/users/alice/' /proc/\$p/cgroup"
+check "cgroup: v2 limits written" groot "[ \$(cat $CG/users/alice/memory.max) = 100663296 ] && grep -q '^20000 100000' $CG/users/alice/cpu.max && [ \$(cat $CG/users/alice/pids.max) = 40 ] && grep -q 'wbps=1048576' $CG/users/alice/io.max"
+check "logind: alice has a session" groot 'loginctl list-sessions --no-legend | grep -q alice'
+
+log "quota workloads"
+rc=0; galice 'tail /dev/zero' >/dev/null 2>&1 || rc=$?
+check "memory.max: the hog is OOM-killed (rc $rc)" groot "[ $rc -ne 0 ] && awk '/^oom_kill /{exit !(\$2 > 0)}' $CG/users/alice/memory.events"
+galice 'i=0; while [ $i -lt 60 ]; do sleep 5 & i=$((i+1)); done 2>/dev/null; wait' >/dev/null 2>&1 || true
+check "pids.max: forks refused at the limit" groot "awk '/^max /{exit !(\$2 > 0)}' $CG/users/alice/pids.events"
+galice 'timeout 4 sh -c "while :; do :; done"' >/dev/null 2>&1 || true
+check "cpu.max: throttled" groot "awk '/^nr_throttled /{exit !(\$2 > 0)}' $CG/users/alice/cpu.stat"
+IO=$(galice 'stat -fc %T $HOME; s=$(date +%s.%N); dd if=/dev/zero of=$HOME/io.bin bs=64k count=64 oflag=direct 2>/dev/null; e=$(date +%s.%N); rm -f $HOME/io.bin; awk -v a=$e -v b=$s "BEGIN{print a-b}"' 2>&1 || true)
+IO_FS=$(echo "$IO" | head -n 1) IO_SECS=$(echo "$IO" | tail -n 1)
+if [[ $IO_FS == ext2/ext3 ]] && awk -v t="$IO_SECS" 'BEGIN{exit !(t >= 2.5)}'; then pass "io.max: 4 MiB at 1 MiB/s to vda took ${IO_SECS}s"; else fail "io.max" "fs $IO_FS, 4 MiB took ${IO_SECS}s"; fi
+
+log "a second session ends (KillUserProcesses=yes); the keeper stays"
+galice true || true
+sleep 3
+check "logind: the keeper survives a session's end" groot "kill -0 $KEEPER && test -d $CG/users/alice"
+check "logind: the holding session still runs" groot 'pgrep -u alice -x sleep >/dev/null'
+groot 'systemctl status hutch.service --no-pager; echo; loginctl list-sessions; echo; systemd-cgls --no-pager /system.slice/hutch.service' >"$SHARE/out/status-during.txt" 2>&1 || true
+
+log "logout and teardown"
+for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+BG_PIDS=()
+gone=no
+for _ in $(seq 30); do
+    if groot "! test -e $CG/users/alice && ! test -e /run/hutch/users/alice && ! pgrep -u alice >/dev/null && ! kill -0 $KEEPER 2>/dev/null"; then gone=yes; break; fi
+    sleep 2
+done
+expect "teardown: cgroup, state, processes and keeper gone" yes "$gone"
+ended=no
+for _ in $(seq 15); do groot '! loginctl list-sessions --no-legend | grep -q alice' && { ended=yes; break; }; sleep 2; done
+expect "logind: alice's sessions ended" yes "$ended"
+check "unit: hutch.service still active, nothing failed" groot '[ "$(systemctl is-active hutch.service)" = active ] && [ -z "$(systemctl list-units --failed --no-legend)" ]'
+
+log "upgrade and purge"
+check "package: reinstall (upgrade path) keeps hutch.service active" groot "cd /root && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-download --reinstall ./${DEB##*/} >/dev/null 2>&1 && [ \"\$(systemctl is-active hutch.service)\" = active ]"
+groot 'systemctl status hutch.service --no-pager; journalctl -b --no-pager' >"$SHARE/out/journal.txt" 2>&1 || true
+check "package: purge" groot 'DEBIAN_FRONTEND=noninteractive apt-get purge -y hutch >/dev/null 2>&1'
+check "purge: /etc/shells restored" groot '! grep -q hutch-shell /etc/shells'
+check "purge: no hutch state" groot '! test -e /var/lib/hutch && ! test -e /run/hutch && ! test -e /etc/hutch/hutch.toml && ! grep -q " /run/hutch" /proc/mounts'
+check "purge: no pam_hutch in /etc/pam.d" groot '! grep -rq pam_hutch /etc/pam.d'
+
+groot 'systemctl poweroff' >/dev/null 2>&1 || true
+for _ in $(seq 30); do kill -0 "$QEMU_PID" 2>/dev/null || break; sleep 1; done
+mkdir -p "$RESULTS"
+cp "$SHARE"/out/* "$WORK/console.log" "$RESULTS/" 2>/dev/null || true
+log "results in $RESULTS"
+echo "$PASSED passed, $FAILED failed"
+((FAILED == 0))
