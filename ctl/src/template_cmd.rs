@@ -1,13 +1,16 @@
-//! `hutchctl template ...`: build templates on disk, load them into RAM,
-//! list both. The paths come from the policy's host settings
-//! (`lib_dir`, `run_dir`); without a policy file, the defaults.
+//! `hutchctl template ...`: build templates on disk, load them into RAM
+//! (update = build again and load a new generation), list both with the
+//! users on each generation. The paths come from the policy's host settings
+//! (`lib_dir`, `run_dir`, `cgroup_root`); without a policy file, the
+//! defaults. Loading moves hutchctl into hutch's own cgroup first, so the
+//! template's memory is charged there and never to a user.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use clap::{ArgGroup, Subcommand};
-use hutch_runtime::template::{human_bytes, BuildOptions, Source, TemplateStore};
+use clap::{ArgGroup, Args, Subcommand};
+use hutch_runtime::template::{human_bytes, BuildOptions, Loaded, Source, TemplateStore};
 
 use crate::Cli;
 
@@ -20,30 +23,14 @@ pub enum TemplateCmd {
     /// one listed), /bin/sh must exist, and the result replaces any previous
     /// build of NAME in one atomic step. Loaded generations are not touched:
     /// run `hutchctl template load NAME` to put the new build in use.
-    #[command(group(ArgGroup::new("source").required(true).args(["from_dir", "from_tar", "debootstrap"])))]
+    ///
+    /// Every shell the policy names must exist in the template.
+    #[command(group(ArgGroup::new("source").required(true).args(["from_dir", "from_tar", "from_oci", "debootstrap"])))]
     Build {
         /// Template name: letters, digits, '.', '_', '-', not starting with '.', '_' or '-'.
         name: String,
-        /// Copy an existing root filesystem directory (symlinks are copied, never followed).
-        #[arg(long, value_name = "DIR")]
-        from_dir: Option<PathBuf>,
-        /// Unpack a root filesystem tarball (e.g. from `docker export`; compressed or not).
-        #[arg(long, value_name = "FILE")]
-        from_tar: Option<PathBuf>,
-        /// Build from Debian's packages with mmdebstrap/debootstrap (e.g. bookworm).
-        #[arg(long, value_name = "SUITE")]
-        debootstrap: Option<String>,
-        /// Extra packages for --debootstrap, comma-separated.
-        #[arg(
-            long,
-            value_delimiter = ',',
-            requires = "debootstrap",
-            value_name = "PKG,..."
-        )]
-        include: Vec<String>,
-        /// Also require this shell (absolute path) in the template; repeatable.
-        #[arg(long = "require-shell", value_name = "PATH")]
-        require_shell: Vec<PathBuf>,
+        #[command(flatten)]
+        source: SourceArgs,
     },
     /// Load a template into RAM (a new generation).
     ///
@@ -51,56 +38,125 @@ pub enum TemplateCmd {
     /// <run_dir>/template/NAME/GEN and remounts it read-only, nosuid, nodev.
     /// Containers created afterwards use it; running ones keep theirs.
     Load { name: String },
+    /// Build NAME again and load it as a new generation.
+    ///
+    /// From the source given, or else the one recorded at its last build.
+    /// Containers created afterwards use the new generation; running ones
+    /// keep theirs, and an old generation is unmounted when its last
+    /// container is gone.
+    #[command(group(ArgGroup::new("source").required(false).args(["from_dir", "from_tar", "from_oci", "debootstrap"])))]
+    Update {
+        name: String,
+        #[command(flatten)]
+        source: SourceArgs,
+    },
     /// Unmount one generation (lazily: containers still using it keep it).
     Unload { name: String, generation: u64 },
-    /// List templates and loaded generations.
+    /// List templates, loaded generations, their size in RAM and their users.
     List,
 }
 
+/// Where a build takes its tree from, and what it must contain.
+#[derive(Args, Debug)]
+pub struct SourceArgs {
+    /// Copy an existing root filesystem directory (symlinks are copied, never followed).
+    #[arg(long, value_name = "DIR")]
+    from_dir: Option<PathBuf>,
+    /// Unpack a root filesystem tarball (e.g. from `docker export`; compressed or not).
+    #[arg(long, value_name = "FILE")]
+    from_tar: Option<PathBuf>,
+    /// Unpack an OCI image layout (index.json, blobs/): its layers in order, whiteouts applied.
+    #[arg(long, value_name = "DIR")]
+    from_oci: Option<PathBuf>,
+    /// Build from Debian's packages with mmdebstrap/debootstrap (e.g. bookworm).
+    #[arg(long, value_name = "SUITE")]
+    debootstrap: Option<String>,
+    /// Extra packages for --debootstrap, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        requires = "debootstrap",
+        value_name = "PKG,..."
+    )]
+    include: Vec<String>,
+    /// Also require this shell (absolute path) in the template; repeatable.
+    #[arg(long = "require-shell", value_name = "PATH")]
+    require_shell: Vec<PathBuf>,
+}
+
+impl SourceArgs {
+    fn source(&self) -> Option<Source> {
+        if let Some(dir) = &self.from_dir {
+            Some(Source::Dir(dir.clone()))
+        } else if let Some(tar) = &self.from_tar {
+            Some(Source::Tar(tar.clone()))
+        } else if let Some(oci) = &self.from_oci {
+            Some(Source::Oci(oci.clone()))
+        } else {
+            self.debootstrap.as_ref().map(|suite| Source::Debootstrap {
+                suite: suite.clone(),
+                include: self.include.clone(),
+            })
+        }
+    }
+
+    /// The shells to require: the policy's and the ones given.
+    fn options(&self, policy: Option<&hutch_policy::Policy>) -> BuildOptions {
+        let mut shells: Vec<PathBuf> = policy.map(|p| p.shells()).unwrap_or_default();
+        shells.extend(self.require_shell.iter().cloned());
+        shells.sort();
+        shells.dedup();
+        BuildOptions { shells }
+    }
+}
+
 pub fn run(cli: &Cli, cmd: &TemplateCmd) -> anyhow::Result<i32> {
-    let store = store(&cli.config)?;
+    let policy = policy(&cli.config)?;
+    let store = match &policy {
+        Some(p) => TemplateStore::new(&p.host().lib_dir, &p.host().run_dir),
+        None => TemplateStore::new(Path::new("/var/lib/hutch"), Path::new("/run/hutch")),
+    };
     match cmd {
-        TemplateCmd::Build {
-            name,
-            from_dir,
-            from_tar,
-            debootstrap,
-            include,
-            require_shell,
-        } => {
-            let source = match (from_dir, from_tar, debootstrap) {
-                (Some(dir), _, _) => Source::Dir(dir.clone()),
-                (_, Some(tar), _) => Source::Tar(tar.clone()),
-                (_, _, Some(suite)) => Source::Debootstrap {
-                    suite: suite.clone(),
-                    include: include.clone(),
-                },
-                _ => anyhow::bail!("give one of --from-dir, --from-tar, --debootstrap"),
+        TemplateCmd::Build { name, source } => {
+            let Some(from) = source.source() else {
+                anyhow::bail!("give one of --from-dir, --from-tar, --from-oci, --debootstrap");
             };
-            build(
-                &store,
-                name,
-                &source,
-                &BuildOptions {
-                    shells: require_shell.clone(),
-                },
-            )
+            build(&store, name, &from, &source.options(policy.as_ref()))
         }
         TemplateCmd::Load { name } => {
+            enter_hutch_cgroup(policy.as_ref())?;
             let started = Instant::now();
             let loaded = store
                 .load(name)
                 .with_context(|| format!("loading template {name:?}"))?;
-            println!(
-                "loaded template {name} generation {} at {} in {:.1} s",
-                loaded.generation,
-                loaded.path.display(),
-                started.elapsed().as_secs_f64()
-            );
+            print_loaded(&loaded, started);
+            Ok(0)
+        }
+        TemplateCmd::Update { name, source } => {
+            enter_hutch_cgroup(policy.as_ref())?;
+            let from = source.source();
+            let from_text = match &from {
+                Some(s) => describe(s),
+                None => match store.recorded_source(name)? {
+                    Some(s) => format!("{} (recorded)", describe(&s)),
+                    None => anyhow::bail!("template {name:?} has no recorded source: give one of --from-dir, --from-tar, --from-oci, --debootstrap"),
+                },
+            };
+            eprintln!("updating template {name} from {from_text}...");
+            let started = Instant::now();
+            let (report, loaded) = store
+                .update(name, from.as_ref(), &source.options(policy.as_ref()))
+                .with_context(|| format!("updating template {name:?}"))?;
+            for warning in &report.warnings {
+                println!("warning: {warning}");
+            }
+            println!("built template {name}: {}", human_bytes(report.bytes));
+            print_loaded(&loaded, started);
+            println!("new containers use generation {}; running ones keep theirs", loaded.generation);
             Ok(0)
         }
         TemplateCmd::Unload { name, generation } => {
-            let loaded = hutch_runtime::template::Loaded {
+            let loaded = Loaded {
                 name: name.clone(),
                 generation: *generation,
                 path: store.generations_dir(name).join(generation.to_string()),
@@ -115,23 +171,56 @@ pub fn run(cli: &Cli, cmd: &TemplateCmd) -> anyhow::Result<i32> {
     }
 }
 
-/// The store at the policy's lib_dir and run_dir; the built-in defaults when
-/// there is no policy file yet (a fresh machine builds its template first).
-fn store(config: &Path) -> anyhow::Result<TemplateStore> {
+fn print_loaded(loaded: &Loaded, started: Instant) {
+    println!(
+        "loaded template {} generation {} at {} in {:.1} s",
+        loaded.name,
+        loaded.generation,
+        loaded.path.display(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn describe(source: &Source) -> String {
+    match source {
+        Source::Dir(p) => format!("directory {}", p.display()),
+        Source::Tar(p) => format!("tarball {}", p.display()),
+        Source::Oci(p) => format!("OCI layout {}", p.display()),
+        Source::Debootstrap { suite, include } if include.is_empty() => format!("Debian {suite}"),
+        Source::Debootstrap { suite, include } => format!("Debian {suite} with {}", include.join(",")),
+    }
+}
+
+/// Moves this process into `<cgroup_root>/keepers`, where the keepers live,
+/// before it fills a tmpfs: shmem is charged to the cgroup of the process
+/// that first touches the page, so the template's RAM is hutch's, never the
+/// quota of whoever runs hutchctl (or of a user).
+fn enter_hutch_cgroup(policy: Option<&hutch_policy::Policy>) -> anyhow::Result<()> {
+    use hutch_runtime::cgroup::{CgroupRoot, Limits};
+    let spec = policy.map_or("/hutch", |p| p.host().cgroup_root.as_str());
+    let root = CgroupRoot::open(spec).with_context(|| format!("opening cgroup root {spec}"))?;
+    let group = root
+        .create(hutch_runtime::paths::KEEPER_CGROUP, &Limits::default())
+        .with_context(|| format!("making {spec}/{}", hutch_runtime::paths::KEEPER_CGROUP))?;
+    group
+        .attach(std::process::id() as i32)
+        .context("moving hutchctl into hutch's own cgroup")?;
+    Ok(())
+}
+
+/// The policy, or `None` when there is no policy file yet (a fresh machine
+/// builds its template first; the built-in defaults apply).
+fn policy(config: &Path) -> anyhow::Result<Option<hutch_policy::Policy>> {
     if !config.exists() {
         eprintln!(
-            "hutchctl: no policy at {}; using /var/lib/hutch and /run/hutch",
+            "hutchctl: no policy at {}; using /var/lib/hutch, /run/hutch and cgroup /hutch",
             config.display()
         );
-        return Ok(TemplateStore::new(
-            Path::new("/var/lib/hutch"),
-            Path::new("/run/hutch"),
-        ));
+        return Ok(None);
     }
     let policy = hutch_policy::Policy::load(config)
         .with_context(|| format!("reading policy {}", config.display()))?;
-    let host = policy.host();
-    Ok(TemplateStore::new(&host.lib_dir, &host.run_dir))
+    Ok(Some(policy))
 }
 
 fn build(
@@ -167,26 +256,28 @@ fn list(store: &TemplateStore) -> anyhow::Result<i32> {
         println!("no templates in {}", store.templates_dir().display());
         return Ok(0);
     }
-    println!("{:<20} {:>12}  GENERATIONS", "NAME", "ON DISK");
+    println!("{:<20} {:>12}  {:>4}  {:>12}  USERS", "NAME", "ON DISK", "GEN", "IN RAM");
     for t in &templates {
         let size = t
             .bytes
             .map_or_else(|| "(not built)".to_string(), human_bytes);
-        let gens: Vec<String> = t
-            .generations
-            .iter()
-            .map(|g| match (g.loaded, g.bytes_in_ram) {
-                (true, Some(bytes)) => format!("{} ({} in RAM)", g.generation, human_bytes(bytes)),
-                (true, None) => format!("{} (loaded)", g.generation),
-                (false, _) => format!("{} (not mounted)", g.generation),
-            })
-            .collect();
-        let gens = if gens.is_empty() {
-            "-".to_string()
-        } else {
-            gens.join(", ")
-        };
-        println!("{:<20} {:>12}  {}", t.name, size, gens);
+        if t.generations.is_empty() {
+            println!("{:<20} {:>12}  {:>4}  {:>12}  -", t.name, size, "-", "(not loaded)");
+        }
+        let newest = t.generations.iter().filter(|g| g.loaded).map(|g| g.generation).max();
+        for (i, g) in t.generations.iter().enumerate() {
+            let ram = match (g.loaded, g.bytes_in_ram) {
+                (true, Some(bytes)) => human_bytes(bytes),
+                (true, None) => "loaded".to_string(),
+                (false, _) => "not mounted".to_string(),
+            };
+            let mut users = if g.users.is_empty() { "-".to_string() } else { g.users.join(",") };
+            if Some(g.generation) == newest {
+                users.push_str("  (newest: new containers use it)");
+            }
+            let (name, disk) = if i == 0 { (t.name.as_str(), size.as_str()) } else { ("", "") };
+            println!("{:<20} {:>12}  {:>4}  {:>12}  {}", name, disk, g.generation, ram, users);
+        }
     }
     Ok(0)
 }

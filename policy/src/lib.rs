@@ -338,6 +338,23 @@ impl Policy {
         &self.files
     }
 
+    /// Every inner shell the policy names (in `[defaults]`, plans, groups and
+    /// users), plus the built-in default unless `[defaults]` sets one; sorted,
+    /// each once. A template build checks that each exists.
+    pub fn shells(&self) -> Vec<PathBuf> {
+        let m = &self.model;
+        let mut shells: std::collections::BTreeSet<PathBuf> = std::iter::once(&m.defaults)
+            .chain(m.plans.values())
+            .chain(m.groups.values())
+            .chain(m.users.values())
+            .filter_map(|r| r.shell.as_ref().map(|s| PathBuf::from(&s.value.0)))
+            .collect();
+        if m.defaults.shell.is_none() {
+            shells.insert(PathBuf::from(DEFAULT_SHELL));
+        }
+        shells.into_iter().collect()
+    }
+
     /// The decision for `account` opening a session through PAM service `service`.
     pub fn resolve(&self, account: &Account, service: &str) -> Decision {
         self.explain(account, service).decision

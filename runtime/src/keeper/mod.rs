@@ -108,6 +108,8 @@ struct Keeper {
     /// When the last session ended, if none is open now.
     idle_since: Option<Instant>,
     state: State,
+    /// Where the container's template generation is released at teardown.
+    store: TemplateStore,
 }
 
 fn now_unix() -> u64 {
@@ -257,6 +259,7 @@ impl Keeper {
             next_id: 1,
             idle_since: Some(Instant::now()),
             state,
+            store,
         };
         keeper.write_state();
         Ok(keeper)
@@ -541,6 +544,15 @@ impl Keeper {
         }
         let _ = fs::remove_file(self.paths.state());
         let _ = fs::remove_dir(self.paths.staging());
+        // An older generation goes with the last container on it.
+        match self.store.release(&self.state.template, self.state.generation) {
+            Ok(true) => sys::syslog(
+                libc::LOG_INFO,
+                &format!("{}: template {} generation {} unloaded (its last container is gone)", self.account.name, self.state.template, self.state.generation),
+            ),
+            Ok(false) => {}
+            Err(e) => sys::syslog(libc::LOG_WARNING, &format!("{}: releasing the template generation: {e}", self.account.name)),
+        }
         sys::syslog(
             libc::LOG_INFO,
             &format!(

@@ -21,8 +21,11 @@ use nix::fcntl::{renameat2, RenameFlags};
 
 use super::{create_dir_all_mode, lock_file, tree, BuildReport, TemplateError, TemplateStore};
 
-/// Where a template's tree comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a template's tree comes from. Recorded at build time (see
+/// [`record_source`]) so that `hutchctl template update` can build again
+/// from the same place.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Source {
     /// Copy a directory (never following its symlinks).
     Dir(PathBuf),
@@ -30,6 +33,8 @@ pub enum Source {
     Tar(PathBuf),
     /// mmdebstrap (or debootstrap) `--variant=minbase` from Debian's packages.
     Debootstrap { suite: String, include: Vec<String> },
+    /// An OCI image layout directory: its layers applied in order, whiteouts included.
+    Oci(PathBuf),
 }
 
 /// Checks beyond the built-in ones.
@@ -91,6 +96,11 @@ pub(super) fn build(
             debootstrap(suite, include, &root)?;
             Vec::new()
         }
+        Source::Oci(layout) => {
+            fs::create_dir(&root).map_err(TemplateError::io("creating directory", &root))?;
+            super::oci::unpack(layout, &root, &staging.dir.join("layer"))?;
+            Vec::new()
+        }
     };
     let copied = matches!(source, Source::Dir(_));
 
@@ -146,9 +156,45 @@ pub(super) fn build(
     let dest = store.template_dir(name);
     let _lock = lock_file(&templates.join(format!(".{name}.lock")), true)?;
     install(&root, &dest)?;
+    if let Err(e) = record_source(store, name, source) {
+        report.warnings.push(format!("{e} (hutchctl template update {name} will need the source again)"));
+    }
     report.path = dest;
     Ok(report)
     // `staging` now holds the old tree (if any) and is removed on drop.
+}
+
+/// `<templates>/.<name>.source.json`: where the tree was built from.
+pub(crate) fn source_record(store: &TemplateStore, name: &str) -> PathBuf {
+    store.templates_dir().join(format!(".{name}.source.json"))
+}
+
+/// Records `source` (its paths made absolute) beside the built tree.
+fn record_source(store: &TemplateStore, name: &str, source: &Source) -> Result<(), TemplateError> {
+    let absolute = |p: &PathBuf| fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+    let source = match source {
+        Source::Dir(p) => Source::Dir(absolute(p)),
+        Source::Tar(p) => Source::Tar(absolute(p)),
+        Source::Oci(p) => Source::Oci(absolute(p)),
+        Source::Debootstrap { .. } => source.clone(),
+    };
+    let path = source_record(store, name);
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(&source).map_err(|e| TemplateError::Other(format!("encoding the source: {e}")))?;
+    fs::write(&tmp, text + "\n").map_err(TemplateError::io("writing", &tmp))?;
+    fs::rename(&tmp, &path).map_err(TemplateError::io("writing", &path))
+}
+
+/// The source `name` was last built from, if recorded.
+pub(crate) fn recorded_source(store: &TemplateStore, name: &str) -> Result<Option<Source>, TemplateError> {
+    let path = source_record(store, name);
+    match fs::read(&path) {
+        Ok(text) => serde_json::from_slice(&text)
+            .map(Some)
+            .map_err(|e| TemplateError::Other(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(TemplateError::Io { op: "reading", path, source: e }),
+    }
 }
 
 /// `<templates>/.<name>.tmp-XXXX/`, removed with everything in it on drop.
@@ -459,7 +505,7 @@ fn check_debian_word(
 }
 
 /// Runs a builder; on failure the error names it, its status and its stderr's tail.
-fn run_builder(mut cmd: Command, label: &str) -> Result<(), TemplateError> {
+pub(crate) fn run_builder(mut cmd: Command, label: &str) -> Result<(), TemplateError> {
     let command_line = format!(
         "{} {}",
         label,

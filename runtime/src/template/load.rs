@@ -320,6 +320,7 @@ pub(super) fn list(store: &TemplateStore) -> Result<Vec<TemplateInfo>, TemplateE
         }
     }
     let mounts = read_mounts()?;
+    let uses = store.users()?;
     let mut infos = Vec::new();
     for name in names {
         let built = store.template_dir(&name);
@@ -337,11 +338,17 @@ pub(super) fn list(store: &TemplateStore) -> Result<Vec<TemplateInfo>, TemplateE
                 let path = dir.join(generation.to_string());
                 let loaded = is_loaded(&mounts, &canonical_dir.join(generation.to_string()));
                 let bytes_in_ram = loaded.then(|| bytes_used(&path)).flatten();
+                let users = uses
+                    .iter()
+                    .filter(|u| u.template == name && u.generation == generation)
+                    .map(|u| u.user.clone())
+                    .collect();
                 GenerationInfo {
                     generation,
                     path,
                     loaded,
                     bytes_in_ram,
+                    users,
                 }
             })
             .collect();

@@ -2,19 +2,23 @@
 //! (`<lib_dir>/templates/<name>/`) and loaded, one copy in RAM for every user,
 //! into a read-only tmpfs (`<run_dir>/template/<name>/<generation>/`).
 //!
-//! - [`build`]: make the tree (copy a directory, unpack a tarball, or run
-//!   mmdebstrap/debootstrap) in a private staging directory, sanitize it
+//! - [`build`]: make the tree (copy a directory, unpack a tarball or an OCI
+//!   image layout ([`oci`]), or run mmdebstrap/debootstrap) in a private
+//!   staging directory, record where it came from, sanitize it
 //!   (setuid/setgid bits, file capabilities and device nodes removed), check
 //!   it (`/bin/sh`, `sftp-server`) and swap it in atomically.
 //! - [`load`]: generations: each load is a new tmpfs, filled, then remounted
 //!   read-only, nosuid, nodev. Running containers keep the generation they
-//!   were built on; new ones take the newest.
+//!   were built on; new ones take the newest. A generation that is not the
+//!   newest goes when the last container on it does ([`TemplateStore::release`],
+//!   called by the keeper at teardown), found from the containers' state.json.
 //! - [`tree`]: walking and copying trees without ever following a symlink.
 //!
 //! INTERFACE CONTRACT (used by runtime/src/keeper and ctl/): keep these signatures.
 
 mod build;
 mod load;
+mod oci;
 mod tree;
 
 use std::fs::{self, File, OpenOptions};
@@ -121,6 +125,17 @@ pub struct GenerationInfo {
     pub loaded: bool,
     /// Bytes the tmpfs holds in RAM, when mounted.
     pub bytes_in_ram: Option<u64>,
+    /// Users whose running container is on this generation (from their
+    /// `<run_dir>/users/<user>/state.json`), sorted.
+    pub users: Vec<String>,
+}
+
+/// A running container's use of a template, from its state.json.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct TemplateUse {
+    pub user: String,
+    pub template: String,
+    pub generation: u64,
 }
 
 /// Templates under one lib_dir/run_dir pair.
@@ -219,6 +234,90 @@ impl TemplateStore {
             Some(loaded) => Ok(loaded),
             None => load::load(self, name),
         }
+    }
+
+    /// Builds `name` again (from `source`, or from the source recorded at its
+    /// last build) and loads the result as a new generation. Containers made
+    /// afterwards use it; running ones keep theirs.
+    pub fn update(
+        &self,
+        name: &str,
+        source: Option<&Source>,
+        options: &BuildOptions,
+    ) -> Result<(BuildReport, Loaded), TemplateError> {
+        validate_name(name)?;
+        let source = match source {
+            Some(s) => s.clone(),
+            None => self.recorded_source(name)?.ok_or_else(|| {
+                TemplateError::Other(format!(
+                    "template {name:?} has no recorded source ({}); give one",
+                    build::source_record(self, name).display()
+                ))
+            })?,
+        };
+        let report = self.build(name, &source, options)?;
+        let loaded = self.load(name)?;
+        Ok((report, loaded))
+    }
+
+    /// Where `name` was last built from, if that was recorded.
+    pub fn recorded_source(&self, name: &str) -> Result<Option<Source>, TemplateError> {
+        validate_name(name)?;
+        build::recorded_source(self, name)
+    }
+
+    /// Unloads generation `generation` of `name` if it is not the newest and
+    /// no container's state.json names it any more. Returns whether it was
+    /// unloaded. Called by a keeper after its container is gone (its own
+    /// state.json removed); runs under the loading lock.
+    pub fn release(&self, name: &str, generation: u64) -> Result<bool, TemplateError> {
+        validate_name(name)?;
+        let _lock = self.lock_loading(name)?;
+        let newest = load::current(self, name)?.map(|l| l.generation);
+        if newest.is_none_or(|g| g <= generation) {
+            return Ok(false);
+        }
+        let in_use = self
+            .users()?
+            .iter()
+            .any(|u| u.template == name && u.generation == generation);
+        if in_use {
+            return Ok(false);
+        }
+        let loaded = Loaded {
+            name: name.to_string(),
+            generation,
+            path: self.generations_dir(name).join(generation.to_string()),
+        };
+        if !loaded.path.exists() {
+            return Ok(false);
+        }
+        load::unload(self, &loaded)?;
+        Ok(true)
+    }
+
+    /// The template and generation of every running container, from
+    /// `<run_dir>/users/*/state.json` (unreadable ones are skipped: a keeper
+    /// may be writing it).
+    pub fn users(&self) -> Result<Vec<TemplateUse>, TemplateError> {
+        let dir = self.run_dir.join("users");
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(TemplateError::Io { op: "reading directory", path: dir, source: e }),
+        };
+        let mut found = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(TemplateError::io("reading directory", &dir))?;
+            let Ok(text) = fs::read(entry.path().join("state.json")) else {
+                continue;
+            };
+            if let Ok(u) = serde_json::from_slice::<TemplateUse>(&text) {
+                found.push(u);
+            }
+        }
+        found.sort_by(|a, b| a.user.cmp(&b.user));
+        Ok(found)
     }
 
     /// Unmounts and removes one loaded generation.
