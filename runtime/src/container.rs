@@ -156,6 +156,7 @@ fn setup(spec: &ContainerSpec, keeper: Pid, go: OwnedFd) -> Result<u64, String> 
         uid: rootfs.uid,
         pidns,
         shell: rootfs.inner_shell.clone(),
+        seccomp: rootfs.seccomp.clone(),
     }
     .render();
     rootfs::build(&rootfs).map_err(|e| e.to_string())?;
@@ -190,6 +191,9 @@ fn become_user(spec: &RootfsSpec) -> Result<(), String> {
     let uid = Uid::from_raw(spec.uid);
     setresuid(uid, uid, uid).map_err(|e| format!("setresuid({}): {e}", spec.uid))?;
     prctl::set_no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
+    // Not ptraceable by the user, and /proc/1/{exe,fd,environ} stay closed:
+    // the init is a fork of the keeper, its exe a host binary (CVE-2019-5736).
+    prctl::set_dumpable(false).map_err(|e| format!("PR_SET_DUMPABLE: {e}"))?;
     if caps::read(None, caps::CapSet::Permitted).map(|s| !s.is_empty()).unwrap_or(true) {
         return Err("capabilities remain after dropping to the user".into());
     }

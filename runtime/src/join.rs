@@ -270,6 +270,11 @@ fn spawn_keeper(opts: &JoinOptions, user: &str, service: &str) -> Result<(), Joi
 /// Joins the container's namespaces in [`JOIN_ORDER`] (mount last), then
 /// `chdir("/")` (the host's cwd does not exist inside).
 fn enter(namespaces: &[OwnedFd]) -> Result<(), JoinError> {
+    // The caller (sshd's root monitor) becomes visible to the container's
+    // processes once it sits in their namespaces: make it non-dumpable
+    // first, so that no user process can ptrace it or open its /proc
+    // entries (fds, cwd, exe, environ) (runc nsexec, CVE-2016-9962).
+    nix::sys::prctl::set_dumpable(false).map_err(|e| err("dumpable")(format!("prctl(PR_SET_DUMPABLE, 0): {e}")))?;
     for (fd, name) in namespaces.iter().zip(JOIN_ORDER) {
         setns(fd, CloneFlags::empty()).map_err(|e| JoinError {
             step: match name {
@@ -284,6 +289,22 @@ fn enter(namespaces: &[OwnedFd]) -> Result<(), JoinError> {
         })?;
     }
     nix::unistd::chdir("/").map_err(|e| err("chdir")(format!("chdir(\"/\") in the container: {e}")))?;
+    drop_bounding_set()?;
+    Ok(())
+}
+
+/// Empties the caller's capability bounding set (and inheritable set), so
+/// that whatever it forks for the user (the shell, sftp, scp) starts with
+/// every capability set empty. The caller keeps its own effective and
+/// permitted capabilities: the bounding set only limits what a later
+/// execve could gain, and nothing in the container may gain any.
+fn drop_bounding_set() -> Result<(), JoinError> {
+    for cap in caps::all() {
+        caps::drop(None, caps::CapSet::Bounding, cap)
+            .map_err(|e| err("capabilities")(format!("dropping {cap} from the bounding set: {e}")))?;
+    }
+    caps::clear(None, caps::CapSet::Inheritable)
+        .map_err(|e| err("capabilities")(format!("clearing the inheritable set: {e}")))?;
     Ok(())
 }
 

@@ -54,29 +54,39 @@ pub const CONTAINER_MARKER: &str = "/run/hutch-container";
 /// uid=1001
 /// pidns=4026532180     (inode of the container's pid namespace)
 /// shell=/bin/bash      (the inner shell from the policy)
+/// seccomp=default       (the policy's seccomp profile: default, off, or an absolute path)
 /// ```
+/// A marker without a `seccomp=` line (written by an older keeper) means
+/// `default`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Marker {
     pub user: String,
     pub uid: u32,
     pub pidns: u64,
     pub shell: PathBuf,
+    /// The seccomp profile hutch-shell loads (`UserPolicy::seccomp`).
+    pub seccomp: String,
 }
+
+/// The seccomp profile of a marker that names none.
+pub const DEFAULT_SECCOMP: &str = "default";
 
 impl Marker {
     pub fn render(&self) -> String {
         format!(
-            "user={}\nuid={}\npidns={}\nshell={}\n",
+            "user={}\nuid={}\npidns={}\nshell={}\nseccomp={}\n",
             self.user,
             self.uid,
             self.pidns,
-            self.shell.display()
+            self.shell.display(),
+            self.seccomp
         )
     }
 
     /// Parses a marker; `None` when a field is missing or malformed.
     pub fn parse(text: &str) -> Option<Marker> {
         let (mut user, mut uid, mut pidns, mut shell) = (None, None, None, None);
+        let mut seccomp = DEFAULT_SECCOMP.to_string();
         for line in text.lines() {
             let (k, v) = line.split_once('=')?;
             match k {
@@ -84,10 +94,11 @@ impl Marker {
                 "uid" => uid = v.parse().ok(),
                 "pidns" => pidns = v.parse().ok(),
                 "shell" => shell = Some(PathBuf::from(v)),
+                "seccomp" if !v.is_empty() => seccomp = v.to_string(),
                 _ => {}
             }
         }
-        Some(Marker { user: user?, uid: uid?, pidns: pidns?, shell: shell? })
+        Some(Marker { user: user?, uid: uid?, pidns: pidns?, shell: shell?, seccomp })
     }
 }
 
@@ -98,8 +109,15 @@ mod tests {
     /// A rendered marker parses back to itself.
     #[test]
     fn marker_round_trip() {
-        let m = Marker { user: "alice".into(), uid: 1001, pidns: 4026532180, shell: "/bin/bash".into() };
+        let m = Marker { user: "alice".into(), uid: 1001, pidns: 4026532180, shell: "/bin/bash".into(), seccomp: "off".into() };
         assert_eq!(Marker::parse(&m.render()), Some(m));
         assert_eq!(Marker::parse("user=a\nuid=x\n"), None);
+    }
+
+    /// A marker from a keeper that wrote no `seccomp=` line means the default profile.
+    #[test]
+    fn marker_without_seccomp_is_default() {
+        let m = Marker::parse("user=a\nuid=1\npidns=2\nshell=/bin/sh\n").unwrap();
+        assert_eq!(m.seccomp, DEFAULT_SECCOMP);
     }
 }

@@ -48,6 +48,8 @@ pub struct RootfsSpec {
     pub syslog_socket: PathBuf,
     /// Content of the marker at [`crate::paths::CONTAINER_MARKER`].
     pub marker: String,
+    /// The policy's seccomp profile, passed to hutch-shell in the marker.
+    pub seccomp: String,
 }
 
 /// A failed set-up step: what was done, on what, and why.
@@ -87,6 +89,7 @@ pub fn build(spec: &RootfsSpec) -> Result<()> {
     mount_proc(&root)?;
     mount_sys(&root)?;
     mount_dev(spec, &root)?;
+    mask_paths(&root)?;
     write_marker(spec, &root)?;
     pivot_into(&root)?;
     Ok(())
@@ -258,17 +261,170 @@ fn fd_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
-/// Bind-mounts the object behind `fd` on `target`, then remounts with `extra`
-/// (nosuid, nodev, and read-only where asked).
-fn bind_fd(fd: &OwnedFd, target: &Path, read_only: bool) -> Result<()> {
-    mount(Some(&fd_path(fd)), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+/// openat2's RESOLVE_BENEATH: no escape from the starting directory.
+const RESOLVE_BENEATH: u64 = 0x08;
+
+/// What a mount target must be when it has to be created.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Dir,
+    /// A regular file, created empty with this mode.
+    File(u32),
+}
+
+/// Opens (O_PATH) the mount target `path` inside the new root, one
+/// component at a time with `openat2(RESOLVE_NO_SYMLINKS|RESOLVE_BENEATH)`:
+/// the user owns their home (and may own a persistent layer), so a symlink
+/// planted there between sessions must not redirect a mount (LXC's and
+/// runc's mount-target CVEs, checklist 1.9). Missing components are made
+/// (directories, and the last one as `kind`), never through a symlink.
+fn open_target(root: &Path, path: &Path, kind: Kind) -> Result<OwnedFd> {
+    let names: Vec<&std::ffi::OsStr> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(Ok(n)),
+            Component::RootDir | Component::CurDir => None,
+            _ => Some(Err(())),
+        })
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| RootfsError::Refused(format!("mount target {} contains '..'", path.display())))?;
+    let mut cur: OwnedFd = fs::File::open(root).map_err(io_err("opening", root))?.into();
+    let resolve = sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_NO_MAGICLINKS | RESOLVE_BENEATH;
+    for (i, name) in names.iter().enumerate() {
+        let last = i + 1 == names.len();
+        let c = CString::new(name.as_encoded_bytes())
+            .map_err(|_| RootfsError::Refused(format!("{} contains a NUL byte", path.display())))?;
+        // No O_NOFOLLOW: with it O_PATH would open a final symlink itself;
+        // RESOLVE_NO_SYMLINKS refuses it (ELOOP) instead.
+        let open = |dir: &OwnedFd| sys::openat2(dir.as_fd(), &c, libc::O_PATH, resolve);
+        let next = match open(&cur) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                match (last, kind) {
+                    (true, Kind::File(mode)) => {
+                        let f = nix::fcntl::openat(
+                            Some(cur.as_raw_fd()),
+                            c.as_c_str(),
+                            nix::fcntl::OFlag::O_CREAT
+                                | nix::fcntl::OFlag::O_EXCL
+                                | nix::fcntl::OFlag::O_NOFOLLOW
+                                | nix::fcntl::OFlag::O_WRONLY
+                                | nix::fcntl::OFlag::O_CLOEXEC,
+                            Mode::from_bits_truncate(mode),
+                        )
+                        .map_err(sys_err("creating the mount target", path))?;
+                        let _ = nix::unistd::close(f);
+                    }
+                    _ => nix::sys::stat::mkdirat(Some(cur.as_raw_fd()), c.as_c_str(), Mode::from_bits_truncate(0o755))
+                        .map_err(sys_err("creating a directory of the mount target", path))?,
+                }
+                open(&cur).map_err(io_err("opening the mount target", path))?
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::EXDEV) => {
+                return Err(RootfsError::Refused(format!(
+                    "mount target {} has a symlink in its path inside the container; hutch does not follow symlinks here",
+                    path.display()
+                )))
+            }
+            Err(e) => return Err(io_err("opening the mount target", path)(e)),
+        };
+        cur = next;
+    }
+    let md = fs::metadata(fd_path(&cur)).map_err(io_err("stat of the mount target", path))?;
+    match kind {
+        Kind::Dir if !md.is_dir() => {
+            Err(RootfsError::Refused(format!("mount target {} is not a directory", path.display())))
+        }
+        Kind::File(_) if md.is_dir() => {
+            Err(RootfsError::Refused(format!("mount target {} is a directory", path.display())))
+        }
+        _ => Ok(cur),
+    }
+}
+
+/// Bind-mounts the object behind `fd` on `target` (a container path,
+/// resolved by [`open_target`] and mounted through its fd), then re-resolves
+/// the target, which must now be the new mount, and remounts it nosuid,
+/// nodev, and read-only where asked.
+fn bind_fd_at(fd: &OwnedFd, root: &Path, target: &Path, kind: Kind, read_only: bool) -> Result<()> {
+    let at = open_target(root, target, kind)?;
+    mount(Some(&fd_path(fd)), &fd_path(&at), None::<&str>, MsFlags::MS_BIND, None::<&str>)
         .map_err(sys_err("bind-mounting onto", target))?;
+    drop(at);
+    let at = open_target(root, target, kind)?;
     let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     if read_only {
         flags |= MsFlags::MS_RDONLY;
     }
-    mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+    mount(None::<&str>, &fd_path(&at), None::<&str>, flags, None::<&str>)
         .map_err(sys_err("remounting (nosuid,nodev) the bind on", target))
+}
+
+/// A verified `/dev/null` of the new root: a character device 1:3 reached
+/// without a symlink (CVE-2025-31133 swapped it for one).
+fn verified_dev_null(root: &Path) -> Result<OwnedFd> {
+    let path = root.join("dev/null");
+    let fd = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(io_err("opening", &path))?;
+    verify_char_dev(&fd.into(), &path, 1, 3)
+}
+
+/// Checks that `fd` is the character device `major:minor`.
+fn verify_char_dev(fd: &OwnedFd, path: &Path, major: u64, minor: u64) -> Result<OwnedFd> {
+    let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(sys_err("stat", path))?;
+    let is_chr = st.st_mode & libc::S_IFMT == libc::S_IFCHR;
+    if !is_chr || st.st_rdev != makedev(major, minor) {
+        return Err(RootfsError::Refused(format!(
+            "{} is not the character device {major}:{minor}",
+            path.display()
+        )));
+    }
+    fd.try_clone().map_err(io_err("dup", path))
+}
+
+/// Files in /proc that leak host state or kernel memory: a verified
+/// /dev/null is bound over each (moby's masked paths, plus kallsyms as
+/// nspawn does).
+const MASKED_PROC_FILES: &[&str] = &[
+    "interrupts", "kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug", "kallsyms",
+    "sysrq-trigger",
+];
+/// Directories hidden under an empty read-only tmpfs.
+const MASKED_DIRS: &[&str] = &["proc/acpi", "proc/asound", "proc/scsi", "sys/firmware", "sys/devices/virtual/powercap"];
+
+/// Masks what [`MASKED_PROC_FILES`] and [`MASKED_DIRS`] name (those that
+/// exist on this kernel), and every `cpu*/thermal_throttle` in /sys.
+fn mask_paths(root: &Path) -> Result<()> {
+    let null = verified_dev_null(root)?;
+    for name in MASKED_PROC_FILES {
+        let path = root.join("proc").join(name);
+        if !fs::symlink_metadata(&path).map(|m| m.file_type().is_file()).unwrap_or(false) {
+            continue;
+        }
+        mount(Some(&fd_path(&null)), &path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(sys_err("masking (binding /dev/null onto)", &path))?;
+    }
+    let mut dirs: Vec<PathBuf> = MASKED_DIRS.iter().map(|d| root.join(d)).collect();
+    if let Ok(cpus) = fs::read_dir(root.join("sys/devices/system/cpu")) {
+        dirs.extend(cpus.flatten().map(|e| e.path().join("thermal_throttle")));
+    }
+    for path in dirs {
+        if !fs::symlink_metadata(&path).map(|m| m.is_dir()).unwrap_or(false) {
+            continue;
+        }
+        mount(
+            Some("hutch-mask"),
+            &path,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("size=4k,nr_inodes=1"),
+        )
+        .map_err(sys_err("masking", &path))?;
+    }
+    Ok(())
 }
 
 fn bind_home(spec: &RootfsSpec, root: &Path) -> Result<()> {
@@ -279,22 +435,13 @@ fn bind_home(spec: &RootfsSpec, root: &Path) -> Result<()> {
         }
         other => other,
     })?;
-    let target = inside(root, &spec.home)?;
-    mkdir_p(&target)?;
-    bind_fd(&fd, &target, false)
+    bind_fd_at(&fd, root, &spec.home, Kind::Dir, false)
 }
 
 fn bind_host_files(spec: &RootfsSpec, root: &Path) -> Result<()> {
     for file in &spec.host_files {
         let fd = open_no_symlinks(file, 0)?;
-        let target = inside(root, file)?;
-        if let Some(parent) = target.parent() {
-            mkdir_p(parent)?;
-        }
-        if fs::symlink_metadata(&target).is_err() {
-            write_file(&target, "", 0o755)?;
-        }
-        bind_fd(&fd, &target, true)?;
+        bind_fd_at(&fd, root, file, Kind::File(0o755), true)?;
     }
     Ok(())
 }
@@ -307,19 +454,9 @@ fn bind_policy_mounts(spec: &RootfsSpec, root: &Path) -> Result<()> {
             }
             other => other,
         })?;
-        let target = inside(root, &m.target)?;
         let is_dir = fs::metadata(fd_path(&fd)).map(|md| md.is_dir()).unwrap_or(true);
-        if is_dir {
-            mkdir_p(&target)?;
-        } else {
-            if let Some(parent) = target.parent() {
-                mkdir_p(parent)?;
-            }
-            if fs::symlink_metadata(&target).is_err() {
-                write_file(&target, "", 0o644)?;
-            }
-        }
-        bind_fd(&fd, &target, m.read_only)?;
+        let kind = if is_dir { Kind::Dir } else { Kind::File(0o644) };
+        bind_fd_at(&fd, root, &m.target, kind, m.read_only)?;
     }
     Ok(())
 }
@@ -352,15 +489,7 @@ fn mount_proc(root: &Path) -> Result<()> {
         )
         .map_err(sys_err("remounting read-only", &path))?;
     }
-    // Masked: files under an empty read-only bind of /dev/null is done after /dev
-    // exists; here a read-only empty tmpfs hides the directories.
-    for p in ["acpi", "scsi"] {
-        let path = proc_.join(p);
-        if fs::symlink_metadata(&path).map(|m| m.is_dir()).unwrap_or(false) {
-            mount(Some("hutch-mask"), &path, Some("tmpfs"), MsFlags::MS_RDONLY, Some("size=4k,nr_inodes=2"))
-                .map_err(sys_err("masking", &path))?;
-        }
-    }
+    // Masked files and directories: see mask_paths (after /dev exists).
     Ok(())
 }
 
@@ -392,7 +521,15 @@ fn mount_dev(spec: &RootfsSpec, root: &Path) -> Result<()> {
         let path = dev.join(name);
         mknod(&path, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor))
             .map_err(sys_err("mknod", &path))?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).map_err(io_err("chmod", &path))?;
+        // Verify what was made before trusting it (runc mknodDevice).
+        let fd: OwnedFd = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(io_err("opening", &path))?
+            .into();
+        verify_char_dev(&fd, &path, major, minor)?;
+        fs::set_permissions(fd_path(&fd), fs::Permissions::from_mode(0o666)).map_err(io_err("chmod", &path))?;
     }
     let pts = dev.join("pts");
     mkdir_mode(&pts, 0o755)?;
@@ -490,6 +627,7 @@ mod tests {
             hostname: "alice".into(),
             syslog_socket: "/dev/log".into(),
             marker: String::new(),
+            seccomp: "default".into(),
         }
     }
 

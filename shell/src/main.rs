@@ -7,11 +7,13 @@
 //! 2. close stray fds;
 //! 3. make sure the cwd is inside the container;
 //! 4. set no_new_privs;
-//! 5. exec the inner shell as a login shell, or with `-c CMD`.
+//! 5. load the seccomp filter the marker names ([`seccomp`]);
+//! 6. exec the inner shell as a login shell, or with `-c CMD`.
 
 mod fds;
 mod marker;
 mod plan;
+mod seccomp;
 mod sys;
 
 use std::ffi::{CString, OsString};
@@ -36,6 +38,10 @@ fn main() {
     ensure_cwd_inside();
     if let Err(e) = nix::sys::prctl::set_no_new_privs() {
         eprintln!("hutch-shell: prctl(PR_SET_NO_NEW_PRIVS): {e}");
+        exit(EXIT_REFUSED);
+    }
+    if let Err(e) = seccomp::apply(&marker.seccomp) {
+        eprintln!("hutch-shell: {e}");
         exit(EXIT_REFUSED);
     }
     exec_inner(&plan::plan(&argv0, &args, &marker.shell));

@@ -118,7 +118,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn marker(uid: u32, pidns: u64) -> String {
-        Marker { user: "alice".into(), uid, pidns, shell: "/bin/bash".into() }.render()
+        Marker { user: "alice".into(), uid, pidns, shell: "/bin/bash".into(), seccomp: "default".into() }.render()
     }
 
     fn am_root() -> bool {

@@ -623,5 +623,6 @@ fn rootfs_spec(account: &Account, up: &UserPolicy, lower: &Path, staging: &Path)
         hostname: up.hostname.clone(),
         syslog_socket: PathBuf::from("/dev/log"),
         marker: String::new(),
+        seccomp: up.seccomp.clone(),
     }
 }
