@@ -152,7 +152,10 @@ pub fn run(cli: &Cli, cmd: &TemplateCmd) -> anyhow::Result<i32> {
             }
             println!("built template {name}: {}", human_bytes(report.bytes));
             print_loaded(&loaded, started);
-            println!("new containers use generation {}; running ones keep theirs", loaded.generation);
+            println!(
+                "new containers use generation {}; running ones keep theirs",
+                loaded.generation
+            );
             Ok(0)
         }
         TemplateCmd::Unload { name, generation } => {
@@ -187,7 +190,9 @@ fn describe(source: &Source) -> String {
         Source::Tar(p) => format!("tarball {}", p.display()),
         Source::Oci(p) => format!("OCI layout {}", p.display()),
         Source::Debootstrap { suite, include } if include.is_empty() => format!("Debian {suite}"),
-        Source::Debootstrap { suite, include } => format!("Debian {suite} with {}", include.join(",")),
+        Source::Debootstrap { suite, include } => {
+            format!("Debian {suite} with {}", include.join(","))
+        }
     }
 }
 
@@ -256,27 +261,49 @@ fn list(store: &TemplateStore) -> anyhow::Result<i32> {
         println!("no templates in {}", store.templates_dir().display());
         return Ok(0);
     }
-    println!("{:<20} {:>12}  {:>4}  {:>12}  USERS", "NAME", "ON DISK", "GEN", "IN RAM");
+    println!(
+        "{:<20} {:>12}  {:>4}  {:>12}  USERS",
+        "NAME", "ON DISK", "GEN", "IN RAM"
+    );
     for t in &templates {
         let size = t
             .bytes
             .map_or_else(|| "(not built)".to_string(), human_bytes);
         if t.generations.is_empty() {
-            println!("{:<20} {:>12}  {:>4}  {:>12}  -", t.name, size, "-", "(not loaded)");
+            println!(
+                "{:<20} {:>12}  {:>4}  {:>12}  -",
+                t.name, size, "-", "(not loaded)"
+            );
         }
-        let newest = t.generations.iter().filter(|g| g.loaded).map(|g| g.generation).max();
+        let newest = t
+            .generations
+            .iter()
+            .filter(|g| g.loaded)
+            .map(|g| g.generation)
+            .max();
         for (i, g) in t.generations.iter().enumerate() {
             let ram = match (g.loaded, g.bytes_in_ram) {
                 (true, Some(bytes)) => human_bytes(bytes),
                 (true, None) => "loaded".to_string(),
                 (false, _) => "not mounted".to_string(),
             };
-            let mut users = if g.users.is_empty() { "-".to_string() } else { g.users.join(",") };
+            let mut users = if g.users.is_empty() {
+                "-".to_string()
+            } else {
+                g.users.join(",")
+            };
             if Some(g.generation) == newest {
                 users.push_str("  (newest: new containers use it)");
             }
-            let (name, disk) = if i == 0 { (t.name.as_str(), size.as_str()) } else { ("", "") };
-            println!("{:<20} {:>12}  {:>4}  {:>12}  {}", name, disk, g.generation, ram, users);
+            let (name, disk) = if i == 0 {
+                (t.name.as_str(), size.as_str())
+            } else {
+                ("", "")
+            };
+            println!(
+                "{:<20} {:>12}  {:>4}  {:>12}  {}",
+                name, disk, g.generation, ram, users
+            );
         }
     }
     Ok(0)

@@ -31,9 +31,15 @@ struct TestEnv {
 
 impl TestEnv {
     fn new(test: &str) -> TestEnv {
-        let dir = tempfile::Builder::new().prefix(&format!("hutch-oci-{test}-")).tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("hutch-oci-{test}-"))
+            .tempdir()
+            .unwrap();
         let store = TemplateStore::new(&dir.path().join("lib"), &dir.path().join("run"));
-        TestEnv { dir: Some(dir), store }
+        TestEnv {
+            dir: Some(dir),
+            store,
+        }
     }
 
     fn path(&self) -> &Path {
@@ -44,7 +50,10 @@ impl TestEnv {
 impl Drop for TestEnv {
     fn drop(&mut self) {
         let root = fs::canonicalize(self.path()).unwrap();
-        let mut under: Vec<PathBuf> = mount_points().into_iter().filter(|p| p.starts_with(&root)).collect();
+        let mut under: Vec<PathBuf> = mount_points()
+            .into_iter()
+            .filter(|p| p.starts_with(&root))
+            .collect();
         under.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
         for point in under {
             let _ = umount2(&point, MntFlags::MNT_DETACH);
@@ -59,7 +68,11 @@ fn mount_points() -> Vec<PathBuf> {
     fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(|p| PathBuf::from(p.replace("\\040", " "))))
+        .filter_map(|l| {
+            l.split(' ')
+                .nth(4)
+                .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        })
         .collect()
 }
 
@@ -71,7 +84,12 @@ fn write_file(path: &Path, data: &str, mode: u32) {
 
 fn sha256(path: &Path) -> String {
     let out = Command::new("sha256sum").arg(path).output().unwrap();
-    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 /// Stores `path` as a blob of `layout`; returns its descriptor (JSON).
@@ -106,7 +124,11 @@ fn make_layout(base: &Path) -> PathBuf {
     write_file(&l1.join("usr/bin/dash"), "#!/nonexistent\n", 0o755);
     std::os::unix::fs::symlink("usr/bin", l1.join("bin")).unwrap();
     std::os::unix::fs::symlink("dash", l1.join("usr/bin/sh")).unwrap();
-    write_file(&l1.join("usr/lib/openssh/sftp-server"), "#!/nonexistent\n", 0o755);
+    write_file(
+        &l1.join("usr/lib/openssh/sftp-server"),
+        "#!/nonexistent\n",
+        0o755,
+    );
     write_file(&l1.join("usr/bin/su"), "setuid\n", 0o4755);
     write_file(&l1.join("etc/gone"), "lower\n", 0o644);
     write_file(&l1.join("etc/keep"), "lower\n", 0o644);
@@ -122,19 +144,47 @@ fn make_layout(base: &Path) -> PathBuf {
 
     let layout = base.join("layout");
     fs::create_dir_all(&layout).unwrap();
-    fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
     tar_dir(&l1, &base.join("l1.tar.gz"), true);
     tar_dir(&l2, &base.join("l2.tar"), false);
-    let d1 = add_blob(&layout, &base.join("l1.tar.gz"), "application/vnd.oci.image.layer.v1.tar+gzip");
-    let d2 = add_blob(&layout, &base.join("l2.tar"), "application/vnd.oci.image.layer.v1.tar");
-    fs::write(base.join("config.json"), r#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#).unwrap();
-    let config = add_blob(&layout, &base.join("config.json"), "application/vnd.oci.image.config.v1+json");
+    let d1 = add_blob(
+        &layout,
+        &base.join("l1.tar.gz"),
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+    );
+    let d2 = add_blob(
+        &layout,
+        &base.join("l2.tar"),
+        "application/vnd.oci.image.layer.v1.tar",
+    );
+    fs::write(
+        base.join("config.json"),
+        r#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
+    )
+    .unwrap();
+    let config = add_blob(
+        &layout,
+        &base.join("config.json"),
+        "application/vnd.oci.image.config.v1+json",
+    );
     let manifest = format!(
         r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{config},"layers":[{d1},{d2}]}}"#
     );
     fs::write(base.join("manifest.json"), manifest).unwrap();
-    let m = add_blob(&layout, &base.join("manifest.json"), "application/vnd.oci.image.manifest.v1+json");
-    fs::write(layout.join("index.json"), format!(r#"{{"schemaVersion":2,"manifests":[{m}]}}"#)).unwrap();
+    let m = add_blob(
+        &layout,
+        &base.join("manifest.json"),
+        "application/vnd.oci.image.manifest.v1+json",
+    );
+    fs::write(
+        layout.join("index.json"),
+        format!(r#"{{"schemaVersion":2,"manifests":[{m}]}}"#),
+    )
+    .unwrap();
     layout
 }
 
@@ -148,18 +198,48 @@ fn build_from_oci_layout() {
     }
     let env = TestEnv::new("build");
     let layout = make_layout(env.path());
-    let report = env.store.build("oci", &Source::Oci(layout.clone()), &BuildOptions::default()).unwrap();
+    let report = env
+        .store
+        .build(
+            "oci",
+            &Source::Oci(layout.clone()),
+            &BuildOptions::default(),
+        )
+        .unwrap();
     let t = &report.path;
     assert!(!t.join("etc/gone").exists(), "whiteout not applied");
     assert_eq!(fs::read_to_string(t.join("etc/keep")).unwrap(), "upper\n");
     assert_eq!(fs::read_to_string(t.join("etc/added")).unwrap(), "upper\n");
-    assert!(!t.join("opt/app/old").exists() && !t.join("opt/app/sub").exists(), "opaque dir kept lower entries");
-    assert_eq!(fs::read_to_string(t.join("opt/app/new")).unwrap(), "upper\n");
+    assert!(
+        !t.join("opt/app/old").exists() && !t.join("opt/app/sub").exists(),
+        "opaque dir kept lower entries"
+    );
+    assert_eq!(
+        fs::read_to_string(t.join("opt/app/new")).unwrap(),
+        "upper\n"
+    );
     assert!(!t.join("etc/.wh.gone").exists() && !t.join("opt/app/.wh..wh..opq").exists());
-    assert!(fs::symlink_metadata(t.join("bin")).unwrap().file_type().is_symlink());
-    assert_eq!(fs::metadata(t.join("usr/bin/su")).unwrap().permissions().mode() & 0o7777, 0o755);
-    assert!(report.warnings.iter().any(|w| w.contains("/usr/bin/su")), "{:?}", report.warnings);
-    assert_eq!(env.store.recorded_source("oci").unwrap(), Some(Source::Oci(fs::canonicalize(&layout).unwrap())));
+    assert!(fs::symlink_metadata(t.join("bin"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        fs::metadata(t.join("usr/bin/su"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o755
+    );
+    assert!(
+        report.warnings.iter().any(|w| w.contains("/usr/bin/su")),
+        "{:?}",
+        report.warnings
+    );
+    assert_eq!(
+        env.store.recorded_source("oci").unwrap(),
+        Some(Source::Oci(fs::canonicalize(&layout).unwrap()))
+    );
     // No staging or scratch directory is left behind.
     let left: Vec<_> = fs::read_dir(env.store.templates_dir())
         .unwrap()
@@ -179,7 +259,10 @@ fn oci_digest_mismatch_is_refused() {
     let layout = make_layout(env.path());
     let hex = sha256(&env.path().join("l2.tar"));
     fs::write(layout.join("blobs/sha256").join(&hex), b"tampered").unwrap();
-    let err = env.store.build("bad", &Source::Oci(layout), &BuildOptions::default()).unwrap_err();
+    let err = env
+        .store
+        .build("bad", &Source::Oci(layout), &BuildOptions::default())
+        .unwrap_err();
     assert!(err.to_string().contains("digest mismatch"), "{err}");
     assert!(!env.store.template_dir("bad").exists());
 }
@@ -197,8 +280,13 @@ fn oci_missing_policy_shell_is_refused() {
         Path::new("hutch.toml"),
     )
     .unwrap();
-    assert_eq!(policy.shells(), vec![PathBuf::from("/bin/sh"), PathBuf::from("/usr/bin/zsh")]);
-    let options = BuildOptions { shells: policy.shells() };
+    assert_eq!(
+        policy.shells(),
+        vec![PathBuf::from("/bin/sh"), PathBuf::from("/usr/bin/zsh")]
+    );
+    let options = BuildOptions {
+        shells: policy.shells(),
+    };
     match env.store.build("noz", &Source::Oci(layout), &options) {
         Err(TemplateError::Missing { path, .. }) => assert_eq!(path, Path::new("/usr/bin/zsh")),
         other => panic!("expected a missing-shell refusal, got {other:?}"),
@@ -208,8 +296,15 @@ fn oci_missing_policy_shell_is_refused() {
 /// The built-in default shell counts unless `[defaults]` sets one.
 #[test]
 fn policy_shells_include_the_default() {
-    let policy = hutch_policy::Policy::parse("[users.alice]\nshell = \"/bin/zsh\"\n", Path::new("hutch.toml")).unwrap();
-    assert_eq!(policy.shells(), vec![PathBuf::from("/bin/bash"), PathBuf::from("/bin/zsh")]);
+    let policy = hutch_policy::Policy::parse(
+        "[users.alice]\nshell = \"/bin/zsh\"\n",
+        Path::new("hutch.toml"),
+    )
+    .unwrap();
+    assert_eq!(
+        policy.shells(),
+        vec![PathBuf::from("/bin/bash"), PathBuf::from("/bin/zsh")]
+    );
 }
 
 /// `update` rebuilds from the recorded source and loads a new generation;
@@ -222,9 +317,14 @@ fn update_and_release_generations() {
     }
     let env = TestEnv::new("gens");
     let layout = make_layout(env.path());
-    env.store.build("t", &Source::Oci(layout), &BuildOptions::default()).unwrap();
+    env.store
+        .build("t", &Source::Oci(layout), &BuildOptions::default())
+        .unwrap();
     let g1 = env.store.load("t").unwrap();
-    let (_, g2) = env.store.update("t", None, &BuildOptions::default()).unwrap();
+    let (_, g2) = env
+        .store
+        .update("t", None, &BuildOptions::default())
+        .unwrap();
     assert_eq!((g1.generation, g2.generation), (1, 2));
     assert_eq!(env.store.current("t").unwrap(), Some(g2.clone()));
 
@@ -240,11 +340,20 @@ fn update_and_release_generations() {
     assert_eq!(list[0].generations[0].users, vec!["alice".to_string()]);
     assert!(list[0].generations[1].users.is_empty());
 
-    assert!(!env.store.release("t", 1).unwrap(), "released a generation in use");
-    assert!(!env.store.release("t", 2).unwrap(), "released the newest generation");
+    assert!(
+        !env.store.release("t", 1).unwrap(),
+        "released a generation in use"
+    );
+    assert!(
+        !env.store.release("t", 2).unwrap(),
+        "released the newest generation"
+    );
     fs::remove_file(user_dir.join("state.json")).unwrap();
     assert!(env.store.release("t", 1).unwrap());
     assert!(!g1.path.exists());
     assert!(g2.path.join("etc/keep").exists());
-    assert!(!env.store.release("t", 1).unwrap(), "a second release is a no-op");
+    assert!(
+        !env.store.release("t", 1).unwrap(),
+        "a second release is a no-op"
+    );
 }

@@ -56,17 +56,27 @@ fn lowerdir_of(init: i64) -> String {
 }
 
 fn state_u64(hutch: &HutchEnv, user: &str, key: &str) -> u64 {
-    let st = hutch.state(user).unwrap_or_else(|| panic!("no state.json for {user}"));
-    st[key].as_u64().unwrap_or_else(|| panic!("state.json of {user}: no {key}: {st}"))
+    let st = hutch
+        .state(user)
+        .unwrap_or_else(|| panic!("no state.json for {user}"));
+    st[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("state.json of {user}: no {key}: {st}"))
 }
 
 /// `key` of memory.stat in the memory hierarchy of a group (v1 `total_*`
 /// when present, which counts the subtree like v2 does).
 fn memory_stat(dirs: &[PathBuf], key: &str) -> Option<u64> {
     for d in dirs {
-        let Ok(text) = std::fs::read_to_string(d.join("memory.stat")) else { continue };
+        let Ok(text) = std::fs::read_to_string(d.join("memory.stat")) else {
+            continue;
+        };
         let get = |k: &str| {
-            text.lines().find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+            text.lines().find_map(|l| {
+                l.strip_prefix(k)
+                    .and_then(|r| r.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse().ok())
+            })
         };
         if let Some(v) = get(&format!("total_{key}")).or_else(|| get(key)) {
             return Some(v);
@@ -92,10 +102,17 @@ fn alt_lib_dir() -> PathBuf {
     let store = hutch_runtime::template::TemplateStore::new(&lib, Path::new("/run/hutch-unused"));
     let done = store.template_dir("e2e-alt").join("bin/bash");
     if !done.exists() {
-        let lockf = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(lib.join(".e2e-alt.lock")).unwrap();
+        let lockf = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(lib.join(".e2e-alt.lock"))
+            .unwrap();
         lockf.lock().unwrap();
         if !done.exists() {
-            store.build_from_dir("e2e-alt", &store.template_dir(E2E_TEMPLATE)).expect("building e2e-alt");
+            store
+                .build_from_dir("e2e-alt", &store.template_dir(E2E_TEMPLATE))
+                .expect("building e2e-alt");
         }
     }
     lib
@@ -116,7 +133,13 @@ fn upgrade_with_a_user_logged_in() {
     let shared = hutch.lib_dir.join("templates").join(E2E_TEMPLATE);
     hutch.lib_dir = hutch.dir.join("lib");
     hutch.write_policy(POLICY);
-    let out = hutch.ctl(&["template", "build", E2E_TEMPLATE, "--from-dir", &shared.to_string_lossy()]);
+    let out = hutch.ctl(&[
+        "template",
+        "build",
+        E2E_TEMPLATE,
+        "--from-dir",
+        &shared.to_string_lossy(),
+    ]);
     assert!(out.status.success(), "{}", out.describe());
 
     let first = hutch.user();
@@ -125,7 +148,11 @@ fn upgrade_with_a_user_logged_in() {
     let gens = hutch.run_dir.join("template").join(E2E_TEMPLATE);
 
     let mut s1 = env.ssh_pty(&first, &[]);
-    assert!(s1.expect("$ ", Duration::from_secs(30)).is_some(), "no prompt: {}", s1.output());
+    assert!(
+        s1.expect("$ ", Duration::from_secs(30)).is_some(),
+        "no prompt: {}",
+        s1.output()
+    );
     assert_eq!(state_u64(&hutch, &first.name, "generation"), 1);
     let init1 = state_u64(&hutch, &first.name, "init_pid") as i64;
     assert_eq!(lowerdir_of(init1), gens.join("1").to_string_lossy());
@@ -138,18 +165,33 @@ fn upgrade_with_a_user_logged_in() {
         while !job.is_finished() || ticks == 0 {
             s1.send(&format!("echo T$(({ticks}+1000))X\n"));
             let want = format!("T{}X", ticks + 1000);
-            assert!(s1.expect(&want, Duration::from_secs(10)).is_some(), "the session stalled during the update: {}", s1.output());
+            assert!(
+                s1.expect(&want, Duration::from_secs(10)).is_some(),
+                "the session stalled during the update: {}",
+                s1.output()
+            );
             ticks += 1;
         }
-        eprintln!("update took {:?}; the logged-in user ran {ticks} commands meanwhile", started.elapsed());
+        eprintln!(
+            "update took {:?}; the logged-in user ran {ticks} commands meanwhile",
+            started.elapsed()
+        );
         job.join().unwrap()
     });
     assert!(update.status.success(), "{}", update.describe());
-    assert!(update.stdout_str().contains("generation 2"), "{}", update.describe());
+    assert!(
+        update.stdout_str().contains("generation 2"),
+        "{}",
+        update.describe()
+    );
 
     // A new login gets generation 2; the first user is still on 1.
     let mut s2 = env.ssh_pty(&second, &[]);
-    assert!(s2.expect("$ ", Duration::from_secs(30)).is_some(), "no prompt: {}", s2.output());
+    assert!(
+        s2.expect("$ ", Duration::from_secs(30)).is_some(),
+        "no prompt: {}",
+        s2.output()
+    );
     assert_eq!(state_u64(&hutch, &second.name, "generation"), 2);
     let init2 = state_u64(&hutch, &second.name, "init_pid") as i64;
     assert_eq!(lowerdir_of(init2), gens.join("2").to_string_lossy());
@@ -159,9 +201,20 @@ fn upgrade_with_a_user_logged_in() {
     assert!(list.status.success(), "{}", list.describe());
     let text = list.stdout_str();
     eprintln!("{text}");
-    let row = |g: &str| text.lines().find(|l| l.split_whitespace().any(|w| w == g) && l.contains("iB")).unwrap_or_default().to_string();
-    assert!(row("1").contains(&first.name) && !row("1").contains(&second.name), "{text}");
-    assert!(row("2").contains(&second.name) && row("2").contains("newest"), "{text}");
+    let row = |g: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().any(|w| w == g) && l.contains("iB"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        row("1").contains(&first.name) && !row("1").contains(&second.name),
+        "{text}"
+    );
+    assert!(
+        row("2").contains(&second.name) && row("2").contains("newest"),
+        "{text}"
+    );
 
     // The first user still works, then logs out: generation 1 goes.
     s1.send("echo S$((6*7))X; ls /usr/bin | wc -l; exit 0\n");
@@ -170,10 +223,23 @@ fn upgrade_with_a_user_logged_in() {
     assert!(out.contains("S42X"), "{out}");
     let left = hutch.wait_gone(&first.name, Duration::from_secs(15));
     assert!(left.is_empty(), "after the first user's logout: {left:?}");
-    let gone = wait_until(Duration::from_secs(5), || (!mounts_of(env.pid()).contains(&gens.join("1")) && !gens.join("1").exists()).then_some(()));
-    assert!(gone.is_some(), "generation 1 still there after its last user left: {:?}", mounts_of(env.pid()));
-    assert!(mounts_of(env.pid()).contains(&gens.join("2")), "generation 2 must stay");
-    assert!(env.syslog().contains("generation 1 unloaded"), "{:#?}", env.syslog().lines());
+    let gone = wait_until(Duration::from_secs(5), || {
+        (!mounts_of(env.pid()).contains(&gens.join("1")) && !gens.join("1").exists()).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "generation 1 still there after its last user left: {:?}",
+        mounts_of(env.pid())
+    );
+    assert!(
+        mounts_of(env.pid()).contains(&gens.join("2")),
+        "generation 2 must stay"
+    );
+    assert!(
+        env.syslog().contains("generation 1 unloaded"),
+        "{:#?}",
+        env.syslog().lines()
+    );
 
     // The second user's session is unaffected; the newest generation stays after it leaves.
     s2.send("echo U$((5*5))X; exit 0\n");
@@ -182,7 +248,10 @@ fn upgrade_with_a_user_logged_in() {
     assert!(out.contains("U25X"), "{out}");
     let left = hutch.wait_gone(&second.name, Duration::from_secs(15));
     assert!(left.is_empty(), "after the second user's logout: {left:?}");
-    assert!(mounts_of(env.pid()).contains(&gens.join("2")), "the newest generation must stay loaded");
+    assert!(
+        mounts_of(env.pid()).contains(&gens.join("2")),
+        "the newest generation must stay loaded"
+    );
 }
 
 /// Two users whose policy names different templates get different lowerdirs.
@@ -197,16 +266,30 @@ fn per_user_templates() {
     assert_eq!(hutch.lib_dir, lib);
     let plain = hutch.user();
     let alt = hutch.user();
-    hutch.write_policy(&format!("{POLICY}\n[users.{}]\ntemplate = \"e2e-alt\"\n", alt.name));
+    hutch.write_policy(&format!(
+        "{POLICY}\n[users.{}]\ntemplate = \"e2e-alt\"\n",
+        alt.name
+    ));
     let env = hutch.sshd(Sftp::Internal);
     let sp = env.ssh_pty(&plain, &[]);
-    assert!(sp.expect("$ ", Duration::from_secs(30)).is_some(), "no prompt: {}", sp.output());
+    assert!(
+        sp.expect("$ ", Duration::from_secs(30)).is_some(),
+        "no prompt: {}",
+        sp.output()
+    );
     let sa = env.ssh_pty(&alt, &[]);
-    assert!(sa.expect("$ ", Duration::from_secs(30)).is_some(), "no prompt: {}", sa.output());
+    assert!(
+        sa.expect("$ ", Duration::from_secs(30)).is_some(),
+        "no prompt: {}",
+        sa.output()
+    );
     let lp = lowerdir_of(state_u64(&hutch, &plain.name, "init_pid") as i64);
     let la = lowerdir_of(state_u64(&hutch, &alt.name, "init_pid") as i64);
     assert_eq!(lp, hutch.run_dir.join("template/e2e/1").to_string_lossy());
-    assert_eq!(la, hutch.run_dir.join("template/e2e-alt/1").to_string_lossy());
+    assert_eq!(
+        la,
+        hutch.run_dir.join("template/e2e-alt/1").to_string_lossy()
+    );
     assert_eq!(hutch.state(&alt.name).unwrap()["template"], "e2e-alt");
     for s in [sp, sa] {
         let mut s = s;
@@ -237,21 +320,52 @@ fn template_memory_is_charged_to_hutch() {
     assert!(out.status.success(), "{}", out.describe());
     eprintln!("template load: {:?}", t.elapsed());
     let store = hutch_runtime::template::TemplateStore::new(&hutch.lib_dir, &hutch.run_dir);
-    let size = store.list().unwrap().into_iter().find(|t| t.name == E2E_TEMPLATE).and_then(|t| t.bytes).unwrap();
+    let size = store
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|t| t.name == E2E_TEMPLATE)
+        .and_then(|t| t.bytes)
+        .unwrap();
     let root = hutch_runtime::cgroup::CgroupRoot::open(&hutch.cgroup_root).unwrap();
-    let keepers = root.existing("keepers").expect("hutchctl made <root>/keepers");
+    let keepers = root
+        .existing("keepers")
+        .expect("hutchctl made <root>/keepers");
     let shmem = memory_stat(&keepers.dirs(), "shmem").expect("memory.stat shmem of keepers");
-    eprintln!("template {} MiB; shmem of <root>/keepers: {} MiB", size / MIB, shmem / MIB);
-    assert!(shmem as f64 >= size as f64 * 0.9, "the template's memory is not charged to hutch's cgroup: {shmem} < {size}");
+    eprintln!(
+        "template {} MiB; shmem of <root>/keepers: {} MiB",
+        size / MIB,
+        shmem / MIB
+    );
+    assert!(
+        shmem as f64 >= size as f64 * 0.9,
+        "the template's memory is not charged to hutch's cgroup: {shmem} < {size}"
+    );
 
     let mut s = env.ssh_pty(&user, &[]);
-    assert!(s.expect("$ ", Duration::from_secs(30)).is_some(), "no prompt: {}", s.output());
+    assert!(
+        s.expect("$ ", Duration::from_secs(30)).is_some(),
+        "no prompt: {}",
+        s.output()
+    );
     s.send("cat /usr/bin/* > /dev/null 2>&1; echo READ$((1+1))\n");
-    assert!(s.expect("READ2", Duration::from_secs(60)).is_some(), "{}", s.output());
-    let user_cg = root.existing(&format!("users/{}", user.name)).expect("user's cgroup");
+    assert!(
+        s.expect("READ2", Duration::from_secs(60)).is_some(),
+        "{}",
+        s.output()
+    );
+    let user_cg = root
+        .existing(&format!("users/{}", user.name))
+        .expect("user's cgroup");
     let user_shmem = memory_stat(&user_cg.dirs(), "shmem").unwrap_or(0);
-    eprintln!("shmem of the user's cgroup after reading all of /usr/bin: {} KiB", user_shmem / 1024);
-    assert!(user_shmem < 32 * MIB && user_shmem < size / 4, "the user's cgroup is charged {user_shmem} bytes of shmem");
+    eprintln!(
+        "shmem of the user's cgroup after reading all of /usr/bin: {} KiB",
+        user_shmem / 1024
+    );
+    assert!(
+        user_shmem < 32 * MIB && user_shmem < size / 4,
+        "the user's cgroup is charged {user_shmem} bytes of shmem"
+    );
     s.send("exit 0\n");
     let (code, out) = s.wait(Duration::from_secs(30));
     assert_eq!(code, Some(0), "{out}");
@@ -328,7 +442,13 @@ fn containers_share_template(n: usize) -> SharingReport {
     let users: Vec<TestUser> = (0..n).map(|_| hutch.user()).collect();
     let ns = MountNs::new();
     let store = hutch_runtime::template::TemplateStore::new(&hutch.lib_dir, &hutch.run_dir);
-    let template_bytes = store.list().unwrap().into_iter().find(|t| t.name == E2E_TEMPLATE).and_then(|t| t.bytes).unwrap();
+    let template_bytes = store
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|t| t.name == E2E_TEMPLATE)
+        .and_then(|t| t.bytes)
+        .unwrap();
 
     let s0 = meminfo_shmem();
     let t = Instant::now();

@@ -157,7 +157,9 @@ pub(super) fn build(
     let _lock = lock_file(&templates.join(format!(".{name}.lock")), true)?;
     install(&root, &dest)?;
     if let Err(e) = record_source(store, name, source) {
-        report.warnings.push(format!("{e} (hutchctl template update {name} will need the source again)"));
+        report.warnings.push(format!(
+            "{e} (hutchctl template update {name} will need the source again)"
+        ));
     }
     report.path = dest;
     Ok(report)
@@ -180,20 +182,28 @@ fn record_source(store: &TemplateStore, name: &str, source: &Source) -> Result<(
     };
     let path = source_record(store, name);
     let tmp = path.with_extension("json.tmp");
-    let text = serde_json::to_string_pretty(&source).map_err(|e| TemplateError::Other(format!("encoding the source: {e}")))?;
+    let text = serde_json::to_string_pretty(&source)
+        .map_err(|e| TemplateError::Other(format!("encoding the source: {e}")))?;
     fs::write(&tmp, text + "\n").map_err(TemplateError::io("writing", &tmp))?;
     fs::rename(&tmp, &path).map_err(TemplateError::io("writing", &path))
 }
 
 /// The source `name` was last built from, if recorded.
-pub(crate) fn recorded_source(store: &TemplateStore, name: &str) -> Result<Option<Source>, TemplateError> {
+pub(crate) fn recorded_source(
+    store: &TemplateStore,
+    name: &str,
+) -> Result<Option<Source>, TemplateError> {
     let path = source_record(store, name);
     match fs::read(&path) {
         Ok(text) => serde_json::from_slice(&text)
             .map(Some)
             .map_err(|e| TemplateError::Other(format!("{}: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(TemplateError::Io { op: "reading", path, source: e }),
+        Err(e) => Err(TemplateError::Io {
+            op: "reading",
+            path,
+            source: e,
+        }),
     }
 }
 

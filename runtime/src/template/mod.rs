@@ -304,7 +304,13 @@ impl TemplateStore {
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(TemplateError::Io { op: "reading directory", path: dir, source: e }),
+            Err(e) => {
+                return Err(TemplateError::Io {
+                    op: "reading directory",
+                    path: dir,
+                    source: e,
+                })
+            }
         };
         let mut found = Vec::new();
         for entry in entries {

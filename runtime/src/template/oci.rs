@@ -80,12 +80,22 @@ fn host_architecture() -> &'static str {
 /// be read as a path (image-spec: alg `[a-z0-9]+([+._-][a-z0-9]+)*`, hex
 /// `[a-zA-Z0-9=_-]+`).
 fn blob_path(layout: &Path, digest: &str) -> Result<PathBuf, TemplateError> {
-    let bad = || TemplateError::Other(format!("OCI layout {}: invalid digest {digest:?}", layout.display()));
+    let bad = || {
+        TemplateError::Other(format!(
+            "OCI layout {}: invalid digest {digest:?}",
+            layout.display()
+        ))
+    };
     let (alg, hex) = digest.split_once(':').ok_or_else(bad)?;
     let alg_ok = !alg.is_empty()
-        && alg.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'.' | b'_' | b'-'))
+        && alg.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'.' | b'_' | b'-')
+        })
         && alg.as_bytes()[0].is_ascii_alphanumeric();
-    let hex_ok = !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'));
+    let hex_ok = !hex.is_empty()
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'));
     if !alg_ok || !hex_ok {
         return Err(bad());
     }
@@ -94,7 +104,8 @@ fn blob_path(layout: &Path, digest: &str) -> Result<PathBuf, TemplateError> {
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TemplateError> {
     let text = fs::read(path).map_err(TemplateError::io("reading", path))?;
-    serde_json::from_slice(&text).map_err(|e| TemplateError::Other(format!("{}: {e}", path.display())))
+    serde_json::from_slice(&text)
+        .map_err(|e| TemplateError::Other(format!("{}: {e}", path.display())))
 }
 
 /// Checks a blob against its digest (sha256 and sha512, with coreutils).
@@ -105,10 +116,19 @@ fn verify_digest(path: &Path, digest: &str) -> Result<(), TemplateError> {
     let program = match alg {
         "sha256" => "sha256sum",
         "sha512" => "sha512sum",
-        _ => return Err(TemplateError::Other(format!("{}: unsupported digest algorithm {alg:?}", path.display()))),
+        _ => {
+            return Err(TemplateError::Other(format!(
+                "{}: unsupported digest algorithm {alg:?}",
+                path.display()
+            )))
+        }
     };
-    let program = find_program(program)
-        .ok_or_else(|| TemplateError::Other(format!("{program} not found: cannot verify {}", path.display())))?;
+    let program = find_program(program).ok_or_else(|| {
+        TemplateError::Other(format!(
+            "{program} not found: cannot verify {}",
+            path.display()
+        ))
+    })?;
     let out = Command::new(&program)
         .arg("--")
         .arg(path)
@@ -132,7 +152,10 @@ pub(crate) fn layers(layout: &Path) -> Result<Vec<PathBuf>, TemplateError> {
     let mut candidates = index.manifests;
     // Nested indexes (at most a few levels) are flattened.
     for _ in 0..4 {
-        if !candidates.iter().any(|d| INDEX_TYPES.contains(&d.media_type.as_str())) {
+        if !candidates
+            .iter()
+            .any(|d| INDEX_TYPES.contains(&d.media_type.as_str()))
+        {
             break;
         }
         let mut flat = Vec::new();
@@ -160,7 +183,10 @@ pub(crate) fn layers(layout: &Path) -> Result<Vec<PathBuf>, TemplateError> {
     let manifest: Manifest = read_json(&path)?;
     if let Some(t) = &manifest.media_type {
         if INDEX_TYPES.contains(&t.as_str()) {
-            return Err(TemplateError::Other(format!("{}: an index where a manifest was expected", path.display())));
+            return Err(TemplateError::Other(format!(
+                "{}: an index where a manifest was expected",
+                path.display()
+            )));
         }
     }
     let mut blobs = Vec::new();
@@ -189,7 +215,8 @@ fn pick_manifest(candidates: &[Descriptor]) -> Option<&Descriptor> {
 /// before it is merged, and is gone afterwards.
 pub(crate) fn unpack(layout: &Path, root: &Path, scratch: &Path) -> Result<(), TemplateError> {
     let blobs = layers(layout)?;
-    let tar = find_program("tar").ok_or_else(|| TemplateError::Other("tar not found in PATH".into()))?;
+    let tar =
+        find_program("tar").ok_or_else(|| TemplateError::Other("tar not found in PATH".into()))?;
     for blob in &blobs {
         fs::create_dir(scratch).map_err(TemplateError::io("creating directory", scratch))?;
         let mut cmd = Command::new(&tar);
@@ -230,7 +257,10 @@ pub(crate) fn merge_layer(layer: &Path, root: &Path) -> Result<(), TemplateError
         }
     }
     for name in &entries {
-        if name.to_str().is_some_and(|t| t.starts_with(WHITEOUT_PREFIX)) {
+        if name
+            .to_str()
+            .is_some_and(|t| t.starts_with(WHITEOUT_PREFIX))
+        {
             continue;
         }
         let src = layer.join(name);
@@ -259,8 +289,14 @@ pub(crate) fn merge_layer(layer: &Path, root: &Path) -> Result<(), TemplateError
 fn remove_any(path: &Path) -> Result<(), TemplateError> {
     match fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(TemplateError::Io { op: "inspecting", path: path.to_path_buf(), source: e }),
-        Ok(md) if md.is_dir() => fs::remove_dir_all(path).map_err(TemplateError::io("removing", path)),
+        Err(e) => Err(TemplateError::Io {
+            op: "inspecting",
+            path: path.to_path_buf(),
+            source: e,
+        }),
+        Ok(md) if md.is_dir() => {
+            fs::remove_dir_all(path).map_err(TemplateError::io("removing", path))
+        }
         Ok(_) => fs::remove_file(path).map_err(TemplateError::io("removing", path)),
     }
 }
@@ -282,8 +318,20 @@ mod tests {
     #[test]
     fn digests_are_checked() {
         let l = Path::new("/l");
-        assert_eq!(blob_path(l, "sha256:ab12").unwrap(), Path::new("/l/blobs/sha256/ab12"));
-        for bad in ["sha256", "sha256:", ":ab", "sha256:../x", "../sha256:ab", "sha256:a/b", "SHA256:ab", ".x:ab"] {
+        assert_eq!(
+            blob_path(l, "sha256:ab12").unwrap(),
+            Path::new("/l/blobs/sha256/ab12")
+        );
+        for bad in [
+            "sha256",
+            "sha256:",
+            ":ab",
+            "sha256:../x",
+            "../sha256:ab",
+            "sha256:a/b",
+            "SHA256:ab",
+            ".x:ab",
+        ] {
             assert!(blob_path(l, bad).is_err(), "{bad}");
         }
     }
@@ -320,7 +368,10 @@ mod tests {
         assert_eq!(fs::read_to_string(root.join("keep/f")).unwrap(), "upper");
         // The symlink was replaced by the layer's directory, never followed.
         assert!(fs::symlink_metadata(root.join("link")).unwrap().is_dir());
-        assert_eq!(fs::read_to_string(root.join("link/passwd")).unwrap(), "not on the host");
+        assert_eq!(
+            fs::read_to_string(root.join("link/passwd")).unwrap(),
+            "not on the host"
+        );
     }
 
     /// With several manifests, the one for linux on this architecture is picked.
@@ -329,10 +380,16 @@ mod tests {
         let d = |arch: &str| Descriptor {
             media_type: String::new(),
             digest: format!("sha256:{arch}"),
-            platform: Some(Platform { architecture: arch.into(), os: "linux".into() }),
+            platform: Some(Platform {
+                architecture: arch.into(),
+                os: "linux".into(),
+            }),
         };
         let list = [d("s390x"), d(host_architecture())];
-        assert_eq!(pick_manifest(&list).unwrap().digest, format!("sha256:{}", host_architecture()));
+        assert_eq!(
+            pick_manifest(&list).unwrap().digest,
+            format!("sha256:{}", host_architecture())
+        );
         assert!(pick_manifest(&[d("s390x"), d("riscv64")]).is_none());
     }
 }
