@@ -142,8 +142,9 @@ if [[ $ALICE_PIDNS == pid:* && $ALICE_PIDNS != "$HOST_PIDNS" ]]; then pass "logi
 galice 'sleep 600' </dev/null &
 BG_PIDS+=($!)
 for _ in $(seq 30); do groot "test -d $CG/users/alice" && break; sleep 2; done
-KEEPER=$(groot 'pgrep -f "^/usr/libexec/hutch/hutch-keeper alice" | head -n 1' || true)
-check "cgroup: keeper in hutch.service's subtree" groot "grep -q '^0::/system.slice/hutch.service/hutch/keepers' /proc/$KEEPER/cgroup"
+# The keeper is the hutch-keeper process in keepers/; its child, the container's init, is in users/.
+KEEPER=$(groot 'for p in $(pgrep -f "hutch-keeper .* alice$"); do grep -q "^0::/system.slice/hutch.service/hutch/keepers/" /proc/$p/cgroup && echo $p; done' || true)
+if [[ $KEEPER =~ ^[0-9]+$ ]]; then pass "cgroup: keeper in hutch.service's subtree (keepers/)"; else fail "cgroup: keeper in hutch.service's subtree" "keeper pids: $KEEPER"; KEEPER=1; fi
 check "cgroup: session in <root>/users/alice" groot "p=\$(pgrep -u alice -x sleep | head -n 1); grep -q '^0::/system.slice/hutch.service/hutch/users/alice/' /proc/\$p/cgroup"
 check "cgroup: v2 limits written" groot "[ \$(cat $CG/users/alice/memory.max) = 100663296 ] && grep -q '^20000 100000' $CG/users/alice/cpu.max && [ \$(cat $CG/users/alice/pids.max) = 40 ] && grep -q 'wbps=1048576' $CG/users/alice/io.max"
 check "logind: alice has a session" groot 'loginctl list-sessions --no-legend | grep -q alice'
@@ -181,12 +182,12 @@ expect "logind: alice's sessions ended" yes "$ended"
 check "unit: hutch.service still active, nothing failed" groot '[ "$(systemctl is-active hutch.service)" = active ] && [ -z "$(systemctl list-units --failed --no-legend)" ]'
 
 log "upgrade and purge"
-check "package: reinstall (upgrade path) keeps hutch.service active" groot "cd /root && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-download --reinstall ./${DEB##*/} >/dev/null 2>&1 && [ \"\$(systemctl is-active hutch.service)\" = active ]"
+check "package: reinstall (upgrade path) keeps hutch.service active" groot "cd /root && DEBIAN_FRONTEND=noninteractive apt-get install -y --reinstall ./${DEB##*/} >/dev/null 2>&1 && [ \"\$(systemctl is-active hutch.service)\" = active ]"
 groot 'systemctl status hutch.service --no-pager; journalctl -b --no-pager' >"$SHARE/out/journal.txt" 2>&1 || true
-check "package: purge" groot 'DEBIAN_FRONTEND=noninteractive apt-get purge -y hutch >/dev/null 2>&1'
+check "package: purge" groot 'rm /etc/hutch/hutch.d/50-vmtest.toml && DEBIAN_FRONTEND=noninteractive apt-get purge -y hutch >/dev/null 2>&1'
 check "purge: /etc/shells restored" groot '! grep -q hutch-shell /etc/shells'
-check "purge: no hutch state" groot '! test -e /var/lib/hutch && ! test -e /run/hutch && ! test -e /etc/hutch/hutch.toml && ! grep -q " /run/hutch" /proc/mounts'
-check "purge: no pam_hutch in /etc/pam.d" groot '! grep -rq pam_hutch /etc/pam.d'
+check "purge: no hutch state" groot '! test -e /var/lib/hutch && ! test -e /run/hutch && ! test -e /etc/hutch && ! grep -q " /run/hutch" /proc/mounts'
+check "purge: /etc/pam.d as before setup" groot '! grep -rq pam_hutch /etc/pam.d && ! ls /etc/pam.d/*.hutch-bak 2>/dev/null'
 
 groot 'systemctl poweroff' >/dev/null 2>&1 || true
 for _ in $(seq 30); do kill -0 "$QEMU_PID" 2>/dev/null || break; sleep 1; done

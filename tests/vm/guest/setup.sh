@@ -8,7 +8,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 # README: Install
 cp "$DEB" /root/ && cd /root
-apt-get install -y --no-download "./${DEB##*/}"
+apt-get install -y "./${DEB##*/}"
 hutchctl template build default --from-tar "$TAR"
 hutchctl setup --pam-service sshd
 useradd -m alice
