@@ -209,7 +209,15 @@ fn escape_suite() {
                 detail: "the refused login does not say why in syslog".into(),
             });
         }
-        drop(v);
+        // End the victim's server (the test's own process, by pid): its
+        // session then ends like any other.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim_pid), nix::sys::signal::Signal::SIGKILL);
+        let _ = v.wait(Duration::from_secs(15));
+        // Before the sshd goes: its drop kills what sits in its netns, the keepers included.
+        for n in [&attacker.name, &victim.name] {
+            let left = hutch.wait_gone(n, Duration::from_secs(20));
+            assert!(left.is_empty(), "after the last logout of {n}: {left:?}");
+        }
     }
 
     let escapes: Vec<&Attempt> = results.iter().filter(|a| a.escaped).collect();
@@ -225,10 +233,6 @@ fn escape_suite() {
     assert!(results.len() >= 50, "only {} attempts ran", results.len());
     assert!(escapes.is_empty(), "escapes:\n{}", escapes.iter().map(|a| format!("  {}: {}", a.name, a.detail)).collect::<Vec<_>>().join("\n"));
     let names = [attacker.name.clone(), victim.name.clone()];
-    for n in &names {
-        let left = hutch.wait_gone(n, Duration::from_secs(20));
-        assert!(left.is_empty(), "after the last logout of {n}: {left:?}");
-    }
     drop(attacker);
     drop(victim);
     for n in &names {
