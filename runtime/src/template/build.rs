@@ -166,9 +166,9 @@ pub(super) fn build(
     // `staging` now holds the old tree (if any) and is removed on drop.
 }
 
-/// `<templates>/.<name>.source.json`: where the tree was built from.
+/// `<lib_dir>/sources/<name>.json`: where the tree was built from.
 pub(crate) fn source_record(store: &TemplateStore, name: &str) -> PathBuf {
-    store.templates_dir().join(format!(".{name}.source.json"))
+    store.lib_dir.join("sources").join(format!("{name}.json"))
 }
 
 /// Records `source` (its paths made absolute) beside the built tree.
@@ -181,6 +181,9 @@ fn record_source(store: &TemplateStore, name: &str, source: &Source) -> Result<(
         Source::Debootstrap { .. } => source.clone(),
     };
     let path = source_record(store, name);
+    if let Some(dir) = path.parent() {
+        create_dir_all_mode(dir, 0o755)?;
+    }
     let tmp = path.with_extension("json.tmp");
     let text = serde_json::to_string_pretty(&source)
         .map_err(|e| TemplateError::Other(format!("encoding the source: {e}")))?;
