@@ -4,6 +4,7 @@
 
 mod containers;
 mod policy_cmd;
+mod stats;
 mod template_cmd;
 
 use std::path::PathBuf;
@@ -28,6 +29,15 @@ pub enum Command {
     Template(template_cmd::TemplateCmd),
     /// List running containers.
     List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Usage and limit hits of running containers: memory, CPU, pids, I/O,
+    /// OOM kills, pids-limit hits, memory.high and CPU throttling.
+    Stats {
+        /// Only this user's container.
+        user: Option<String>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -72,6 +82,7 @@ fn main() {
     let result = match &cli.command {
         Command::Template(cmd) => template_cmd::run(&cli, cmd),
         Command::List { json } => containers::list(&cli, *json),
+        Command::Stats { user, json } => stats::stats(&cli, user.as_deref(), *json),
         Command::Stop { user } => containers::stop(&cli, user),
         Command::Check { file, strict } => policy_cmd::check(&cli, file.as_deref(), *strict),
         Command::Policy { user, service } => policy_cmd::show(&cli, user, service),

@@ -24,6 +24,36 @@ type Cleanup = unsafe extern "C" fn(pamh: *mut PamHandleT, data: *mut c_void, er
 const PAM_SERVICE: c_int = 1;
 const PAM_TTY: c_int = 3;
 const PAM_RHOST: c_int = 4;
+const PAM_CONV: c_int = 5;
+const PAM_ERROR_MSG: c_int = 3;
+
+/// `struct pam_message`.
+#[repr(C)]
+struct PamMessage {
+    msg_style: c_int,
+    msg: *const c_char,
+}
+
+/// `struct pam_response`.
+#[repr(C)]
+struct PamResponse {
+    resp: *mut c_char,
+    resp_retcode: c_int,
+}
+
+type ConvFn = unsafe extern "C" fn(
+    num_msg: c_int,
+    msg: *mut *const PamMessage,
+    resp: *mut *mut PamResponse,
+    appdata_ptr: *mut c_void,
+) -> c_int;
+
+/// `struct pam_conv`.
+#[repr(C)]
+struct PamConv {
+    conv: Option<ConvFn>,
+    appdata_ptr: *mut c_void,
+}
 
 /// The module-data key under which the session (a `Box<Option<Session>>`) is kept.
 const DATA_KEY: &CStr = c"pam_hutch_session";
@@ -116,6 +146,39 @@ impl PamOps for Handle {
         // "%s" with exactly one matching argument, a NUL-terminated string
         // that outlives the call.
         unsafe { pam_syslog(self.pamh, libc::LOG_AUTHPRIV | priority, c"%s".as_ptr(), msg.as_ptr()) }
+    }
+
+    fn tell_user(&self, msg: &str) {
+        let text = CString::new(msg.replace('\0', " ")).unwrap_or_default();
+        let mut conv: *const c_void = ptr::null();
+        // SAFETY: `self.pamh` is the live handle; `conv` is a valid out
+        // pointer. PAM_CONV is a `struct pam_conv` owned by the handle and
+        // valid for this call; we check it and its function for NULL.
+        let item = unsafe { pam_get_item(self.pamh, PAM_CONV, &mut conv) };
+        if item != PAM_SUCCESS || conv.is_null() {
+            return;
+        }
+        // SAFETY: non-NULL PAM_CONV points to a `struct pam_conv` (above).
+        let conv = unsafe { &*conv.cast::<PamConv>() };
+        let Some(f) = conv.conv else { return };
+        let message = PamMessage { msg_style: PAM_ERROR_MSG, msg: text.as_ptr() };
+        let mut one: *const PamMessage = &message;
+        let mut resp: *mut PamResponse = ptr::null_mut();
+        // SAFETY: the conversation function gets one message that outlives
+        // the call, and a valid out pointer for the responses, which it
+        // allocates with malloc (or leaves NULL).
+        let _ = unsafe { f(1, &mut one, &mut resp, conv.appdata_ptr) };
+        if !resp.is_null() {
+            // SAFETY: per the PAM conversation contract, `resp` is a malloc'd
+            // array of one response whose `resp` string is malloc'd or NULL;
+            // the module owns and frees both, once.
+            unsafe {
+                if !(*resp).resp.is_null() {
+                    libc::free((*resp).resp.cast());
+                }
+                libc::free(resp.cast());
+            }
+        }
     }
 
     fn set_session(&mut self, session: Session) -> Result<(), String> {

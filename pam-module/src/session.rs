@@ -27,6 +27,9 @@ pub trait PamOps {
     /// One syslog line at `priority`, LOG_AUTHPRIV (`pam_syslog`, which adds
     /// the `pam_hutch(SERVICE:session):` prefix).
     fn log(&self, priority: c_int, msg: &str);
+    /// Shows `msg` to the user through the application's conversation
+    /// (`PAM_ERROR_MSG`); nothing when there is no conversation.
+    fn tell_user(&self, msg: &str);
     /// Keeps the session in the handle's module data until close_session
     /// (or `pam_end`, which only drops it).
     fn set_session(&mut self, session: Session) -> Result<(), String>;
@@ -150,6 +153,7 @@ fn failed<O: PamOps>(ops: &O, args: &Args, user: &str, e: &JoinError) -> c_int {
     match args.on_error {
         OnError::Fail => {
             ops.log(LOG_ERR, &format!("refusing session of {}: {}", clean(user), clean(&e.to_string())));
+            ops.tell_user(&user_message(e));
             PAM_SESSION_ERR
         }
         OnError::Ignore => {
@@ -188,6 +192,20 @@ pub fn close_session<O: PamOps, S: AsRef<str>>(ops: &mut O, words: &[S], joiner:
     }
 }
 
+/// What a refused user is told: the keeper's own words for a refusal the
+/// policy makes (the session limit, a controller `strict` requires);
+/// otherwise only that the cause is in the system log (paths and internals
+/// stay there).
+pub fn user_message(e: &JoinError) -> String {
+    let policy_refusal =
+        e.step == "keeper" && (e.cause.contains("the most the policy allows") || e.cause.contains("is not available on this host"));
+    if policy_refusal {
+        format!("hutch: login refused: {}", clean(&e.cause))
+    } else {
+        "hutch: your session could not be set up; the system log says why".to_string()
+    }
+}
+
 fn or_dash(s: Option<&String>) -> &str {
     s.map(String::as_str).unwrap_or("-")
 }
@@ -220,6 +238,7 @@ mod tests {
         tty: Option<String>,
         rhost: Option<String>,
         logs: RefCell<Vec<(c_int, String)>>,
+        told: RefCell<Vec<String>>,
         data: Option<Session>,
         refuse_data: bool,
     }
@@ -254,6 +273,9 @@ mod tests {
         }
         fn log(&self, priority: c_int, msg: &str) {
             self.logs.borrow_mut().push((priority, msg.to_string()));
+        }
+        fn tell_user(&self, msg: &str) {
+            self.told.borrow_mut().push(msg.to_string());
         }
         fn set_session(&mut self, session: Session) -> Result<(), String> {
             if self.refuse_data {
@@ -381,6 +403,22 @@ mod tests {
             errors,
             vec![(LOG_ERR, "refusing session of alice: keeper: no keeper after 30s".to_string())]
         );
+    }
+
+    /// The keeper's session-limit refusal reaches the user through the conversation; other causes only syslog.
+    #[test]
+    fn refusal_told_to_user() {
+        let mut h = FakeHandle::alice();
+        let j = FakeJoiner::new(Script::Fail("keeper", "alice already has 2 sessions, the most the policy allows (2)"));
+        assert_eq!(open(&mut h, &[], &j), PAM_SESSION_ERR);
+        assert_eq!(
+            *h.told.borrow(),
+            vec!["hutch: login refused: alice already has 2 sessions, the most the policy allows (2)".to_string()]
+        );
+        let mut h = FakeHandle::alice();
+        let j = FakeJoiner::new(Script::Fail("template", "/var/lib/hutch/templates/x: not found"));
+        assert_eq!(open(&mut h, &[], &j), PAM_SESSION_ERR);
+        assert_eq!(*h.told.borrow(), vec!["hutch: your session could not be set up; the system log says why".to_string()]);
     }
 
     /// on_error=ignore logs the failure and lets the session through.

@@ -101,6 +101,9 @@ pub struct Limits {
     /// Size of the writable layer (tmpfs) in bytes.
     pub writable_size: u64,
     pub max_sessions: Option<u32>,
+    /// Refuse the login when the host lacks a controller a limit needs
+    /// (`strict = true`); by default the rest applies with one warning.
+    pub strict: bool,
 }
 
 /// The network of a container. Only `Loopback` exists for now.

@@ -95,6 +95,8 @@ rules! {
     mounts: MountList,
     network: NetworkMode,
     seccomp: Name,
+    /// Refuse logins when the host lacks a cgroup controller a limit needs.
+    strict: bool,
 }
 
 /// `[host]`.

@@ -206,6 +206,8 @@ pub(crate) fn explain(model: &Model, account: &Account, service: &str) -> Explan
     add("network", network.to_string(), origin(p.network));
     let seccomp = p.seccomp.map_or(DEFAULT_SECCOMP.to_string(), |(v, _)| v.value.0.clone());
     add("seccomp", format!("{seccomp:?}"), origin(p.seccomp));
+    let strict = p.strict.is_some_and(|(v, _)| v.value);
+    add("strict", strict.to_string(), origin(p.strict));
 
     let vars = Vars { user: &account.name, uid: account.uid, home: &account.home.to_string_lossy() };
     let mut mounts = Vec::new();
@@ -274,6 +276,7 @@ pub(crate) fn explain(model: &Model, account: &Account, service: &str) -> Explan
                         io_weight,
                         writable_size,
                         max_sessions: max_sessions.and_then(Limit::get).map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+                        strict,
                     },
                     linger: on_logout.linger(),
                     mounts,

@@ -246,6 +246,37 @@ impl CgroupRoot {
         }
     }
 
+    /// [`CgroupRoot::create`], with what to do about a controller the host
+    /// lacks: `strict` refuses ([`CgroupError::MissingController`] naming
+    /// it); otherwise the limits that need it are dropped, the rest applies,
+    /// and each dropped controller comes back as one warning line.
+    pub fn create_with(
+        &self,
+        rel: &str,
+        limits: &Limits,
+        strict: bool,
+    ) -> Result<(Cgroup, Vec<String>), CgroupError> {
+        let mut limits = limits.clone();
+        let mut warnings = Vec::new();
+        loop {
+            match self.create(rel, &limits) {
+                Ok(cg) => return Ok((cg, warnings)),
+                Err(CgroupError::MissingController { controller, detail }) if !strict => {
+                    let (rest, dropped) = without_controller(&limits, &controller);
+                    if dropped.is_empty() || warnings.len() > 8 {
+                        return Err(CgroupError::MissingController { controller, detail });
+                    }
+                    warnings.push(format!(
+                        "controller {controller} is not available on this host ({detail}): {} not applied",
+                        dropped.join(", ")
+                    ));
+                    limits = rest;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     fn create_in(&self, cg: &Cgroup, limits: &Limits) -> Result<(), CgroupError> {
         match self.mode {
             Mode::V2 => {
@@ -281,7 +312,15 @@ impl CgroupRoot {
                         v1::copy_cpuset(&leaf, h.mount.noprefix)?;
                     }
                 }
-                v1::write_limits(&dirs, limits)
+                v1::write_limits(&dirs, limits)?;
+                // v1 blk-throttle is flat: a rule binds only the tasks of its
+                // own cgroup, never those of the cgroups below. The processes
+                // live in the leaf, so the rules go there too.
+                if let (Some(blk), false) = (&dirs.blkio, limits.io.is_empty()) {
+                    let leaf = v1::Dirs { blkio: Some(blk.join(LEAF)), ..v1::Dirs::default() };
+                    v1::write_limits(&leaf, &Limits { io: limits.io.clone(), ..Limits::default() })?;
+                }
+                Ok(())
             }
         }
     }
@@ -488,6 +527,38 @@ impl Cgroup {
     }
 }
 
+/// `limits` without the ones that need `controller` (a name as
+/// [`CgroupError::MissingController`] gives it), and the names of those
+/// dropped (empty when none needed it).
+pub fn without_controller(limits: &Limits, controller: &str) -> (Limits, Vec<&'static str>) {
+    let mut l = limits.clone();
+    let mut dropped = Vec::new();
+    let mut drop_if = |set: bool, name: &'static str| {
+        if set {
+            dropped.push(name);
+        }
+    };
+    let c = controller;
+    if c.contains("memsw") || c.contains("swap") {
+        drop_if(l.swap_max.take().is_some(), "swap");
+    } else if c.starts_with("blkio weight") || c.starts_with("io weight") {
+        drop_if(l.io_weight.take().is_some(), "io_weight");
+    } else if c == "memory" {
+        drop_if(l.memory_max.take().is_some(), "memory");
+        drop_if(l.memory_high.take().is_some(), "memory_high");
+        drop_if(l.swap_max.take().is_some(), "swap");
+    } else if c == "cpu" {
+        drop_if(l.cpu_max.take().is_some(), "cpu");
+        drop_if(l.cpu_weight.take().is_some(), "cpu_weight");
+    } else if c == "pids" {
+        drop_if(l.pids_max.take().is_some(), "pids");
+    } else if c == "blkio" || c == "io" {
+        drop_if(!std::mem::take(&mut l.io).is_empty(), "io");
+        drop_if(l.io_weight.take().is_some(), "io_weight");
+    }
+    (l, dropped)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -605,6 +676,32 @@ mod tests {
             root.create("u", &Limits { pids_max: Some(1), ..Limits::default() }),
             Err(CgroupError::MissingController { ref controller, .. }) if controller == "pids"
         ));
+    }
+
+    /// Not strict: a missing controller drops only its limits, with one warning; strict refuses naming it.
+    #[test]
+    fn create_with_missing_controller() {
+        let t = tempfile::tempdir().unwrap();
+        let mem = t.path().join("memory");
+        fake(&mem, &[("cgroup.procs", ""), ("memory.limit_in_bytes", "9223372036854771712")]);
+        let mi = format!(
+            "35 31 0:32 / {} rw - cgroup cgroup rw,memory\n",
+            mem.display()
+        );
+        let root = CgroupRoot::open_at("/h", "4:memory:/\n", &mi).unwrap();
+        let limits = Limits { memory_max: Some(1 << 20), pids_max: Some(50), ..Limits::default() };
+        let e = root.create_with("u", &limits, true).unwrap_err();
+        assert!(matches!(e, CgroupError::MissingController { ref controller, .. } if controller == "pids"), "{e}");
+        assert!(!mem.join("h/u").exists(), "a refused group is removed");
+        // The fake kernel has no files below the root: pre-make the group's.
+        fake(&mem.join("h/u"), &[("cgroup.procs", ""), ("memory.limit_in_bytes", "9223372036854771712")]);
+        let (cg, warnings) = root.create_with("u", &limits, false).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("pids") && warnings[0].contains("not applied"), "{warnings:?}");
+        assert_eq!(std::fs::read_to_string(mem.join("h/u/memory.limit_in_bytes")).unwrap(), "1048576");
+        assert_eq!(cg.rel(), "u");
+        let (l, d) = without_controller(&limits, "cpu");
+        assert_eq!((l, d), (limits.clone(), vec![]));
     }
 
     /// A cgroup2 mount with no controllers and no v1 hierarchy has nothing to limit with.

@@ -199,7 +199,12 @@ impl Keeper {
 
         // 4. The user's cgroup, limits applied before anything runs in it.
         let limits = cgroup_limits(&up.limits).map_err(|e| format!("cgroup: {e}"))?;
-        let cg = root.create(&rel, &limits).map_err(|e| format!("cgroup: {e}"))?;
+        // A controller the host lacks: `strict` refuses the login naming it,
+        // otherwise one warning and the rest applies.
+        let (cg, warnings) = root.create_with(&rel, &limits, up.limits.strict).map_err(|e| format!("cgroup: {e}"))?;
+        for w in warnings {
+            sys::syslog(libc::LOG_WARNING, &format!("{user}: {w}"));
+        }
 
         // 5. The container.
         let staging = paths.staging();
@@ -419,7 +424,8 @@ impl Keeper {
             if self.sessions.len() >= max as usize {
                 let _ = proto::send(
                     &conn,
-                    &format!("ERR {user} already has {} sessions, the most the policy allows ({max})\n", self.sessions.len()),
+                    // Tab-separated like OK: the module passes the text on to the user.
+                    &format!("ERR\t{user} already has {} sessions, the most the policy allows ({max})\n", self.sessions.len()),
                     &[],
                 );
                 sys::syslog(libc::LOG_NOTICE, &format!("{user}: session refused: limit of {max} sessions reached"));
