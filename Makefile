@@ -19,7 +19,7 @@ TEST_THREADS ?= 2
 # A hung test must fail CI, not stall it.
 TEST_TIMEOUT ?= 80m
 
-.PHONY: all build release deps test demo install uninstall clean deb test-vm
+.PHONY: all build release deps test fuzz-smoke demo install uninstall clean deb test-vm
 
 all: build
 
@@ -36,6 +36,12 @@ deps:
 test: deps
 	$(CARGO) build --workspace
 	timeout --kill-after=30s $(TEST_TIMEOUT) $(CARGO) test --workspace --no-fail-fast -- --test-threads=$(TEST_THREADS)
+	$(MAKE) fuzz-smoke
+
+# A bounded fuzz run of the policy parser (skipped, saying so, without cargo-fuzz).
+FUZZ_SECONDS ?= 60
+fuzz-smoke:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz-smoke.sh
 
 demo: deps build
 	scripts/demo.sh

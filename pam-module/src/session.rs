@@ -121,7 +121,12 @@ pub fn open_session<O: PamOps, S: AsRef<str>>(ops: &mut O, words: &[S], joiner: 
             clean(or_dash(info.tty.as_ref())),
         ),
     );
-    let opts = JoinOptions { config: args.config.clone(), keeper: args.keeper.clone(), timeout: args.timeout };
+    let opts = JoinOptions {
+        config: args.config.clone(),
+        keeper: args.keeper.clone(),
+        timeout: args.timeout,
+        policy_cache: hutch_policy::DEFAULT_CACHE_DIR.into(),
+    };
     match joiner.open(&opts, &user, &info) {
         Ok(Outcome::Exempt(why)) => {
             if args.debug {

@@ -87,3 +87,47 @@ fn bad_argument_is_service_err() {
     let mut t = Transaction::start(dir.path(), "hutch-test", "root");
     assert_eq!(t.open_session(), PAM_SERVICE_ERR);
 }
+
+/// `PAM_SESSION_ERR`: the module refused the session.
+const PAM_SESSION_ERR: std::ffi::c_int = 14;
+
+/// A policy with an unknown key (`memroy`): it cannot be loaded.
+fn broken_policy(dir: &Path) -> std::path::PathBuf {
+    let config = dir.join("hutch.toml");
+    std::fs::write(&config, "[defaults]\nmemroy = \"1G\"\n").unwrap();
+    config
+}
+
+/// Fail closed: with a policy that cannot be read, a non-root user's session is refused.
+#[test]
+fn broken_policy_refuses_non_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = broken_policy(dir.path());
+    service(dir.path(), "hutch-test", &format!("config={}", config.display()));
+    let mut t = Transaction::start(dir.path(), "hutch-test", "nobody");
+    assert_eq!(t.open_session(), PAM_SESSION_ERR);
+    let missing = dir.path().join("missing.toml");
+    service(dir.path(), "hutch-missing", &format!("config={}", missing.display()));
+    let mut t = Transaction::start(dir.path(), "hutch-missing", "nobody");
+    assert_eq!(t.open_session(), PAM_SESSION_ERR, "a missing policy file is refused too");
+}
+
+/// root is exempt before the policy is read, so a broken policy never locks root out.
+#[test]
+fn broken_policy_lets_root_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = broken_policy(dir.path());
+    service(dir.path(), "hutch-test", &format!("config={}", config.display()));
+    let mut t = Transaction::start(dir.path(), "hutch-test", "root");
+    assert_eq!(t.open_session(), PAM_SUCCESS, "root must be PAM_IGNORE even with a broken policy");
+}
+
+/// on_error=ignore is the escape hatch: a broken policy lets the session through unconfined.
+#[test]
+fn broken_policy_with_on_error_ignore() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = broken_policy(dir.path());
+    service(dir.path(), "hutch-test", &format!("config={} on_error=ignore", config.display()));
+    let mut t = Transaction::start(dir.path(), "hutch-test", "nobody");
+    assert_eq!(t.open_session(), PAM_SUCCESS, "on_error=ignore must answer PAM_IGNORE");
+}

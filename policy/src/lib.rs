@@ -9,17 +9,20 @@
 //! types and functions below are relied upon by the other crates. Extend them
 //! freely; do not rename or remove without updating the callers.
 
+mod cache;
 mod error;
 mod raw;
 mod resolve;
 pub mod units;
 mod validate;
 pub mod values;
+mod wire;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{Diagnostic, Loc, Severity};
+pub use cache::{cache_path, fuzz_cache_round_trip, CacheUse, DEFAULT_CACHE_DIR};
 pub use raw::{RULE_KEYS, TOP_KEYS};
 pub use resolve::{Entry, Explanation, Origin, BUILTIN_SERVICES, DEFAULT_SHELL, DEFAULT_TEMPLATE, DEFAULT_WRITABLE_SIZE};
 pub use units::OnLogout;
@@ -212,7 +215,8 @@ impl Report {
 #[derive(Debug, Clone)]
 pub struct Policy {
     host: HostSettings,
-    model: Model,
+    /// Whole, or for a policy read from the cache, users and groups still encoded.
+    model: cache::ModelCell,
     warnings: Vec<Diagnostic>,
     files: Vec<PathBuf>,
 }
@@ -253,6 +257,21 @@ impl Policy {
         report.policy.ok_or_else(|| PolicyError::from_diagnostics(&report.diagnostics))
     }
 
+    /// Like [`Policy::load`], through the on-disk cache in `cache_dir` (see
+    /// [`DEFAULT_CACHE_DIR`]): a cache whose key matches the identity of
+    /// every source file is used, anything else is parsed and, when the
+    /// sources are not too fresh, cached. What the PAM module calls at every
+    /// login. Errors are exactly those of [`Policy::load`]; a cache that
+    /// cannot be used or written is never an error.
+    pub fn load_cached(path: &Path, cache_dir: &Path) -> Result<Policy, PolicyError> {
+        cache::load_cached(path, cache_dir, cache::RACY).0
+    }
+
+    /// [`Policy::load_cached`], also saying whether the cache was used (benchmarks, tests).
+    pub fn load_cached_traced(path: &Path, cache_dir: &Path) -> (Result<Policy, PolicyError>, CacheUse) {
+        cache::load_cached(path, cache_dir, cache::RACY)
+    }
+
     /// Parses and validates policy text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &Path) -> Result<Policy, PolicyError> {
         Policy::from_sources(&[(text, origin)])
@@ -291,7 +310,7 @@ impl Policy {
             report.diagnostics = diagnostics;
         }
         if let Some(p) = &report.policy {
-            report.diagnostics.extend(validate::missing_mount_sources(&p.model));
+            report.diagnostics.extend(validate::missing_mount_sources(p.model.get()));
         }
         report
     }
@@ -321,7 +340,7 @@ impl Policy {
             },
             warnings: diagnostics.clone(),
             files: files.clone(),
-            model,
+            model: cache::ModelCell::new(model),
         });
         Report { policy, files, diagnostics }
     }
@@ -345,7 +364,7 @@ impl Policy {
     /// users), plus the built-in default unless `[defaults]` sets one; sorted,
     /// each once. A template build checks that each exists.
     pub fn shells(&self) -> Vec<PathBuf> {
-        let m = &self.model;
+        let m = self.model.get();
         let mut shells: std::collections::BTreeSet<PathBuf> = std::iter::once(&m.defaults)
             .chain(m.plans.values())
             .chain(m.groups.values())
@@ -365,7 +384,7 @@ impl Policy {
 
     /// The decision and every effective value with its origin (`hutchctl policy USER`).
     pub fn explain(&self, account: &Account, service: &str) -> Explanation {
-        resolve::explain(&self.model, account, service)
+        resolve::explain(&self.model.view(account), account, service)
     }
 }
 

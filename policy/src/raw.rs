@@ -13,6 +13,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::{Diagnostic, Loc, Located, Source};
+#[allow(unused_imports)] // the Rules codec calls Wire::put on each field
+use crate::wire::Wire;
 use crate::units::{CountLimit, CpuLimit, OnLogout, Seconds, Size, SizeLimit, Weight};
 use crate::values::{AbsPath, CgroupRoot, HostnamePattern, IoList, MountList, Name, NetworkMode, ServiceMode, WritableMode};
 
@@ -49,6 +51,21 @@ macro_rules! rules {
                     self.header = later.header;
                 }
                 $( if later.$field.is_some() { self.$field = later.$field; } )*
+            }
+        }
+
+        impl crate::wire::Wire for Rules {
+            fn put(&self, w: &mut crate::wire::Writer) {
+                self.scope.put(w);
+                self.header.put(w);
+                $( self.$field.put(w); )*
+            }
+            fn get(r: &mut crate::wire::Reader<'_>) -> Result<Self, crate::wire::Corrupt> {
+                Ok(Rules {
+                    scope: crate::wire::Wire::get(r)?,
+                    header: crate::wire::Wire::get(r)?,
+                    $( $field: crate::wire::Wire::get(r)?, )*
+                })
             }
         }
 

@@ -399,6 +399,8 @@ macro_rules! word_enum {
         impl $name {
             /// The word used in the policy file.
             pub fn as_str(self) -> &'static str { match self { $( $name::$variant => $text ),* } }
+            /// Every variant, in the order written (the cache stores the index).
+            pub(crate) const ALL: &'static [$name] = &[ $( $name::$variant ),* ];
         }
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

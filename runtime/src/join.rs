@@ -31,6 +31,10 @@ pub struct JoinOptions {
     pub keeper: PathBuf,
     /// How long to wait for a new keeper to report its container ready.
     pub timeout: Duration,
+    /// Where the compiled policy is cached between logins
+    /// ([`hutch_policy::DEFAULT_CACHE_DIR`]); fixed by the caller, never by
+    /// the policy it caches.
+    pub policy_cache: PathBuf,
 }
 
 /// The PAM items of the session being opened, for the keeper's log and state.
@@ -73,12 +77,17 @@ fn err(step: &'static str) -> impl FnOnce(String) -> JoinError {
     move |cause| JoinError { step, cause }
 }
 
-/// Opens a session of `user` through PAM service `info.service`: loads the
-/// policy, and for a confined user checks the caller is single-threaded,
+/// Opens a session of `user` through PAM service `info.service`: looks the
+/// account up (root is exempt without reading the policy), loads the
+/// policy through its cache, and for a confined user checks the caller is single-threaded,
 /// connects to (or starts) the keeper, and joins the container.
 pub fn open_session(opts: &JoinOptions, user: &str, info: &SessionInfo) -> Result<Outcome, JoinError> {
-    let policy = Policy::load(&opts.config).map_err(|e| err("policy")(e.to_string()))?;
     let account = account::lookup(user).map_err(|e| err("account")(e.to_string()))?;
+    // Root logs in even when the policy cannot be read (fail closed for everyone else).
+    if account.uid == 0 {
+        return Ok(Outcome::Exempt("root is never confined".into()));
+    }
+    let policy = Policy::load_cached(&opts.config, &opts.policy_cache).map_err(|e| err("policy")(e.to_string()))?;
     match policy.resolve(&account, &info.service) {
         Decision::Exempt(why) => return Ok(Outcome::Exempt(why)),
         Decision::Refuse(why) => return Err(err("policy")(why)),

@@ -108,7 +108,12 @@ fn main() -> anyhow::Result<()> {
     }
     let hutch = HutchEnv::new("[defaults]\nhostname = \"bench-{user}\"\nmemory = \"1G\"\npids = 512\n");
     let user = hutch.user();
-    let opts = JoinOptions { config: hutch.config.clone(), keeper: hutch.bins.keeper.clone(), timeout: Duration::from_secs(60) };
+    let opts = JoinOptions {
+        config: hutch.config.clone(),
+        keeper: hutch.bins.keeper.clone(),
+        timeout: Duration::from_secs(60),
+        policy_cache: hutch_policy::DEFAULT_CACHE_DIR.into(),
+    };
 
     // Warm-up: loads the template into RAM once (not part of any login after the first).
     in_child(|| open_once(&opts, &user.name)).map_err(anyhow::Error::msg)?;
