@@ -345,7 +345,7 @@ fn quota_writable_size_and_max_sessions() {
         eprintln!("writable layer: {}", text.replace('\n', " | "));
         assert!(text.contains("No space left on device"), "{}", out.describe());
         let size: u64 = out.stdout_str().lines().last().and_then(|l| l.trim().parse().ok()).expect("size");
-        assert!(size <= 16 << 20 && size >= 8 << 20, "{size}");
+        assert!((8 << 20..=16 << 20).contains(&size), "{size}");
 
         let _a = Bg::start(&env, &user, "sleep 120");
         let _b = Bg::start(&env, &user, "sleep 120");

@@ -704,6 +704,32 @@ mod tests {
         assert_eq!((l, d), (limits.clone(), vec![]));
     }
 
+    /// v1 blk-throttle is flat: the I/O rules are written in the group and in its leaf, where the processes are.
+    #[test]
+    fn v1_io_rules_reach_the_leaf() {
+        let t = tempfile::tempdir().unwrap();
+        let blk = t.path().join("blkio");
+        let files = [
+            ("cgroup.procs", ""),
+            ("blkio.throttle.read_bps_device", ""),
+            ("blkio.throttle.write_bps_device", ""),
+            ("blkio.throttle.read_iops_device", ""),
+            ("blkio.throttle.write_iops_device", ""),
+        ];
+        for d in ["", "h/u", "h/u/procs"] {
+            fake(&blk.join(d), &files);
+        }
+        let mi = format!("35 31 0:32 / {} rw - cgroup cgroup rw,blkio\n", blk.display());
+        let root = CgroupRoot::open_at("/h", "7:blkio:/\n", &mi).unwrap();
+        let io = IoDeviceLimit { major: 7, minor: 3, read_bps: None, write_bps: Some(4 << 20), read_iops: None, write_iops: Some(100) };
+        root.create("u", &Limits { io: vec![io], ..Limits::default() }).unwrap();
+        for d in ["h/u", "h/u/procs"] {
+            let r = |f: &str| std::fs::read_to_string(blk.join(d).join(f)).unwrap();
+            assert_eq!(r("blkio.throttle.write_bps_device"), "7:3 4194304", "{d}");
+            assert_eq!(r("blkio.throttle.write_iops_device"), "7:3 100", "{d}");
+        }
+    }
+
     /// A cgroup2 mount with no controllers and no v1 hierarchy has nothing to limit with.
     #[test]
     fn empty_unified_alone_is_no_hierarchy() {
