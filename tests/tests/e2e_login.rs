@@ -153,8 +153,9 @@ fn file_transfer_sees_the_container() {
         let out = env.scp_from(&user, "/etc/hostname", &local.join("hn"));
         assert!(out.status.success(), "{}", out.describe());
         assert_eq!(std::fs::read_to_string(local.join("hn")).unwrap(), format!("box-{name}\n"), "scp read the host's /etc/hostname");
-        let out = env.sftp(&user, "get /etc/hostname sftp-hn\n");
+        let out = env.sftp(&user, &format!("get /etc/hostname {}\n", local.join("sftp-hn").display()));
         assert!(out.status.success(), "{}", out.describe());
+        assert_eq!(std::fs::read_to_string(local.join("sftp-hn")).unwrap(), format!("box-{name}\n"), "sftp read the host's /etc/hostname");
         let out = env.rsync(&user, &["-a", &format!("{}/", local.path().display()), &env.remote(&user, "r/")]);
         assert!(out.status.success(), "{}", out.describe());
         assert_eq!(std::fs::read_to_string(user.home.join("r/up")).unwrap(), "payload\n");
@@ -168,8 +169,6 @@ fn file_transfer_sees_the_container() {
         assert!(left.is_empty(), "{left:?}");
         drop(env);
     }
-    let got = std::fs::read_to_string(local.join("sftp-hn")).ok();
-    let _ = got;
     drop(user);
     assert_no_leftovers(&name, Duration::from_secs(5));
 }
