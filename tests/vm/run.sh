@@ -139,7 +139,8 @@ ALICE_PIDNS=$(galice 'readlink /proc/self/ns/pid' 2>&1 || true)
 if [[ $ALICE_PIDNS == pid:* && $ALICE_PIDNS != "$HOST_PIDNS" ]]; then pass "login: own pid namespace"; else fail "login: own pid namespace" "$ALICE_PIDNS vs host $HOST_PIDNS"; fi
 
 # A session that holds the container open while the others come and go.
-galice 'sleep 600' </dev/null &
+# ssh itself in the background (not a function's subshell), so that killing $! ends the connection.
+ssh "${SSH_OPTS[@]}" -i "$WORK/alice" alice@127.0.0.1 'sleep 600' </dev/null &
 BG_PIDS+=($!)
 for _ in $(seq 30); do groot "test -d $CG/users/alice" && break; sleep 2; done
 # The keeper is the hutch-keeper process in keepers/; its child, the container's init, is in users/.
