@@ -10,7 +10,7 @@ PKGS=(
   build-essential pkg-config libpam0g-dev libpam-modules
   openssh-server openssh-client openssh-sftp-server rsync
   mmdebstrap debootstrap ca-certificates busybox-static
-  iproute2 nftables util-linux procps passwd login coreutils python3
+  iproute2 nftables libnftables-dev util-linux procps passwd login coreutils python3
   # make deb, and the VM tier (tests/vm): installing qemu-system-x86 replaces
   # bookworm-backports' qemu-utils with bookworm's.
   debhelper dpkg-dev qemu-system-x86 qemu-utils e2fsprogs xz-utils

@@ -11,6 +11,7 @@
 
 mod cache;
 mod error;
+pub mod net;
 mod raw;
 mod resolve;
 pub mod units;
@@ -27,6 +28,7 @@ pub use raw::{RULE_KEYS, TOP_KEYS};
 pub use resolve::{Entry, Explanation, Origin, BUILTIN_SERVICES, DEFAULT_SHELL, DEFAULT_TEMPLATE, DEFAULT_WRITABLE_SIZE};
 pub use units::OnLogout;
 pub use values::{ServiceMode, WritableMode};
+pub use net::{EgressRule, Ipv4Net, NetHost, Proto};
 
 use error::Source;
 use raw::Model;
@@ -61,6 +63,15 @@ pub struct HostSettings {
     /// means relative to the cgroup of the process that starts the keeper,
     /// in each hierarchy (what tests and CI use).
     pub cgroup_root: String,
+    /// `[host.net]`: bridge, pool, gateway, DNS, NAT uplink, lease file.
+    pub net: NetHost,
+}
+
+impl HostSettings {
+    /// The sticky lease file: `[host.net] leases`, or `<lib_dir>/leases`.
+    pub fn leases_file(&self) -> PathBuf {
+        self.net.leases.clone().unwrap_or_else(|| self.lib_dir.join("leases"))
+    }
 }
 
 /// One bind mount from the policy, with `{user}`, `{uid}`, `{home}` already
@@ -109,12 +120,22 @@ pub struct Limits {
     pub strict: bool,
 }
 
-/// The network of a container. Only `Loopback` exists for now.
+/// The network of a container (`network = ...`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Network {
-    /// Own network namespace with only `lo`.
+    /// `"none"` or `"loopback"`: own network namespace with only `lo`.
     #[default]
     Loopback,
+    /// `"veth"`: a veth pair, the host end on `[host.net] bridge`, the
+    /// container end `eth0` with a leased address from the pool.
+    Veth(VethPolicy),
+}
+
+/// The per-user part of a `veth` network.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VethPolicy {
+    /// Traffic from the container to these is dropped (`egress_deny`).
+    pub egress_deny: Vec<EgressRule>,
 }
 
 /// Everything the runtime needs to build and run one user's container.
@@ -337,6 +358,7 @@ impl Policy {
                 run_dir: model.run_dir.as_ref().map_or("/run/hutch", |v| v.value.0.as_str()).into(),
                 lib_dir: model.lib_dir.as_ref().map_or("/var/lib/hutch", |v| v.value.0.as_str()).into(),
                 cgroup_root: model.cgroup_root.as_ref().map_or("/hutch".to_string(), |v| v.value.0.clone()),
+                net: model.net.as_ref().map_or_else(NetHost::default, |v| v.value.clone()),
             },
             warnings: diagnostics.clone(),
             files: files.clone(),

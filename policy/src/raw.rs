@@ -111,6 +111,8 @@ rules! {
     linger: Seconds,
     mounts: MountList,
     network: NetworkMode,
+    /// Destinations a `veth` container may not reach (see [`crate::net::EgressRule`]).
+    egress_deny: crate::net::EgressList,
     seccomp: Name,
     /// Refuse logins when the host lacks a cgroup controller a limit needs.
     strict: bool,
@@ -123,6 +125,7 @@ pub(crate) struct RawHost {
     pub run_dir: Option<Spanned<AbsPath>>,
     pub lib_dir: Option<Spanned<AbsPath>>,
     pub cgroup_root: Option<Spanned<CgroupRoot>>,
+    pub net: Option<Spanned<crate::net::NetHost>>,
 }
 
 /// `[template]`.
@@ -160,6 +163,7 @@ pub(crate) struct Model {
     pub run_dir: Option<Located<AbsPath>>,
     pub lib_dir: Option<Located<AbsPath>>,
     pub cgroup_root: Option<Located<CgroupRoot>>,
+    pub net: Option<Located<crate::net::NetHost>>,
     pub template: Option<Located<Name>>,
     pub defaults: Rules,
     pub plans: BTreeMap<String, Rules>,
@@ -182,6 +186,7 @@ impl Model {
         m.run_dir = raw.host.run_dir.map(|s| src.locate(s));
         m.lib_dir = raw.host.lib_dir.map(|s| src.locate(s));
         m.cgroup_root = raw.host.cgroup_root.map(|s| src.locate(s));
+        m.net = raw.host.net.map(|s| src.locate(s));
         m.template = raw.template.name.map(|s| src.locate(s));
         if let Some(d) = raw.defaults {
             let loc = src.loc(d.span().start);
@@ -215,6 +220,7 @@ impl Model {
         take(&mut self.run_dir, later.run_dir);
         take(&mut self.lib_dir, later.lib_dir);
         take(&mut self.cgroup_root, later.cgroup_root);
+        take(&mut self.net, later.net);
         take(&mut self.template, later.template);
         self.defaults.overlay(later.defaults);
         for (mine, theirs) in [(&mut self.plans, later.plans), (&mut self.groups, later.groups), (&mut self.users, later.users)] {

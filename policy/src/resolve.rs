@@ -204,6 +204,12 @@ pub(crate) fn explain(model: &Model, account: &Account, service: &str) -> Explan
     add("on_logout", format!("\"{on_logout}\""), origin(p.on_logout));
     let network = p.network.map_or(crate::values::NetworkMode::Loopback, |(v, _)| v.value);
     add("network", network.to_string(), origin(p.network));
+    let egress_deny = p.egress_deny.map_or_else(crate::net::EgressList::builtin, |(v, _)| v.value.clone());
+    add("egress_deny", egress_deny.to_string(), origin(p.egress_deny));
+    let network = match network {
+        crate::values::NetworkMode::Loopback | crate::values::NetworkMode::NoNetwork => Network::Loopback,
+        crate::values::NetworkMode::Veth => Network::Veth(crate::VethPolicy { egress_deny: egress_deny.0 }),
+    };
     let seccomp = p.seccomp.map_or(DEFAULT_SECCOMP.to_string(), |(v, _)| v.value.0.clone());
     add("seccomp", format!("{seccomp:?}"), origin(p.seccomp));
     let strict = p.strict.is_some_and(|(v, _)| v.value);
@@ -280,7 +286,7 @@ pub(crate) fn explain(model: &Model, account: &Account, service: &str) -> Explan
                     },
                     linger: on_logout.linger(),
                     mounts,
-                    network: Network::Loopback,
+                    network,
                     on_logout,
                     writable,
                     seccomp,

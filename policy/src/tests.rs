@@ -48,7 +48,7 @@ fn empty_file_gives_builtin_defaults() {
     let p = parse("");
     assert_eq!(
         p.host(),
-        &HostSettings { run_dir: "/run/hutch".into(), lib_dir: "/var/lib/hutch".into(), cgroup_root: "/hutch".into() }
+        &HostSettings { run_dir: "/run/hutch".into(), lib_dir: "/var/lib/hutch".into(), cgroup_root: "/hutch".into(), net: Default::default() }
     );
     let u = confined(&p, &alice());
     assert_eq!(u.template, "default");
@@ -203,7 +203,7 @@ fn unknown_key_with_did_you_mean() {
     assert_eq!(error("[userz.alice]\n"), "hutch.toml:1:2: unknown key \"userz\" (did you mean \"users\"?)");
     assert_eq!(
         error("[host]\nrun = \"/x\"\n"),
-        "hutch.toml:2:1: host: unknown key \"run\" (known keys: run_dir, lib_dir, cgroup_root)"
+        "hutch.toml:2:1: host: unknown key \"run\" (known keys: run_dir, lib_dir, cgroup_root, net)"
     );
 }
 
@@ -632,7 +632,7 @@ fn all_errors_reported() {
     assert_eq!(
         e.lines().collect::<Vec<_>>(),
         [
-            "hutch.d/1.toml:2:1: defaults: unknown key \"bogus\" (known keys: confine, plan, priority, template, shell, hostname, memory, memory_high, swap, cpu, cpu_weight, pids, io, io_weight, writable_size, writable, max_sessions, on_logout, linger, mounts, network, seccomp, strict)",
+            "hutch.d/1.toml:2:1: defaults: unknown key \"bogus\" (known keys: confine, plan, priority, template, shell, hostname, memory, memory_high, swap, cpu, cpu_weight, pids, io, io_weight, writable_size, writable, max_sessions, on_logout, linger, mounts, network, egress_deny, seccomp, strict)",
             "hutch.toml:2:8: users.a.plan: plan \"x\" is not defined (no [plans.NAME] table exists)",
             "hutch.toml:4:12: users.b.priority: priority only applies to groups",
         ]
@@ -656,7 +656,7 @@ fn explain_shows_origins() {
     assert_eq!(show("shell"), "shell = \"/bin/bash\"  # built-in default");
     assert_eq!(show("confine"), "confine = true  # built-in default");
     assert_eq!(e.service_mode, ServiceMode::Confine);
-    assert_eq!(e.entries.len(), 20);
+    assert_eq!(e.entries.len(), 21);
 }
 
 /// The shipped default policy parses, and the rule keys are all documented in the man page.

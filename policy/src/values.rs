@@ -435,6 +435,10 @@ word_enum! {
     NetworkMode {
         /// Only `lo` in its own network namespace.
         Loopback = "loopback",
+        /// The same as `loopback`.
+        NoNetwork = "none",
+        /// A veth pair to the host's bridge, with an address from the pool.
+        Veth = "veth",
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`container`]: clone the init with its namespaces, in the order of DESIGN.md
 //! - [`keeper`]: the per-user supervisor and its protocol
 //! - [`join`]: what the PAM module does to enter a container
+//! - [`net`]: per-user networking: veth, bridge, leases, firewall tables
 //! - [`account`]: NSS look-ups of accounts and groups
 //! - [`sys`]: the one place for unsafe libc calls that nix does not cover
 
@@ -14,6 +15,7 @@ pub mod cgroup;
 pub mod container;
 pub mod join;
 pub mod keeper;
+pub mod net;
 pub mod paths;
 pub mod rootfs;
 pub mod sys;

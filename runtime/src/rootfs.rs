@@ -48,6 +48,9 @@ pub struct RootfsSpec {
     pub syslog_socket: PathBuf,
     /// Content of the marker at [`crate::paths::CONTAINER_MARKER`].
     pub marker: String,
+    /// The generated /etc/resolv.conf (see [`crate::net::resolv_conf`]);
+    /// `None` leaves the template's.
+    pub resolv_conf: Option<String>,
     /// The policy's seccomp profile, passed to hutch-shell in the marker.
     pub seccomp: String,
 }
@@ -195,6 +198,9 @@ fn write_etc(spec: &RootfsSpec, root: &Path) -> Result<()> {
     write_file(&etc.join("group"), &group(spec), 0o644)?;
     write_file(&etc.join("hostname"), &format!("{}\n", spec.hostname), 0o644)?;
     write_file(&etc.join("hosts"), &hosts(&spec.hostname), 0o644)?;
+    if let Some(resolv) = &spec.resolv_conf {
+        write_file(&etc.join("resolv.conf"), resolv, 0o644)?;
+    }
     Ok(())
 }
 
@@ -628,6 +634,7 @@ mod tests {
             syslog_socket: "/dev/log".into(),
             marker: String::new(),
             seccomp: "default".into(),
+            resolv_conf: None,
         }
     }
 

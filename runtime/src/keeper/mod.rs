@@ -101,6 +101,8 @@ struct Keeper {
     paths: UserPaths,
     cgroup: Cgroup,
     container: Container,
+    /// What the network set-up made (released at teardown).
+    net: Option<crate::net::NetHandle>,
     listener: Option<UnixListener>,
     signals: SignalFd,
     sessions: Vec<Session>,
@@ -209,7 +211,8 @@ impl Keeper {
         // 5. The container.
         let staging = paths.staging();
         make_private_dir(&staging).map_err(|e| format!("creating {}: {e}", staging.display()))?;
-        let spec = ContainerSpec { rootfs: rootfs_spec(&account, &up, &loaded.path, &staging) };
+        let mut spec = ContainerSpec { rootfs: rootfs_spec(&account, &up, &loaded.path, &staging) };
+        spec.rootfs.resolv_conf = crate::net::resolv_conf(&host, &up.network);
         let container = match container::spawn(&spec, |pid| cg.attach(pid.as_raw()).map_err(|e| e.to_string())) {
             Ok(c) => c,
             Err(e) => {
@@ -220,6 +223,21 @@ impl Keeper {
             }
         };
 
+        // 5b. The network (veth, lease, firewall tables), from the keeper's own netns.
+        let netns = container::JOIN_ORDER.iter().position(|n| *n == "net").expect("net is joined");
+        let net = match crate::net::setup(&host, user, &up.network, container.namespaces[netns].as_fd()) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = cg.kill_all();
+                let _ = cg.remove();
+                let _ = fs::remove_dir(&staging);
+                return Err(format!("network: {e}"));
+            }
+        };
+        if let Some(n) = &net {
+            sys::syslog(libc::LOG_INFO, &format!("{user}: network up in {:.1} ms (address {}, port {})", n.took.as_secs_f64() * 1000.0, n.addr, n.port));
+        }
+
         // 6. The socket.
         let listener = UnixListener::bind(paths.socket()).map_err(|e| format!("binding {}: {e}", paths.socket().display()));
         let listener = match listener {
@@ -227,6 +245,9 @@ impl Keeper {
             Err(e) => {
                 let _ = cg.kill_all();
                 let _ = cg.remove();
+                if let Some(n) = &net {
+                    n.release();
+                }
                 return Err(e);
             }
         };
@@ -258,6 +279,7 @@ impl Keeper {
             paths,
             cgroup: cg,
             container,
+            net,
             listener: Some(listener),
             signals,
             sessions: Vec::new(),
@@ -548,6 +570,11 @@ impl Keeper {
         if let Err(e) = removed {
             sys::syslog(libc::LOG_WARNING, &format!("{}: removing the cgroup: {e}", self.account.name));
         }
+        if let Some(n) = self.net.take() {
+            for e in n.release() {
+                sys::syslog(libc::LOG_WARNING, &format!("{}: {e}", self.account.name));
+            }
+        }
         let _ = fs::remove_file(self.paths.state());
         let _ = fs::remove_dir(self.paths.staging());
         // An older generation goes with the last container on it.
@@ -630,5 +657,6 @@ fn rootfs_spec(account: &Account, up: &UserPolicy, lower: &Path, staging: &Path)
         syslog_socket: PathBuf::from("/dev/log"),
         marker: String::new(),
         seccomp: up.seccomp.clone(),
+        resolv_conf: None,
     }
 }

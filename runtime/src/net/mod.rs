@@ -1,0 +1,188 @@
+//! Per-user networking, done by the keeper in its own network namespace
+//! (the host's in production; a test's private one in tests) right after
+//! the container's init exists:
+//!
+//! - `none`/`loopback`: nothing (the init brought `lo` up);
+//! - `veth`: lease an address ([`addr::lease`]), make sure the bridge
+//!   exists with the gateway address, create the veth pair with the
+//!   container end made directly inside the container's namespace as
+//!   `eth0`, put the host end on the bridge as an isolated port, install
+//!   the user's nftables tables ([`nft`]), then, from a thread inside the
+//!   container's namespace, give `eth0` its address and the default route.
+//!
+//! Teardown ([`NetHandle::release`]) deletes the tables and frees the lease;
+//! the veth pair dies with the container's namespace.
+
+pub mod addr;
+pub mod netlink;
+pub mod nft;
+mod nftffi;
+
+use std::net::Ipv4Addr;
+use std::os::fd::BorrowedFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use hutch_policy::{HostSettings, NetHost, Network, VethPolicy};
+
+use addr::lease::LeaseFile;
+use netlink::Netlink;
+
+/// The container end's name.
+pub const CONTAINER_IF: &str = "eth0";
+
+/// A failed step of the network set-up: what, on what, why.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("leasing an address from {file}: {source}")]
+    Lease { file: PathBuf, source: std::io::Error },
+    #[error("{op} {object}: {source}")]
+    Netlink { op: &'static str, object: String, source: std::io::Error },
+    #[error("installing the firewall table of {user}: {msg}")]
+    Nft { user: String, msg: String },
+    #[error("enabling IPv4 forwarding for NAT: {0}")]
+    Forward(std::io::Error),
+}
+
+fn nl_err(op: &'static str, object: impl Into<String>) -> impl FnOnce(std::io::Error) -> NetError {
+    let object = object.into();
+    move |source| NetError::Netlink { op, object, source }
+}
+
+/// What a set-up made, to be undone at teardown.
+#[derive(Debug)]
+pub struct NetHandle {
+    pub user: String,
+    pub addr: Ipv4Addr,
+    /// The host end of the veth.
+    pub port: String,
+    leases: PathBuf,
+    keeper: i32,
+    /// How long the set-up took.
+    pub took: Duration,
+}
+
+/// Sets up `user`'s network in the container whose network namespace is
+/// `netns`. `None` for `loopback` (nothing to undo). On error everything
+/// done so far is undone.
+pub fn setup(host: &HostSettings, user: &str, network: &Network, netns: BorrowedFd<'_>) -> Result<Option<NetHandle>, NetError> {
+    match network {
+        Network::Loopback => Ok(None),
+        Network::Veth(v) => setup_veth(&host.net, host.leases_file(), user, v, netns).map(Some),
+    }
+}
+
+fn setup_veth(net: &NetHost, leases: PathBuf, user: &str, v: &VethPolicy, netns: BorrowedFd<'_>) -> Result<NetHandle, NetError> {
+    let started = Instant::now();
+    let keeper = std::process::id() as i32;
+    let file = LeaseFile::new(&leases);
+    let addr = file
+        .acquire(net.pool, &[net.gateway], user, keeper)
+        .map_err(|source| NetError::Lease { file: leases.clone(), source })?;
+    let mut handle = NetHandle { user: user.into(), addr, port: addr::host_ifname(addr), leases, keeper, took: Duration::ZERO };
+    let mut made_port = false;
+    match configure(net, v, &handle, netns, &mut made_port) {
+        Ok(()) => {
+            handle.took = started.elapsed();
+            Ok(handle)
+        }
+        Err(e) => {
+            if made_port {
+                if let Ok(mut nl) = Netlink::open() {
+                    if let Ok(Some(i)) = nl.link_index(&handle.port) {
+                        let _ = nl.del_link(i);
+                    }
+                }
+            }
+            handle.release();
+            Err(e)
+        }
+    }
+}
+
+fn configure(net: &NetHost, v: &VethPolicy, h: &NetHandle, netns: BorrowedFd<'_>, made_port: &mut bool) -> Result<(), NetError> {
+    let mut nl = Netlink::open().map_err(nl_err("opening", "a netlink socket"))?;
+    let bridge = ensure_bridge(&mut nl, net)?;
+    if net.nat_uplink.is_some() {
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1\n").map_err(NetError::Forward)?;
+    }
+    // A port a crashed keeper left (its namespace may still be dying).
+    if let Some(i) = nl.link_index(&h.port).map_err(nl_err("looking up", h.port.clone()))? {
+        nl.del_link(i).map_err(nl_err("deleting the stale", h.port.clone()))?;
+    }
+    let mac = addr::mac_of(h.addr);
+    nl.add_veth(&h.port, CONTAINER_IF, mac, netns).map_err(nl_err("creating the veth pair", h.port.clone()))?;
+    *made_port = true;
+    let port = nl
+        .link_index(&h.port)
+        .map_err(nl_err("looking up", h.port.clone()))?
+        .ok_or_else(|| nl_err("looking up", h.port.clone())(std::io::Error::from_raw_os_error(libc::ENODEV)))?;
+    nl.set_controller(port, bridge).map_err(nl_err("attaching to the bridge", h.port.clone()))?;
+    nl.set_port_isolated(port).map_err(nl_err("isolating the bridge port", h.port.clone()))?;
+    let rules = nft::Rules {
+        user: &h.user,
+        port: &h.port,
+        addr: h.addr,
+        mac,
+        egress_deny: &v.egress_deny,
+        nat_uplink: net.nat_uplink.as_deref(),
+    };
+    nft::apply(&nft::install_script(&rules)).map_err(|msg| NetError::Nft { user: h.user.clone(), msg })?;
+    nl.set_up(port).map_err(nl_err("setting up", h.port.clone()))?;
+    let (addr, prefix, gw) = (h.addr, net.pool.prefix, net.gateway);
+    netlink::in_netns(netns, move |nl| {
+        let i = nl.link_index(CONTAINER_IF)?.ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
+        nl.add_address(i, addr, prefix)?;
+        nl.set_up(i)?;
+        if let Some(lo) = nl.link_index("lo")? {
+            nl.set_up(lo)?;
+        }
+        nl.add_default_route(gw)
+    })
+    .map_err(nl_err("configuring eth0 in the container of", h.user.clone()))
+}
+
+/// The bridge's index; made (with the gateway address, up) if missing.
+fn ensure_bridge(nl: &mut Netlink, net: &NetHost) -> Result<u32, NetError> {
+    let b = &net.bridge;
+    let idx = match nl.link_index(b).map_err(nl_err("looking up the bridge", b.clone()))? {
+        Some(i) => i,
+        None => {
+            match nl.add_bridge(b) {
+                Err(e) if e.raw_os_error() != Some(libc::EEXIST) => return Err(nl_err("creating the bridge", b.clone())(e)),
+                _ => {}
+            }
+            nl.link_index(b)
+                .map_err(nl_err("looking up the bridge", b.clone()))?
+                .ok_or_else(|| nl_err("creating the bridge", b.clone())(std::io::Error::from_raw_os_error(libc::ENODEV)))?
+        }
+    };
+    nl.add_address(idx, net.gateway, net.pool.prefix).map_err(nl_err("adding the gateway address to", b.clone()))?;
+    nl.set_up(idx).map_err(nl_err("setting up the bridge", b.clone()))?;
+    Ok(idx)
+}
+
+/// The container's /etc/resolv.conf under this policy, if hutch writes one.
+pub fn resolv_conf(host: &HostSettings, network: &Network) -> Option<String> {
+    match network {
+        Network::Veth(_) if !host.net.dns.is_empty() => {
+            Some(host.net.dns.iter().map(|d| format!("nameserver {d}\n")).collect())
+        }
+        _ => None,
+    }
+}
+
+impl NetHandle {
+    /// Deletes the user's firewall tables and frees the lease (kept for
+    /// stickiness). Errors are logged by the caller's syslog, not fatal.
+    pub fn release(&self) -> Vec<String> {
+        let mut errs = Vec::new();
+        if let Err(e) = nft::apply(&nft::delete_script(&self.user)) {
+            errs.push(format!("deleting the firewall table of {}: {e}", self.user));
+        }
+        if let Err(e) = LeaseFile::new(&self.leases).release(&self.user, self.keeper) {
+            errs.push(format!("releasing the lease in {}: {e}", self.leases.display()));
+        }
+        errs
+    }
+}

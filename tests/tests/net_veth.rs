@@ -1,0 +1,257 @@
+//! Per-user networking, end to end (`network = "veth"`): confined SSH
+//! sessions through the real sshd/PAM/keeper, with the bridge, NAT and an
+//! "uplink" namespace all inside network namespaces this test made (the
+//! sshd's private one is the keeper's "host"). No packet leaves them.
+//!
+//! Services: a tiny Python TCP server that answers each connection with the
+//! peer's address and closes, so a reply also says which source address
+//! the packet arrived with (the container's, or the NAT's).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hutch_tests::hutch::trimmed;
+use hutch_tests::*;
+
+/// Answers every connection on each ADDR:PORT argument with "<peer ip>\n".
+const SERVER: &str = r#"
+import socket, sys, threading
+def serve(a, p):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((a, int(p))); s.listen(64)
+    while True:
+        c, peer = s.accept()
+        try: c.sendall((peer[0] + "\n").encode())
+        except OSError: pass
+        c.close()
+for arg in sys.argv[1:]:
+    a, p = arg.rsplit(":", 1)
+    threading.Thread(target=serve, args=(a, p), daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"#;
+
+/// Connects (optionally from SRC) and prints the first line, or ERR:<reason>.
+const CLIENT: &str = r#"
+import socket, sys
+ip, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(); s.settimeout(3)
+try:
+    if len(sys.argv) > 3:
+        s.setsockopt(socket.SOL_IP, 15, 1)  # IP_FREEBIND
+        s.bind((sys.argv[3], 0))
+    s.connect((ip, port))
+    print(s.makefile().readline().strip() or "ERR:closed")
+except Exception as e:
+    print("ERR:" + type(e).__name__ + ":" + str(e))
+"#;
+
+/// A process this test started, killed (by pid) and reaped on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn nsenter(pid: i32) -> Command {
+    let mut c = Command::new("timeout");
+    c.args(["-k", "2", "20", "nsenter", &format!("--net=/proc/{pid}/ns/net"), "--"]);
+    c
+}
+
+fn sh_in(pid: i32, script: &str) -> std::process::Output {
+    output(nsenter(pid).args(["sh", "-ec", script]))
+}
+
+/// The Python server in `pid`'s netns on each of `addrs`, once it listens.
+fn server_in(pid: i32, addrs: &[&str]) -> Proc {
+    use std::io::BufRead;
+    let mut c = nsenter(pid)
+        .args(["python3", "-c", SERVER])
+        .args(addrs)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python server");
+    let mut line = String::new();
+    let mut r = std::io::BufReader::new(c.stdout.take().unwrap());
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "server on {addrs:?} did not start");
+    Proc(c)
+}
+
+/// A connection from `pid`'s netns (as root: may bind any source).
+fn connect_from(pid: i32, ip: &str, port: u16, src: Option<&str>) -> String {
+    let mut c = nsenter(pid);
+    c.args(["python3", "-c", CLIENT, ip, &port.to_string()]);
+    if let Some(s) = src {
+        c.arg(s);
+    }
+    trimmed(&output(&mut c))
+}
+
+/// A connection from inside the user's session (bash's /dev/tcp).
+fn connect_as(env: &SshdEnv, user: &TestUser, ip: &str, port: u16) -> String {
+    let out = env.ssh(
+        user,
+        &[&format!("timeout 4 bash -c 'exec 3<>/dev/tcp/{ip}/{port} && head -n1 <&3' 2>&1 || echo ERR:$?")],
+    );
+    trimmed(&out)
+}
+
+fn leases(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn lease_of(path: &Path, user: &str) -> Option<(String, i32)> {
+    leases(path).lines().find_map(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        (w.first() == Some(&user)).then(|| (w[1].to_string(), w[2].parse().unwrap()))
+    })
+}
+
+/// The whole of issue 7's veth proof in one sshd "host": gateway, NAT to an
+/// uplink namespace, no path to another user's container, egress denies
+/// (CIDR and port 25), spoofed source address and MAC dropped, `ssh -L`
+/// confined to the container's view, distinct addresses for concurrent
+/// users, the same address at the next login, and nothing left at teardown.
+#[test]
+fn veth_isolation_nat_leases() {
+    if !require_root("veth_isolation_nat_leases") {
+        return;
+    }
+    let hutch = HutchEnv::new("");
+    let lease_file = hutch.dir.join("leases");
+    hutch.write_policy(&format!(
+        "[host.net]\nleases = \"{}\"\nnat_uplink = \"up0\"\ndns = [\"10.77.0.1\"]\n\n[defaults]\nnetwork = \"veth\"\npids = 512\negress_deny = [\"169.254.169.254/32\", \"tcp/25\", \"198.51.100.0/24\"]\n",
+        lease_file.display()
+    ));
+    let a = hutch.user();
+    let b = hutch.user();
+    let env = hutch.sshd(Sftp::Internal);
+    env.authorize(&a);
+    env.authorize(&b);
+    let host = env.pid();
+
+    // The "uplink": a namespace of its own, reached from the sshd's through up0.
+    let uplink = Proc(Command::new("unshare").args(["--net", "sleep", "600"]).spawn().expect("uplink ns"));
+    let upid = uplink.0.id() as i32;
+    wait_until(Duration::from_secs(5), || (proc::ns_id(upid, "net") != proc::ns_id(host, "net")).then_some(()));
+    let out = sh_in(
+        host,
+        &format!(
+            "ip link add up0 type veth peer name up0p netns {upid}\nip addr add 192.0.2.1/24 dev up0\nip link set up0 up\n\
+             ip addr add 198.51.100.1/32 dev lo\nip addr add 169.254.169.254/32 dev lo"
+        ),
+    );
+    assert!(out.status.success(), "{}", out.describe());
+    let out = sh_in(upid, "ip link set lo up\nip addr add 192.0.2.2/24 dev up0p\nip link set up0p up");
+    assert!(out.status.success(), "{}", out.describe());
+    let _host_srv = server_in(host, &["0.0.0.0:8081", "0.0.0.0:25", "127.0.0.1:8082"]);
+    let _up_srv = server_in(upid, &["192.0.2.2:8080"]);
+
+    // B holds a session open while A works.
+    let mut b_session = env.ssh_pty(&b, &[]);
+    assert!(b_session.expect("$ ", Duration::from_secs(30)).is_some(), "no prompt for b: {}", b_session.output());
+
+    // The gateway sees A with A's leased address.
+    let t = std::time::Instant::now();
+    let seen = connect_as(&env, &a, "10.77.0.1", 8081);
+    eprintln!("first login of a with veth: {:?}", t.elapsed());
+    let (a_addr, a_pid) = lease_of(&lease_file, &a.name).unwrap_or_else(|| panic!("no lease for a: {}", leases(&lease_file)));
+    let (b_addr, _) = lease_of(&lease_file, &b.name).expect("lease for b");
+    assert_eq!(seen, a_addr, "gateway reply; syslog {:#?}", env.syslog().lines());
+    assert_ne!(a_addr, b_addr, "concurrent users share an address");
+    assert!(a_pid > 0);
+
+    // resolv.conf from the policy, eth0's MAC from the address.
+    let out = env.ssh(&a, &["cat /etc/resolv.conf; cat /sys/class/net/eth0/address"]);
+    assert!(out.stdout_str().contains("nameserver 10.77.0.1"), "{}", out.describe());
+
+    // NAT: the uplink sees the sshd namespace's uplink address, not A's.
+    assert_eq!(connect_as(&env, &a, "192.0.2.2", 8080), "192.0.2.1");
+    // Denied: port 25 anywhere, the denied CIDR, the metadata address.
+    for (ip, port) in [("10.77.0.1", 25), ("198.51.100.1", 8081), ("169.254.169.254", 8081)] {
+        let r = connect_as(&env, &a, ip, port);
+        assert!(r.contains("ERR") && !r.contains("refused"), "{ip}:{port} reachable: {r}");
+    }
+    // Not B: a closed port of a reachable host would be refused at once;
+    // isolation leaves B unreachable (no ARP answer).
+    let r = connect_as(&env, &a, &b_addr, 22);
+    assert!(r.contains("ERR") && !r.contains("refused"), "b reachable from a: {r}");
+    let r = connect_as(&env, &a, "10.77.0.1", 9);
+    assert!(r.contains("refused"), "control: a closed port of the gateway is refused: {r}");
+
+    // ssh -L: 127.0.0.1 is the container's own lo, so the host-only service
+    // is out of reach; the gateway is reached from the container (its reply
+    // names A's address).
+    let fwd = Proc(
+        env.client("ssh")
+            .args(SshdEnv::ssh_opts(&a))
+            .args(["-p", &env.port.to_string(), "-N", "-L", "9001:127.0.0.1:8082", "-L", "9002:10.77.0.1:8081"])
+            .arg(format!("{}@127.0.0.1", a.name))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh -L"),
+    );
+    let via = wait_until(Duration::from_secs(15), || {
+        let r = connect_from(host, "127.0.0.1", 9002, None);
+        (!r.starts_with("ERR")).then_some(r)
+    });
+    assert_eq!(via.as_deref(), Some(a_addr.as_str()), "forward to the gateway");
+    let r = connect_from(host, "127.0.0.1", 9001, None);
+    assert!(r.starts_with("ERR"), "ssh -L reached a host-only service: {r}");
+    drop(fwd);
+
+    // Spoofing, tested with root in A's container netns (the user has no
+    // CAP_NET_RAW/ADMIN): the real source passes, another is dropped, and
+    // with a foreign MAC even the real source is dropped.
+    let st = hutch.state(&a.name).expect("state of a");
+    let init = st["init_pid"].as_i64().unwrap() as i32;
+    assert_eq!(connect_from(init, "10.77.0.1", 8081, Some(&a_addr)), a_addr);
+    let out = sh_in(init, "ip addr add 10.77.250.250/32 dev eth0");
+    assert!(out.status.success(), "{}", out.describe());
+    let r = connect_from(init, "10.77.0.1", 8081, Some("10.77.250.250"));
+    assert!(r.starts_with("ERR"), "spoofed source passed: {r}");
+    let out = sh_in(init, "ip link set eth0 address 02:00:00:00:00:99; ip neigh flush all");
+    assert!(out.status.success(), "{}", out.describe());
+    let r = connect_from(init, "10.77.0.1", 8081, Some(&a_addr));
+    assert!(r.starts_with("ERR"), "spoofed MAC passed: {r}");
+
+    // Teardown: A's container goes, its lease is freed, its table and port too.
+    let port = format!("hv{:08x}", u32::from(a_addr.parse::<std::net::Ipv4Addr>().unwrap()));
+    let left = hutch.wait_gone(&a.name, Duration::from_secs(15));
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(lease_of(&lease_file, &a.name), Some((a_addr.clone(), 0)));
+    let tables = trimmed(&sh_in(host, "nft list tables"));
+    assert!(!tables.contains(&format!("hutch-{}", a.name)), "{tables}");
+    assert!(tables.contains(&format!("hutch-{}", b.name)), "{tables}");
+    let links = wait_until(Duration::from_secs(5), || {
+        let l = trimmed(&sh_in(host, "ip -o link show"));
+        (!l.contains(&port)).then_some(l)
+    });
+    assert!(links.is_some(), "{port} left after teardown");
+
+    // The same address at the next login.
+    assert_eq!(connect_as(&env, &a, "10.77.0.1", 8081), a_addr);
+    assert!(hutch.wait_gone(&a.name, Duration::from_secs(15)).is_empty());
+
+    // B logs out: nothing of either is left but the free, sticky leases.
+    b_session.send("exit\n");
+    let _ = b_session.wait(Duration::from_secs(30));
+    assert!(hutch.wait_gone(&b.name, Duration::from_secs(15)).is_empty());
+    let tables = trimmed(&sh_in(host, "nft list tables"));
+    assert!(!tables.contains("hutch-"), "{tables}");
+    let links = trimmed(&sh_in(host, "ip -o link show"));
+    assert!(!links.contains(": hv"), "{links}");
+    assert!(!trimmed(&sh_in(host, "tc qdisc show")).contains("hv"));
+    for l in leases(&lease_file).lines() {
+        assert!(l.ends_with(" 0"), "lease still held: {l}");
+    }
+    drop(uplink);
+}
