@@ -11,13 +11,15 @@ use crate::Cli;
 struct Row {
     state: State,
     alive: bool,
+    /// The cgroup is frozen (`hutchctl freeze`).
+    frozen: bool,
 }
 
 fn keeper_alive(pid: i32) -> bool {
     pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }
 
-fn rows(run_dir: &Path) -> anyhow::Result<Vec<Row>> {
+fn rows(run_dir: &Path, cgroups: Option<hutch_runtime::cgroup::CgroupRoot>) -> anyhow::Result<Vec<Row>> {
     let dir = hutch_runtime::paths::users_dir(run_dir);
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(&dir) {
@@ -29,7 +31,8 @@ fn rows(run_dir: &Path) -> anyhow::Result<Vec<Row>> {
         let path = entry.path().join("state.json");
         let Ok(state) = State::read(&path) else { continue };
         let alive = keeper_alive(state.keeper_pid);
-        out.push(Row { state, alive });
+        let frozen = cgroups.as_ref().and_then(|r| r.existing(&hutch_runtime::paths::user_cgroup(&state.user))).is_some_and(|cg| crate::freeze::is_frozen(&cg));
+        out.push(Row { state, alive, frozen });
     }
     out.sort_by(|a, b| a.state.user.cmp(&b.state.user));
     Ok(out)
@@ -52,13 +55,14 @@ fn human_duration(secs: u64) -> String {
 /// `hutchctl list [--json]`: user, sessions, init pid, uptime of each container.
 pub fn list(cli: &Cli, json: bool) -> anyhow::Result<i32> {
     let host = host(cli)?;
-    let rows = rows(&host.run_dir)?;
+    let rows = rows(&host.run_dir, hutch_runtime::cgroup::CgroupRoot::open(&host.cgroup_root).ok())?;
     if json {
         let v: Vec<serde_json::Value> = rows
             .iter()
             .map(|r| {
                 let mut v = serde_json::to_value(&r.state).unwrap_or_default();
                 v["keeper_alive"] = serde_json::Value::Bool(r.alive);
+                v["frozen"] = serde_json::Value::Bool(r.frozen);
                 v
             })
             .collect();
@@ -69,12 +73,15 @@ pub fn list(cli: &Cli, json: bool) -> anyhow::Result<i32> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    println!("{:<16} {:>8} {:>8} {:>9} {:<20} {}", "USER", "SESSIONS", "INIT", "UPTIME", "TEMPLATE", "HOSTNAME");
+    println!("{:<16} {:>8} {:>8} {:>15} {:<20} {}", "USER", "SESSIONS", "INIT", "UPTIME", "TEMPLATE", "HOSTNAME");
     for r in &rows {
         let s = &r.state;
-        let uptime = if r.alive { human_duration(now.saturating_sub(s.started)) } else { "stale".to_string() };
+        let mut uptime = if r.alive { human_duration(now.saturating_sub(s.started)) } else { "stale".to_string() };
+        if r.frozen {
+            uptime = format!("FROZEN {uptime}");
+        }
         println!(
-            "{:<16} {:>8} {:>8} {:>9} {:<20} {}",
+            "{:<16} {:>8} {:>8} {:>15} {:<20} {}",
             s.user,
             s.sessions.len(),
             s.init_pid,

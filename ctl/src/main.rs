@@ -1,11 +1,16 @@
 //! hutchctl: the admin's tool.
 //!
-//! `template build|load|list`, `list`, `stop`, `check`, `policy`, `setup`.
+//! `template build|load|list|update|unload`, `list`, `stats`, `watch`,
+//! `freeze`, `thaw`, `enter`, `diff`, `stop`, `check`, `policy`, `setup`.
 
 mod containers;
+mod diff;
+mod enter;
+mod freeze;
 mod policy_cmd;
 mod stats;
 mod template_cmd;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -41,6 +46,58 @@ pub enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// A refreshing table of every running container: sessions, state,
+    /// memory, CPU %, pids. Ctrl-C ends it.
+    Watch {
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 2.0)]
+        interval: f64,
+        /// Print one table (CPU % over a quarter second) and exit, without
+        /// clearing the screen.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Freeze every process of a user's container (cgroup freezer).
+    ///
+    /// The user's SSH connections freeze too: sshd's session processes sit
+    /// in the container's cgroup. New logins of the user wait until `thaw`.
+    Freeze {
+        /// The user whose container to freeze.
+        user: String,
+    },
+    /// Thaw a frozen container.
+    Thaw {
+        /// The user whose container to thaw.
+        user: String,
+    },
+    /// Run a command inside a user's running container (default: the
+    /// policy's shell as a login shell), as the user or with --root as root.
+    ///
+    /// As the user the command has a session's rights (no capabilities,
+    /// no_new_privs) and runs in a session of its own, without a controlling
+    /// terminal (so no job control); with --root it keeps every capability
+    /// and the terminal. Neither loads hutch-shell's seccomp filter. Exit
+    /// status: the command's; 125 when entering failed, 127 when the command
+    /// was not found.
+    Enter {
+        /// The user whose container to enter.
+        user: String,
+        /// Stay root (all capabilities) inside the container.
+        #[arg(long)]
+        root: bool,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// What the user changed in their container's writable layer against
+    /// the template: `A path` added, `C path` changed, `D path` deleted.
+    Diff {
+        /// The user whose container to compare.
+        user: String,
+        /// Also show the files hutch writes (/etc/passwd, ...) and mount points.
+        #[arg(long)]
+        all: bool,
     },
     /// Stop a user's container: end every process and session in it.
     Stop {
@@ -83,6 +140,11 @@ fn main() {
         Command::Template(cmd) => template_cmd::run(&cli, cmd),
         Command::List { json } => containers::list(&cli, *json),
         Command::Stats { user, json } => stats::stats(&cli, user.as_deref(), *json),
+        Command::Watch { interval, once } => watch::watch(&cli, *interval, *once),
+        Command::Freeze { user } => freeze::set(&cli, user, true),
+        Command::Thaw { user } => freeze::set(&cli, user, false),
+        Command::Enter { user, root, command } => enter::enter(&cli, user, *root, command),
+        Command::Diff { user, all } => diff::diff(&cli, user, *all),
         Command::Stop { user } => containers::stop(&cli, user),
         Command::Check { file, strict } => policy_cmd::check(&cli, file.as_deref(), *strict),
         Command::Policy { user, service } => policy_cmd::show(&cli, user, service),

@@ -6,6 +6,7 @@
 //! - [`container`]: clone the init with its namespaces, in the order of DESIGN.md
 //! - [`keeper`]: the per-user supervisor and its protocol
 //! - [`join`]: what the PAM module does to enter a container
+//! - [`enter`]: what `hutchctl enter` does to run an admin's command in one
 //! - [`net`]: per-user networking: veth, bridge, leases, firewall tables
 //! - [`account`]: NSS look-ups of accounts and groups
 //! - [`sys`]: the one place for unsafe libc calls that nix does not cover
@@ -13,6 +14,7 @@
 pub mod account;
 pub mod cgroup;
 pub mod container;
+pub mod enter;
 pub mod join;
 pub mod keeper;
 pub mod net;

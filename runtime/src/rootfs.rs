@@ -86,6 +86,7 @@ pub fn build(spec: &RootfsSpec) -> Result<()> {
     // /run and /tmp before the binds: a home or a login shell under /tmp
     // must land on top of the container's /tmp, not under it.
     mount_tmpfs_dirs(spec, &root)?;
+    bind_upper_for_admin(&layer, &root)?;
     bind_home(spec, &root)?;
     bind_host_files(spec, &root)?;
     bind_policy_mounts(spec, &root)?;
@@ -596,6 +597,26 @@ fn mount_tmpfs_dirs(spec: &RootfsSpec, root: &Path) -> Result<()> {
     mount(Some("hutch-tmp"), &tmp, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(data.as_str()))
         .map_err(sys_err("mounting tmpfs on", &tmp))?;
     Ok(())
+}
+
+/// Where `hutchctl diff` finds the writable layer's `upper` inside the
+/// container (through `/proc/<init>/root`): a read-only bind below a
+/// root-owned 0700 directory of the container's root-owned 0755 /run tmpfs,
+/// so the user can neither read it nor write into the layer behind
+/// overlayfs's back.
+pub const ADMIN_UPPER: &str = "/run/.hutch-upper/upper";
+
+fn bind_upper_for_admin(layer: &Path, root: &Path) -> Result<()> {
+    let target = inside(root, Path::new(ADMIN_UPPER))?;
+    let parent = target.parent().unwrap_or(root);
+    mkdir_mode(parent, 0o700)?;
+    chown(parent, Some(Uid::from_raw(0)), Some(Gid::from_raw(0))).map_err(sys_err("chown", parent))?;
+    mkdir_mode(&target, 0o700)?;
+    let upper = layer.join("upper");
+    mount(Some(&upper), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(sys_err("binding the writable layer's upper onto", &target))?;
+    let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(None::<&str>, &target, None::<&str>, ro, None::<&str>).map_err(sys_err("remounting read-only", &target))
 }
 
 fn write_marker(spec: &RootfsSpec, root: &Path) -> Result<()> {

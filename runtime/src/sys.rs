@@ -217,3 +217,23 @@ pub fn take_inherited_fd(fd: RawFdNum) -> Option<OwnedFd> {
 
 /// A raw descriptor number.
 pub type RawFdNum = libc::c_int;
+
+/// `lgetxattr(path, name)`: the attribute's value, `None` when the file has
+/// no such attribute (ENODATA) or the filesystem keeps none (ENOTSUP).
+pub fn lgetxattr(path: &std::path::Path, name: &CStr) -> io::Result<Option<Vec<u8>>> {
+    use std::os::unix::ffi::OsStrExt;
+    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut buf = vec![0u8; 256];
+    // SAFETY: both strings are NUL-terminated and outlive the call; the
+    // kernel writes at most `buf.len()` bytes into `buf`.
+    let n = unsafe { libc::lgetxattr(cpath.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENODATA) | Some(libc::ENOTSUP) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    buf.truncate(n as usize);
+    Ok(Some(buf))
+}

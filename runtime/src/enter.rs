@@ -1,0 +1,210 @@
+//! `hutchctl enter`: run a command inside a user's running container, the
+//! way an admin needs to (what `nsenter` would do, with hutch's rules).
+//!
+//! hutchctl forks; the child joins the container's cgroup leaf in every
+//! hierarchy, then the init's namespaces in [`JOIN_ORDER`] (mount last),
+//! and forks again so that the command is inside the pid namespace. The
+//! middle process waits for it and passes its exit status on.
+//!
+//! As the user (the default) the command gets exactly a session's rights:
+//! empty bounding, inheritable and ambient sets, the user's groups, gid and
+//! uid, no_new_privs. It runs in a session of its own (`setsid`), so the
+//! admin's terminal is not its controlling terminal: a process of the user
+//! cannot push input into it (TIOCSTI) after hutchctl exits. The price is no
+//! job control; Ctrl-C and Ctrl-\ are passed on to its process group.
+//!
+//! With `as_root` it stays root with every capability, in the container's
+//! namespaces and cgroup, keeping the admin's terminal as its own: for
+//! repairs. Nothing is dropped; it is not confined by the container beyond
+//! the namespaces (it can remount, change any file of the container, see
+//! every process). Neither way loads hutch-shell's seccomp filter.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+
+use nix::sched::{setns, CloneFlags};
+use nix::sys::prctl;
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{setgroups, setresgid, setresuid, Gid, Pid, Uid};
+
+use crate::cgroup::Cgroup;
+use crate::container::JOIN_ORDER;
+use crate::sys::{self, Forked};
+
+/// Whom the command runs as, when not root.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+/// What to run, where, as whom.
+#[derive(Debug)]
+pub struct EnterSpec<'a> {
+    /// The container's init, host pid.
+    pub init_pid: i32,
+    /// The container's cgroup (the init must be in it).
+    pub cgroup: &'a Cgroup,
+    /// `None`: stay root (see the module documentation).
+    pub identity: Option<Identity>,
+    /// Directory to start in, inside the container (`/` if it cannot be entered).
+    pub cwd: String,
+    /// The program (looked up in the container's PATH) and its arguments.
+    pub argv: Vec<CString>,
+    /// The whole environment of the command.
+    pub env: Vec<CString>,
+}
+
+/// Entering failed before the command ran.
+#[derive(Debug, thiserror::Error)]
+pub enum EnterError {
+    #[error("opening {path}")]
+    Namespace { path: String, #[source] source: std::io::Error },
+    #[error("pid {pid} is not in the container's cgroup (the container is gone or was replaced)")]
+    NotTheInit { pid: i32 },
+    #[error("reading the container's cgroup")]
+    Cgroup(#[source] crate::cgroup::CgroupError),
+    #[error("{op}")]
+    Sys { op: &'static str, #[source] source: nix::Error },
+    #[error("fork")]
+    Fork(#[source] std::io::Error),
+}
+
+/// Exit status the middle process reports when set-up failed in the
+/// container (after the message went to stderr), like env(1)'s 125.
+pub const SETUP_FAILED: i32 = 125;
+
+/// Runs `spec.argv` in the container and returns its exit status (128+N
+/// when killed by signal N). Must be called single-threaded.
+pub fn run(spec: &EnterSpec<'_>) -> Result<i32, EnterError> {
+    // Open the namespaces first, then check the pid is the container's: a
+    // reused pid could not be in the user's cgroup.
+    let mut namespaces = Vec::with_capacity(JOIN_ORDER.len());
+    for ns in JOIN_ORDER {
+        let path = format!("/proc/{}/ns/{ns}", spec.init_pid);
+        let f = File::open(&path).map_err(|source| EnterError::Namespace { path, source })?;
+        namespaces.push(OwnedFd::from(f));
+    }
+    if !spec.cgroup.pids().map_err(EnterError::Cgroup)?.contains(&spec.init_pid) {
+        return Err(EnterError::NotTheInit { pid: spec.init_pid });
+    }
+    // The terminal's Ctrl-C reaches hutchctl too: it waits, the middle
+    // process decides. Blocked here, they die pending with hutchctl.
+    let mut waiting = SigSet::empty();
+    waiting.add(Signal::SIGINT);
+    waiting.add(Signal::SIGQUIT);
+    waiting.thread_block().map_err(|source| EnterError::Sys { op: "blocking SIGINT/SIGQUIT", source })?;
+    match sys::fork().map_err(EnterError::Fork)? {
+        Forked::Child => {
+            let code = match middle(spec, &namespaces) {
+                Ok(code) => code,
+                Err(msg) => {
+                    eprintln!("hutchctl: entering the container: {msg}");
+                    SETUP_FAILED
+                }
+            };
+            sys::exit_now(code)
+        }
+        Forked::Parent(child) => {
+            drop(namespaces);
+            loop {
+                match waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+                    Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                    Err(source) => return Err(EnterError::Sys { op: "waitpid", source }),
+                }
+            }
+        }
+    }
+}
+
+/// The middle process: cgroup, namespaces, fork, wait, pass the status on.
+fn middle(spec: &EnterSpec<'_>, namespaces: &[OwnedFd]) -> Result<i32, String> {
+    // Visible to the container's processes from the setns(pid) on: keep
+    // them from ptracing it or reading its /proc entries.
+    prctl::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE, 0): {e}"))?;
+    spec.cgroup.attach(nix::unistd::getpid().as_raw()).map_err(|e| format!("joining the container's cgroup: {e}"))?;
+    for (fd, name) in namespaces.iter().zip(JOIN_ORDER) {
+        setns(fd, CloneFlags::empty()).map_err(|e| format!("setns({name}): {e}"))?;
+    }
+    nix::unistd::chdir("/").map_err(|e| format!("chdir(\"/\") in the container: {e}"))?;
+    let mut forwarded = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGCHLD] {
+        forwarded.add(s);
+    }
+    forwarded.thread_block().map_err(|e| format!("blocking signals: {e}"))?;
+    let child = match sys::fork().map_err(|e| format!("fork in the container: {e}"))? {
+        Forked::Child => {
+            let err = command(spec);
+            eprintln!("hutchctl: in the container: {err}");
+            sys::exit_now(if err.starts_with("exec") { 127 } else { SETUP_FAILED })
+        }
+        Forked::Parent(child) => child,
+    };
+    // As the user the command leads its own session (and process group),
+    // away from the terminal's signals: pass the terminal's on to it.
+    // As root it shares the terminal's process group and gets them itself.
+    let target = if spec.identity.is_some() { Pid::from_raw(-child.as_raw()) } else { child };
+    loop {
+        let sig = forwarded.wait().map_err(|e| format!("sigwait: {e}"))?;
+        match sig {
+            Signal::SIGCHLD => match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+                Ok(WaitStatus::Signaled(_, s, _)) => return Ok(128 + s as i32),
+                Ok(_) => continue,
+                Err(e) => return Err(format!("waitpid: {e}")),
+            },
+            Signal::SIGINT | Signal::SIGQUIT if spec.identity.is_none() => continue,
+            other => {
+                let _ = kill(target, other);
+            }
+        }
+    }
+}
+
+/// The command's process, inside the pid namespace: becomes the user (or
+/// stays root) and execs. Returns only the reason it could not.
+fn command(spec: &EnterSpec<'_>) -> String {
+    if let Some(id) = &spec.identity {
+        if let Err(e) = become_user(id) {
+            return e;
+        }
+    }
+    if nix::unistd::chdir(spec.cwd.as_str()).is_err() {
+        let _ = nix::unistd::chdir("/");
+    }
+    sys::close_fds_from(3, &[]);
+    sys::reset_signals();
+    let Some(prog) = spec.argv.first() else { return "no command".into() };
+    match nix::unistd::execvpe(prog, &spec.argv, &spec.env) {
+        Err(e) => format!("exec {}: {e}", prog.to_string_lossy()),
+        Ok(never) => match never {},
+    }
+}
+
+/// A session's rights: no capabilities now or after exec, the user's ids,
+/// no_new_privs, and a session of its own (no controlling terminal).
+fn become_user(id: &Identity) -> Result<(), String> {
+    for cap in caps::all() {
+        caps::drop(None, caps::CapSet::Bounding, cap).map_err(|e| format!("dropping {cap} from the bounding set: {e}"))?;
+    }
+    caps::clear(None, caps::CapSet::Ambient).map_err(|e| format!("clearing ambient capabilities: {e}"))?;
+    caps::clear(None, caps::CapSet::Inheritable).map_err(|e| format!("clearing inheritable capabilities: {e}"))?;
+    let gids: Vec<Gid> = id.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    setgroups(&gids).map_err(|e| format!("setgroups: {e}"))?;
+    let gid = Gid::from_raw(id.gid);
+    setresgid(gid, gid, gid).map_err(|e| format!("setresgid({}): {e}", id.gid))?;
+    let uid = Uid::from_raw(id.uid);
+    setresuid(uid, uid, uid).map_err(|e| format!("setresuid({}): {e}", id.uid))?;
+    prctl::set_no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
+    if caps::read(None, caps::CapSet::Permitted).map(|s| !s.is_empty()).unwrap_or(true) {
+        return Err("capabilities remain after becoming the user".into());
+    }
+    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    Ok(())
+}
