@@ -197,7 +197,9 @@ impl Keeper {
 
         // 3. The template.
         let store = TemplateStore::new(&host.lib_dir, &host.run_dir);
-        let loaded = store.ensure_loaded(&up.template).map_err(|e| format!("template: {e}"))?;
+        // Pinned until state.json names the generation: a teardown elsewhere
+        // must not unload it meanwhile (TemplateStore::release waits on the pin).
+        let (loaded, pin) = store.ensure_loaded_pinned(&up.template).map_err(|e| format!("template: {e}"))?;
 
         // 4. The user's cgroup, limits applied before anything runs in it.
         let limits = cgroup_limits(&up.limits).map_err(|e| format!("cgroup: {e}"))?;
@@ -289,6 +291,7 @@ impl Keeper {
             store,
         };
         keeper.write_state();
+        drop(pin);
         Ok(keeper)
     }
 

@@ -236,6 +236,22 @@ impl TemplateStore {
         }
     }
 
+    /// [`TemplateStore::ensure_loaded`], and a [`Pin`] on the template: while
+    /// the caller holds it, [`TemplateStore::release`] waits, so the
+    /// generation returned cannot be unloaded before the caller's state.json
+    /// names it (a keeper drops the pin right after writing it).
+    pub fn ensure_loaded_pinned(&self, name: &str) -> Result<(Loaded, Pin), TemplateError> {
+        validate_name(name)?;
+        let _lock = self.lock_loading(name)?;
+        // Taken under the loading lock, as release takes it: one order, no deadlock.
+        let pin = Pin(lock_file(&self.pins_path(name), false)?);
+        let loaded = match load::current(self, name)? {
+            Some(loaded) => loaded,
+            None => load::load(self, name)?,
+        };
+        Ok((loaded, pin))
+    }
+
     /// Builds `name` again (from `source`, or from the source recorded at its
     /// last build) and loads the result as a new generation. Containers made
     /// afterwards use it; running ones keep theirs.
@@ -269,10 +285,13 @@ impl TemplateStore {
     /// Unloads generation `generation` of `name` if it is not the newest and
     /// no container's state.json names it any more. Returns whether it was
     /// unloaded. Called by a keeper after its container is gone (its own
-    /// state.json removed); runs under the loading lock.
+    /// state.json removed); runs under the loading lock, and waits for every
+    /// [`Pin`] (a keeper between choosing a generation and naming it in its
+    /// state.json) to go.
     pub fn release(&self, name: &str, generation: u64) -> Result<bool, TemplateError> {
         validate_name(name)?;
         let _lock = self.lock_loading(name)?;
+        let _pins = lock_file(&self.pins_path(name), true)?;
         let newest = load::current(self, name)?.map(|l| l.generation);
         if newest.is_none_or(|g| g <= generation) {
             return Ok(false);
@@ -338,6 +357,11 @@ impl TemplateStore {
         load::list(self)
     }
 
+    /// `<run_dir>/template/<name>.pins`: shared by [`Pin`]s, exclusive in release.
+    fn pins_path(&self, name: &str) -> PathBuf {
+        self.run_dir.join("template").join(format!("{name}.pins"))
+    }
+
     /// Exclusive lock on `<run_dir>/template/<name>.lock`: one loader at a time.
     fn lock_loading(&self, name: &str) -> Result<File, TemplateError> {
         let dir = self.run_dir.join("template");
@@ -346,6 +370,12 @@ impl TemplateStore {
         lock_file(&path, true)
     }
 }
+
+/// A shared flock on `<run_dir>/template/<name>.pins`, from
+/// [`TemplateStore::ensure_loaded_pinned`]: no generation of the template is
+/// released while it is held. Dropping it lets go.
+#[derive(Debug)]
+pub struct Pin(#[allow(dead_code)] File);
 
 /// Opens (creating it, mode 0600) and flocks `path`: exclusive or shared.
 /// The lock lasts as long as the returned file is open.
