@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 
 use super::CgroupError;
 
-/// The v1 controllers hutch uses; other v1 hierarchies (devices, net_cls,
+/// The v1 controllers hutch uses; other v1 hierarchies (net_cls,
 /// `name=systemd`, ...) are ignored.
 pub const V1_CONTROLLERS: &[&str] = &[
-    "memory", "pids", "cpu", "cpuacct", "blkio", "freezer", "cpuset",
+    "memory", "pids", "cpu", "cpuacct", "blkio", "freezer", "cpuset", "devices",
 ];
 
 /// One cgroupfs mount as read from mountinfo.
@@ -283,7 +283,7 @@ mod tests {
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 ";
 
-    /// This machine's hybrid layout: seven v1 hierarchies plus unified; devices and name=systemd ignored.
+    /// This machine's hybrid layout: eight v1 hierarchies plus unified; name=systemd ignored.
     #[test]
     fn hybrid_mountinfo() {
         let m = parse_mountinfo(HYBRID);
@@ -299,7 +299,7 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["cpu", "cpuacct", "cpuset", "memory", "freezer", "blkio", "pids", "unified"]
+            ["cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "unified"]
         );
         assert_eq!(m[3].mount_point, Path::new("/sys/fs/cgroup/memory"));
         assert_eq!(limits_mode(&m).unwrap(), Mode::V1);

@@ -42,6 +42,48 @@ pub struct Limits {
     pub pids_max: Option<u64>,
     pub io: Vec<IoDeviceLimit>,
     pub io_weight: Option<u64>,
+    /// Device access: `Some(rules)` denies every device and allows only
+    /// `rules` (v1 `devices` controller, written before the leaf is made so
+    /// that the leaf inherits it, and into the leaf as well). `None` leaves
+    /// device access as the parent has it. v2 has no devices controller
+    /// (an eBPF program would be needed) and ignores this.
+    pub devices: Option<Vec<DeviceRule>>,
+}
+
+/// One device-cgroup rule: a type, a major:minor (`None` = any), and an
+/// access set, in the v1 `devices.allow` syntax when displayed (`c 136:* rwm`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRule {
+    pub kind: DeviceKind,
+    pub major: Option<u32>,
+    pub minor: Option<u32>,
+    /// Any of `r`, `w`, `m` (mknod).
+    pub access: String,
+}
+
+/// The device type a [`DeviceRule`] applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    Char,
+    Block,
+}
+
+impl DeviceRule {
+    /// A rule for the character device `major:minor` (`None` = any).
+    pub fn char(major: u32, minor: Option<u32>, access: &str) -> DeviceRule {
+        DeviceRule { kind: DeviceKind::Char, major: Some(major), minor, access: access.to_string() }
+    }
+}
+
+impl std::fmt::Display for DeviceRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            DeviceKind::Char => 'c',
+            DeviceKind::Block => 'b',
+        };
+        let num = |n: Option<u32>| n.map_or("*".to_string(), |n| n.to_string());
+        write!(f, "{kind} {}:{} {}", num(self.major), num(self.minor), self.access)
+    }
 }
 
 /// I/O limits on one block device, by major:minor.
@@ -180,7 +222,7 @@ impl CgroupRoot {
     /// `/proc/self/mountinfo` (whose mount points may lie in a fake tree).
     ///
     /// Hybrid and v1 hosts (any v1 hierarchy with memory, pids, cpu, cpuacct,
-    /// blkio, freezer or cpuset) take limits in v1 and use the cgroup2 mount,
+    /// blkio, freezer, cpuset or devices) take limits in v1 and use the cgroup2 mount,
     /// if any, for `cgroup.kill` and membership; otherwise the cgroup2 mount
     /// must have controllers. `name=systemd` and other hierarchies are never
     /// touched.
@@ -307,9 +349,24 @@ impl CgroupRoot {
                             v1::copy_cpuset(d, h.mount.noprefix)?;
                         }
                     }
+                    // v1 devices: a new child copies its parent's rules and
+                    // can never exceed them, but `deny a` is refused on a
+                    // group that has children. So the group is restricted
+                    // before its leaf exists, and the leaf (where the
+                    // processes are) is written too, whether or not the group
+                    // was new.
+                    let devices = limits.devices.as_deref().filter(|_| h.has("devices"));
+                    if let Some(rules) = devices {
+                        if !leaf.exists() {
+                            v1::write_devices(&group, rules)?;
+                        }
+                    }
                     fsio::mkdir(&leaf)?;
                     if h.has("cpuset") {
                         v1::copy_cpuset(&leaf, h.mount.noprefix)?;
+                    }
+                    if let Some(rules) = devices {
+                        v1::write_devices(&leaf, rules)?;
                     }
                 }
                 v1::write_limits(&dirs, limits)?;
@@ -358,6 +415,7 @@ impl Cgroup {
             blkio: find("blkio"),
             freezer: find("freezer"),
             cpuset: find("cpuset"),
+            devices: find("devices"),
         }
     }
 
@@ -554,7 +612,8 @@ pub fn without_controller(limits: &Limits, controller: &str) -> (Limits, Vec<&'s
         drop_if(l.pids_max.take().is_some(), "pids");
     } else if c == "blkio" || c == "io" {
         drop_if(!std::mem::take(&mut l.io).is_empty(), "io");
-        drop_if(l.io_weight.take().is_some(), "io_weight");
+        drop_if(l.io_weight.take().is_some(), "io_weight");    } else if c == "devices" {
+        drop_if(l.devices.take().is_some(), "devices");
     }
     (l, dropped)
 }
@@ -728,6 +787,43 @@ mod tests {
             assert_eq!(r("blkio.throttle.write_bps_device"), "7:3 4194304", "{d}");
             assert_eq!(r("blkio.throttle.write_iops_device"), "7:3 100", "{d}");
         }
+    }
+
+    /// v1 devices: the group is restricted before its leaf exists (so the leaf inherits), the leaf is written too; on an existing group only the leaf.
+    #[test]
+    fn v1_devices_group_then_leaf() {
+        let t = tempfile::tempdir().unwrap();
+        let dev = t.path().join("devices");
+        let files = [("cgroup.procs", ""), ("devices.deny", ""), ("devices.allow", ""), ("devices.list", "a *:* rwm\n")];
+        fake(&dev, &files);
+        // The fake kernel makes no files in new directories: pre-make the group's.
+        fake(&dev.join("h/u"), &files);
+        let mi = format!("36 31 0:33 / {} rw - cgroup cgroup rw,devices\n", dev.display());
+        let root = CgroupRoot::open_at("/h", "5:devices:/\n", &mi).unwrap();
+        let rules = vec![DeviceRule::char(1, Some(3), "rwm"), DeviceRule::char(136, None, "rwm")];
+        let limits = Limits { devices: Some(rules.clone()), ..Limits::default() };
+        // The fake kernel gives the new leaf no control files: the group is
+        // written first, then the leaf write fails as a missing controller.
+        let e = root.create("u", &limits).unwrap_err();
+        assert!(matches!(e, CgroupError::MissingController { ref controller, .. } if controller == "devices"), "{e}");
+        let r = |p: &str| std::fs::read_to_string(dev.join(p)).unwrap();
+        assert_eq!(r("h/u/devices.deny"), "a");
+        assert_eq!(r("h/u/devices.allow"), "c 136:* rwm", "the last rule is written last");
+        // An existing group with its leaf: only the leaf is written (the
+        // kernel refuses `deny a` on a group with children).
+        fake(&dev.join("h/u"), &files);
+        fake(&dev.join("h/u/procs"), &files);
+        root.create("u", &limits).unwrap();
+        assert_eq!(r("h/u/procs/devices.deny"), "a");
+        assert_eq!(r("h/u/procs/devices.allow"), "c 136:* rwm");
+        assert_eq!(r("h/u/devices.deny"), "", "the group is left alone");
+        // No rules: nothing is written.
+        fake(&dev.join("h/v"), &files);
+        root.create("v", &Limits::default()).unwrap();
+        assert_eq!(r("h/v/devices.deny"), "");
+        assert_eq!(root.group("u").v1_dirs().devices, Some(dev.join("h/u")));
+        let (l, d) = without_controller(&limits, "devices");
+        assert_eq!((l.devices, d), (None, vec!["devices"]));
     }
 
     /// A cgroup2 mount with no controllers and no v1 hierarchy has nothing to limit with.

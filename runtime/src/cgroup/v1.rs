@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::fsio;
-use super::{CgroupError, Limits, Stats};
+use super::{CgroupError, DeviceRule, Limits, Stats};
 
 /// The group's directory in each v1 hierarchy hutch uses (`None`: that
 /// controller is not mounted).
@@ -33,6 +33,7 @@ pub struct Dirs {
     pub blkio: Option<PathBuf>,
     pub freezer: Option<PathBuf>,
     pub cpuset: Option<PathBuf>,
+    pub devices: Option<PathBuf>,
 }
 
 /// Maps `x` in `[x0, x1]` linearly onto `[y0, y1]` (integer, rounded down).
@@ -139,6 +140,27 @@ pub fn check_controllers(d: &Dirs, limits: &Limits) -> Result<(), CgroupError> {
     }
     if !limits.io.is_empty() || limits.io_weight.is_some() {
         need(&d.blkio, "blkio")?;
+    }
+    if limits.devices.is_some() {
+        need(&d.devices, "devices")?;
+    }
+    Ok(())
+}
+
+/// The v1 devices writes for an allow-list, in order: `a` to
+/// `devices.deny` (empties the group's list and makes deny the default),
+/// then one `devices.allow` write per rule (the file takes one rule a write).
+pub fn device_writes(rules: &[DeviceRule]) -> Vec<(&'static str, String)> {
+    let mut w = vec![("devices.deny", "a".to_string())];
+    w.extend(rules.iter().map(|r| ("devices.allow", r.to_string())));
+    w
+}
+
+/// Restricts the v1 devices group `dir` to `rules` (see [`device_writes`]).
+/// `dir` must have no child cgroups: the kernel refuses `deny a` then.
+pub fn write_devices(dir: &Path, rules: &[DeviceRule]) -> Result<(), CgroupError> {
+    for (file, value) in device_writes(rules) {
+        fsio::write(dir, file, &value)?;
     }
     Ok(())
 }
@@ -412,6 +434,7 @@ mod tests {
             blkio: Some(p("blkio")),
             freezer: None,
             cpuset: None,
+            devices: None,
         };
         fake(
             &p("memory"),
@@ -456,6 +479,7 @@ mod tests {
                 write_iops: Some(9),
             }],
             io_weight: Some(100),
+            devices: None,
         };
         write_limits(&d, &l).unwrap();
         let r = |c: &str, f: &str| std::fs::read_to_string(p(c).join(f)).unwrap();
@@ -470,6 +494,29 @@ mod tests {
         assert_eq!(r("blkio", "blkio.throttle.write_bps_device"), "7:3 0");
         assert_eq!(r("blkio", "blkio.throttle.write_iops_device"), "7:3 9");
         assert_eq!(r("blkio", "blkio.bfq.weight"), "500");
+    }
+
+    /// An allow-list becomes `deny a` first, then one `devices.allow` write per rule in the kernel's syntax.
+    #[test]
+    fn devices_writes() {
+        use super::super::{DeviceKind, DeviceRule};
+        let rules = [
+            DeviceRule::char(1, Some(3), "rwm"),
+            DeviceRule::char(136, None, "rw"),
+            DeviceRule { kind: DeviceKind::Block, major: None, minor: None, access: "m".into() },
+        ];
+        assert_eq!(
+            device_writes(&rules),
+            [
+                ("devices.deny", "a".to_string()),
+                ("devices.allow", "c 1:3 rwm".to_string()),
+                ("devices.allow", "c 136:* rw".to_string()),
+                ("devices.allow", "b *:* m".to_string()),
+            ]
+        );
+        let d = Dirs::default();
+        let l = Limits { devices: Some(vec![]), ..Limits::default() };
+        assert!(matches!(check_controllers(&d, &l), Err(CgroupError::MissingController { ref controller, .. }) if controller == "devices"));
     }
 
     /// A swap limit without memsw (no swap accounting) and a limit without its hierarchy are missing controllers.

@@ -311,6 +311,7 @@ mod tests {
                 write_iops: Some(100),
             }],
             io_weight: Some(50),
+            devices: None,
         };
         write_limits(&g, &limits).unwrap();
         let r = |f: &str| std::fs::read_to_string(g.join(f)).unwrap();

@@ -119,7 +119,7 @@ fn now_unix() -> u64 {
 }
 
 /// Converts the policy's limits into the cgroup layer's, finding each I/O
-/// device's major:minor.
+/// device's major:minor, with the container's device allow-list.
 pub fn cgroup_limits(l: &hutch_policy::Limits) -> Result<cgroup::Limits, String> {
     let mut io = Vec::new();
     for d in &l.io {
@@ -147,7 +147,16 @@ pub fn cgroup_limits(l: &hutch_policy::Limits) -> Result<cgroup::Limits, String>
         pids_max: l.pids_max,
         io,
         io_weight: l.io_weight,
+        devices: Some(container_devices()),
     })
+}
+
+/// The devices a container may use (v1 devices cgroup, a second line behind
+/// the container's own /dev, nodev everywhere else and no CAP_MKNOD): the
+/// nodes of its /dev (null zero full random urandom tty), ptmx and the pts.
+pub fn container_devices() -> Vec<cgroup::DeviceRule> {
+    let c = |major, minor| cgroup::DeviceRule::char(major, minor, "rwm");
+    vec![c(1, Some(3)), c(1, Some(5)), c(1, Some(7)), c(1, Some(8)), c(1, Some(9)), c(5, Some(0)), c(5, Some(2)), c(136, None)]
 }
 
 /// Makes `dir` (and parents) owned by root with mode 0700 for the last part.
