@@ -1,8 +1,8 @@
 //! The container's root filesystem, built inside the new mount namespace:
 //! a writable tmpfs layer, overlayfs over the read-only template, generated
 //! /etc files, the home and the login shell bound in, /proc, read-only /sys,
-//! a small /dev with its own devpts, /dev/shm, /run, /tmp, the host's syslog
-//! socket, then pivot_root. Every step is a named function, in the order of
+//! a small /dev with its own devpts, /dev/shm, /run, /tmp, the keeper's
+//! syslog proxy socket at /dev/log, then pivot_root. Every step is a named function, in the order of
 //! DESIGN.md ("Building a container").
 //!
 //! Paths the user controls (home, policy mount sources) are opened with
@@ -44,7 +44,8 @@ pub struct RootfsSpec {
     /// Policy mounts.
     pub mounts: Vec<hutch_policy::BindMount>,
     pub hostname: String,
-    /// The host's syslog socket, bound at /dev/log when it exists.
+    /// The socket bound at the container's /dev/log when it exists: the
+    /// keeper's proxy ([`crate::keeper::logproxy`]), never the host's.
     pub syslog_socket: PathBuf,
     /// Content of the marker at [`crate::paths::CONTAINER_MARKER`].
     pub marker: String,
@@ -568,7 +569,7 @@ fn mount_dev(spec: &RootfsSpec, root: &Path) -> Result<()> {
         Some("mode=1777,size=65536k"),
     )
     .map_err(sys_err("mounting tmpfs on", &shm))?;
-    // The host's syslog socket: sshd reopens /dev/log for every line.
+    // The keeper's syslog proxy: sshd reopens /dev/log for every line.
     if let Ok(fd) = open_no_symlinks(&spec.syslog_socket, 0) {
         let target = dev.join("log");
         write_file(&target, "", 0o666)?;

@@ -13,6 +13,7 @@
 //!    process in the cgroup, waits for the init, removes the cgroup and the
 //!    state, and exits.
 
+pub mod logproxy;
 pub mod proto;
 pub mod state;
 
@@ -103,6 +104,8 @@ struct Keeper {
     container: Container,
     /// What the network set-up made (released at teardown).
     net: Option<crate::net::NetHandle>,
+    /// The container's /dev/log (dropped at teardown, which removes its socket).
+    log: Option<logproxy::LogProxy>,
     listener: Option<UnixListener>,
     signals: SignalFd,
     sessions: Vec<Session>,
@@ -210,6 +213,10 @@ impl Keeper {
         // must not unload it meanwhile (TemplateStore::release waits on the pin).
         let (loaded, pin) = store.ensure_loaded_pinned(&up.template).map_err(|e| format!("template: {e}"))?;
 
+        // 3b. The container's /dev/log: the keeper's proxy to the host's syslog.
+        let log = logproxy::LogProxy::bind(&paths.dir.join(logproxy::SOCKET_NAME), user, Path::new("/dev/log"))
+            .map_err(|e| format!("binding {}: {e}", paths.dir.join(logproxy::SOCKET_NAME).display()))?;
+
         // 4. The user's cgroup, limits applied before anything runs in it.
         let limits = cgroup_limits(&up.limits).map_err(|e| format!("cgroup: {e}"))?;
         // A controller the host lacks: `strict` refuses the login naming it,
@@ -223,6 +230,7 @@ impl Keeper {
         let staging = paths.staging();
         make_private_dir(&staging).map_err(|e| format!("creating {}: {e}", staging.display()))?;
         let mut spec = ContainerSpec { rootfs: rootfs_spec(&account, &up, &loaded.path, &staging) };
+        spec.rootfs.syslog_socket = log.path().to_path_buf();
         spec.rootfs.resolv_conf = crate::net::resolv_conf(&host, &up.network);
         let container = match container::spawn(&spec, |pid| cg.attach(pid.as_raw()).map_err(|e| e.to_string())) {
             Ok(c) => c,
@@ -291,6 +299,7 @@ impl Keeper {
             cgroup: cg,
             container,
             net,
+            log: Some(log),
             listener: Some(listener),
             signals,
             sessions: Vec::new(),
@@ -333,6 +342,10 @@ impl Keeper {
                 }
                 _ => Duration::from_secs(3600),
             };
+            let timeout = match self.log.as_ref().and_then(|l| l.next_tick()) {
+                Some(t) => timeout.min(t),
+                None => timeout,
+            };
             let ptimeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
             let listener_fd = self.listener.as_ref().map(|l| l.as_fd());
             let mut fds = Vec::with_capacity(self.sessions.len() + 3);
@@ -343,6 +356,10 @@ impl Keeper {
             }
             for s in &self.sessions {
                 fds.push(PollFd::new(s.conn.as_fd(), PollFlags::POLLIN));
+            }
+            // Last, so that the indices above stay as they are.
+            if let Some(l) = &self.log {
+                fds.push(PollFd::new(l.fd(), PollFlags::POLLIN));
             }
             match poll(&mut fds, ptimeout) {
                 Ok(_) => {}
@@ -370,6 +387,13 @@ impl Keeper {
                 return;
             }
             let base = if self.listener.is_some() { 3 } else { 2 };
+            if let Some(l) = &mut self.log {
+                if ready.get(base + self.sessions.len()).copied().unwrap_or(false) {
+                    l.readable();
+                } else {
+                    l.tick();
+                }
+            }
             // Sessions first (indices stay valid as long as we go backwards).
             for i in (0..self.sessions.len()).rev() {
                 if ready[base + i] {
@@ -564,6 +588,7 @@ impl Keeper {
         let started = Instant::now();
         let _ = fs::remove_file(self.paths.socket());
         self.listener = None;
+        self.log = None;
         self.sessions.clear();
         if let Err(e) = self.cgroup.kill_all() {
             sys::syslog(libc::LOG_WARNING, &format!("{}: killing the container: {e}", self.account.name));
