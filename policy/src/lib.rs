@@ -136,6 +136,10 @@ pub enum Network {
 pub struct VethPolicy {
     /// Traffic from the container to these is dropped (`egress_deny`).
     pub egress_deny: Vec<EgressRule>,
+    /// Download limit (toward the container), bytes per second (`rate_in`).
+    pub rate_in: Option<u64>,
+    /// Upload limit (out of the container), bytes per second (`rate_out`).
+    pub rate_out: Option<u64>,
 }
 
 /// Everything the runtime needs to build and run one user's container.

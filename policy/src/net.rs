@@ -156,6 +156,63 @@ impl fmt::Display for EgressList {
     }
 }
 
+/// `rate_in`/`rate_out`: a bandwidth in bits per second, written
+/// `"10mbit"`, `"512kbit"`, `"1gbit"` (SI: 1000) or `"none"`; kept in bytes per second
+/// (`None` = no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate(pub Option<u64>);
+
+impl FromStr for Rate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "none" {
+            return Ok(Rate(None));
+        }
+        let bad = || format!("invalid rate \"{s}\": expected e.g. \"10mbit\", \"512kbit\", \"1gbit\" or \"none\"");
+        let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let (n, unit) = s.split_at(split);
+        let n: u64 = n.parse().map_err(|_| bad())?;
+        let mult = match unit {
+            "bit" => 1,
+            "kbit" => 1_000,
+            "mbit" => 1_000_000,
+            "gbit" => 1_000_000_000,
+            _ => return Err(bad()),
+        };
+        let bytes = n.checked_mul(mult).ok_or_else(bad)? / 8;
+        if bytes < 1000 {
+            return Err(format!("invalid rate \"{s}\": at least 8kbit"));
+        }
+        Ok(Rate(Some(bytes)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(de::Error::custom)
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.write_str("\"none\""),
+            Some(b) if (b * 8) % 1_000_000 == 0 => write!(f, "\"{}mbit\"", b * 8 / 1_000_000),
+            Some(b) if (b * 8) % 1_000 == 0 => write!(f, "\"{}kbit\"", b * 8 / 1_000),
+            Some(b) => write!(f, "\"{}bit\"", b * 8),
+        }
+    }
+}
+
+impl crate::wire::Wire for Rate {
+    fn put(&self, w: &mut crate::wire::Writer) {
+        self.0.put(w);
+    }
+    fn get(r: &mut crate::wire::Reader<'_>) -> Result<Self, crate::wire::Corrupt> {
+        Ok(Rate(<Option<u64> as crate::wire::Wire>::get(r)?))
+    }
+}
+
 /// `[host.net]`: what every `network = "veth"` container shares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetHost {
@@ -265,5 +322,16 @@ mod tests {
         assert!("tcp/25 tcp/26".parse::<EgressRule>().is_err());
         assert!("".parse::<EgressRule>().is_err());
         assert_eq!(EgressList::builtin().to_string(), "[ \"169.254.169.254/32\", \"tcp/25\" ]");
+    }
+
+    /// Rates: SI bit units to bytes per second, "none", and back.
+    #[test]
+    fn rates() {
+        assert_eq!("8mbit".parse::<Rate>().unwrap(), Rate(Some(1_000_000)));
+        assert_eq!("512kbit".parse::<Rate>().unwrap().to_string(), "\"512kbit\"");
+        assert_eq!("none".parse::<Rate>().unwrap(), Rate(None));
+        for bad in ["10", "10MB", "mbit", "1bit"] {
+            assert!(bad.parse::<Rate>().is_err(), "{bad}");
+        }
     }
 }

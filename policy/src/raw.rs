@@ -113,6 +113,10 @@ rules! {
     network: NetworkMode,
     /// Destinations a `veth` container may not reach (see [`crate::net::EgressRule`]).
     egress_deny: crate::net::EgressList,
+    /// Bandwidth toward the container (download), for `veth`.
+    rate_in: crate::net::Rate,
+    /// Bandwidth out of the container (upload), for `veth`.
+    rate_out: crate::net::Rate,
     seccomp: Name,
     /// Refuse logins when the host lacks a cgroup controller a limit needs.
     strict: bool,

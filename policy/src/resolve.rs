@@ -206,9 +206,13 @@ pub(crate) fn explain(model: &Model, account: &Account, service: &str) -> Explan
     add("network", network.to_string(), origin(p.network));
     let egress_deny = p.egress_deny.map_or_else(crate::net::EgressList::builtin, |(v, _)| v.value.clone());
     add("egress_deny", egress_deny.to_string(), origin(p.egress_deny));
+    let rate_in = p.rate_in.map_or(crate::net::Rate(None), |(v, _)| v.value);
+    add("rate_in", rate_in.to_string(), origin(p.rate_in));
+    let rate_out = p.rate_out.map_or(crate::net::Rate(None), |(v, _)| v.value);
+    add("rate_out", rate_out.to_string(), origin(p.rate_out));
     let network = match network {
         crate::values::NetworkMode::Loopback | crate::values::NetworkMode::NoNetwork => Network::Loopback,
-        crate::values::NetworkMode::Veth => Network::Veth(crate::VethPolicy { egress_deny: egress_deny.0 }),
+        crate::values::NetworkMode::Veth => Network::Veth(crate::VethPolicy { egress_deny: egress_deny.0, rate_in: rate_in.0, rate_out: rate_out.0 }),
     };
     let seccomp = p.seccomp.map_or(DEFAULT_SECCOMP.to_string(), |(v, _)| v.value.0.clone());
     add("seccomp", format!("{seccomp:?}"), origin(p.seccomp));

@@ -63,6 +63,13 @@ fn nsenter(pid: i32) -> Command {
     c
 }
 
+/// `nsenter` into `pid`'s netns without a time bound (servers; killed on drop).
+fn nsenter_long(pid: i32) -> Command {
+    let mut c = Command::new("nsenter");
+    c.args([&format!("--net=/proc/{pid}/ns/net"), "--"]);
+    c
+}
+
 fn sh_in(pid: i32, script: &str) -> std::process::Output {
     output(nsenter(pid).args(["sh", "-ec", script]))
 }
@@ -70,7 +77,7 @@ fn sh_in(pid: i32, script: &str) -> std::process::Output {
 /// The Python server in `pid`'s netns on each of `addrs`, once it listens.
 fn server_in(pid: i32, addrs: &[&str]) -> Proc {
     use std::io::BufRead;
-    let mut c = nsenter(pid)
+    let mut c = nsenter_long(pid)
         .args(["python3", "-c", SERVER])
         .args(addrs)
         .stdout(Stdio::piped())
@@ -138,7 +145,7 @@ fn veth_isolation_nat_leases() {
     let host = env.pid();
 
     // The "uplink": a namespace of its own, reached from the sshd's through up0.
-    let uplink = Proc(Command::new("unshare").args(["--net", "sleep", "600"]).spawn().expect("uplink ns"));
+    let uplink = Proc(Command::new("unshare").args(["--net", "sleep", "infinity"]).spawn().expect("uplink ns"));
     let upid = uplink.0.id() as i32;
     wait_until(Duration::from_secs(5), || (proc::ns_id(upid, "net") != proc::ns_id(host, "net")).then_some(()));
     let out = sh_in(
@@ -189,11 +196,12 @@ fn veth_isolation_nat_leases() {
     // ssh -L: 127.0.0.1 is the container's own lo, so the host-only service
     // is out of reach; the gateway is reached from the container (its reply
     // names A's address).
+    // (nsenter execs ssh itself, so the pid killed on drop is the ssh's.)
+    let argv = env.ssh_argv(&a, &["-N", "-L", "9001:127.0.0.1:8082", "-L", "9002:10.77.0.1:8081"], &[]);
     let fwd = Proc(
-        env.client("ssh")
-            .args(SshdEnv::ssh_opts(&a))
-            .args(["-p", &env.port.to_string(), "-N", "-L", "9001:127.0.0.1:8082", "-L", "9002:10.77.0.1:8081"])
-            .arg(format!("{}@127.0.0.1", a.name))
+        Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -206,14 +214,14 @@ fn veth_isolation_nat_leases() {
     assert_eq!(via.as_deref(), Some(a_addr.as_str()), "forward to the gateway");
     let r = connect_from(host, "127.0.0.1", 9001, None);
     assert!(r.starts_with("ERR"), "ssh -L reached a host-only service: {r}");
-    drop(fwd);
 
     // Spoofing, tested with root in A's container netns (the user has no
-    // CAP_NET_RAW/ADMIN): the real source passes, another is dropped, and
+    // CAP_NET_RAW/ADMIN), while the forwarding session keeps it alive: the real source passes, another is dropped, and
     // with a foreign MAC even the real source is dropped.
     let st = hutch.state(&a.name).expect("state of a");
     let init = st["init_pid"].as_i64().unwrap() as i32;
-    assert_eq!(connect_from(init, "10.77.0.1", 8081, Some(&a_addr)), a_addr);
+    let real = connect_from(init, "10.77.0.1", 8081, Some(&a_addr));
+    assert_eq!(real, a_addr, "init {init} ({:?}): {}", proc::cmdline(init), sh_in(init, "ip addr; ip route").describe());
     let out = sh_in(init, "ip addr add 10.77.250.250/32 dev eth0");
     assert!(out.status.success(), "{}", out.describe());
     let r = connect_from(init, "10.77.0.1", 8081, Some("10.77.250.250"));
@@ -222,6 +230,8 @@ fn veth_isolation_nat_leases() {
     assert!(out.status.success(), "{}", out.describe());
     let r = connect_from(init, "10.77.0.1", 8081, Some(&a_addr));
     assert!(r.starts_with("ERR"), "spoofed MAC passed: {r}");
+
+    drop(fwd); // A's last session
 
     // Teardown: A's container goes, its lease is freed, its table and port too.
     let port = format!("hv{:08x}", u32::from(a_addr.parse::<std::net::Ipv4Addr>().unwrap()));
@@ -253,5 +263,103 @@ fn veth_isolation_nat_leases() {
     for l in leases(&lease_file).lines() {
         assert!(l.ends_with(" 0"), "lease still held: {l}");
     }
+
+    // What the networking costs a cold login: the keeper's own figures.
+    let ms = |line: &str, key: &str| -> Option<f64> { line.split(key).nth(1)?.split(" ms").next()?.trim().parse().ok() };
+    let mut shares: Vec<f64> = Vec::new();
+    let lines = env.syslog().lines();
+    for (i, l) in lines.iter().enumerate() {
+        if let Some(net) = ms(l, "network up in ") {
+            if let Some(total) = lines[i..].iter().find_map(|m| ms(m, "container up in ")) {
+                shares.push(net / total);
+            }
+        }
+    }
+    shares.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    assert!(!shares.is_empty(), "no network timing logged");
+    eprintln!("networking share of container start-up: median {:.0}% over {} starts", shares[shares.len() / 2] * 100.0, shares.len());
     drop(uplink);
+}
+
+/// Sends N bytes to each connection on ADDR:PORT (source), or reads a
+/// connection to its end and answers nothing (sink), printing
+/// "<bytes> <seconds>" from first to last byte on stdout for the sink.
+const SHAPER: &str = r#"
+import socket, sys, threading, time
+def source(a, p, n):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((a, p)); s.listen(4)
+    while True:
+        c, _ = s.accept(); c.sendall(b"x" * n); c.close()
+def sink(a, p):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((a, p)); s.listen(4)
+    while True:
+        c, _ = s.accept(); total = 0; t0 = None
+        while True:
+            b = c.recv(65536)
+            if not b: break
+            if t0 is None: t0 = time.monotonic()
+            total += len(b)
+        print(total, time.monotonic() - t0, flush=True); c.close()
+threading.Thread(target=source, args=(sys.argv[1], 8092, int(sys.argv[2])), daemon=True).start()
+threading.Thread(target=sink, args=(sys.argv[1], 8091), daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"#;
+
+/// rate_in and rate_out hold within ±20%, measured with TCP transfers
+/// between the container and the sshd's ("host") namespace; the qdiscs go
+/// with the container.
+#[test]
+fn veth_bandwidth() {
+    use std::io::BufRead;
+    if !require_root("veth_bandwidth") {
+        return;
+    }
+    let hutch = HutchEnv::new("");
+    let lease_file = hutch.dir.join("leases");
+    hutch.write_policy(&format!(
+        "[host.net]\nleases = \"{}\"\n\n[defaults]\nnetwork = \"veth\"\npids = 512\nrate_in = \"16mbit\"\nrate_out = \"8mbit\"\n",
+        lease_file.display()
+    ));
+    let a = hutch.user();
+    let env = hutch.sshd(Sftp::Internal);
+    env.authorize(&a);
+    let host = env.pid();
+    let n: u64 = 4_000_000;
+    let mut c = nsenter_long(host)
+        .args(["python3", "-c", SHAPER, "0.0.0.0", &n.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("shaper server");
+    let mut lines = std::io::BufReader::new(c.stdout.take().unwrap()).lines();
+    let _srv = Proc(c);
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+
+    // Download: 4 MB at 16 mbit/s = 2 MB/s, about 2 s.
+    let out = env.ssh(
+        &a,
+        &["s=$(date +%s%N); n=$(timeout 30 cat </dev/tcp/10.77.0.1/8092 | wc -c); e=$(date +%s%N); echo $n $(( (e - s) / 1000000 ))"],
+    );
+    let f: Vec<u64> = out.stdout_str().split_whitespace().map(|x| x.parse().unwrap()).collect();
+    assert_eq!(f.len(), 2, "{}", out.describe());
+    assert_eq!(f[0], n, "{}", out.describe());
+    let down = f[0] as f64 / (f[1] as f64 / 1000.0);
+    eprintln!("download: {:.0} B/s (limit 2000000)", down);
+    assert!((down - 2_000_000.0).abs() <= 0.2 * 2_000_000.0, "download {down:.0} B/s vs 2000000");
+
+    // Upload: 4 MB at 8 mbit/s = 1 MB/s, about 4 s, timed by the receiver.
+    let out = env.ssh(&a, &[&format!("head -c {n} /dev/zero > /dev/tcp/10.77.0.1/8091 && echo sent")]);
+    assert_eq!(trimmed(&out), "sent", "{}", out.describe());
+    let line = lines.next().unwrap().unwrap();
+    let f: Vec<f64> = line.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    assert_eq!(f[0] as u64, n, "{line}");
+    let up = f[0] / f[1];
+    eprintln!("upload: {:.0} B/s (limit 1000000)", up);
+    assert!((up - 1_000_000.0).abs() <= 0.2 * 1_000_000.0, "upload {up:.0} B/s vs 1000000");
+
+    assert!(hutch.wait_gone(&a.name, Duration::from_secs(15)).is_empty());
+    let q = trimmed(&sh_in(host, "tc qdisc show"));
+    assert!(!q.contains("tbf"), "{q}");
 }

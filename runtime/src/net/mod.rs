@@ -7,8 +7,10 @@
 //!   exists with the gateway address, create the veth pair with the
 //!   container end made directly inside the container's namespace as
 //!   `eth0`, put the host end on the bridge as an isolated port, install
-//!   the user's nftables tables ([`nft`]), then, from a thread inside the
-//!   container's namespace, give `eth0` its address and the default route.
+//!   the user's nftables tables ([`nft`]), shape downloads with a tbf on
+//!   the host end, then, from a thread inside the container's namespace,
+//!   shape uploads with a tbf on `eth0` and give it its address and the
+//!   default route.
 //!
 //! Teardown ([`NetHandle::release`]) deletes the tables and frees the lease;
 //! the veth pair dies with the container's namespace.
@@ -128,10 +130,16 @@ fn configure(net: &NetHost, v: &VethPolicy, h: &NetHandle, netns: BorrowedFd<'_>
         nat_uplink: net.nat_uplink.as_deref(),
     };
     nft::apply(&nft::install_script(&rules)).map_err(|msg| NetError::Nft { user: h.user.clone(), msg })?;
+    if let Some(rate) = v.rate_in {
+        nl.set_tbf(port, rate).map_err(nl_err("limiting the download bandwidth on", h.port.clone()))?;
+    }
     nl.set_up(port).map_err(nl_err("setting up", h.port.clone()))?;
-    let (addr, prefix, gw) = (h.addr, net.pool.prefix, net.gateway);
+    let (addr, prefix, gw, rate_out) = (h.addr, net.pool.prefix, net.gateway, v.rate_out);
     netlink::in_netns(netns, move |nl| {
         let i = nl.link_index(CONTAINER_IF)?.ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
+        if let Some(rate) = rate_out {
+            nl.set_tbf(i, rate)?;
+        }
         nl.add_address(i, addr, prefix)?;
         nl.set_up(i)?;
         if let Some(lo) = nl.link_index("lo")? {

@@ -199,3 +199,48 @@ impl Netlink {
         self.request(RouteNetlinkMessage::NewRoute(msg), NLM_F_CREATE | NLM_F_EXCL).map(drop)
     }
 }
+
+/// `tc_ratespec` + `tc_tbf_qopt` (linux/pkt_sched.h), built by hand: the
+/// crate has no TBF type.
+fn tbf_parms(rate: u64, limit: u32) -> Vec<u8> {
+    let mut v = Vec::with_capacity(36);
+    // rate: cell_log, linklayer (TC_LINKLAYER_ETHERNET: no rate table
+    // needed), overhead, cell_align, mpu, rate (u32; RATE64 above).
+    v.extend_from_slice(&[0u8, 1]);
+    v.extend_from_slice(&0u16.to_ne_bytes());
+    v.extend_from_slice(&(-1i16).to_ne_bytes());
+    v.extend_from_slice(&0u16.to_ne_bytes());
+    v.extend_from_slice(&(rate.min(u64::from(u32::MAX)) as u32).to_ne_bytes());
+    v.extend_from_slice(&[0u8; 12]); // peakrate: none
+    v.extend_from_slice(&limit.to_ne_bytes());
+    v.extend_from_slice(&0u32.to_ne_bytes()); // buffer: from TCA_TBF_BURST
+    v.extend_from_slice(&0u32.to_ne_bytes()); // mtu (peak only)
+    v
+}
+
+impl Netlink {
+    /// Replaces the root qdisc of a link with a token bucket of `rate`
+    /// bytes per second (burst ~50 ms, queue ~100 ms, each at least a few frames).
+    pub fn set_tbf(&mut self, index: u32, rate: u64) -> io::Result<()> {
+        use netlink_packet_core::{DefaultNla, NLM_F_REPLACE};
+        use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcOption};
+        const TCA_TBF_PARMS: u16 = 1;
+        const TCA_TBF_RATE64: u16 = 4;
+        const TCA_TBF_BURST: u16 = 6;
+        let burst = (rate / 20).clamp(8 * 1514, u64::from(u32::MAX)) as u32;
+        let limit = (rate / 10).clamp(16 * 1514, u64::from(u32::MAX)) as u32;
+        let mut opts = vec![
+            TcOption::Other(DefaultNla::new(TCA_TBF_PARMS, tbf_parms(rate, limit))),
+            TcOption::Other(DefaultNla::new(TCA_TBF_BURST, burst.to_ne_bytes().to_vec())),
+        ];
+        if rate > u64::from(u32::MAX) {
+            opts.push(TcOption::Other(DefaultNla::new(TCA_TBF_RATE64, rate.to_ne_bytes().to_vec())));
+        }
+        let mut msg = TcMessage::default();
+        msg.header.index = index as i32;
+        msg.header.parent = TcHandle::ROOT;
+        msg.header.handle = TcHandle { major: 1, minor: 0 };
+        msg.attributes = vec![TcAttribute::Kind("tbf".into()), TcAttribute::Options(opts)];
+        self.request(RouteNetlinkMessage::NewQueueDiscipline(msg), NLM_F_CREATE | NLM_F_REPLACE).map(drop)
+    }
+}
