@@ -497,4 +497,21 @@ mod tests {
             Err(TemplateError::BadName(_))
         ));
     }
+
+    /// release waits while a starting keeper holds a pin, and goes on once it is dropped.
+    #[test]
+    fn release_waits_for_pins() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TemplateStore::new(&dir.path().join("lib"), &dir.path().join("run"));
+        create_dir_all_mode(&dir.path().join("run/template"), 0o755).unwrap();
+        let pin = Pin(lock_file(&store.pins_path("t"), false).unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s2 = store.clone();
+        let t = std::thread::spawn(move || tx.send(s2.release("t", 1).unwrap()).unwrap());
+        let wait = std::time::Duration::from_millis(300);
+        assert!(rx.recv_timeout(wait).is_err(), "release went ahead under a pin");
+        drop(pin);
+        assert!(!rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap());
+        t.join().unwrap();
+    }
 }
