@@ -159,12 +159,80 @@ fn setup(spec: &ContainerSpec, keeper: Pid, go: OwnedFd) -> Result<u64, String> 
         seccomp: rootfs.seccomp.clone(),
     }
     .render();
-    rootfs::build(&rootfs).map_err(|e| e.to_string())?;
-    sethostname(&rootfs.hostname).map_err(|e| format!("sethostname {:?}: {e}", rootfs.hostname))?;
-    sys::link_up("lo").map_err(|e| format!("bringing up lo: {e}"))?;
-    reopen_stdio();
-    become_user(&rootfs)?;
+    configure(&mut rootfs::Kernel, &rootfs)?;
     Ok(pidns)
+}
+
+/// The container's set-up after its namespaces exist, in the order of
+/// DESIGN.md: mount propagation stopped, the root built and pivoted into
+/// ([`rootfs::build_with`]), hostname, `lo`, stdio, then the privileges
+/// dropped (bounding set, setgroups, setresgid, setresuid, no_new_privs).
+/// Every step goes through `ops`, so a test records the order.
+fn configure(ops: &mut impl SetupOps, rootfs: &RootfsSpec) -> Result<(), String> {
+    rootfs::build_with(ops, rootfs).map_err(|e| e.to_string())?;
+    ops.sethostname(&rootfs.hostname)?;
+    ops.link_up_lo()?;
+    ops.reopen_stdio();
+    become_user(ops, rootfs)
+}
+
+/// The container's own set-up steps beyond the root filesystem; see
+/// [`rootfs::RootfsOps`].
+trait SetupOps: rootfs::RootfsOps {
+    fn sethostname(&mut self, name: &str) -> Result<(), String>;
+    fn link_up_lo(&mut self) -> Result<(), String>;
+    fn reopen_stdio(&mut self);
+    fn drop_bounding_set(&mut self) -> Result<(), String>;
+    fn clear_ambient_inheritable(&mut self) -> Result<(), String>;
+    fn setgroups(&mut self, gids: &[Gid]) -> Result<(), String>;
+    fn setresgid(&mut self, gid: Gid) -> Result<(), String>;
+    fn setresuid(&mut self, uid: Uid) -> Result<(), String>;
+    fn no_new_privs(&mut self) -> Result<(), String>;
+    fn not_dumpable(&mut self) -> Result<(), String>;
+    fn check_no_capabilities(&mut self) -> Result<(), String>;
+}
+
+impl SetupOps for rootfs::Kernel {
+    fn sethostname(&mut self, name: &str) -> Result<(), String> {
+        sethostname(name).map_err(|e| format!("sethostname {name:?}: {e}"))
+    }
+    fn link_up_lo(&mut self) -> Result<(), String> {
+        sys::link_up("lo").map_err(|e| format!("bringing up lo: {e}"))
+    }
+    fn reopen_stdio(&mut self) {
+        reopen_stdio()
+    }
+    fn drop_bounding_set(&mut self) -> Result<(), String> {
+        for cap in caps::all() {
+            caps::drop(None, caps::CapSet::Bounding, cap).map_err(|e| format!("dropping {cap} from the bounding set: {e}"))?;
+        }
+        Ok(())
+    }
+    fn clear_ambient_inheritable(&mut self) -> Result<(), String> {
+        caps::clear(None, caps::CapSet::Ambient).map_err(|e| format!("clearing ambient capabilities: {e}"))?;
+        caps::clear(None, caps::CapSet::Inheritable).map_err(|e| format!("clearing inheritable capabilities: {e}"))
+    }
+    fn setgroups(&mut self, gids: &[Gid]) -> Result<(), String> {
+        setgroups(gids).map_err(|e| format!("setgroups: {e}"))
+    }
+    fn setresgid(&mut self, gid: Gid) -> Result<(), String> {
+        setresgid(gid, gid, gid).map_err(|e| format!("setresgid({gid}): {e}"))
+    }
+    fn setresuid(&mut self, uid: Uid) -> Result<(), String> {
+        setresuid(uid, uid, uid).map_err(|e| format!("setresuid({uid}): {e}"))
+    }
+    fn no_new_privs(&mut self) -> Result<(), String> {
+        prctl::set_no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))
+    }
+    fn not_dumpable(&mut self) -> Result<(), String> {
+        prctl::set_dumpable(false).map_err(|e| format!("PR_SET_DUMPABLE: {e}"))
+    }
+    fn check_no_capabilities(&mut self) -> Result<(), String> {
+        if caps::read(None, caps::CapSet::Permitted).map(|s| !s.is_empty()).unwrap_or(true) {
+            return Err("capabilities remain after dropping to the user".into());
+        }
+        Ok(())
+    }
 }
 
 /// fds 0-2 still point at the host's /dev/null: point them at the container's.
@@ -178,26 +246,18 @@ fn reopen_stdio() {
 
 /// Drops the bounding set, every capability and the root identity:
 /// the init runs as the user with no capabilities and no_new_privs.
-fn become_user(spec: &RootfsSpec) -> Result<(), String> {
-    for cap in caps::all() {
-        caps::drop(None, caps::CapSet::Bounding, cap).map_err(|e| format!("dropping {cap} from the bounding set: {e}"))?;
-    }
-    caps::clear(None, caps::CapSet::Ambient).map_err(|e| format!("clearing ambient capabilities: {e}"))?;
-    caps::clear(None, caps::CapSet::Inheritable).map_err(|e| format!("clearing inheritable capabilities: {e}"))?;
+fn become_user(ops: &mut impl SetupOps, spec: &RootfsSpec) -> Result<(), String> {
+    ops.drop_bounding_set()?;
+    ops.clear_ambient_inheritable()?;
     let gids: Vec<Gid> = spec.groups.iter().map(|(_, g)| Gid::from_raw(*g)).collect();
-    setgroups(&gids).map_err(|e| format!("setgroups: {e}"))?;
-    let gid = Gid::from_raw(spec.gid);
-    setresgid(gid, gid, gid).map_err(|e| format!("setresgid({}): {e}", spec.gid))?;
-    let uid = Uid::from_raw(spec.uid);
-    setresuid(uid, uid, uid).map_err(|e| format!("setresuid({}): {e}", spec.uid))?;
-    prctl::set_no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
+    ops.setgroups(&gids)?;
+    ops.setresgid(Gid::from_raw(spec.gid))?;
+    ops.setresuid(Uid::from_raw(spec.uid))?;
+    ops.no_new_privs()?;
     // Not ptraceable by the user, and /proc/1/{exe,fd,environ} stay closed:
     // the init is a fork of the keeper, its exe a host binary (CVE-2019-5736).
-    prctl::set_dumpable(false).map_err(|e| format!("PR_SET_DUMPABLE: {e}"))?;
-    if caps::read(None, caps::CapSet::Permitted).map(|s| !s.is_empty()).unwrap_or(true) {
-        return Err("capabilities remain after dropping to the user".into());
-    }
-    Ok(())
+    ops.not_dumpable()?;
+    ops.check_no_capabilities()
 }
 
 /// PID 1: reap every child (orphans of the sessions are re-parented here).
@@ -220,4 +280,71 @@ fn init_loop() -> ! {
 /// Inode of a namespace file, for comparing namespaces.
 pub fn ns_inode(path: &Path) -> std::io::Result<u64> {
     Ok(fs::metadata(path)?.ino())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rootfs::{RootfsOps, RootfsSpec};
+    use std::path::{Path, PathBuf};
+
+    type R<T> = std::result::Result<T, crate::rootfs::RootfsError>;
+
+    /// Records the name of every step instead of performing it.
+    #[derive(Default)]
+    struct Recorder(Vec<&'static str>);
+
+    impl RootfsOps for Recorder {
+        fn make_root_private(&mut self) -> R<()> { self.0.push("make_root_private"); Ok(()) }
+        fn mount_writable_layer(&mut self, s: &RootfsSpec) -> R<PathBuf> { self.0.push("mount_writable_layer"); Ok(s.staging.clone()) }
+        fn mount_overlay(&mut self, _: &RootfsSpec, l: &Path) -> R<PathBuf> { self.0.push("mount_overlay"); Ok(l.join("root")) }
+        fn write_etc(&mut self, _: &RootfsSpec, _: &Path) -> R<()> { self.0.push("write_etc"); Ok(()) }
+        fn mount_tmpfs_dirs(&mut self, _: &RootfsSpec, _: &Path) -> R<()> { self.0.push("mount_tmpfs_dirs"); Ok(()) }
+        fn bind_upper_for_admin(&mut self, _: &Path, _: &Path) -> R<()> { self.0.push("bind_upper_for_admin"); Ok(()) }
+        fn bind_home(&mut self, _: &RootfsSpec, _: &Path) -> R<()> { self.0.push("bind_home"); Ok(()) }
+        fn bind_host_files(&mut self, _: &RootfsSpec, _: &Path) -> R<()> { self.0.push("bind_host_files"); Ok(()) }
+        fn bind_policy_mounts(&mut self, _: &RootfsSpec, _: &Path) -> R<()> { self.0.push("bind_policy_mounts"); Ok(()) }
+        fn mount_proc(&mut self, _: &Path) -> R<()> { self.0.push("mount_proc"); Ok(()) }
+        fn mount_sys(&mut self, _: &Path) -> R<()> { self.0.push("mount_sys"); Ok(()) }
+        fn mount_dev(&mut self, _: &RootfsSpec, _: &Path) -> R<()> { self.0.push("mount_dev"); Ok(()) }
+        fn mask_paths(&mut self, _: &Path) -> R<()> { self.0.push("mask_paths"); Ok(()) }
+        fn write_marker(&mut self, _: &RootfsSpec, _: &Path) -> R<()> { self.0.push("write_marker"); Ok(()) }
+        fn pivot_into(&mut self, _: &Path) -> R<()> { self.0.push("pivot_into"); Ok(()) }
+    }
+
+    impl SetupOps for Recorder {
+        fn sethostname(&mut self, _: &str) -> Result<(), String> { self.0.push("sethostname"); Ok(()) }
+        fn link_up_lo(&mut self) -> Result<(), String> { self.0.push("link_up_lo"); Ok(()) }
+        fn reopen_stdio(&mut self) { self.0.push("reopen_stdio") }
+        fn drop_bounding_set(&mut self) -> Result<(), String> { self.0.push("drop_bounding_set"); Ok(()) }
+        fn clear_ambient_inheritable(&mut self) -> Result<(), String> { self.0.push("clear_ambient_inheritable"); Ok(()) }
+        fn setgroups(&mut self, _: &[Gid]) -> Result<(), String> { self.0.push("setgroups"); Ok(()) }
+        fn setresgid(&mut self, _: Gid) -> Result<(), String> { self.0.push("setresgid"); Ok(()) }
+        fn setresuid(&mut self, _: Uid) -> Result<(), String> { self.0.push("setresuid"); Ok(()) }
+        fn no_new_privs(&mut self) -> Result<(), String> { self.0.push("no_new_privs"); Ok(()) }
+        fn not_dumpable(&mut self) -> Result<(), String> { self.0.push("not_dumpable"); Ok(()) }
+        fn check_no_capabilities(&mut self) -> Result<(), String> { self.0.push("check_no_capabilities"); Ok(()) }
+    }
+
+    /// The set-up runs in the hardening order of DESIGN.md: propagation stopped first, every mount before the pivot, then bounding set, setgroups, setresgid, setresuid, no_new_privs.
+    #[test]
+    fn setup_order() {
+        let mut rec = Recorder::default();
+        configure(&mut rec, &crate::rootfs::tests::spec()).unwrap();
+        let steps = rec.0;
+        let at = |name: &str| steps.iter().position(|s| *s == name).unwrap_or_else(|| panic!("{name} never ran: {steps:?}"));
+        assert_eq!(steps[0], "make_root_private", "propagation must be stopped first: {steps:?}");
+        let pivot = at("pivot_into");
+        for m in ["mount_writable_layer", "mount_overlay", "mount_tmpfs_dirs", "bind_home", "bind_host_files", "bind_policy_mounts", "mount_proc", "mount_sys", "mount_dev", "mask_paths"] {
+            assert!(at(m) < pivot, "{m} after the pivot: {steps:?}");
+        }
+        assert!(at("mount_tmpfs_dirs") < at("bind_home"), "/tmp must be mounted before the binds: {steps:?}");
+        let privs = ["drop_bounding_set", "setgroups", "setresgid", "setresuid", "no_new_privs"];
+        for w in privs.windows(2) {
+            assert!(at(w[0]) < at(w[1]), "{} must come before {}: {steps:?}", w[0], w[1]);
+        }
+        assert!(pivot < at("drop_bounding_set"), "privileges are dropped after the root is built: {steps:?}");
+        assert_eq!(steps.last(), Some(&"check_no_capabilities"), "{steps:?}");
+        assert_eq!(steps.len(), 26, "a step was added or lost: {steps:?}");
+    }
 }

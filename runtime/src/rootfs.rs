@@ -80,24 +80,102 @@ fn sys_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(nix::Error) -> R
 /// Builds the root and pivots into it. Runs in the container's first
 /// process, as root, already in its new namespaces (mount, pid, ...).
 pub fn build(spec: &RootfsSpec) -> Result<()> {
-    make_root_private()?;
-    let layer = mount_writable_layer(spec)?;
-    let root = mount_overlay(spec, &layer)?;
-    write_etc(spec, &root)?;
+    build_with(&mut Kernel, spec)
+}
+
+/// [`build`] through `ops`: the order of the steps lives here and only here,
+/// so that a test can record it with a fake (`container::tests`).
+pub fn build_with(ops: &mut impl RootfsOps, spec: &RootfsSpec) -> Result<()> {
+    ops.make_root_private()?;
+    let layer = ops.mount_writable_layer(spec)?;
+    let root = ops.mount_overlay(spec, &layer)?;
+    ops.write_etc(spec, &root)?;
     // /run and /tmp before the binds: a home or a login shell under /tmp
     // must land on top of the container's /tmp, not under it.
-    mount_tmpfs_dirs(spec, &root)?;
-    bind_upper_for_admin(&layer, &root)?;
-    bind_home(spec, &root)?;
-    bind_host_files(spec, &root)?;
-    bind_policy_mounts(spec, &root)?;
-    mount_proc(&root)?;
-    mount_sys(&root)?;
-    mount_dev(spec, &root)?;
-    mask_paths(&root)?;
-    write_marker(spec, &root)?;
-    pivot_into(&root)?;
+    ops.mount_tmpfs_dirs(spec, &root)?;
+    ops.bind_upper_for_admin(&layer, &root)?;
+    ops.bind_home(spec, &root)?;
+    ops.bind_host_files(spec, &root)?;
+    ops.bind_policy_mounts(spec, &root)?;
+    ops.mount_proc(&root)?;
+    ops.mount_sys(&root)?;
+    ops.mount_dev(spec, &root)?;
+    ops.mask_paths(&root)?;
+    ops.write_marker(spec, &root)?;
+    ops.pivot_into(&root)?;
     Ok(())
+}
+
+/// The steps of [`build`], one method each. [`Kernel`] performs them; a
+/// recording fake in the tests asserts their order without root.
+pub trait RootfsOps {
+    fn make_root_private(&mut self) -> Result<()>;
+    fn mount_writable_layer(&mut self, spec: &RootfsSpec) -> Result<PathBuf>;
+    fn mount_overlay(&mut self, spec: &RootfsSpec, layer: &Path) -> Result<PathBuf>;
+    fn write_etc(&mut self, spec: &RootfsSpec, root: &Path) -> Result<()>;
+    fn mount_tmpfs_dirs(&mut self, spec: &RootfsSpec, root: &Path) -> Result<()>;
+    fn bind_upper_for_admin(&mut self, layer: &Path, root: &Path) -> Result<()>;
+    fn bind_home(&mut self, spec: &RootfsSpec, root: &Path) -> Result<()>;
+    fn bind_host_files(&mut self, spec: &RootfsSpec, root: &Path) -> Result<()>;
+    fn bind_policy_mounts(&mut self, spec: &RootfsSpec, root: &Path) -> Result<()>;
+    fn mount_proc(&mut self, root: &Path) -> Result<()>;
+    fn mount_sys(&mut self, root: &Path) -> Result<()>;
+    fn mount_dev(&mut self, spec: &RootfsSpec, root: &Path) -> Result<()>;
+    fn mask_paths(&mut self, root: &Path) -> Result<()>;
+    fn write_marker(&mut self, spec: &RootfsSpec, root: &Path) -> Result<()>;
+    fn pivot_into(&mut self, root: &Path) -> Result<()>;
+}
+
+/// The real steps: the functions of this file, on the kernel.
+#[derive(Debug, Default)]
+pub struct Kernel;
+
+impl RootfsOps for Kernel {
+    fn make_root_private(&mut self) -> Result<()> {
+        make_root_private()
+    }
+    fn mount_writable_layer(&mut self, spec: &RootfsSpec) -> Result<PathBuf> {
+        mount_writable_layer(spec)
+    }
+    fn mount_overlay(&mut self, spec: &RootfsSpec, layer: &Path) -> Result<PathBuf> {
+        mount_overlay(spec, layer)
+    }
+    fn write_etc(&mut self, spec: &RootfsSpec, root: &Path) -> Result<()> {
+        write_etc(spec, root)
+    }
+    fn mount_tmpfs_dirs(&mut self, spec: &RootfsSpec, root: &Path) -> Result<()> {
+        mount_tmpfs_dirs(spec, root)
+    }
+    fn bind_upper_for_admin(&mut self, layer: &Path, root: &Path) -> Result<()> {
+        bind_upper_for_admin(layer, root)
+    }
+    fn bind_home(&mut self, spec: &RootfsSpec, root: &Path) -> Result<()> {
+        bind_home(spec, root)
+    }
+    fn bind_host_files(&mut self, spec: &RootfsSpec, root: &Path) -> Result<()> {
+        bind_host_files(spec, root)
+    }
+    fn bind_policy_mounts(&mut self, spec: &RootfsSpec, root: &Path) -> Result<()> {
+        bind_policy_mounts(spec, root)
+    }
+    fn mount_proc(&mut self, root: &Path) -> Result<()> {
+        mount_proc(root)
+    }
+    fn mount_sys(&mut self, root: &Path) -> Result<()> {
+        mount_sys(root)
+    }
+    fn mount_dev(&mut self, spec: &RootfsSpec, root: &Path) -> Result<()> {
+        mount_dev(spec, root)
+    }
+    fn mask_paths(&mut self, root: &Path) -> Result<()> {
+        mask_paths(root)
+    }
+    fn write_marker(&mut self, spec: &RootfsSpec, root: &Path) -> Result<()> {
+        write_marker(spec, root)
+    }
+    fn pivot_into(&mut self, root: &Path) -> Result<()> {
+        pivot_into(root)
+    }
 }
 
 fn make_root_private() -> Result<()> {
@@ -636,10 +714,11 @@ fn pivot_into(root: &Path) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn spec() -> RootfsSpec {
+    /// A spec for tests (also `container::tests`).
+    pub(crate) fn spec() -> RootfsSpec {
         RootfsSpec {
             lower: "/run/hutch/template/default/1".into(),
             staging: "/run/hutch/users/alice/root".into(),
