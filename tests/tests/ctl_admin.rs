@@ -12,7 +12,7 @@ use hutch_tests::*;
 const POLICY: &str = "[defaults]\nhostname = \"box-{user}\"\nmemory = \"1G\"\npids = 512\n";
 
 /// The loop's last tick, read through the init's root (the container's /tmp).
-fn tick(init_root: &PathBuf) -> Option<u128> {
+fn tick(init_root: &std::path::Path) -> Option<u128> {
     std::fs::read_to_string(init_root.join("tmp/tick")).ok()?.trim().parse().ok()
 }
 
@@ -99,7 +99,7 @@ fn freeze_enter_diff_watch() {
         let diff = out.stdout_str();
         assert!(diff.lines().any(|l| l == "A /var/tmp/from-session"), "{diff}");
         assert!(diff.lines().any(|l| l == "D /etc/motd"), "{diff}");
-        assert!(!diff.contains("/etc/passwd") && !diff.contains(&format!("/home/")), "hutch's own files listed: {diff}");
+        assert!(!diff.contains("/etc/passwd") && !diff.contains("/home/"), "hutch's own files listed: {diff}");
         let out = hutch.ctl(&["diff", &name, "--all"]);
         assert!(out.stdout_str().lines().any(|l| l == "C /etc/passwd"), "{}", out.describe());
 
