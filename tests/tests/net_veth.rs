@@ -363,3 +363,37 @@ fn veth_bandwidth() {
     let q = trimmed(&sh_in(host, "tc qdisc show"));
     assert!(!q.contains("tbf"), "{q}");
 }
+
+/// A keeper killed with SIGKILL leaves its table and a held lease behind
+/// (its container and veth die with it); the user's next login recovers
+/// both: the same address, the table replaced, the network working, and
+/// nothing left after that logout.
+#[test]
+fn veth_crash_recovery() {
+    if !require_root("veth_crash_recovery") {
+        return;
+    }
+    let hutch = HutchEnv::new("");
+    let lease_file = hutch.dir.join("leases");
+    hutch.write_policy(&format!("[host.net]\nleases = \"{}\"\n\n[defaults]\nnetwork = \"veth\"\npids = 512\n", lease_file.display()));
+    let a = hutch.user();
+    let env = hutch.sshd(Sftp::Internal);
+    env.authorize(&a);
+    let host = env.pid();
+    let _srv = server_in(host, &["0.0.0.0:8081"]);
+
+    let s = env.ssh_pty(&a, &[]);
+    assert!(s.expect("$ ", Duration::from_secs(30)).is_some(), "no prompt: {}", s.output());
+    let keeper = hutch.state(&a.name).expect("state")["keeper_pid"].as_i64().unwrap() as i32;
+    let (addr, held) = lease_of(&lease_file, &a.name).expect("lease");
+    assert_eq!(held, keeper);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(keeper), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let _ = s.wait(Duration::from_secs(30));
+    let table = format!("hutch-{}", a.name);
+    assert!(trimmed(&sh_in(host, "nft list tables")).contains(&table), "the killed keeper's table should still be there");
+
+    assert_eq!(connect_as(&env, &a, "10.77.0.1", 8081), addr, "syslog {:#?}", env.syslog().lines());
+    assert!(hutch.wait_gone(&a.name, Duration::from_secs(15)).is_empty());
+    assert!(!trimmed(&sh_in(host, "nft list tables")).contains(&table));
+    assert_eq!(lease_of(&lease_file, &a.name), Some((addr, 0)));
+}
