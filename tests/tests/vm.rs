@@ -16,7 +16,13 @@ fn cannot_run() -> Option<String> {
     if !nix::unistd::Uid::effective().is_root() {
         return Some("needs root (mmdebstrap --mode=root, mkfs, /var/cache/hutch-tests)".into());
     }
-    for tool in ["qemu-system-x86_64", "qemu-img", "mmdebstrap", "dpkg-buildpackage", "dh"] {
+    for tool in [
+        "qemu-system-x86_64",
+        "qemu-img",
+        "mmdebstrap",
+        "dpkg-buildpackage",
+        "dh",
+    ] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .output()
@@ -29,7 +35,10 @@ fn cannot_run() -> Option<String> {
 }
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repository root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repository root")
+        .to_path_buf()
 }
 
 /// The .deb to test: `HUTCH_DEB`, else `make deb` into a target dir of its
@@ -41,7 +50,11 @@ fn deb() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("target"));
-    let target = if target.is_absolute() { target } else { repo().join(target) };
+    let target = if target.is_absolute() {
+        target
+    } else {
+        repo().join(target)
+    };
     let deb_target = target.join("vm-deb");
     let out = deb_target.join("deb");
     let t = Instant::now();
@@ -64,7 +77,12 @@ fn deb() -> PathBuf {
             n.starts_with("hutch_") && n.ends_with(".deb")
         })
         .collect();
-    assert_eq!(debs.len(), 1, "expected one hutch_*.deb in {}: {debs:?}", out.display());
+    assert_eq!(
+        debs.len(),
+        1,
+        "expected one hutch_*.deb in {}: {debs:?}",
+        out.display()
+    );
     debs.into_iter().next().unwrap()
 }
 
@@ -80,14 +98,26 @@ fn vm_tier_debian12_systemd_cgroup2() {
     }
     let deb = deb();
     let t = Instant::now();
-    let out = Command::new(repo().join("tests/vm/run.sh"))
+    // A stalled guest must fail the test, not CI's overall timeout; run.sh
+    // kills its VM on SIGTERM.
+    let out = Command::new("timeout")
+        .args(["--kill-after=30", "1800"])
+        .arg(repo().join("tests/vm/run.sh"))
         .env("HUTCH_DEB", &deb)
         .output()
         .expect("running tests/vm/run.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);
     eprintln!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     eprintln!("VM tier: {:?}", t.elapsed());
-    let summary = stdout.lines().rev().find(|l| l.ends_with(" failed")).unwrap_or("no summary line");
-    assert!(out.status.success(), "VM tier failed ({summary}), status {}", out.status);
+    let summary = stdout
+        .lines()
+        .rev()
+        .find(|l| l.ends_with(" failed"))
+        .unwrap_or("no summary line");
+    assert!(
+        out.status.success(),
+        "VM tier failed ({summary}), status {}",
+        out.status
+    );
     assert!(summary.ends_with(" 0 failed"), "{summary}");
 }
