@@ -269,6 +269,9 @@ fn veth_isolation_nat_leases() {
     let mut shares: Vec<f64> = Vec::new();
     let lines = env.syslog().lines();
     for (i, l) in lines.iter().enumerate() {
+        if l.contains("network up in ") || l.contains("container up in ") {
+            eprintln!("{l}");
+        }
         if let Some(net) = ms(l, "network up in ") {
             if let Some(total) = lines[i..].iter().find_map(|m| ms(m, "container up in ")) {
                 shares.push(net / total);
@@ -396,4 +399,7 @@ fn veth_crash_recovery() {
     assert!(hutch.wait_gone(&a.name, Duration::from_secs(15)).is_empty());
     assert!(!trimmed(&sh_in(host, "nft list tables")).contains(&table));
     assert_eq!(lease_of(&lease_file, &a.name), Some((addr, 0)));
+    for l in env.syslog().lines().iter().filter(|l| l.contains("network up")) {
+        eprintln!("{l}");
+    }
 }

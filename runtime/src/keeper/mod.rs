@@ -254,7 +254,11 @@ impl Keeper {
             }
         };
         if let Some(n) = &net {
-            sys::syslog(libc::LOG_INFO, &format!("{user}: network up in {:.1} ms (address {}, port {})", n.took.as_secs_f64() * 1000.0, n.addr, n.port));
+            let steps: Vec<String> = n.steps.iter().map(|(s, d)| format!("{s} {:.1}", d.as_secs_f64() * 1000.0)).collect();
+            sys::syslog(
+                libc::LOG_INFO,
+                &format!("{user}: network up in {:.1} ms (address {}, port {}; ms: {})", n.took.as_secs_f64() * 1000.0, n.addr, n.port, steps.join(", ")),
+            );
         }
 
         // 6. The socket.

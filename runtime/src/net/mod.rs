@@ -62,6 +62,8 @@ pub struct NetHandle {
     keeper: i32,
     /// How long the set-up took.
     pub took: Duration,
+    /// How long each step took (lease, bridge, veth, nft, eth0), for the log.
+    pub steps: Vec<(&'static str, Duration)>,
 }
 
 /// Sets up `user`'s network in the container whose network namespace is
@@ -81,9 +83,20 @@ fn setup_veth(net: &NetHost, leases: PathBuf, user: &str, v: &VethPolicy, netns:
     let addr = file
         .acquire(net.pool, &[net.gateway], user, keeper)
         .map_err(|source| NetError::Lease { file: leases.clone(), source })?;
-    let mut handle = NetHandle { user: user.into(), addr, port: addr::host_ifname(addr), leases, keeper, took: Duration::ZERO };
+    let mut handle = NetHandle {
+        user: user.into(),
+        addr,
+        port: addr::host_ifname(addr),
+        leases,
+        keeper,
+        took: Duration::ZERO,
+        steps: vec![("lease", started.elapsed())],
+    };
     let mut made_port = false;
-    match configure(net, v, &handle, netns, &mut made_port) {
+    let mut steps = Vec::new();
+    let r = configure(net, v, &handle, netns, &mut made_port, &mut steps);
+    handle.steps.extend(steps);
+    match r {
         Ok(()) => {
             handle.took = started.elapsed();
             Ok(handle)
@@ -102,13 +115,27 @@ fn setup_veth(net: &NetHost, leases: PathBuf, user: &str, v: &VethPolicy, netns:
     }
 }
 
-fn configure(net: &NetHost, v: &VethPolicy, h: &NetHandle, netns: BorrowedFd<'_>, made_port: &mut bool) -> Result<(), NetError> {
+fn configure(
+    net: &NetHost,
+    v: &VethPolicy,
+    h: &NetHandle,
+    netns: BorrowedFd<'_>,
+    made_port: &mut bool,
+    steps: &mut Vec<(&'static str, Duration)>,
+) -> Result<(), NetError> {
+    let mut t = Instant::now();
+    let mut step = |name: &'static str| {
+        steps.push((name, t.elapsed()));
+        t = Instant::now();
+    };
     let mut nl = Netlink::open().map_err(nl_err("opening", "a netlink socket"))?;
     let bridge = ensure_bridge(&mut nl, net)?;
+    step("bridge");
     if net.nat_uplink.is_some() {
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1\n").map_err(NetError::Forward)?;
     }
-    // A port a crashed keeper left (its namespace may still be dying).
+    // The port of this address's previous container, whose namespace the
+    // kernel is still destroying (or a crashed keeper's): see host_ifname.
     if let Some(i) = nl.link_index(&h.port).map_err(nl_err("looking up", h.port.clone()))? {
         nl.del_link(i).map_err(nl_err("deleting the stale", h.port.clone()))?;
     }
@@ -121,6 +148,7 @@ fn configure(net: &NetHost, v: &VethPolicy, h: &NetHandle, netns: BorrowedFd<'_>
         .ok_or_else(|| nl_err("looking up", h.port.clone())(std::io::Error::from_raw_os_error(libc::ENODEV)))?;
     nl.set_controller(port, bridge).map_err(nl_err("attaching to the bridge", h.port.clone()))?;
     nl.set_port_isolated(port).map_err(nl_err("isolating the bridge port", h.port.clone()))?;
+    step("veth");
     let rules = nft::Rules {
         user: &h.user,
         port: &h.port,
@@ -129,7 +157,8 @@ fn configure(net: &NetHost, v: &VethPolicy, h: &NetHandle, netns: BorrowedFd<'_>
         egress_deny: &v.egress_deny,
         nat_uplink: net.nat_uplink.as_deref(),
     };
-    nft::apply(&nft::install_script(&rules)).map_err(|msg| NetError::Nft { user: h.user.clone(), msg })?;
+    nft::install(&rules).map_err(|msg| NetError::Nft { user: h.user.clone(), msg })?;
+    step("nft");
     if let Some(rate) = v.rate_in {
         nl.set_tbf(port, rate).map_err(nl_err("limiting the download bandwidth on", h.port.clone()))?;
     }
@@ -147,7 +176,9 @@ fn configure(net: &NetHost, v: &VethPolicy, h: &NetHandle, netns: BorrowedFd<'_>
         }
         nl.add_default_route(gw)
     })
-    .map_err(nl_err("configuring eth0 in the container of", h.user.clone()))
+    .map_err(nl_err("configuring eth0 in the container of", h.user.clone()))?;
+    step("eth0");
+    Ok(())
 }
 
 /// The bridge's index; made (with the gateway address, up) if missing.

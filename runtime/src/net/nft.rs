@@ -8,9 +8,11 @@
 //! - `table ip hutch-<user>` (only with NAT): masquerade the user's address
 //!   out of the uplink.
 //!
-//! Installing first adds and deletes the tables (so a table a crashed
-//! keeper left goes), then adds them anew, all in one batch: the kernel
-//! applies all of it or nothing.
+//! Installing is one batch that `create`s the tables (failing if one
+//! exists) and fills them: the kernel applies all of it or nothing. Only
+//! when that fails (a table a crashed keeper left) does a second batch add,
+//! delete and re-add them: a delete in the batch costs ~10 ms more (hooks
+//! unregistered, an RCU grace period), so the usual login avoids it.
 
 use std::net::Ipv4Addr;
 
@@ -41,12 +43,26 @@ pub fn delete_script(user: &str) -> String {
     format!("table bridge {t}\ndelete table bridge {t}\ntable ip {t}\ndelete table ip {t}\n")
 }
 
-/// The batch that (re)installs the user's tables.
+/// The batch that installs the user's tables when none exists.
 pub fn install_script(r: &Rules<'_>) -> String {
     let t = table_name(r.user);
+    let mut s = format!("create table bridge {t}\n");
+    if r.nat_uplink.is_some() {
+        s.push_str(&format!("create table ip {t}\n"));
+    }
+    s.push_str(&tables(r));
+    s
+}
+
+/// The batch that replaces whatever tables the user has.
+pub fn reinstall_script(r: &Rules<'_>) -> String {
+    delete_script(r.user) + &tables(r)
+}
+
+fn tables(r: &Rules<'_>) -> String {
+    let t = table_name(r.user);
     let mac = super::addr::mac_text(r.mac);
-    let mut s = delete_script(r.user);
-    s.push_str(&format!("table bridge {t} {{\n  chain guard {{\n"));
+    let mut s = format!("table bridge {t} {{\n  chain guard {{\n");
     s.push_str(&format!("    ether saddr != {mac} drop\n"));
     s.push_str("    ether type != { ip, arp } drop\n");
     s.push_str(&format!("    ether type arp arp saddr ether != {mac} drop\n"));
@@ -84,6 +100,11 @@ pub fn apply(script: &str) -> Result<(), String> {
     super::nftffi::run(script)
 }
 
+/// Installs the user's tables, replacing stale ones if there are any.
+pub fn install(r: &Rules<'_>) -> Result<(), String> {
+    apply(&install_script(r)).or_else(|_| apply(&reinstall_script(r)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,7 +122,8 @@ mod tests {
             nat_uplink: None,
         };
         let s = install_script(&r);
-        assert!(s.starts_with("table bridge hutch-al_ice\ndelete table bridge hutch-al_ice\n"));
+        assert!(s.starts_with("create table bridge hutch-al_ice\ntable bridge hutch-al_ice {\n"));
+        assert!(reinstall_script(&r).starts_with("table bridge hutch-al_ice\ndelete table bridge hutch-al_ice\n"));
         for want in [
             "ether saddr != 02:68:0a:4d:00:02 drop",
             "ip saddr != 10.77.0.2 drop",
@@ -114,6 +136,8 @@ mod tests {
         }
         assert!(!s.contains("masquerade"));
         r.nat_uplink = Some("up0");
-        assert!(install_script(&r).contains("ip saddr 10.77.0.2 oifname \"up0\" masquerade"));
+        let s = install_script(&r);
+        assert!(s.contains("create table ip hutch-al_ice\n"));
+        assert!(s.contains("ip saddr 10.77.0.2 oifname \"up0\" masquerade"));
     }
 }

@@ -17,8 +17,12 @@ pub fn mac_text(mac: [u8; 6]) -> String {
     mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
-/// The host end of the veth for `addr`: `hv` and the address in hex
-/// (10 characters, unique per address, known again after a crash).
+/// The host end of the veth for `addr`: `hv` and the address in hex (10
+/// characters, one per address). A user who logs in again while the
+/// previous container's namespace is still being destroyed finds that
+/// port and deletes it first (~15 ms): a port of another name would let the
+/// dying namespace (same MAC, old TCP state) steal the bridge's FDB entry
+/// and stall the new container's connections (seen in the bandwidth test).
 pub fn host_ifname(addr: Ipv4Addr) -> String {
     format!("hv{:08x}", u32::from(addr))
 }
