@@ -129,6 +129,21 @@ pub enum Network {
     /// `"veth"`: a veth pair, the host end on `[host.net] bridge`, the
     /// container end `eth0` with a leased address from the pool.
     Veth(VethPolicy),
+    /// `"macvlan"`: a private-mode macvlan on `device`.
+    Macvlan(DevicePolicy),
+    /// `"vlan"`: VLAN `vlan_id` on `device`.
+    Vlan(DevicePolicy),
+    /// `"phys"`: `device` itself, given back at teardown.
+    Phys(DevicePolicy),
+}
+
+/// The per-user part of a `macvlan`, `vlan` or `phys` network.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DevicePolicy {
+    /// `net_device`.
+    pub device: String,
+    /// `vlan_id` (vlan only).
+    pub vlan_id: u16,
 }
 
 /// The per-user part of a `veth` network.

@@ -213,6 +213,54 @@ impl crate::wire::Wire for Rate {
     }
 }
 
+/// `net_device`: a host interface name (the parent of a macvlan or VLAN,
+/// or the interface a `phys` container gets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfName(pub String);
+
+impl<'de> Deserialize<'de> for IfName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        check_ifname(&s).map_err(de::Error::custom)?;
+        Ok(IfName(s))
+    }
+}
+
+impl fmt::Display for IfName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl crate::wire::Wire for IfName {
+    fn put(&self, w: &mut crate::wire::Writer) {
+        self.0.put(w);
+    }
+    fn get(r: &mut crate::wire::Reader<'_>) -> Result<Self, crate::wire::Corrupt> {
+        Ok(IfName(<String as crate::wire::Wire>::get(r)?))
+    }
+}
+
+/// `vlan_id`: 1..=4094.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VlanId(pub u16);
+
+impl<'de> Deserialize<'de> for VlanId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        u16::try_from(n).ok().filter(|n| (1..=4094).contains(n)).map(VlanId).ok_or_else(|| de::Error::custom(format!("invalid VLAN id {n}: 1..=4094")))
+    }
+}
+
+impl crate::wire::Wire for VlanId {
+    fn put(&self, w: &mut crate::wire::Writer) {
+        u64::from(self.0).put(w);
+    }
+    fn get(r: &mut crate::wire::Reader<'_>) -> Result<Self, crate::wire::Corrupt> {
+        u16::try_from(<u64 as crate::wire::Wire>::get(r)?).map(VlanId).map_err(|_| crate::wire::Corrupt)
+    }
+}
+
 /// `[host.net]`: what every `network = "veth"` container shares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetHost {

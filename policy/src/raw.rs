@@ -117,6 +117,10 @@ rules! {
     rate_in: crate::net::Rate,
     /// Bandwidth out of the container (upload), for `veth`.
     rate_out: crate::net::Rate,
+    /// `macvlan`/`vlan`: the parent interface; `phys`: the interface moved in.
+    net_device: crate::net::IfName,
+    /// `vlan`: the VLAN id.
+    vlan_id: crate::net::VlanId,
     seccomp: Name,
     /// Refuse logins when the host lacks a cgroup controller a limit needs.
     strict: bool,

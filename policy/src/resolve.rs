@@ -210,9 +210,27 @@ pub(crate) fn explain(model: &Model, account: &Account, service: &str) -> Explan
     add("rate_in", rate_in.to_string(), origin(p.rate_in));
     let rate_out = p.rate_out.map_or(crate::net::Rate(None), |(v, _)| v.value);
     add("rate_out", rate_out.to_string(), origin(p.rate_out));
+    let net_device = p.net_device.map(|(v, _)| v.value.0.clone());
+    add("net_device", net_device.as_ref().map_or("\"none\"".into(), |d| format!("{d:?}")), origin(p.net_device));
+    let vlan_id = p.vlan_id.map(|(v, _)| v.value.0);
+    add("vlan_id", vlan_id.map_or("\"none\"".into(), |v| v.to_string()), origin(p.vlan_id));
+    let mut network_error = None;
+    let device = |need_vlan: bool, err: &mut Option<String>| {
+        let device = net_device.clone().unwrap_or_default();
+        if device.is_empty() {
+            *err = Some(format!("network = {network} needs net_device"));
+        }
+        if need_vlan && vlan_id.is_none() {
+            *err = Some(format!("network = {network} needs vlan_id"));
+        }
+        crate::DevicePolicy { device, vlan_id: vlan_id.unwrap_or(0) }
+    };
     let network = match network {
         crate::values::NetworkMode::Loopback | crate::values::NetworkMode::NoNetwork => Network::Loopback,
         crate::values::NetworkMode::Veth => Network::Veth(crate::VethPolicy { egress_deny: egress_deny.0, rate_in: rate_in.0, rate_out: rate_out.0 }),
+        crate::values::NetworkMode::Macvlan => Network::Macvlan(device(false, &mut network_error)),
+        crate::values::NetworkMode::Vlan => Network::Vlan(device(true, &mut network_error)),
+        crate::values::NetworkMode::Phys => Network::Phys(device(false, &mut network_error)),
     };
     let seccomp = p.seccomp.map_or(DEFAULT_SECCOMP.to_string(), |(v, _)| v.value.0.clone());
     add("seccomp", format!("{seccomp:?}"), origin(p.seccomp));
@@ -269,8 +287,8 @@ pub(crate) fn explain(model: &Model, account: &Account, service: &str) -> Explan
                     Origin::Builtin => "built-in".into(),
                 }
             )),
-            ServiceMode::Confine => match mount_error {
-                Some(e) => Decision::Refuse(format!("{}: {e}", origin_scope(p.mounts))),
+            ServiceMode::Confine => match mount_error.map(|e| format!("{}: {e}", origin_scope(p.mounts))).or(network_error) {
+                Some(e) => Decision::Refuse(e),
                 None => Decision::Confine(Box::new(UserPolicy {
                     template,
                     shell: PathBuf::from(shell),

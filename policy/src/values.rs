@@ -439,6 +439,12 @@ word_enum! {
         NoNetwork = "none",
         /// A veth pair to the host's bridge, with an address from the pool.
         Veth = "veth",
+        /// A macvlan (private mode) on `net_device`.
+        Macvlan = "macvlan",
+        /// A VLAN `vlan_id` on `net_device`.
+        Vlan = "vlan",
+        /// The host interface `net_device` itself, moved in and given back at teardown.
+        Phys = "phys",
     }
 }
 

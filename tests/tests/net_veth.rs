@@ -403,3 +403,57 @@ fn veth_crash_recovery() {
         eprintln!("{l}");
     }
 }
+
+/// macvlan and vlan on a parent, and phys (an interface moved in), all made
+/// in the sshd's namespace: each container gets eth0 of that kind with its
+/// leased address; after logout the phys interface is back under its own
+/// name, and no eth0 is left anywhere.
+#[test]
+fn macvlan_vlan_phys() {
+    if !require_root("macvlan_vlan_phys") {
+        return;
+    }
+    let hutch = HutchEnv::new("");
+    let lease_file = hutch.dir.join("leases");
+    let (m, v, p) = (hutch.user(), hutch.user(), hutch.user());
+    hutch.write_policy(&format!(
+        "[host.net]\nleases = \"{}\"\n\n[defaults]\npids = 512\n\n\
+         [users.{}]\nnetwork = \"macvlan\"\nnet_device = \"par0\"\n\n\
+         [users.{}]\nnetwork = \"vlan\"\nnet_device = \"par0\"\nvlan_id = 100\n\n\
+         [users.{}]\nnetwork = \"phys\"\nnet_device = \"ph0\"\n",
+        lease_file.display(),
+        m.name,
+        v.name,
+        p.name
+    ));
+    let env = hutch.sshd(Sftp::Internal);
+    let host = env.pid();
+    // Parents: veth pairs (this kernel may lack the dummy driver); a veth
+    // end would be destroyed with the container's namespace, so seeing ph0
+    // again proves the explicit give-back.
+    let out = sh_in(host, "ip link add par0 type veth peer name par0p\nip link set par0 up\nip link add ph0 type veth peer name ph0p");
+    assert!(out.status.success(), "{}", out.describe());
+    let vlan_ok = sh_in(host, "ip link add link par0 name vprobe type vlan id 2 && ip link del vprobe").status.success();
+    let mut cases = vec![(&m, "macvlan"), (&p, "veth")];
+    if vlan_ok {
+        cases.push((&v, "vlan"));
+    } else {
+        eprintln!("macvlan_vlan_phys: this kernel has no 802.1Q support: the vlan case is not run");
+    }
+    for (u, kind) in cases {
+        env.authorize(u);
+        let out = env.ssh(u, &["ip -d -o link show eth0; ip -4 -o addr show eth0; ip route show default"]);
+        let text = out.stdout_str();
+        let (addr, _) = lease_of(&lease_file, &u.name).unwrap_or_else(|| panic!("no lease: {}\n{:#?}", out.describe(), env.syslog().lines()));
+        assert!(text.contains(&format!(" {kind} ")) || text.contains(&format!("\n    {kind} ")) || text.contains(kind), "{kind}: {}", out.describe());
+        assert!(text.contains(&format!("inet {addr}/16")), "{}", out.describe());
+        assert!(text.contains("default via 10.77.0.1"), "{}", out.describe());
+        assert!(hutch.wait_gone(&u.name, Duration::from_secs(15)).is_empty());
+    }
+    let links = trimmed(&sh_in(host, "ip -o link show"));
+    assert!(links.contains(": ph0@ph0p:"), "phys not given back: {links}");
+    assert!(!links.contains("eth0"), "{links}");
+    for l in leases(&lease_file).lines() {
+        assert!(l.ends_with(" 0"), "lease still held: {l}");
+    }
+}

@@ -269,7 +269,7 @@ impl Keeper {
                 let _ = cg.kill_all();
                 let _ = cg.remove();
                 if let Some(n) = &net {
-                    n.release();
+                    n.release(Some(container.namespaces[netns].as_fd()));
                 }
                 return Err(e);
             }
@@ -612,7 +612,8 @@ impl Keeper {
             sys::syslog(libc::LOG_WARNING, &format!("{}: removing the cgroup: {e}", self.account.name));
         }
         if let Some(n) = self.net.take() {
-            for e in n.release() {
+            let netns = container::JOIN_ORDER.iter().position(|n| *n == "net").expect("net is joined");
+            for e in n.release(Some(self.container.namespaces[netns].as_fd())) {
                 sys::syslog(libc::LOG_WARNING, &format!("{}: {e}", self.account.name));
             }
         }

@@ -25,7 +25,7 @@ use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use hutch_policy::{HostSettings, NetHost, Network, VethPolicy};
+use hutch_policy::{DevicePolicy, HostSettings, NetHost, Network, VethPolicy};
 
 use addr::lease::LeaseFile;
 use netlink::Netlink;
@@ -64,6 +64,10 @@ pub struct NetHandle {
     pub took: Duration,
     /// How long each step took (lease, bridge, veth, nft, eth0), for the log.
     pub steps: Vec<(&'static str, Duration)>,
+    /// Whether the user has firewall tables (veth).
+    tables: bool,
+    /// `phys`: the host name of the interface to give back.
+    give_back: Option<String>,
 }
 
 /// Sets up `user`'s network in the container whose network namespace is
@@ -73,7 +77,85 @@ pub fn setup(host: &HostSettings, user: &str, network: &Network, netns: Borrowed
     match network {
         Network::Loopback => Ok(None),
         Network::Veth(v) => setup_veth(&host.net, host.leases_file(), user, v, netns).map(Some),
+        Network::Macvlan(d) => setup_device(&host.net, host.leases_file(), user, Mode::Macvlan, d, netns).map(Some),
+        Network::Vlan(d) => setup_device(&host.net, host.leases_file(), user, Mode::Vlan, d, netns).map(Some),
+        Network::Phys(d) => setup_device(&host.net, host.leases_file(), user, Mode::Phys, d, netns).map(Some),
     }
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Macvlan,
+    Vlan,
+    Phys,
+}
+
+/// macvlan, vlan, phys: an interface of the host's inside the container,
+/// no host port, so no firewall table.
+fn setup_device(net: &NetHost, leases: PathBuf, user: &str, mode: Mode, d: &DevicePolicy, netns: BorrowedFd<'_>) -> Result<NetHandle, NetError> {
+    let started = Instant::now();
+    let keeper = std::process::id() as i32;
+    let file = LeaseFile::new(&leases);
+    let addr = file
+        .acquire(net.pool, &[net.gateway], user, keeper)
+        .map_err(|source| NetError::Lease { file: leases.clone(), source })?;
+    let mut handle = NetHandle {
+        user: user.into(),
+        addr,
+        port: d.device.clone(),
+        leases,
+        keeper,
+        took: Duration::ZERO,
+        steps: vec![("lease", started.elapsed())],
+        tables: false,
+        give_back: None,
+    };
+    let r = (|| {
+        let mut nl = Netlink::open().map_err(nl_err("opening", "a netlink socket"))?;
+        let dev = nl
+            .link_index(&d.device)
+            .map_err(nl_err("looking up", d.device.clone()))?
+            .ok_or_else(|| nl_err("looking up", d.device.clone())(std::io::Error::from_raw_os_error(libc::ENODEV)))?;
+        match mode {
+            Mode::Macvlan => nl.add_child(dev, CONTAINER_IF, netlink::ChildKind::Macvlan, Some(addr::mac_of(addr)), netns),
+            Mode::Vlan => nl.add_child(dev, CONTAINER_IF, netlink::ChildKind::Vlan(d.vlan_id), None, netns),
+            Mode::Phys => nl.move_link(dev, netns, CONTAINER_IF),
+        }
+        .map_err(nl_err("moving into the container", d.device.clone()))?;
+        if let Mode::Phys = mode {
+            handle.give_back = Some(d.device.clone());
+        }
+        configure_inside(netns, addr, net.pool.prefix, net.gateway, None).map_err(nl_err("configuring eth0 in the container of", user.to_string()))
+    })();
+    match r {
+        Ok(()) => {
+            handle.took = started.elapsed();
+            Ok(handle)
+        }
+        Err(e) => {
+            for msg in handle.release(Some(netns)) {
+                crate::sys::syslog(libc::LOG_WARNING, &format!("{user}: undoing the network: {msg}"));
+            }
+            Err(e)
+        }
+    }
+}
+
+/// From a thread inside the container's namespace: the upload limit, the
+/// address, eth0 and lo up, the default route.
+fn configure_inside(netns: BorrowedFd<'_>, addr: Ipv4Addr, prefix: u8, gw: Ipv4Addr, rate_out: Option<u64>) -> std::io::Result<()> {
+    netlink::in_netns(netns, move |nl| {
+        let i = nl.link_index(CONTAINER_IF)?.ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
+        if let Some(rate) = rate_out {
+            nl.set_tbf(i, rate)?;
+        }
+        nl.add_address(i, addr, prefix)?;
+        nl.set_up(i)?;
+        if let Some(lo) = nl.link_index("lo")? {
+            nl.set_up(lo)?;
+        }
+        nl.add_default_route(gw)
+    })
 }
 
 fn setup_veth(net: &NetHost, leases: PathBuf, user: &str, v: &VethPolicy, netns: BorrowedFd<'_>) -> Result<NetHandle, NetError> {
@@ -91,6 +173,8 @@ fn setup_veth(net: &NetHost, leases: PathBuf, user: &str, v: &VethPolicy, netns:
         keeper,
         took: Duration::ZERO,
         steps: vec![("lease", started.elapsed())],
+        tables: true,
+        give_back: None,
     };
     let mut made_port = false;
     let mut steps = Vec::new();
@@ -109,7 +193,7 @@ fn setup_veth(net: &NetHost, leases: PathBuf, user: &str, v: &VethPolicy, netns:
                     }
                 }
             }
-            handle.release();
+            handle.release(None);
             Err(e)
         }
     }
@@ -163,20 +247,7 @@ fn configure(
         nl.set_tbf(port, rate).map_err(nl_err("limiting the download bandwidth on", h.port.clone()))?;
     }
     nl.set_up(port).map_err(nl_err("setting up", h.port.clone()))?;
-    let (addr, prefix, gw, rate_out) = (h.addr, net.pool.prefix, net.gateway, v.rate_out);
-    netlink::in_netns(netns, move |nl| {
-        let i = nl.link_index(CONTAINER_IF)?.ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
-        if let Some(rate) = rate_out {
-            nl.set_tbf(i, rate)?;
-        }
-        nl.add_address(i, addr, prefix)?;
-        nl.set_up(i)?;
-        if let Some(lo) = nl.link_index("lo")? {
-            nl.set_up(lo)?;
-        }
-        nl.add_default_route(gw)
-    })
-    .map_err(nl_err("configuring eth0 in the container of", h.user.clone()))?;
+    configure_inside(netns, h.addr, net.pool.prefix, net.gateway, v.rate_out).map_err(nl_err("configuring eth0 in the container of", h.user.clone()))?;
     step("eth0");
     Ok(())
 }
@@ -212,12 +283,36 @@ pub fn resolv_conf(host: &HostSettings, network: &Network) -> Option<String> {
 }
 
 impl NetHandle {
-    /// Deletes the user's firewall tables and frees the lease (kept for
-    /// stickiness). Errors are logged by the caller's syslog, not fatal.
-    pub fn release(&self) -> Vec<String> {
+    /// Gives a `phys` interface back to the keeper's namespace (from the
+    /// container's `netns`, which the keeper's descriptor keeps alive even
+    /// after the init is gone), deletes the user's firewall tables and frees
+    /// the lease (kept for stickiness). Errors are returned for the log.
+    pub fn release(&self, netns: Option<BorrowedFd<'_>>) -> Vec<String> {
         let mut errs = Vec::new();
-        if let Err(e) = nft::apply(&nft::delete_script(&self.user)) {
-            errs.push(format!("deleting the firewall table of {}: {e}", self.user));
+        if let (Some(name), Some(netns)) = (&self.give_back, netns) {
+            let back = std::fs::File::open("/proc/thread-self/ns/net").and_then(|own| {
+                use std::os::fd::AsFd;
+                let name = name.clone();
+                let own = own;
+                std::thread::scope(|s| {
+                    s.spawn(|| {
+                        nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+                        let mut nl = Netlink::open()?;
+                        let i = nl.link_index(CONTAINER_IF)?.ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
+                        nl.move_link(i, own.as_fd(), &name)
+                    })
+                    .join()
+                    .map_err(|_| std::io::Error::other("the netns thread panicked"))?
+                })
+            });
+            if let Err(e) = back {
+                errs.push(format!("giving {name} back to the host: {e}"));
+            }
+        }
+        if self.tables {
+            if let Err(e) = nft::apply(&nft::delete_script(&self.user)) {
+                errs.push(format!("deleting the firewall table of {}: {e}", self.user));
+            }
         }
         if let Err(e) = LeaseFile::new(&self.leases).release(&self.user, self.keeper) {
             errs.push(format!("releasing the lease in {}: {e}", self.leases.display()));

@@ -244,3 +244,36 @@ impl Netlink {
         self.request(RouteNetlinkMessage::NewQueueDiscipline(msg), NLM_F_CREATE | NLM_F_REPLACE).map(drop)
     }
 }
+
+/// What to make on a parent interface, directly inside a container.
+pub enum ChildKind {
+    /// macvlan, private mode.
+    Macvlan,
+    /// 802.1Q VLAN with this id.
+    Vlan(u16),
+}
+
+impl Netlink {
+    /// Creates a macvlan or VLAN `name` on the link `parent`, made directly
+    /// in the namespace `netns`.
+    pub fn add_child(&mut self, parent: u32, name: &str, kind: ChildKind, mac: Option<[u8; 6]>, netns: BorrowedFd<'_>) -> io::Result<()> {
+        use netlink_packet_route::link::{InfoMacVlan, InfoVlan, MacVlanMode};
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.into()));
+        msg.attributes.push(LinkAttribute::Link(parent));
+        msg.attributes.push(LinkAttribute::NetNsFd(netns.as_fd().as_raw_fd()));
+        if let Some(mac) = mac {
+            msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        }
+        msg.attributes.push(LinkAttribute::LinkInfo(match kind {
+            ChildKind::Macvlan => vec![LinkInfo::Kind(InfoKind::MacVlan), LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(MacVlanMode::Private)]))],
+            ChildKind::Vlan(id) => vec![LinkInfo::Kind(InfoKind::Vlan), LinkInfo::Data(InfoData::Vlan(vec![InfoVlan::Id(id)]))],
+        }));
+        self.new_link(msg)
+    }
+
+    /// Moves the link `index` into the namespace `netns`, named `name` there.
+    pub fn move_link(&mut self, index: u32, netns: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+        self.set_link(index, vec![LinkAttribute::NetNsFd(netns.as_fd().as_raw_fd()), LinkAttribute::IfName(name.into())], false)
+    }
+}
