@@ -372,6 +372,36 @@ mod tests {
         assert_eq!(EgressList::builtin().to_string(), "[ \"169.254.169.254/32\", \"tcp/25\" ]");
     }
 
+    /// Network keys resolve: veth with the built-in egress denies and rates; [host.net]
+    /// defaults and overrides; a device mode without net_device refuses the login.
+    #[test]
+    fn network_resolution() {
+        use crate::{Decision, Network, Policy};
+        let path = std::path::Path::new("hutch.toml");
+        let p = Policy::parse("[defaults]\nnetwork = \"veth\"\nrate_out = \"8mbit\"\n", path).unwrap();
+        assert_eq!(p.host().net, NetHost::default());
+        assert_eq!(p.host().net.gateway, Ipv4Addr::new(10, 77, 0, 1));
+        assert_eq!(p.host().leases_file(), PathBuf::from("/var/lib/hutch/leases"));
+        let Decision::Confine(u) = p.resolve(&crate::tests::alice(), "sshd") else { panic!() };
+        let Network::Veth(v) = &u.network else { panic!("{:?}", u.network) };
+        assert_eq!(v.egress_deny, EgressList::builtin().0);
+        assert_eq!((v.rate_in, v.rate_out), (None, Some(1_000_000)));
+
+        let p = Policy::parse("[host.net]\npool = \"10.9.0.0/24\"\ndns = [\"10.9.0.1\"]\nnat_uplink = \"eth0\"\n", path).unwrap();
+        assert_eq!(p.host().net.gateway, Ipv4Addr::new(10, 9, 0, 1));
+        assert_eq!(p.host().net.nat_uplink.as_deref(), Some("eth0"));
+        let Decision::Confine(u) = p.resolve(&crate::tests::alice(), "sshd") else { panic!() };
+        assert_eq!(u.network, Network::Loopback);
+        assert!(Policy::parse("[host.net]\npool = \"10.9.0.0/24\"\ngateway = \"10.8.0.1\"\n", path).is_err());
+        assert!(Policy::parse("[host.net]\nbridge = \"a-name-far-too-long\"\n", path).is_err());
+
+        let p = Policy::parse("[defaults]\nnetwork = \"macvlan\"\n", path).unwrap();
+        match p.resolve(&crate::tests::alice(), "sshd") {
+            Decision::Refuse(why) => assert!(why.contains("needs net_device"), "{why}"),
+            d => panic!("{d:?}"),
+        }
+    }
+
     /// Rates: SI bit units to bytes per second, "none", and back.
     #[test]
     fn rates() {
