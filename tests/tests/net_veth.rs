@@ -415,16 +415,18 @@ fn macvlan_vlan_phys() {
     }
     let hutch = HutchEnv::new("");
     let lease_file = hutch.dir.join("leases");
-    let (m, v, p) = (hutch.user(), hutch.user(), hutch.user());
+    let (m, v, p, bad) = (hutch.user(), hutch.user(), hutch.user(), hutch.user());
     hutch.write_policy(&format!(
         "[host.net]\nleases = \"{}\"\n\n[defaults]\npids = 512\n\n\
          [users.{}]\nnetwork = \"macvlan\"\nnet_device = \"par0\"\n\n\
          [users.{}]\nnetwork = \"vlan\"\nnet_device = \"par0\"\nvlan_id = 100\n\n\
-         [users.{}]\nnetwork = \"phys\"\nnet_device = \"ph0\"\n",
+         [users.{}]\nnetwork = \"phys\"\nnet_device = \"ph0\"\n\n\
+         [users.{}]\nnetwork = \"phys\"\nnet_device = \"nope0\"\n",
         lease_file.display(),
         m.name,
         v.name,
-        p.name
+        p.name,
+        bad.name
     ));
     let env = hutch.sshd(Sftp::Internal);
     let host = env.pid();
@@ -450,6 +452,13 @@ fn macvlan_vlan_phys() {
         assert!(text.contains("default via 10.77.0.1"), "{}", out.describe());
         assert!(hutch.wait_gone(&u.name, Duration::from_secs(15)).is_empty());
     }
+    // A network that cannot be made refuses the login and undoes itself.
+    env.authorize(&bad);
+    let out = env.ssh(&bad, &["echo inside"]);
+    assert!(!out.stdout_str().contains("inside"), "{}", out.describe());
+    assert!(env.syslog().contains("nope0"), "{:#?}", env.syslog().lines());
+    assert!(hutch.wait_gone(&bad.name, Duration::from_secs(15)).is_empty());
+
     let links = trimmed(&sh_in(host, "ip -o link show"));
     assert!(links.contains(": ph0@ph0p:"), "phys not given back: {links}");
     assert!(!links.contains("eth0"), "{links}");
