@@ -13,7 +13,8 @@ CACHE=${HUTCH_VM_CACHE:-/var/cache/hutch-tests}
 SUITE=bookworm
 IMG_SIZE=3G
 PKGS=(systemd systemd-sysv udev dbus libpam-systemd libpam-modules libpam-runtime openssh-server
-      passwd iproute2 kmod procps util-linux e2fsprogs linux-image-amd64 initramfs-tools zstd)
+      passwd iproute2 kmod procps util-linux e2fsprogs linux-image-amd64 initramfs-tools zstd
+      libnftables1)
 
 log() { echo "vm-image: $*" >&2; }
 
