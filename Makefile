@@ -33,10 +33,11 @@ release:
 deps:
 	scripts/deps.sh
 
+# The fuzz smoke run goes first so that cargo test's summary closes the output.
 test: deps
 	$(CARGO) build --workspace
-	timeout --kill-after=30s $(TEST_TIMEOUT) $(CARGO) test --workspace --no-fail-fast -- --test-threads=$(TEST_THREADS)
 	$(MAKE) fuzz-smoke
+	timeout --kill-after=30s $(TEST_TIMEOUT) $(CARGO) test --workspace --no-fail-fast -- --test-threads=$(TEST_THREADS)
 
 # A bounded fuzz run of the policy parser (skipped, saying so, without cargo-fuzz).
 FUZZ_SECONDS ?= 60
