@@ -299,14 +299,18 @@ fn load_names_the_file() {
     assert_eq!(e.message, format!("reading policy {}: No such file or directory (os error 2)", missing.display()));
 }
 
-/// A unique, empty temporary directory (removed by the OS's tmp cleaning; tests do not share it).
-fn tempdir() -> PathBuf {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let d = std::env::temp_dir().join(format!("hutch-policy-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A unique, empty temporary directory, removed when the test ends.
+struct Scratch(tempfile::TempDir);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+fn tempdir() -> Scratch {
+    Scratch(tempfile::Builder::new().prefix("hutch-policy-test-").tempdir().unwrap())
 }
 
 // ---- phase 2: plans, priorities, services, drop-ins, limits, validation ----
