@@ -192,6 +192,8 @@ impl Drop for HutchEnv {
                 })
                 .collect()
         });
+        // The PAM module's cache of this env's policy.
+        let _ = std::fs::remove_file(hutch_policy::cache_path(&self.config, Path::new(hutch_policy::DEFAULT_CACHE_DIR)));
         // Template generations a keeper loaded in this mount namespace (the
         // bench and tests that start keepers outside an SshdEnv).
         let run = self.run_dir.to_string_lossy().to_string();
