@@ -85,7 +85,7 @@ fi
 if [[ ! -s $TMP/vmlinux || $(head -c 4 "$TMP/vmlinux" | od -An -c | tr -d ' ') != '177ELF' ]]; then
     cp "$TMP/vmlinuz" "$TMP/vmlinux"
 fi
-mkfs.ext4 -q -F -L root -d "$ROOTFS" "$TMP/base.raw" "$IMG_SIZE"
+mkfs.ext4 -q -F -L root -d "$ROOTFS" "$TMP/base.raw" "$IMG_SIZE" >&2   # it says "Creating regular file" on stdout
 mountpoint -q "$ROOTFS" && umount "$ROOTFS"
 rm -rf "$ROOTFS"
 echo "$KEY" >"$TMP/stamp"
