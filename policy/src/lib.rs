@@ -151,6 +151,10 @@ pub struct DevicePolicy {
 pub struct VethPolicy {
     /// Traffic from the container to these is dropped (`egress_deny`).
     pub egress_deny: Vec<EgressRule>,
+    /// When non-empty, traffic from the container to anything but these
+    /// (and the gateway, and replies) is dropped (`egress_allow`);
+    /// `egress_deny` is checked first.
+    pub egress_allow: Vec<EgressRule>,
     /// Download limit (toward the container), bytes per second (`rate_in`).
     pub rate_in: Option<u64>,
     /// Upload limit (out of the container), bytes per second (`rate_out`).

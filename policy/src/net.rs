@@ -1,6 +1,6 @@
 //! Network settings: the host-wide `[host.net]` table (bridge, address
 //! pool, gateway, DNS, NAT uplink, lease file) and the per-user
-//! `egress_deny` rule key. Pure values: parsing and checking, no kernel.
+//! `egress_deny`/`egress_allow` rule keys. Pure values: parsing and checking, no kernel.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -131,7 +131,7 @@ impl fmt::Display for EgressRule {
     }
 }
 
-/// The value of `egress_deny`: a list of [`EgressRule`].
+/// The value of `egress_deny` or `egress_allow`: a list of [`EgressRule`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EgressList(pub Vec<EgressRule>);
 
@@ -385,7 +385,15 @@ mod tests {
         let Decision::Confine(u) = p.resolve(&crate::tests::alice(), "sshd") else { panic!() };
         let Network::Veth(v) = &u.network else { panic!("{:?}", u.network) };
         assert_eq!(v.egress_deny, EgressList::builtin().0);
+        assert!(v.egress_allow.is_empty());
         assert_eq!((v.rate_in, v.rate_out), (None, Some(1_000_000)));
+
+        let p = Policy::parse("[defaults]\nnetwork = \"veth\"\negress_allow = [\"192.0.2.2/32 tcp/8080\", \"udp/53\"]\n", path).unwrap();
+        let Decision::Confine(u) = p.resolve(&crate::tests::alice(), "sshd") else { panic!() };
+        let Network::Veth(v) = &u.network else { panic!("{:?}", u.network) };
+        assert_eq!(EgressList(v.egress_allow.clone()).to_string(), "[ \"192.0.2.2/32 tcp/8080\", \"udp/53\" ]");
+        assert_eq!(v.egress_deny, EgressList::builtin().0);
+        assert!(Policy::parse("[defaults]\negress_allow = [\"tcp/0\"]\n", path).is_err());
 
         let p = Policy::parse("[host.net]\npool = \"10.9.0.0/24\"\ndns = [\"10.9.0.1\"]\nnat_uplink = \"eth0\"\n", path).unwrap();
         assert_eq!(p.host().net.gateway, Ipv4Addr::new(10, 9, 0, 1));

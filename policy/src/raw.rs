@@ -113,6 +113,8 @@ rules! {
     network: NetworkMode,
     /// Destinations a `veth` container may not reach (see [`crate::net::EgressRule`]).
     egress_deny: crate::net::EgressList,
+    /// When non-empty, the only destinations (besides the gateway) a `veth` container may reach.
+    egress_allow: crate::net::EgressList,
     /// Bandwidth toward the container (download), for `veth`.
     rate_in: crate::net::Rate,
     /// Bandwidth out of the container (upload), for `veth`.

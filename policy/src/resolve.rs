@@ -206,6 +206,8 @@ pub(crate) fn explain(model: &Model, account: &Account, service: &str) -> Explan
     add("network", network.to_string(), origin(p.network));
     let egress_deny = p.egress_deny.map_or_else(crate::net::EgressList::builtin, |(v, _)| v.value.clone());
     add("egress_deny", egress_deny.to_string(), origin(p.egress_deny));
+    let egress_allow = p.egress_allow.map_or(crate::net::EgressList(Vec::new()), |(v, _)| v.value.clone());
+    add("egress_allow", egress_allow.to_string(), origin(p.egress_allow));
     let rate_in = p.rate_in.map_or(crate::net::Rate(None), |(v, _)| v.value);
     add("rate_in", rate_in.to_string(), origin(p.rate_in));
     let rate_out = p.rate_out.map_or(crate::net::Rate(None), |(v, _)| v.value);
@@ -227,7 +229,7 @@ pub(crate) fn explain(model: &Model, account: &Account, service: &str) -> Explan
     };
     let network = match network {
         crate::values::NetworkMode::Loopback | crate::values::NetworkMode::NoNetwork => Network::Loopback,
-        crate::values::NetworkMode::Veth => Network::Veth(crate::VethPolicy { egress_deny: egress_deny.0, rate_in: rate_in.0, rate_out: rate_out.0 }),
+        crate::values::NetworkMode::Veth => Network::Veth(crate::VethPolicy { egress_deny: egress_deny.0, egress_allow: egress_allow.0, rate_in: rate_in.0, rate_out: rate_out.0 }),
         crate::values::NetworkMode::Macvlan => Network::Macvlan(device(false, &mut network_error)),
         crate::values::NetworkMode::Vlan => Network::Vlan(device(true, &mut network_error)),
         crate::values::NetworkMode::Phys => Network::Phys(device(false, &mut network_error)),

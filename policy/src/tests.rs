@@ -636,7 +636,7 @@ fn all_errors_reported() {
     assert_eq!(
         e.lines().collect::<Vec<_>>(),
         [
-            "hutch.d/1.toml:2:1: defaults: unknown key \"bogus\" (known keys: confine, plan, priority, template, shell, hostname, memory, memory_high, swap, cpu, cpu_weight, pids, io, io_weight, writable_size, writable, max_sessions, on_logout, linger, mounts, network, egress_deny, rate_in, rate_out, net_device, vlan_id, seccomp, strict)",
+            "hutch.d/1.toml:2:1: defaults: unknown key \"bogus\" (known keys: confine, plan, priority, template, shell, hostname, memory, memory_high, swap, cpu, cpu_weight, pids, io, io_weight, writable_size, writable, max_sessions, on_logout, linger, mounts, network, egress_deny, egress_allow, rate_in, rate_out, net_device, vlan_id, seccomp, strict)",
             "hutch.toml:2:8: users.a.plan: plan \"x\" is not defined (no [plans.NAME] table exists)",
             "hutch.toml:4:12: users.b.priority: priority only applies to groups",
         ]
@@ -660,7 +660,7 @@ fn explain_shows_origins() {
     assert_eq!(show("shell"), "shell = \"/bin/bash\"  # built-in default");
     assert_eq!(show("confine"), "confine = true  # built-in default");
     assert_eq!(e.service_mode, ServiceMode::Confine);
-    assert_eq!(e.entries.len(), 25);
+    assert_eq!(e.entries.len(), 26);
 }
 
 /// The shipped default policy parses, and the rule keys are all documented in the man page.

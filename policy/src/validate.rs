@@ -189,7 +189,7 @@ fn priority_ties(model: &Model) -> Vec<Diagnostic> {
         let prio = r.priority.as_ref().map_or(0, |p| p.value);
         let keys = set_keys!(
             r, confine, plan, template, shell, hostname, memory, memory_high, swap, cpu, cpu_weight, pids, io,
-            io_weight, writable_size, writable, max_sessions, on_logout, mounts, network, egress_deny, rate_in, rate_out, net_device, vlan_id, seccomp
+            io_weight, writable_size, writable, max_sessions, on_logout, mounts, network, egress_deny, egress_allow, rate_in, rate_out, net_device, vlan_id, seccomp
         );
         for (k, v) in keys {
             by.entry((prio, k)).or_default().push((name.as_str(), v));

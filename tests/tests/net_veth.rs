@@ -284,6 +284,63 @@ fn veth_isolation_nat_leases() {
     drop(uplink);
 }
 
+/// `egress_allow`: with only the uplink's 192.0.2.2 tcp/8080 (and tcp/8083,
+/// which `egress_deny` also names) allowed, the container reaches that port
+/// and the gateway; another port of the same uplink host, the denied port,
+/// and the host's own uplink address are dropped (not refused); the
+/// user's ip table goes at teardown.
+#[test]
+fn veth_egress_allow() {
+    if !require_root("veth_egress_allow") {
+        return;
+    }
+    let hutch = HutchEnv::new("");
+    let lease_file = hutch.dir.join("leases");
+    hutch.write_policy(&format!(
+        "[host.net]\nleases = \"{}\"\nnat_uplink = \"up0\"\n\n[defaults]\nnetwork = \"veth\"\npids = 512\n\
+         egress_deny = [\"192.0.2.2/32 tcp/8083\"]\negress_allow = [\"192.0.2.2/32 tcp/8080\", \"192.0.2.2/32 tcp/8083\"]\n",
+        lease_file.display()
+    ));
+    let a = hutch.user();
+    let env = hutch.sshd(Sftp::Internal);
+    env.authorize(&a);
+    let host = env.pid();
+
+    let uplink = Proc(Command::new("unshare").args(["--net", "sleep", "infinity"]).spawn().expect("uplink ns"));
+    let upid = uplink.0.id() as i32;
+    wait_until(Duration::from_secs(5), || (proc::ns_id(upid, "net") != proc::ns_id(host, "net")).then_some(()));
+    let out = sh_in(host, &format!("ip link add up0 type veth peer name up0p netns {upid}\nip addr add 192.0.2.1/24 dev up0\nip link set up0 up"));
+    assert!(out.status.success(), "{}", out.describe());
+    let out = sh_in(upid, "ip link set lo up\nip addr add 192.0.2.2/24 dev up0p\nip link set up0p up");
+    assert!(out.status.success(), "{}", out.describe());
+    let _host_srv = server_in(host, &["0.0.0.0:8081"]);
+    let _up_srv = server_in(upid, &["192.0.2.2:8080", "192.0.2.2:8081", "192.0.2.2:8083"]);
+
+    // Controls from the sshd's namespace: every service answers.
+    for port in [8080, 8081, 8083] {
+        assert_eq!(connect_from(host, "192.0.2.2", port, None), "192.0.2.1", "control {port}");
+    }
+
+    // The gateway, and the allowed port (through the NAT).
+    let seen = connect_as(&env, &a, "10.77.0.1", 8081);
+    let (a_addr, _) = lease_of(&lease_file, &a.name).unwrap_or_else(|| panic!("no lease for a: {}", leases(&lease_file)));
+    assert_eq!(seen, a_addr, "gateway reply; syslog {:#?}", env.syslog().lines());
+    assert_eq!(connect_as(&env, &a, "192.0.2.2", 8080), "192.0.2.1");
+    // Dropped: another port of the allowed host, an allowed port that is
+    // also denied, and the host's uplink address (not the gateway).
+    for (ip, port) in [("192.0.2.2", 8081), ("192.0.2.2", 8083), ("192.0.2.1", 8081)] {
+        let r = connect_as(&env, &a, ip, port);
+        assert!(r.contains("ERR") && !r.contains("refused"), "{ip}:{port} reachable: {r}");
+    }
+    let r = connect_as(&env, &a, "10.77.0.1", 9);
+    assert!(r.contains("refused"), "control: a closed port of the gateway is refused: {r}");
+
+    assert!(hutch.wait_gone(&a.name, Duration::from_secs(15)).is_empty());
+    let tables = trimmed(&sh_in(host, "nft list tables"));
+    assert!(!tables.contains("hutch-"), "{tables}");
+    drop(uplink);
+}
+
 /// Sends N bytes to each connection on ADDR:PORT (source), or reads a
 /// connection to its end and answers nothing (sink), printing
 /// "<bytes> <seconds>" from first to last byte on stdout for the sink.

@@ -239,6 +239,8 @@ fn configure(
         addr: h.addr,
         mac,
         egress_deny: &v.egress_deny,
+        egress_allow: &v.egress_allow,
+        gateway: net.gateway,
         nat_uplink: net.nat_uplink.as_deref(),
     };
     nft::install(&rules).map_err(|msg| NetError::Nft { user: h.user.clone(), msg })?;

@@ -5,8 +5,12 @@
 //!   port (input to the host, forwarded to other ports) must carry the
 //!   port's own MAC and, for IPv4 and ARP, its own address (anti-spoof);
 //!   anything but IPv4 and ARP is dropped; then the egress deny list.
-//! - `table ip hutch-<user>` (only with NAT): masquerade the user's address
-//!   out of the uplink.
+//! - `table ip hutch-<user>` (only with NAT or an egress allow list):
+//!   masquerade the user's address out of the uplink; with `egress_allow`,
+//!   IP packets from the user's address that the host receives or routes
+//!   are dropped unless they are replies (conntrack established/related),
+//!   go to the gateway, or match an allowed entry. The bridge table's deny
+//!   list sees every frame first, so a deny always wins.
 //!
 //! Installing is one batch that `create`s the tables (failing if one
 //! exists) and fills them: the kernel applies all of it or nothing. Only
@@ -27,6 +31,10 @@ pub struct Rules<'a> {
     pub addr: Ipv4Addr,
     pub mac: [u8; 6],
     pub egress_deny: &'a [EgressRule],
+    /// When non-empty, the only destinations besides the gateway.
+    pub egress_allow: &'a [EgressRule],
+    /// The bridge's address (always reachable).
+    pub gateway: Ipv4Addr,
     /// Masquerade out of this interface.
     pub nat_uplink: Option<&'a str>,
 }
@@ -47,7 +55,7 @@ pub fn delete_script(user: &str) -> String {
 pub fn install_script(r: &Rules<'_>) -> String {
     let t = table_name(r.user);
     let mut s = format!("create table bridge {t}\n");
-    if r.nat_uplink.is_some() {
+    if has_ip_table(r) {
         s.push_str(&format!("create table ip {t}\n"));
     }
     s.push_str(&tables(r));
@@ -69,14 +77,7 @@ fn tables(r: &Rules<'_>) -> String {
     s.push_str(&format!("    ether type arp arp saddr ip != {} drop\n", r.addr));
     s.push_str(&format!("    ether type ip ip saddr != {} drop\n", r.addr));
     for e in r.egress_deny {
-        let mut m = String::from("    ether type ip");
-        if let Some(n) = e.net {
-            m.push_str(&format!(" ip daddr {n}"));
-        }
-        if let Some((p, port)) = e.port {
-            m.push_str(&format!(" {} dport {port}", p.as_str()));
-        }
-        s.push_str(&format!("{m} drop\n"));
+        s.push_str(&format!("    ether type ip{} drop\n", match_of(e)));
     }
     s.push_str("  }\n");
     for hook in ["input", "forward"] {
@@ -86,13 +87,48 @@ fn tables(r: &Rules<'_>) -> String {
         ));
     }
     s.push_str("}\n");
-    if let Some(up) = r.nat_uplink {
-        s.push_str(&format!(
-            "table ip {t} {{\n  chain post {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr {} oifname \"{up}\" masquerade\n  }}\n}}\n",
-            r.addr
-        ));
+    if has_ip_table(r) {
+        s.push_str(&format!("table ip {t} {{\n"));
+        if let Some(up) = r.nat_uplink {
+            s.push_str(&format!(
+                "  chain post {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr {} oifname \"{up}\" masquerade\n  }}\n",
+                r.addr
+            ));
+        }
+        if !r.egress_allow.is_empty() {
+            s.push_str("  chain allow {\n    ct state established,related accept\n");
+            s.push_str(&format!("    ip daddr {} accept\n", r.gateway));
+            for e in r.egress_allow {
+                s.push_str(&format!("   {} accept\n", match_of(e)));
+            }
+            s.push_str("    drop\n  }\n");
+            for hook in ["input", "forward"] {
+                s.push_str(&format!(
+                    "  chain {hook} {{\n    type filter hook {hook} priority 0; policy accept;\n    ip saddr {} jump allow\n  }}\n",
+                    r.addr
+                ));
+            }
+        }
+        s.push_str("}\n");
     }
     s
+}
+
+fn has_ip_table(r: &Rules<'_>) -> bool {
+    r.nat_uplink.is_some() || !r.egress_allow.is_empty()
+}
+
+/// The match of one egress entry (` ip daddr NET tcp dport PORT`), with a
+/// leading space; empty for an entry with neither part.
+fn match_of(e: &EgressRule) -> String {
+    let mut m = String::new();
+    if let Some(n) = e.net {
+        m.push_str(&format!(" ip daddr {n}"));
+    }
+    if let Some((p, port)) = e.port {
+        m.push_str(&format!(" {} dport {port}", p.as_str()));
+    }
+    m
 }
 
 /// Applies a script in one batch.
@@ -119,6 +155,8 @@ mod tests {
             addr: Ipv4Addr::new(10, 77, 0, 2),
             mac: [2, 0x68, 10, 77, 0, 2],
             egress_deny: &deny,
+            egress_allow: &[],
+            gateway: Ipv4Addr::new(10, 77, 0, 1),
             nat_uplink: None,
         };
         let s = install_script(&r);
@@ -139,5 +177,38 @@ mod tests {
         let s = install_script(&r);
         assert!(s.contains("create table ip hutch-al_ice\n"));
         assert!(s.contains("ip saddr 10.77.0.2 oifname \"up0\" masquerade"));
+        assert!(!s.contains("chain allow"));
+    }
+
+    /// An allow list: an ip table (even without NAT) whose chain accepts replies,
+    /// the gateway and the entries from the user's address, and drops the rest.
+    #[test]
+    fn allow_script() {
+        let allow: Vec<EgressRule> = ["192.0.2.2/32 tcp/8080", "udp/53"].iter().map(|s| s.parse().unwrap()).collect();
+        let r = Rules {
+            user: "bob",
+            port: "hv0a4d0003",
+            addr: Ipv4Addr::new(10, 77, 0, 3),
+            mac: [2, 0x68, 10, 77, 0, 3],
+            egress_deny: &[],
+            egress_allow: &allow,
+            gateway: Ipv4Addr::new(10, 77, 0, 1),
+            nat_uplink: None,
+        };
+        let s = install_script(&r);
+        assert!(s.contains("create table ip hutch-bob\n"), "{s}");
+        for want in [
+            "ct state established,related accept",
+            "ip daddr 10.77.0.1 accept",
+            "ip daddr 192.0.2.2/32 tcp dport 8080 accept",
+            "    udp dport 53 accept",
+            "    drop\n",
+            "type filter hook forward priority 0",
+            "type filter hook input priority 0",
+            "ip saddr 10.77.0.3 jump allow",
+        ] {
+            assert!(s.contains(want), "{want} missing in\n{s}");
+        }
+        assert!(!s.contains("masquerade"));
     }
 }
