@@ -315,3 +315,40 @@ pam.pam_end(h, rc)
     drop(user);
     assert_no_leftovers(&name, Duration::from_secs(5));
 }
+
+/// `on_logout`: with `linger:DURATION` a login within the linger time gets
+/// the same container and the container goes after it; with
+/// `keep-while-running` a detached job keeps the container until it ends.
+#[test]
+fn on_logout_linger_and_keep_while_running() {
+    if !require_root("on_logout_linger_and_keep_while_running") {
+        return;
+    }
+    let hutch = HutchEnv::new(&format!("{POLICY}on_logout = \"linger:3s\"\n"));
+    let user = hutch.user();
+    let name = user.name.clone();
+    {
+        let env = hutch.sshd(Sftp::Internal);
+        let out = env.ssh(&user, &["echo first"]);
+        assert!(out.status.success(), "{}", out.describe());
+        let init = |h: &HutchEnv| h.state(&name).and_then(|s| s["init_pid"].as_i64());
+        let first = wait_until(Duration::from_secs(5), || init(&hutch)).expect("the container lingers after logout");
+        let out = env.ssh(&user, &["echo second"]);
+        assert!(out.status.success(), "{}", out.describe());
+        assert_eq!(init(&hutch), Some(first), "a login within the linger time got a new container");
+        let t = Instant::now();
+        let left = hutch.wait_gone(&name, Duration::from_secs(20));
+        assert!(left.is_empty(), "after the linger time: {left:?}");
+        eprintln!("lingered {:?} after the last logout (linger 3s)", t.elapsed());
+
+        hutch.write_policy(&format!("{POLICY}on_logout = \"keep-while-running\"\n"));
+        let out = env.ssh(&user, &["setsid sleep 4 </dev/null >/dev/null 2>&1 & echo started"]);
+        assert!(out.stdout_str().contains("started"), "{}", out.describe());
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(hutch.state(&name).is_some(), "torn down while a job still ran");
+        let left = hutch.wait_gone(&name, Duration::from_secs(20));
+        assert!(left.is_empty(), "after the job ended: {left:?}");
+    }
+    drop(user);
+    assert_no_leftovers(&name, Duration::from_secs(5));
+}

@@ -336,10 +336,14 @@ impl Keeper {
                     let wait = if self.next_id == 1 { grace } else { self.policy.linger };
                     let left = wait.saturating_sub(since.elapsed());
                     if left.is_zero() {
-                        if self.try_teardown("last session closed") {
+                        if self.next_id > 1 && self.keeps_running() {
+                            // keep-while-running: a job outlives its session; look again soon.
+                            Duration::from_secs(1)
+                        } else if self.try_teardown("last session closed") {
                             return;
+                        } else {
+                            Duration::from_millis(50)
                         }
-                        Duration::from_millis(50)
                     } else {
                         left
                     }
@@ -411,6 +415,16 @@ impl Keeper {
                 }
             }
         }
+    }
+
+    /// With `on_logout = "keep-while-running"`: whether anything but the
+    /// init still runs in the container.
+    fn keeps_running(&self) -> bool {
+        if self.policy.on_logout != hutch_policy::OnLogout::KeepWhileRunning {
+            return false;
+        }
+        let init = self.container.init.as_raw();
+        self.cgroup.pids().map(|p| p.iter().any(|&pid| pid != init)).unwrap_or(false)
     }
 
     /// Handles a readable session connection: `CLOSE`, or end of stream.
