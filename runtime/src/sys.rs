@@ -1,6 +1,6 @@
 //! The one place for `unsafe` libc calls that nix does not cover (or covers
-//! only as `unsafe`): fork/clone, pidfd_open, openat2, close_range and the
-//! interface-flags ioctl. Each wrapper states the invariant it relies on.
+//! only as `unsafe`): fork/clone, pidfd_open, openat2, close_range, the
+//! interface-flags ioctl and bpf (device programs). Each wrapper states the invariant it relies on.
 #![allow(unsafe_code)]
 
 use std::ffi::CStr;
@@ -236,4 +236,163 @@ pub fn lgetxattr(path: &std::path::Path, name: &CStr) -> io::Result<Option<Vec<u
     }
     buf.truncate(n as usize);
     Ok(Some(buf))
+}
+
+/// `bpf(BPF_PROG_LOAD)` of a BPF_PROG_TYPE_CGROUP_DEVICE program made of
+/// `insns` (each one `struct bpf_insn`, packed into a u64 in memory order).
+/// On failure the verifier's log, if any, is appended to the error.
+pub fn bpf_load_cgroup_device(insns: &[u64], license: &CStr, name: &[u8]) -> io::Result<OwnedFd> {
+    #[repr(C)]
+    struct ProgLoad {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+        log_level: u32,
+        log_size: u32,
+        log_buf: u64,
+        kern_version: u32,
+        prog_flags: u32,
+        prog_name: [u8; 16],
+        prog_ifindex: u32,
+        expected_attach_type: u32,
+    }
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+    let load = |log: &mut [u8]| -> io::Result<OwnedFd> {
+        let mut attr = ProgLoad {
+            prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
+            insn_cnt: insns.len() as u32,
+            insns: insns.as_ptr() as u64,
+            license: license.as_ptr() as u64,
+            log_level: u32::from(!log.is_empty()),
+            log_size: log.len() as u32,
+            log_buf: log.as_mut_ptr() as u64,
+            kern_version: 0,
+            prog_flags: 0,
+            prog_name: [0; 16],
+            prog_ifindex: 0,
+            expected_attach_type: 0,
+        };
+        for (d, s) in attr.prog_name.iter_mut().take(15).zip(name) {
+            *d = *s;
+        }
+        // SAFETY: `attr` is a valid prefix of `union bpf_attr` for
+        // BPF_PROG_LOAD of the size passed; the instructions, the license
+        // string and the log buffer it points to outlive the call, and the
+        // kernel writes at most `log.len()` bytes into the log.
+        let fd = unsafe {
+            libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, &mut attr as *mut ProgLoad, std::mem::size_of::<ProgLoad>())
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel returned a new descriptor that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    };
+    load(&mut []).or_else(|e| {
+        let mut log = vec![0u8; 16 * 1024];
+        match load(&mut log) {
+            Ok(fd) => Ok(fd),
+            Err(_) => {
+                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+                let text = String::from_utf8_lossy(&log[..end]);
+                let text = text.trim();
+                if text.is_empty() {
+                    Err(e)
+                } else {
+                    Err(io::Error::new(e.kind(), format!("{e}: verifier: {}", text.replace('\n', "; "))))
+                }
+            }
+        }
+    })
+}
+
+/// `bpf(BPF_PROG_ATTACH)` of `prog` to the cgroup `cgroup` (a directory
+/// descriptor in a cgroup2 mount) with `attach_type` and `flags`.
+pub fn bpf_prog_attach(cgroup: BorrowedFd<'_>, prog: BorrowedFd<'_>, attach_type: u32, flags: u32) -> io::Result<()> {
+    #[repr(C)]
+    struct ProgAttach {
+        target_fd: u32,
+        attach_bpf_fd: u32,
+        attach_type: u32,
+        attach_flags: u32,
+        replace_bpf_fd: u32,
+    }
+    const BPF_PROG_ATTACH: libc::c_long = 8;
+    let attr = ProgAttach {
+        target_fd: cgroup.as_raw_fd() as u32,
+        attach_bpf_fd: prog.as_raw_fd() as u32,
+        attach_type,
+        attach_flags: flags,
+        replace_bpf_fd: 0,
+    };
+    // SAFETY: `attr` is a valid prefix of `union bpf_attr` for
+    // BPF_PROG_ATTACH of the size passed and outlives the call; both
+    // descriptors are open (borrowed for the call).
+    let r = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_PROG_ATTACH, &attr as *const ProgAttach, std::mem::size_of::<ProgAttach>())
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `bpf(BPF_PROG_QUERY)`: the ids of the programs attached directly to the
+/// cgroup `cgroup` with `attach_type` (at most 64).
+pub fn bpf_prog_query(cgroup: BorrowedFd<'_>, attach_type: u32) -> io::Result<Vec<u32>> {
+    #[repr(C)]
+    struct ProgQuery {
+        target_fd: u32,
+        attach_type: u32,
+        query_flags: u32,
+        attach_flags: u32,
+        prog_ids: u64,
+        prog_cnt: u32,
+        pad: u32,
+    }
+    const BPF_PROG_QUERY: libc::c_long = 16;
+    let mut ids = [0u32; 64];
+    let mut attr = ProgQuery {
+        target_fd: cgroup.as_raw_fd() as u32,
+        attach_type,
+        query_flags: 0,
+        attach_flags: 0,
+        prog_ids: ids.as_mut_ptr() as u64,
+        prog_cnt: ids.len() as u32,
+        pad: 0,
+    };
+    // SAFETY: `attr` is a valid prefix of `union bpf_attr` for
+    // BPF_PROG_QUERY of the size passed; the kernel writes at most
+    // `prog_cnt` ids into `ids`, and both outlive the call.
+    let r = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_PROG_QUERY, &mut attr as *mut ProgQuery, std::mem::size_of::<ProgQuery>())
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ids[..(attr.prog_cnt as usize).min(ids.len())].to_vec())
+}
+
+/// Whether a BPF program with this id still exists (`BPF_PROG_GET_FD_BY_ID`).
+pub fn bpf_prog_exists(id: u32) -> io::Result<bool> {
+    #[repr(C)]
+    struct GetFd {
+        prog_id: u32,
+        next_id: u32,
+        open_flags: u32,
+    }
+    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+    let attr = GetFd { prog_id: id, next_id: 0, open_flags: 0 };
+    // SAFETY: `attr` is a valid prefix of `union bpf_attr` for
+    // BPF_PROG_GET_FD_BY_ID of the size passed and outlives the call.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_GET_FD_BY_ID, &attr as *const GetFd, std::mem::size_of::<GetFd>()) };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ENOENT) { Ok(false) } else { Err(e) };
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns; it is closed at once.
+    drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    Ok(true)
 }

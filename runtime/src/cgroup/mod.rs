@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+pub mod bpfdev;
 pub mod detect;
 mod fsio;
 pub mod v1;
@@ -45,8 +46,10 @@ pub struct Limits {
     /// Device access: `Some(rules)` denies every device and allows only
     /// `rules` (v1 `devices` controller, written before the leaf is made so
     /// that the leaf inherits it, and into the leaf as well). `None` leaves
-    /// device access as the parent has it. v2 has no devices controller
-    /// (an eBPF program would be needed) and ignores this.
+    /// device access as the parent has it. v2 has no devices controller:
+    /// there the same list is an eBPF program ([`bpfdev`]) attached to the
+    /// group in the unified hierarchy (pure v2, and hybrid as a second line).
+    /// A new group only: an existing one keeps what it has.
     pub devices: Option<Vec<DeviceRule>>,
 }
 
@@ -274,10 +277,16 @@ impl CgroupRoot {
     /// `limits`, makes the leaf [`LEAF`]. Idempotent. A group that did not
     /// exist before and fails half-way is removed again.
     pub fn create(&self, rel: &str, limits: &Limits) -> Result<Cgroup, CgroupError> {
+        self.create_bpf(rel, limits, true)
+    }
+
+    /// [`CgroupRoot::create`]; `bpf`: attach the v2 device program when
+    /// `limits.devices` is set.
+    fn create_bpf(&self, rel: &str, limits: &Limits, bpf: bool) -> Result<Cgroup, CgroupError> {
         detect::validate_rel(rel)?;
         let cg = self.group(rel);
         let existed = cg.dirs().iter().any(|d| d.exists());
-        match self.create_in(&cg, limits) {
+        match self.create_in(&cg, limits, bpf) {
             Ok(()) => Ok(cg),
             Err(e) => {
                 if !existed {
@@ -300,9 +309,16 @@ impl CgroupRoot {
     ) -> Result<(Cgroup, Vec<String>), CgroupError> {
         let mut limits = limits.clone();
         let mut warnings = Vec::new();
+        let mut bpf = true;
         loop {
-            match self.create(rel, &limits) {
+            match self.create_bpf(rel, &limits, bpf) {
                 Ok(cg) => return Ok((cg, warnings)),
+                Err(CgroupError::MissingController { controller, detail })
+                    if !strict && bpf && controller == bpfdev::CONTROLLER =>
+                {
+                    warnings.push(format!("the v2 device filter is not applied ({detail})"));
+                    bpf = false;
+                }
                 Err(CgroupError::MissingController { controller, detail }) if !strict => {
                     let (rest, dropped) = without_controller(&limits, &controller);
                     if dropped.is_empty() || warnings.len() > 8 {
@@ -319,12 +335,16 @@ impl CgroupRoot {
         }
     }
 
-    fn create_in(&self, cg: &Cgroup, limits: &Limits) -> Result<(), CgroupError> {
+    fn create_in(&self, cg: &Cgroup, limits: &Limits, bpf: bool) -> Result<(), CgroupError> {
+        let bpf_devices = limits.devices.as_deref().filter(|_| bpf);
         match self.mode {
             Mode::V2 => {
                 let h = &self.hiers[0];
                 let group = cg.dir_in(h);
                 v2::make_group(&h.mount.mount_point, &group, &v2::required(limits))?;
+                if let (Some(rules), false) = (bpf_devices, group.join(LEAF).exists()) {
+                    bpfdev::attach(&group, rules)?;
+                }
                 fsio::mkdir(&group.join(LEAF))?;
                 v2::write_limits(&group, limits)
             }
@@ -343,6 +363,11 @@ impl CgroupRoot {
                         }
                     }
                     let leaf = group.join(LEAF);
+                    // The unified mount of a hybrid host has no controllers,
+                    // but a device program attached there binds all the same.
+                    if let (Some(rules), true, false) = (bpf_devices, h.mount.unified, leaf.exists()) {
+                        bpfdev::attach(&group, rules)?;
+                    }
                     if h.has("cpuset") {
                         made.push(group.clone());
                         for d in &made {
