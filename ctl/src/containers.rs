@@ -131,13 +131,41 @@ pub fn stop(cli: &Cli, user: &str) -> anyhow::Result<i32> {
 /// session line of `<pam_dir>/<NAME>` (idempotent; a backup
 /// `<file>.hutch-bak` is made before the first change), or with `--undo`
 /// removes exactly hutch's line(s).
-pub fn setup(pam_dir: &Path, service: &str, undo: bool) -> anyhow::Result<i32> {
+pub fn setup(pam_dir: &Path, vendor_dir: &Path, service: &str, undo: bool) -> anyhow::Result<i32> {
     use anyhow::Context;
 
     if service.is_empty() || service.contains('/') || service == "." || service == ".." {
         anyhow::bail!("--pam-service {service:?} is not a PAM service name");
     }
     let file = pam_dir.join(service);
+    let vendor = vendor_dir.join(service);
+    let copied_marker = format!("{}{}", crate::containers::pam_setup::COPIED_MARKER, vendor.display());
+    if undo {
+        // A file setup copied from the vendor dir goes entirely, so PAM reads
+        // the distribution's file again.
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            if text.lines().next() == Some(copied_marker.as_str()) {
+                std::fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))?;
+                println!("{}: removed (it was setup's copy of {})", file.display(), vendor.display());
+                return Ok(0);
+            }
+        }
+    } else if std::fs::symlink_metadata(&file).is_err() && vendor.is_file() {
+        // Linux-PAM reads /etc/pam.d/NAME before /usr/lib/pam.d/NAME: an
+        // admin's override starts as a copy of the distribution's file.
+        let text = std::fs::read_to_string(&vendor).with_context(|| format!("reading {}", vendor.display()))?;
+        let module = pam_setup::module_reference();
+        let read = |name: &str| {
+            std::fs::read_to_string(pam_dir.join(name)).or_else(|_| std::fs::read_to_string(vendor_dir.join(name))).ok()
+        };
+        let body = pam_setup::apply(&text, &module, read).unwrap_or(text);
+        let content = format!("{copied_marker}\n# (hutchctl setup --pam-service {service} --undo removes this file)\n{body}");
+        let tmp = pam_dir.join(format!(".{service}.hutch-tmp"));
+        std::fs::write(&tmp, content).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &file).with_context(|| format!("writing {}", file.display()))?;
+        println!("{}: copied from {}; pam_hutch is now its last session line", file.display(), vendor.display());
+        return Ok(0);
+    }
     let meta = std::fs::symlink_metadata(&file).with_context(|| format!("reading {}", file.display()))?;
     if meta.file_type().is_symlink() {
         anyhow::bail!("{} is a symlink: run setup on the service it points to", file.display());
@@ -167,7 +195,7 @@ pub fn setup(pam_dir: &Path, service: &str, undo: bool) -> anyhow::Result<i32> {
 }
 
 /// The pieces of [`setup`]: editing a PAM service file as text.
-mod pam_setup {
+pub(crate) mod pam_setup {
     use std::fs::Metadata;
     use std::io::Write;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -196,6 +224,9 @@ mod pam_setup {
     /// finds it in its own directory, else the absolute path set at build
     /// time; with neither, the bare name and a warning (until the module is
     /// installed, PAM refuses the service: fail closed).
+    /// First line of a service file setup copied from the vendor dir.
+    pub const COPIED_MARKER: &str = "# hutch: copied by hutchctl setup from ";
+
     pub fn module_reference() -> String {
         if SYSTEM_MODULE_DIRS.iter().any(|d| Path::new(d).join(MODULE).exists()) {
             return MODULE.to_string();
@@ -445,19 +476,19 @@ session [success=ok ignore=ignore module_unknown=ignore default=bad]        pam_
         let dir = TempDir::new("files");
         let file = dir.0.join("sshd-test");
         std::fs::write(&file, SSHD).unwrap();
-        assert_eq!(setup(&dir.0, "sshd-test", false).unwrap(), 0);
+        assert_eq!(setup(&dir.0, &dir.0.join("vendor"), "sshd-test", false).unwrap(), 0);
         let after = std::fs::read_to_string(&file).unwrap();
         assert!(after.contains("pam_hutch.so\n@include common-password"));
         assert_eq!(std::fs::read_to_string(dir.0.join("sshd-test.hutch-bak")).unwrap(), SSHD);
 
         let before_second = std::fs::metadata(&file).unwrap().modified().unwrap();
-        assert_eq!(setup(&dir.0, "sshd-test", false).unwrap(), 0);
+        assert_eq!(setup(&dir.0, &dir.0.join("vendor"), "sshd-test", false).unwrap(), 0);
         assert_eq!(std::fs::read_to_string(&file).unwrap(), after);
         assert_eq!(std::fs::metadata(&file).unwrap().modified().unwrap(), before_second);
 
-        assert_eq!(setup(&dir.0, "sshd-test", true).unwrap(), 0);
+        assert_eq!(setup(&dir.0, &dir.0.join("vendor"), "sshd-test", true).unwrap(), 0);
         assert_eq!(std::fs::read_to_string(&file).unwrap(), SSHD);
-        assert_eq!(setup(&dir.0, "sshd-test", true).unwrap(), 0);
+        assert_eq!(setup(&dir.0, &dir.0.join("vendor"), "sshd-test", true).unwrap(), 0);
         assert!(!dir.0.join("sshd-test.hutch-tmp").exists());
     }
 
@@ -469,7 +500,7 @@ session [success=ok ignore=ignore module_unknown=ignore default=bad]        pam_
         let file = dir.0.join("login");
         std::fs::write(&file, SU).unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
-        setup(&dir.0, "login", false).unwrap();
+        setup(&dir.0, &dir.0.join("vendor"), "login", false).unwrap();
         assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o7777, 0o640);
     }
 
@@ -478,13 +509,32 @@ session [success=ok ignore=ignore module_unknown=ignore default=bad]        pam_
     fn refusals() {
         let dir = TempDir::new("refuse");
         for name in ["", "..", "a/b"] {
-            assert!(setup(&dir.0, name, false).is_err(), "{name:?}");
+            assert!(setup(&dir.0, &dir.0.join("vendor"), name, false).is_err(), "{name:?}");
         }
-        let err = setup(&dir.0, "nosuch", false).unwrap_err();
+        let err = setup(&dir.0, &dir.0.join("vendor"), "nosuch", false).unwrap_err();
         assert!(format!("{err:#}").starts_with(&format!("reading {}", dir.0.join("nosuch").display())));
         std::fs::write(dir.0.join("real"), SU).unwrap();
         std::os::unix::fs::symlink(dir.0.join("real"), dir.0.join("link")).unwrap();
-        assert!(format!("{:#}", setup(&dir.0, "link", false).unwrap_err()).contains("is a symlink"));
+        assert!(format!("{:#}", setup(&dir.0, &dir.0.join("vendor"), "link", false).unwrap_err()).contains("is a symlink"));
         assert_eq!(std::fs::read_to_string(dir.0.join("real")).unwrap(), SU);
+    }
+
+    /// A service only the distribution ships (/usr/lib/pam.d/systemd-user):
+    /// setup writes an override copy with our line; undo removes the copy.
+    #[test]
+    fn vendor_service_is_copied_and_undone() {
+        let dir = TempDir::new("vendor");
+        let vendor = dir.0.join("vendor");
+        std::fs::create_dir(&vendor).unwrap();
+        std::fs::write(vendor.join("systemd-user"), "account include common-account\nsession required pam_keyinit.so force revoke\n").unwrap();
+        assert_eq!(setup(&dir.0, &vendor, "systemd-user", false).unwrap(), 0);
+        let text = std::fs::read_to_string(dir.0.join("systemd-user")).unwrap();
+        assert!(text.starts_with(&format!("{}{}", crate::containers::pam_setup::COPIED_MARKER, vendor.join("systemd-user").display())), "{text}");
+        assert!(text.trim_end().ends_with("pam_hutch.so"), "{text}");
+        assert_eq!(setup(&dir.0, &vendor, "systemd-user", false).unwrap(), 0, "second run");
+        assert_eq!(std::fs::read_to_string(dir.0.join("systemd-user")).unwrap(), text, "second run changed the copy");
+        assert_eq!(setup(&dir.0, &vendor, "systemd-user", true).unwrap(), 0);
+        assert!(!dir.0.join("systemd-user").exists(), "undo left the copy");
+        assert!(vendor.join("systemd-user").exists());
     }
 }

@@ -131,6 +131,10 @@ pub enum Command {
         /// The directory holding PAM service files.
         #[arg(long, default_value = "/etc/pam.d", hide = true)]
         pam_dir: PathBuf,
+        /// The distribution's PAM directory, read when the service has no
+        /// file in --pam-dir (systemd ships systemd-user there).
+        #[arg(long, default_value = "/usr/lib/pam.d", hide = true)]
+        vendor_pam_dir: PathBuf,
     },
 }
 
@@ -148,7 +152,9 @@ fn main() {
         Command::Stop { user } => containers::stop(&cli, user),
         Command::Check { file, strict } => policy_cmd::check(&cli, file.as_deref(), *strict),
         Command::Policy { user, service } => policy_cmd::show(&cli, user, service),
-        Command::Setup { pam_service, undo, pam_dir } => containers::setup(pam_dir, pam_service, *undo),
+        Command::Setup { pam_service, undo, pam_dir, vendor_pam_dir } => {
+            containers::setup(pam_dir, vendor_pam_dir, pam_service, *undo)
+        }
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -11,6 +11,7 @@ cp "$DEB" /root/ && cd /root
 apt-get install -y "./${DEB##*/}"
 hutchctl template build default --from-tar "$TAR"
 hutchctl setup --pam-service sshd
+hutchctl setup --pam-service systemd-user
 useradd -m alice
 usermod -s /usr/sbin/hutch-shell alice
 
