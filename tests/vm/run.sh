@@ -174,7 +174,9 @@ check "systemd-user: no user manager of alice on the host" groot '! systemctl is
 log "quota workloads"
 rc=0; galice 'tail /dev/zero' >/dev/null 2>&1 || rc=$?
 check "memory.max: the hog is OOM-killed (rc $rc)" groot "[ $rc -ne 0 ] && awk '/^oom_kill /{exit !(\$2 > 0)}' $CG/users/alice/memory.events"
-galice 'i=0; while [ $i -lt 60 ]; do sleep 5 & i=$((i+1)); done 2>/dev/null; wait' >/dev/null 2>&1 || true
+# The sleeps must outlast the loop even when forks are slow under TCG (a 5 s sleep once exited
+# before 40 were running): 20 s leaves ~0.5 s per fork.
+galice 'i=0; while [ $i -lt 60 ]; do sleep 20 & i=$((i+1)); done 2>/dev/null; wait' >/dev/null 2>&1 || true
 check "pids.max: forks refused at the limit" groot "awk '/^max /{exit !(\$2 > 0)}' $CG/users/alice/pids.events"
 galice 'timeout 4 sh -c "while :; do :; done"' >/dev/null 2>&1 || true
 check "cpu.max: throttled" groot "awk '/^nr_throttled /{exit !(\$2 > 0)}' $CG/users/alice/cpu.stat"
