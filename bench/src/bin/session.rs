@@ -10,62 +10,14 @@
 //!
 //! Run as root: `cargo run --release -p hutch-bench --bin session [N]`.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
-use hutch_runtime::join::{open_session, JoinOptions, Outcome, SessionInfo};
+use hutch_runtime::join::{open_session, JoinOptions, SessionInfo};
 use hutch_runtime::sys::{self, Forked};
+use hutch_bench::{median, open_in_child};
 use hutch_tests::HutchEnv;
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-/// Runs `f` in a forked child (it may change namespaces) and returns the
-/// milliseconds it reports.
-fn in_child(f: impl FnOnce() -> Result<f64, String>) -> Result<f64, String> {
-    let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe().map_err(|e| e.to_string())?;
-    match sys::fork().map_err(|e| e.to_string())? {
-        Forked::Child => {
-            drop(r);
-            let msg = match f() {
-                Ok(ms) => format!("{ms}"),
-                Err(e) => format!("ERR {e}"),
-            };
-            let _ = std::fs::File::from(w).write_all(msg.as_bytes());
-            sys::exit_now(0)
-        }
-        Forked::Parent(pid) => {
-            drop(w);
-            let mut s = String::new();
-            let _ = std::fs::File::from(r).read_to_string(&mut s);
-            let _ = nix::sys::wait::waitpid(pid, None);
-            match s.strip_prefix("ERR ") {
-                Some(e) => Err(e.to_string()),
-                None => s.parse().map_err(|_| format!("child reported {s:?}")),
-            }
-        }
-    }
-}
-
-fn open_once(opts: &JoinOptions, user: &str) -> Result<f64, String> {
-    let info = SessionInfo { service: "bench".into(), tty: None, rhost: None };
-    let t = Instant::now();
-    match open_session(opts, user, &info) {
-        Ok(Outcome::Joined(s)) => {
-            let ms = t.elapsed().as_secs_f64() * 1000.0;
-            // Ending the last session kills everything in the container's
-            // cgroup, this child included: let the child's exit (after it has
-            // reported) end the session instead.
-            std::mem::forget(s);
-            Ok(ms)
-        }
-        Ok(Outcome::Exempt(why)) => Err(format!("exempt: {why}")),
-        Err(e) => Err(e.to_string()),
-    }
-}
 
 fn floor_once(lower: &std::path::Path, scratch: &std::path::Path) -> Result<f64, String> {
     use nix::mount::{mount, MsFlags};
@@ -119,7 +71,7 @@ fn main() -> anyhow::Result<()> {
     };
 
     // Warm-up: loads the template into RAM once (not part of any login after the first).
-    in_child(|| open_once(&opts, &user.name)).map_err(anyhow::Error::msg)?;
+    open_in_child(&opts, &user.name).map_err(anyhow::Error::msg)?;
     hutch.wait_gone(&user.name, Duration::from_secs(30));
 
     let store = hutch_runtime::template::TemplateStore::new(&hutch.lib_dir, &hutch.run_dir);
@@ -134,7 +86,7 @@ fn main() -> anyhow::Result<()> {
         if let Some(lower) = &lower {
             floor.push(floor_once(lower, &scratch).map_err(anyhow::Error::msg)?);
         }
-        create.push(in_child(|| open_once(&opts, &user.name)).map_err(anyhow::Error::msg)?);
+        create.push(open_in_child(&opts, &user.name).map_err(anyhow::Error::msg)?);
         let left = hutch.wait_gone(&user.name, Duration::from_secs(30));
         anyhow::ensure!(left.is_empty(), "container not torn down: {left:?}");
     }
@@ -156,7 +108,7 @@ fn main() -> anyhow::Result<()> {
     drop(hold_r);
     hutch_tests::wait_until(Duration::from_secs(30), || hutch.state(&user.name).map(|_| ()));
     for _ in 0..(n * 3) {
-        join.push(in_child(|| open_once(&opts, &user.name)).map_err(anyhow::Error::msg)?);
+        join.push(open_in_child(&opts, &user.name).map_err(anyhow::Error::msg)?);
     }
     drop(hold_w);
     let _ = nix::sys::wait::waitpid(holder, None);
