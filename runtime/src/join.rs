@@ -22,6 +22,9 @@ use crate::keeper::proto::{self, Request};
 use crate::paths::UserPaths;
 use crate::sys;
 
+/// How long closing a session waits for the keeper's answer.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Where the module finds things; from its arguments.
 #[derive(Debug, Clone)]
 pub struct JoinOptions {
@@ -318,8 +321,14 @@ fn drop_bounding_set() -> Result<(), JoinError> {
 }
 
 impl Session {
-    /// Tells the keeper the session ended and drops the connection.
+    /// Tells the keeper the session ended and waits (bounded) for its
+    /// answer: the keeper moves the calling process back to the cgroups it
+    /// came from first, so that a teardown right after cannot kill it before
+    /// it has reported the session's exit status.
     pub fn close(self) {
-        let _ = proto::send(&self.conn, &Request::Close.render(), &[]);
+        if proto::send(&self.conn, &Request::Close.render(), &[]).is_ok() {
+            let _ = self.conn.set_read_timeout(Some(CLOSE_TIMEOUT));
+            let _ = proto::recv(&self.conn);
+        }
     }
 }

@@ -398,3 +398,41 @@ fn unified_without_controllers() {
     cg.remove().expect("remove");
     assert!(!extra.exists() && !u.exists());
 }
+
+/// `attach_from` remembers where a process was in every hierarchy and
+/// `detach` puts it back there (what the keeper does for the PAM host that
+/// closes a session), so a `kill_all` after it spares the process; a pid no
+/// longer in the group is left alone.
+#[test]
+fn detach_returns_a_process_to_its_origin() {
+    if !root_or_skip("detach_returns_a_process_to_its_origin") {
+        return;
+    }
+    let mut t = TestGroup::new(CgroupRoot::open(&unique_spec()).expect("open"));
+    let cg = t.create(&Limits {
+        pids_max: Some(50),
+        ..Limits::default()
+    });
+    let child = Command::new("sleep").arg("100").spawn().expect("spawn sleep");
+    let pid = child.id() as i32;
+    t.children.push(child);
+    let before = read(Path::new(&format!("/proc/{pid}/cgroup")));
+    let origin = cg.attach_from(pid).expect("attach_from");
+    assert_eq!(cg.pids().unwrap(), vec![pid]);
+    assert_ne!(read(Path::new(&format!("/proc/{pid}/cgroup"))), before);
+
+    let moved = cg.detach(pid, &origin).expect("detach");
+    assert_eq!(moved, cg.leaf_dirs().len(), "moved back in every hierarchy");
+    assert_eq!(read(Path::new(&format!("/proc/{pid}/cgroup"))), before);
+    assert!(cg.pids().unwrap().is_empty());
+    assert_eq!(cg.detach(pid, &origin).expect("detach again"), 0, "not in the group: untouched");
+
+    cg.kill_all().expect("kill_all");
+    assert!(
+        t.children[0].try_wait().unwrap().is_none(),
+        "a detached process survives the group's kill"
+    );
+    let mut child = t.children.pop().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -261,7 +261,8 @@ fn exempt_and_refusals() {
 /// A multi-threaded PAM caller (as gdm is) is refused before anything
 /// changes: PAM_SESSION_ERR, one syslog line naming the threads, and no
 /// keeper, cgroup or state made. The same caller without its second thread
-/// gets in (so the threads are the cause).
+/// gets in (so the threads are the cause), and outlives the teardown that
+/// its pam_close_session starts (the keeper moves it back to its own cgroup).
 #[test]
 fn multithreaded_caller_is_refused() {
     if !require_root("multithreaded_caller_is_refused") {
@@ -288,6 +289,12 @@ rc = pam.pam_start_confdir(b"svc", sys.argv[1].encode(), ctypes.byref(conv), sys
 assert rc == 0, rc
 rc = pam.pam_open_session(h, 0)
 print(rc, open("/etc/hostname").read().strip() if rc == 0 else "-", flush=True)
+if rc == 0:
+    # The container goes as soon as its last session closes; the PAM host
+    # that closed it must outlive that (su reports the shell's status then).
+    print("closed", pam.pam_close_session(h, 0), flush=True)
+    time.sleep(3)
+    print("alive", flush=True)
 pam.pam_end(h, rc)
 "#;
     std::fs::write(dir.join("client.py"), script).unwrap();
@@ -309,7 +316,13 @@ pam.pam_end(h, rc)
     assert!(!hutch.user_dir(&name).exists(), "a refused caller left {}", hutch.user_dir(&name).display());
 
     let out = run("single");
-    assert_eq!(out.stdout_str().trim(), format!("0 box-{name}"), "{}\n{:#?}", out.describe(), log.lines());
+    assert_eq!(
+        out.stdout_str().trim(),
+        format!("0 box-{name}\nclosed 0\nalive"),
+        "the PAM host must survive the teardown its close starts: {}\n{:#?}",
+        out.describe(),
+        log.lines()
+    );
     let left = hutch.wait_gone(&name, Duration::from_secs(15));
     assert!(left.is_empty(), "{left:?}");
     drop(user);

@@ -173,6 +173,13 @@ pub const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a freeze may take before the kill goes ahead unfrozen.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Where a process was before [`Cgroup::attach_from`] moved it: its cgroup
+/// directory in each of the group's hierarchies (`None` where it had none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    dirs: Vec<Option<PathBuf>>,
+}
+
 /// One hierarchy hutch uses and hutch's root directory in it.
 #[derive(Debug, Clone)]
 struct Hier {
@@ -468,6 +475,40 @@ impl Cgroup {
             fsio::write(&d, "cgroup.procs", &pid.to_string())?;
         }
         Ok(())
+    }
+
+    /// [`Cgroup::attach`], first noting where `pid` was in each hierarchy
+    /// hutch uses (from `/proc/PID/cgroup`, read in the caller's cgroup
+    /// namespace), so that [`Cgroup::detach`] can put it back.
+    pub fn attach_from(&self, pid: i32) -> Result<Origin, CgroupError> {
+        let path = PathBuf::from(format!("/proc/{pid}/cgroup"));
+        let text = std::fs::read_to_string(&path).map_err(|source| CgroupError::Read { path, source })?;
+        let members = detect::parse_proc_cgroup(&text);
+        let dirs = self
+            .hiers
+            .iter()
+            .map(|h| detect::resolve(&h.mount, detect::own_path(&h.mount, &members), "").ok())
+            .collect();
+        self.attach(pid)?;
+        Ok(Origin { dirs })
+    }
+
+    /// Moves `pid` out of the group, back to the cgroups it was in before
+    /// [`Cgroup::attach_from`], in each hierarchy where it is still in this
+    /// group's leaf. A pid that is no longer in the leaf (gone, or reused by
+    /// another process) is left alone. Returns how many hierarchies it was
+    /// moved in.
+    pub fn detach(&self, pid: i32, origin: &Origin) -> Result<usize, CgroupError> {
+        let mut moved = 0;
+        for (leaf, to) in self.leaf_dirs().iter().zip(&origin.dirs) {
+            let Some(to) = to else { continue };
+            if !fsio::procs(leaf)?.contains(&pid) {
+                continue;
+            }
+            fsio::write(to, "cgroup.procs", &pid.to_string())?;
+            moved += 1;
+        }
+        Ok(moved)
     }
 
     /// Pids in the group (leaf and group), host pid namespace.

@@ -94,6 +94,9 @@ struct Session {
     id: u64,
     conn: UnixStream,
     state: SessionState,
+    /// Where the session's process (the PAM host: sshd, su, login) came
+    /// from; it goes back there when it closes the session.
+    origin: cgroup::Origin,
 }
 
 struct Keeper {
@@ -431,9 +434,26 @@ impl Keeper {
     fn session_readable(&mut self, i: usize) {
         // A session says nothing but CLOSE; that, end of stream or an
         // error all end it.
-        let _ = proto::recv(&self.sessions[i].conn);
+        let said = proto::recv(&self.sessions[i].conn);
         {
             let s = self.sessions.remove(i);
+            if matches!(&said, Ok(Some((line, _))) if Request::parse(line) == Some(Request::Close)) {
+                // The PAM host closing the session waits for this answer,
+                // so its pid is still its own: move it back out of the
+                // container's cgroup, or a teardown that follows would kill
+                // it before it exits (su would lose the shell's exit status).
+                let answer = match self.cgroup.detach(s.state.pid, &s.origin) {
+                    Ok(_) => "OK\n".to_string(),
+                    Err(e) => {
+                        sys::syslog(
+                            libc::LOG_WARNING,
+                            &format!("{}: moving pid {} out of the container's cgroup: {e}", self.account.name, s.state.pid),
+                        );
+                        format!("ERR\t{e}\n")
+                    }
+                };
+                let _ = proto::send(&s.conn, &answer, &[]);
+            }
             sys::syslog(
                 libc::LOG_INFO,
                 &format!("{}: session {} ({}) closed, {} left", self.account.name, s.id, s.state.service, self.sessions.len()),
@@ -508,10 +528,13 @@ impl Keeper {
                 return;
             }
         }
-        if let Err(e) = self.cgroup.attach(pid) {
-            let _ = proto::send(&conn, &format!("ERR moving pid {pid} into the container's cgroup: {e}\n"), &[]);
-            return;
-        }
+        let origin = match self.cgroup.attach_from(pid) {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = proto::send(&conn, &format!("ERR moving pid {pid} into the container's cgroup: {e}\n"), &[]);
+                return;
+            }
+        };
         let id = self.next_id;
         self.next_id += 1;
         let fds: Vec<_> = self.container.namespaces.iter().map(|f| f.as_fd()).collect();
@@ -528,6 +551,7 @@ impl Keeper {
             id,
             conn,
             state: SessionState { id, service, tty, rhost, pid, since: now_unix() },
+            origin,
         });
         self.idle_since = None;
         self.write_state();
