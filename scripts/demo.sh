@@ -27,6 +27,9 @@ for b in hutchctl hutch-keeper hutch-shell libpam_hutch.so; do
 done
 
 SSHD_PID=
+# The PAM module caches the compiled policy in /run/hutch/policy-cache.
+RUN_HUTCH_WAS_THERE=0
+[ -e /run/hutch ] && RUN_HUTCH_WAS_THERE=1
 cleanup() {
     set +e
     [ -n "$SSHD_PID" ] && kill "$SSHD_PID" 2>/dev/null && wait "$SSHD_PID" 2>/dev/null
@@ -38,6 +41,12 @@ cleanup() {
     for base in /sys/fs/cgroup/*/ /sys/fs/cgroup/unified/; do
         find "$base" -depth -type d -path '*hutch-demo*' -exec rmdir {} + 2>/dev/null
     done
+    if [ "$RUN_HUTCH_WAS_THERE" = 0 ]; then
+        rm -rf /run/hutch
+    else
+        # Only the demo's cache (written after its policy file).
+        find /run/hutch/policy-cache -maxdepth 1 -name '*.cache' -newer "$D/hutch.toml" -delete 2>/dev/null
+    fi
     rm -rf "$D"
 }
 trap cleanup EXIT

@@ -56,6 +56,7 @@ impl HutchEnv {
     /// A policy of `[host]` + `[template]` made here, followed by `policy`
     /// (the test's `[defaults]`, `[users.X]`, ...).
     pub fn new(policy: &str) -> HutchEnv {
+        cache_dir_was_there();
         let bins = Bins::locate();
         bins.require();
         let dir = TestDir::new("hthut");
@@ -194,6 +195,16 @@ impl Drop for HutchEnv {
         });
         // The PAM module's cache of this env's policy.
         let _ = std::fs::remove_file(hutch_policy::cache_path(&self.config, Path::new(hutch_policy::DEFAULT_CACHE_DIR)));
+        if !cache_dir_was_there() {
+            // The module made the cache directory (and /run/hutch) for the
+            // tests: remove them once empty (a test still running makes them
+            // again when it needs them).
+            let cache = Path::new(hutch_policy::DEFAULT_CACHE_DIR);
+            let _ = std::fs::remove_dir(cache);
+            if let Some(parent) = cache.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
+        }
         // Template generations a keeper loaded in this mount namespace (the
         // bench and tests that start keepers outside an SshdEnv).
         let run = self.run_dir.to_string_lossy().to_string();
@@ -236,4 +247,11 @@ impl Drop for HutchEnv {
 /// command's output, trimmed.
 pub fn trimmed(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Whether the PAM module's policy cache directory existed before the first
+/// [`HutchEnv`] of this test process (then it is the host's, and stays).
+fn cache_dir_was_there() -> bool {
+    static THERE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *THERE.get_or_init(|| Path::new(hutch_policy::DEFAULT_CACHE_DIR).exists())
 }
