@@ -8,7 +8,8 @@
 //!
 //! As the user (the default) the command gets exactly a session's rights:
 //! empty bounding, inheritable and ambient sets, the user's groups, gid and
-//! uid, no_new_privs. It runs in a session of its own (`setsid`), so the
+//! uid, no_new_privs, and the seccomp profile the container's marker names
+//! (what hutch-shell loads). It runs in a session of its own (`setsid`), so the
 //! admin's terminal is not its controlling terminal: a process of the user
 //! cannot push input into it (TIOCSTI) after hutchctl exits. The price is no
 //! job control; Ctrl-C and Ctrl-\ are passed on to its process group.
@@ -17,7 +18,7 @@
 //! namespaces and cgroup, keeping the admin's terminal as its own: for
 //! repairs. Nothing is dropped; it is not confined by the container beyond
 //! the namespaces (it can remount, change any file of the container, see
-//! every process). Neither way loads hutch-shell's seccomp filter.
+//! every process), and loads no seccomp filter.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -31,6 +32,8 @@ use nix::unistd::{setgroups, setresgid, setresuid, Gid, Pid, Uid};
 
 use crate::cgroup::Cgroup;
 use crate::container::JOIN_ORDER;
+use crate::paths::{Marker, CONTAINER_MARKER};
+use crate::seccomp;
 use crate::sys::{self, Forked};
 
 /// Whom the command runs as, when not root.
@@ -180,11 +183,28 @@ fn command(spec: &EnterSpec<'_>) -> String {
     }
     sys::close_fds_from(3, &[]);
     sys::reset_signals();
+    if spec.identity.is_some() {
+        if let Err(e) = load_session_seccomp() {
+            return e;
+        }
+    }
     let Some(prog) = spec.argv.first() else { return "no command".into() };
     match nix::unistd::execvpe(prog, &spec.argv, &spec.env) {
         Err(e) => format!("exec {}: {e}", prog.to_string_lossy()),
         Ok(never) => match never {},
     }
+}
+
+/// The seccomp profile the container's marker names (the one hutch-shell
+/// loads in every session), so that a command entered as the user is no
+/// less confined than the user's own processes: else the user could ptrace
+/// it and make the calls the filter denies them.
+fn load_session_seccomp() -> Result<(), String> {
+    let text = std::fs::read_to_string(CONTAINER_MARKER)
+        .map_err(|e| format!("reading the container marker {CONTAINER_MARKER}: {e}"))?;
+    let marker = Marker::parse(&text).ok_or_else(|| format!("the container marker {CONTAINER_MARKER} is malformed"))?;
+    seccomp::apply(&marker.seccomp).map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// A session's rights: no capabilities now or after exec, the user's ids,

@@ -20,5 +20,6 @@ pub mod keeper;
 pub mod net;
 pub mod paths;
 pub mod rootfs;
+pub mod seccomp;
 pub mod sys;
 pub mod template;

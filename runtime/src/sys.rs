@@ -396,3 +396,20 @@ pub fn bpf_prog_exists(id: u32) -> io::Result<bool> {
     drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
     Ok(true)
 }
+
+/// `prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, prog)`: loads a classic BPF
+/// seccomp filter on the calling thread (hutch-shell and `hutchctl enter`
+/// load it single-threaded, just before exec). Needs no_new_privs.
+pub fn load_seccomp(filter: &[libc::sock_filter]) -> io::Result<()> {
+    let len = u16::try_from(filter.len()).map_err(|_| io::Error::other("seccomp filter too long"))?;
+    let prog = libc::sock_fprog { len, filter: filter.as_ptr().cast_mut() };
+    // SAFETY: `prog` points at `filter`, `len` instructions long, both alive
+    // for the whole call; the kernel copies the program and keeps no pointer
+    // to our memory.
+    let rc = unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

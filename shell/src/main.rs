@@ -7,13 +7,12 @@
 //! 2. close stray fds;
 //! 3. make sure the cwd is inside the container;
 //! 4. set no_new_privs;
-//! 5. load the seccomp filter the marker names ([`seccomp`]);
+//! 5. load the seccomp filter the marker names ([`hutch_runtime::seccomp`]);
 //! 6. exec the inner shell as a login shell, or with `-c CMD`.
 
 mod fds;
 mod marker;
 mod plan;
-mod seccomp;
 mod sys;
 
 use std::ffi::{CString, OsString};
@@ -22,6 +21,7 @@ use std::path::Path;
 use std::process::exit;
 
 use hutch_runtime::paths::{Marker, CONTAINER_MARKER};
+use hutch_runtime::seccomp;
 
 /// Exit status when not inside a container (the shell never ran).
 const EXIT_REFUSED: i32 = 1;

@@ -79,6 +79,13 @@ fn freeze_enter_diff_watch() {
         // As the user: a file in /tmp the session sees, owned by the user; no capabilities.
         let out = hutch.ctl(&["enter", &name, "--", "sh", "-c", "id -un > /tmp/by-enter; grep CapEff /proc/self/status"]);
         assert!(out.stdout_str().contains("0000000000000000"), "{}", out.describe());
+        // ... and the session's seccomp filter (else the user could ptrace the
+        // entered command and make the calls the filter denies them).
+        let out = hutch.ctl(&["enter", &name, "--", "sh", "-c", "grep Seccomp: /proc/self/status; unshare -U true && echo UNSHARED"]);
+        assert!(out.stdout_str().contains("Seccomp:\t2"), "{}", out.describe());
+        assert!(!out.stdout_str().contains("UNSHARED"), "{}", out.describe());
+        let out = hutch.ctl(&["enter", &name, "--root", "--", "grep", "Seccomp:", "/proc/self/status"]);
+        assert!(out.stdout_str().contains("Seccomp:\t0"), "as root, no filter: {}", out.describe());
         s.send("echo GOT-$(cat /tmp/by-enter)-END\n");
         assert!(s.expect(&format!("GOT-{name}-END"), Duration::from_secs(10)).is_some(), "{}", s.output());
         use std::os::unix::fs::MetadataExt;

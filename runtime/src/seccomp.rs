@@ -1,5 +1,6 @@
 //! The seccomp filter hutch-shell loads just before it execs the inner
-//! shell (after no_new_privs, which lets an unprivileged process load it).
+//! shell (after no_new_privs, which lets an unprivileged process load it),
+//! and `hutchctl enter` before it execs a command as the user.
 //!
 //! A deny list, not moby's allow list: the user's processes already hold no
 //! capabilities, so most privileged calls fail anyway; the filter closes the
