@@ -87,6 +87,7 @@ SSH_OPTS=(-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLeve
           -o BatchMode=yes -o ConnectTimeout=20 -o ServerAliveInterval=15 -p "$PORT")
 groot() { ssh "${SSH_OPTS[@]}" -i "$IMG/id_ed25519" root@127.0.0.1 "$@"; }
 galice() { ssh "${SSH_OPTS[@]}" -i "$WORK/alice" alice@127.0.0.1 "$@"; }
+gbob() { ssh "${SSH_OPTS[@]}" -i "$WORK/alice" bob@127.0.0.1 "$@"; }
 
 # boot: a fresh overlay on the cached image; true once root's ssh works.
 # A hung or panicked guest (rare under TCG on a loaded host) is killed by pid.
@@ -205,10 +206,25 @@ for _ in $(seq 15); do groot '! loginctl list-sessions --no-legend | grep -q ali
 expect "logind: alice's sessions ended" yes "$ended"
 check "unit: hutch.service still active, nothing failed" groot '[ "$(systemctl is-active hutch.service)" = active ] && [ -z "$(systemctl list-units --failed --no-legend | grep -v "user@")" ]'
 
+log "vlan networking (bob)"
+ssh "${SSH_OPTS[@]}" -i "$WORK/alice" bob@127.0.0.1 'sleep 600' </dev/null &
+BG_PIDS+=($!)
+for _ in $(seq 30); do groot 'pgrep -u bob -x sleep >/dev/null' && break; sleep 2; done
+VLAN=$(groot 'p=$(pgrep -u bob -x sleep | head -n 1); nsenter -t "$p" -n ip -d -o link show eth0; nsenter -t "$p" -n ip -4 -o addr show eth0' 2>&1 || true)
+if [[ $VLAN == *"vlan protocol 802.1Q id 100"* && $VLAN == *"inet 10.77."* ]]; then pass "vlan: eth0 is VLAN 100 on dummy0 with a leased address"; else fail "vlan" "$(echo "$VLAN" | tr '\n' ' ')"; fi
+for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+BG_PIDS=()
+gone=no
+for _ in $(seq 30); do
+    if groot "! test -e $CG/users/bob && ! pgrep -u bob >/dev/null && ! ip -o link show | grep -q '@dummy0'"; then gone=yes; break; fi
+    sleep 2
+done
+expect "vlan: teardown leaves no vlan link, cgroup or process" yes "$gone"
+
 log "upgrade and purge"
 check "package: reinstall (upgrade path) keeps hutch.service active" groot "cd /root && DEBIAN_FRONTEND=noninteractive apt-get install -y --reinstall ./${DEB##*/} >/dev/null 2>&1 && [ \"\$(systemctl is-active hutch.service)\" = active ]"
 groot 'systemctl status hutch.service --no-pager; journalctl -b --no-pager' >"$SHARE/out/journal.txt" 2>&1 || true
-check "package: purge" groot 'rm /etc/hutch/hutch.d/50-vmtest.toml && DEBIAN_FRONTEND=noninteractive apt-get purge -y hutch >/dev/null 2>&1'
+check "package: purge" groot 'rm /etc/hutch/hutch.d/50-vmtest.toml /etc/hutch/hutch.d/51-vmtest-vlan.toml && DEBIAN_FRONTEND=noninteractive apt-get purge -y hutch >/dev/null 2>&1'
 check "purge: /etc/shells restored" groot '! grep -q hutch-shell /etc/shells'
 check "purge: no hutch state" groot '! test -e /var/lib/hutch && ! test -e /run/hutch && ! test -e /etc/hutch && ! grep -q " /run/hutch" /proc/mounts'
 check "purge: /etc/pam.d as before setup" groot '! grep -rq pam_hutch /etc/pam.d && ! ls /etc/pam.d/*.hutch-bak 2>/dev/null'

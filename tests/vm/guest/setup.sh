@@ -26,6 +26,20 @@ cpu = "20%"
 pids = 40
 io = [ { device = "/dev/vda", write_bps = "1M" } ]
 TOML
+
+# A second user on VLAN 100 of a dummy parent (the development host's kernel
+# has no 802.1Q; this one has): eth0 of kind vlan in the container.
+useradd -m -s /usr/sbin/hutch-shell bob
+install -d -m 0700 -o bob -g bob /home/bob/.ssh
+install -m 0600 -o bob -g bob "$PUB" /home/bob/.ssh/authorized_keys
+ip link add dummy0 type dummy
+ip link set dummy0 up
+cat >/etc/hutch/hutch.d/51-vmtest-vlan.toml <<'TOML'
+[users.bob]
+network = "vlan"
+net_device = "dummy0"
+vlan_id = 100
+TOML
 hutchctl check
 # hutch.service loads built templates when it starts (at boot).
 systemctl restart hutch.service
