@@ -128,7 +128,7 @@ pub enum Network {
     Loopback,
     /// `"veth"`: a veth pair, the host end on `[host.net] bridge`, the
     /// container end `eth0` with a leased address from the pool.
-    Veth(VethPolicy),
+    Veth(Traffic),
     /// `"macvlan"`: a private-mode macvlan on `device`.
     Macvlan(DevicePolicy),
     /// `"vlan"`: VLAN `vlan_id` on `device`.
@@ -144,11 +144,15 @@ pub struct DevicePolicy {
     pub device: String,
     /// `vlan_id` (vlan only).
     pub vlan_id: u16,
+    /// Egress lists and bandwidth, enforced inside the container's network
+    /// namespace (these modes have no host port).
+    pub traffic: Traffic,
 }
 
-/// The per-user part of a `veth` network.
+/// What a container's traffic may do: the egress lists and the bandwidth
+/// limits (`veth`: on the host's port; other modes: inside the container).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct VethPolicy {
+pub struct Traffic {
     /// Traffic from the container to these is dropped (`egress_deny`).
     pub egress_deny: Vec<EgressRule>,
     /// When non-empty, traffic from the container to anything but these

@@ -217,6 +217,7 @@ pub(crate) fn explain(model: &Model, account: &Account, service: &str) -> Explan
     let vlan_id = p.vlan_id.map(|(v, _)| v.value.0);
     add("vlan_id", vlan_id.map_or("\"none\"".into(), |v| v.to_string()), origin(p.vlan_id));
     let mut network_error = None;
+    let traffic = crate::Traffic { egress_deny: egress_deny.0, egress_allow: egress_allow.0, rate_in: rate_in.0, rate_out: rate_out.0 };
     let device = |need_vlan: bool, err: &mut Option<String>| {
         let device = net_device.clone().unwrap_or_default();
         if device.is_empty() {
@@ -225,11 +226,11 @@ pub(crate) fn explain(model: &Model, account: &Account, service: &str) -> Explan
         if need_vlan && vlan_id.is_none() {
             *err = Some(format!("network = {network} needs vlan_id"));
         }
-        crate::DevicePolicy { device, vlan_id: vlan_id.unwrap_or(0) }
+        crate::DevicePolicy { device, vlan_id: vlan_id.unwrap_or(0), traffic: traffic.clone() }
     };
     let network = match network {
         crate::values::NetworkMode::Loopback | crate::values::NetworkMode::NoNetwork => Network::Loopback,
-        crate::values::NetworkMode::Veth => Network::Veth(crate::VethPolicy { egress_deny: egress_deny.0, egress_allow: egress_allow.0, rate_in: rate_in.0, rate_out: rate_out.0 }),
+        crate::values::NetworkMode::Veth => Network::Veth(traffic.clone()),
         crate::values::NetworkMode::Macvlan => Network::Macvlan(device(false, &mut network_error)),
         crate::values::NetworkMode::Vlan => Network::Vlan(device(true, &mut network_error)),
         crate::values::NetworkMode::Phys => Network::Phys(device(false, &mut network_error)),

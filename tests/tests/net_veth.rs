@@ -47,6 +47,22 @@ except Exception as e:
     print("ERR:" + type(e).__name__ + ":" + str(e))
 "#;
 
+/// Reads everything from IP:8092 and prints the byte count and the rate
+/// (bytes per second) over what arrived after the first SKIP bytes: the
+/// steady state behind a policer's bucket.
+const STEADY_CLIENT: &str = r#"
+import socket, sys, time
+ip, skip = sys.argv[1], int(sys.argv[2])
+s = socket.create_connection((ip, 8092), timeout=30)
+n = 0; t_skip = None; n_skip = 0
+while True:
+    b = s.recv(65536)
+    if not b: break
+    n += len(b)
+    if t_skip is None and n >= skip: t_skip = time.monotonic(); n_skip = n
+print(n, (n - n_skip) / (time.monotonic() - t_skip))
+"#;
+
 /// A process this test started, killed (by pid) and reaped on drop.
 struct Proc(Child);
 
@@ -351,29 +367,74 @@ def source(a, p, n):
     s.bind((a, p)); s.listen(4)
     while True:
         c, _ = s.accept(); c.sendall(b"x" * n); c.close()
-def sink(a, p):
+def sink(a, p, n):
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((a, p)); s.listen(4)
     while True:
-        c, _ = s.accept(); total = 0; t0 = None
-        while True:
-            b = c.recv(65536)
-            if not b: break
-            if t0 is None: t0 = time.monotonic()
-            total += len(b)
-        print(total, time.monotonic() - t0, flush=True); c.close()
+        c, _ = s.accept(); c.settimeout(60); total = 0; t0 = None
+        try:
+            while total < n:
+                b = c.recv(65536)
+                if not b: break
+                if t0 is None: t0 = time.monotonic()
+                total += len(b)
+            c.sendall(("%d %f\n" % (total, time.monotonic() - t0)).encode())
+        except OSError: pass
+        c.close()
 threading.Thread(target=source, args=(sys.argv[1], 8092, int(sys.argv[2])), daemon=True).start()
-threading.Thread(target=sink, args=(sys.argv[1], 8091), daemon=True).start()
+threading.Thread(target=sink, args=(sys.argv[1], 8091, int(sys.argv[2])), daemon=True).start()
 print("ready", flush=True)
 threading.Event().wait()
 "#;
+
+/// Bytes per second of `n` bytes read in the session from the SHAPER's
+/// source at 10.77.0.1:8092.
+fn download(env: &SshdEnv, user: &TestUser, n: u64) -> f64 {
+    let out = env.ssh(
+        user,
+        &["s=$(date +%s%N); n=$(timeout 30 cat </dev/tcp/10.77.0.1/8092 | wc -c); e=$(date +%s%N); echo $n $(( (e - s) / 1000000 ))"],
+    );
+    let f: Vec<u64> = out.stdout_str().split_whitespace().map(|x| x.parse().unwrap()).collect();
+    assert_eq!(f.len(), 2, "{}", out.describe());
+    assert_eq!(f[0], n, "{}", out.describe());
+    f[0] as f64 / (f[1] as f64 / 1000.0)
+}
+
+/// Bytes per second of `n` bytes sent from the session to the SHAPER's sink
+/// at 10.77.0.1:8091, as the sink timed them. The session waits for the
+/// sink's answer: data still queued when the session (and the container)
+/// ends would be lost with the container's eth0.
+fn upload(env: &SshdEnv, user: &TestUser, n: u64) -> f64 {
+    let out = env.ssh(
+        user,
+        &[&format!("exec 3<>/dev/tcp/10.77.0.1/8091 && head -c {n} /dev/zero >&3 && timeout 60 head -n 1 <&3")],
+    );
+    let f: Vec<f64> = out.stdout_str().split_whitespace().map(|x| x.parse().unwrap()).collect();
+    assert_eq!(f.len(), 2, "{}", out.describe());
+    assert_eq!(f[0] as u64, n, "{}", out.describe());
+    f[0] / f[1]
+}
+
+/// The SHAPER in `pid`'s netns, once ready.
+fn shaper_in(pid: i32, n: u64) -> Proc {
+    use std::io::BufRead;
+    let mut c = nsenter_long(pid)
+        .args(["python3", "-c", SHAPER, "0.0.0.0", &n.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("shaper server");
+    let mut line = String::new();
+    std::io::BufReader::new(c.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let p = Proc(c);
+    assert_eq!(line.trim(), "ready");
+    p
+}
 
 /// rate_in and rate_out hold within ±20%, measured with TCP transfers
 /// between the container and the sshd's ("host") namespace; the qdiscs go
 /// with the container.
 #[test]
 fn veth_bandwidth() {
-    use std::io::BufRead;
     if !require_root("veth_bandwidth") {
         return;
     }
@@ -388,40 +449,22 @@ fn veth_bandwidth() {
     env.authorize(&a);
     let host = env.pid();
     let n: u64 = 4_000_000;
-    let mut c = nsenter_long(host)
-        .args(["python3", "-c", SHAPER, "0.0.0.0", &n.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("shaper server");
-    let mut lines = std::io::BufReader::new(c.stdout.take().unwrap()).lines();
-    let _srv = Proc(c);
-    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let _srv = shaper_in(host, n);
 
     // Download: 4 MB at 16 mbit/s = 2 MB/s, about 2 s.
-    let out = env.ssh(
-        &a,
-        &["s=$(date +%s%N); n=$(timeout 30 cat </dev/tcp/10.77.0.1/8092 | wc -c); e=$(date +%s%N); echo $n $(( (e - s) / 1000000 ))"],
-    );
-    let f: Vec<u64> = out.stdout_str().split_whitespace().map(|x| x.parse().unwrap()).collect();
-    assert_eq!(f.len(), 2, "{}", out.describe());
-    assert_eq!(f[0], n, "{}", out.describe());
-    let down = f[0] as f64 / (f[1] as f64 / 1000.0);
+    let down = download(&env, &a, n);
     eprintln!("download: {:.0} B/s (limit 2000000)", down);
     assert!((down - 2_000_000.0).abs() <= 0.2 * 2_000_000.0, "download {down:.0} B/s vs 2000000");
-
     // Upload: 4 MB at 8 mbit/s = 1 MB/s, about 4 s, timed by the receiver.
-    let out = env.ssh(&a, &[&format!("head -c {n} /dev/zero > /dev/tcp/10.77.0.1/8091 && echo sent")]);
-    assert_eq!(trimmed(&out), "sent", "{}", out.describe());
-    let line = lines.next().unwrap().unwrap();
-    let f: Vec<f64> = line.split_whitespace().map(|x| x.parse().unwrap()).collect();
-    assert_eq!(f[0] as u64, n, "{line}");
-    let up = f[0] / f[1];
+    let up = upload(&env, &a, n);
     eprintln!("upload: {:.0} B/s (limit 1000000)", up);
     assert!((up - 1_000_000.0).abs() <= 0.2 * 1_000_000.0, "upload {up:.0} B/s vs 1000000");
 
     assert!(hutch.wait_gone(&a.name, Duration::from_secs(15)).is_empty());
-    let q = trimmed(&sh_in(host, "tc qdisc show"));
-    assert!(!q.contains("tbf"), "{q}");
+    // The host end of the veth (and its tbf) goes when the kernel's
+    // asynchronous teardown of the container's namespace gets to it.
+    let gone = wait_until(Duration::from_secs(15), || (!trimmed(&sh_in(host, "tc qdisc show")).contains("tbf")).then_some(()));
+    assert!(gone.is_some(), "{}", trimmed(&sh_in(host, "tc qdisc show")));
 }
 
 /// A keeper killed with SIGKILL leaves its table and a held lease behind
@@ -522,4 +565,68 @@ fn macvlan_vlan_phys() {
     for l in leases(&lease_file).lines() {
         assert!(l.ends_with(" 0"), "lease still held: {l}");
     }
+}
+
+/// macvlan (no host port): the egress deny list, the upload limit (tbf on
+/// eth0) and the download policer hold inside the container's namespace,
+/// where the user cannot change them; a packet from another source
+/// address is dropped; the table goes with the container.
+#[test]
+fn device_mode_egress_and_bandwidth() {
+    if !require_root("device_mode_egress_and_bandwidth") {
+        return;
+    }
+    let hutch = HutchEnv::new("");
+    let lease_file = hutch.dir.join("leases");
+    hutch.write_policy(&format!(
+        "[host.net]\nleases = \"{}\"\n\n[defaults]\nnetwork = \"macvlan\"\nnet_device = \"par0\"\npids = 512\n\
+         egress_deny = [\"tcp/2525\"]\nrate_in = \"16mbit\"\nrate_out = \"8mbit\"\n",
+        lease_file.display()
+    ));
+    let a = hutch.user();
+    let env = hutch.sshd(Sftp::Internal);
+    env.authorize(&a);
+    let host = env.pid();
+    // The parent's peer holds the gateway address: the container's traffic
+    // leaves through the macvlan and arrives there, in the sshd's namespace.
+    let out = sh_in(host, "ip link add par0 type veth peer name par0p\nip link set par0 up\nip addr add 10.77.0.1/16 dev par0p\nip link set par0p up");
+    assert!(out.status.success(), "{}", out.describe());
+    let _srv = server_in(host, &["10.77.0.1:8080", "10.77.0.1:2525"]);
+    let got = connect_as(&env, &a, "10.77.0.1", 8080);
+    let (addr, _) = lease_of(&lease_file, &a.name).expect("a lease");
+    assert_eq!(got, addr, "the gateway answers the container's own address");
+    assert!(connect_as(&env, &a, "10.77.0.1", 2525).starts_with("ERR"), "tcp/2525 is denied");
+    // A source address other than the lease goes nowhere, even from root in
+    // the container's namespace (the user holds no capability to try).
+    let mut holder = env.ssh_pty(&a, &[]);
+    assert!(holder.expect("$ ", Duration::from_secs(30)).is_some(), "no prompt: {}", holder.output());
+    let state = wait_until(Duration::from_secs(10), || {
+        hutch.state(&a.name).filter(|st| st["sessions"].as_array().map(|s| s.len()) == Some(1))
+    })
+    .expect("state.json with the session");
+    let init = state["init_pid"].as_i64().unwrap() as i32;
+    assert_eq!(connect_from(init, "10.77.0.1", 8080, None), addr);
+    let spoofed = connect_from(init, "10.77.0.1", 8080, Some("10.77.9.9"));
+    assert!(spoofed.starts_with("ERR"), "a spoofed source got through: {spoofed}");
+
+    let n: u64 = 6_000_000;
+    let _shaper = shaper_in(host, n);
+    // Download, policed: a bucket of one second at the rate (nft's limit)
+    // plus the burst passes at line speed, so the rate is measured after the
+    // first 3 MB, from root in the container's namespace (the host's python).
+    let out = output(nsenter(init).args(["python3", "-c", STEADY_CLIENT, "10.77.0.1", "3000000"]));
+    let f: Vec<f64> = trimmed(&out).split_whitespace().map(|x| x.parse().unwrap()).collect();
+    assert_eq!(f.first().map(|b| *b as u64), Some(n), "{}", out.describe());
+    let down = f[1];
+    eprintln!("macvlan download after the bucket: {down:.0} B/s (limit 2000000, policer)");
+    assert!((down - 2_000_000.0).abs() <= 0.2 * 2_000_000.0, "download {down:.0} B/s vs 2000000");
+    drop(holder);
+    // Upload, shaped by the tbf on eth0, from the user's own session.
+    let up = upload(&env, &a, n);
+    eprintln!("macvlan upload: {up:.0} B/s (limit 1000000, tbf)");
+    assert!((up - 1_000_000.0).abs() <= 0.2 * 1_000_000.0, "upload {up:.0} B/s vs 1000000");
+
+    assert!(hutch.wait_gone(&a.name, Duration::from_secs(15)).is_empty());
+    let links = trimmed(&sh_in(host, "ip -o link show"));
+    assert!(!links.contains("eth0"), "{links}");
 }

@@ -25,7 +25,7 @@ use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use hutch_policy::{DevicePolicy, HostSettings, NetHost, Network, VethPolicy};
+use hutch_policy::{DevicePolicy, HostSettings, NetHost, Network, Traffic};
 
 use addr::lease::LeaseFile;
 use netlink::Netlink;
@@ -68,6 +68,11 @@ pub struct NetHandle {
     tables: bool,
     /// `phys`: the host name of the interface to give back.
     give_back: Option<String>,
+    /// `macvlan`, `vlan`: eth0 is deleted at release, before the user's
+    /// lock is let go. Left to the kernel's (asynchronous) teardown of the
+    /// namespace, it would still hold its MAC or VLAN id on the parent when
+    /// the user's next login makes a new one: EADDRINUSE/EEXIST.
+    delete_inside: bool,
 }
 
 /// Sets up `user`'s network in the container whose network namespace is
@@ -90,8 +95,10 @@ enum Mode {
     Phys,
 }
 
-/// macvlan, vlan, phys: an interface of the host's inside the container,
-/// no host port, so no firewall table.
+/// macvlan, vlan, phys: an interface of the host's inside the container.
+/// No host port: the egress lists, anti-spoofing and the download limit are
+/// a table inside the container's namespace ([`nft::device_script`]), the
+/// upload limit a tbf on its eth0.
 fn setup_device(net: &NetHost, leases: PathBuf, user: &str, mode: Mode, d: &DevicePolicy, netns: BorrowedFd<'_>) -> Result<NetHandle, NetError> {
     let started = Instant::now();
     let keeper = std::process::id() as i32;
@@ -109,6 +116,7 @@ fn setup_device(net: &NetHost, leases: PathBuf, user: &str, mode: Mode, d: &Devi
         steps: vec![("lease", started.elapsed())],
         tables: false,
         give_back: None,
+        delete_inside: false,
     };
     let r = (|| {
         let mut nl = Netlink::open().map_err(nl_err("opening", "a netlink socket"))?;
@@ -122,10 +130,15 @@ fn setup_device(net: &NetHost, leases: PathBuf, user: &str, mode: Mode, d: &Devi
             Mode::Phys => nl.move_link(dev, netns, CONTAINER_IF),
         }
         .map_err(nl_err("moving into the container", d.device.clone()))?;
-        if let Mode::Phys = mode {
-            handle.give_back = Some(d.device.clone());
+        match mode {
+            Mode::Phys => handle.give_back = Some(d.device.clone()),
+            Mode::Macvlan | Mode::Vlan => handle.delete_inside = true,
         }
-        configure_inside(netns, addr, net.pool.prefix, net.gateway, None).map_err(nl_err("configuring eth0 in the container of", user.to_string()))
+        configure_inside(netns, addr, net.pool.prefix, net.gateway, d.traffic.rate_out)
+            .map_err(nl_err("configuring eth0 in the container of", user.to_string()))?;
+        let script = nft::device_script(addr, net.gateway, &d.traffic);
+        netlink::in_netns(netns, |_| nft::apply(&script).map_err(std::io::Error::other))
+            .map_err(|e| NetError::Nft { user: user.to_string(), msg: e.to_string() })
     })();
     match r {
         Ok(()) => {
@@ -158,7 +171,7 @@ fn configure_inside(netns: BorrowedFd<'_>, addr: Ipv4Addr, prefix: u8, gw: Ipv4A
     })
 }
 
-fn setup_veth(net: &NetHost, leases: PathBuf, user: &str, v: &VethPolicy, netns: BorrowedFd<'_>) -> Result<NetHandle, NetError> {
+fn setup_veth(net: &NetHost, leases: PathBuf, user: &str, v: &Traffic, netns: BorrowedFd<'_>) -> Result<NetHandle, NetError> {
     let started = Instant::now();
     let keeper = std::process::id() as i32;
     let file = LeaseFile::new(&leases);
@@ -175,6 +188,7 @@ fn setup_veth(net: &NetHost, leases: PathBuf, user: &str, v: &VethPolicy, netns:
         steps: vec![("lease", started.elapsed())],
         tables: true,
         give_back: None,
+        delete_inside: false,
     };
     let mut made_port = false;
     let mut steps = Vec::new();
@@ -201,7 +215,7 @@ fn setup_veth(net: &NetHost, leases: PathBuf, user: &str, v: &VethPolicy, netns:
 
 fn configure(
     net: &NetHost,
-    v: &VethPolicy,
+    v: &Traffic,
     h: &NetHandle,
     netns: BorrowedFd<'_>,
     made_port: &mut bool,
@@ -309,6 +323,15 @@ impl NetHandle {
             });
             if let Err(e) = back {
                 errs.push(format!("giving {name} back to the host: {e}"));
+            }
+        }
+        if let (true, Some(netns)) = (self.delete_inside, netns) {
+            let deleted = netlink::in_netns(netns, |nl| match nl.link_index(CONTAINER_IF)? {
+                Some(i) => nl.del_link(i),
+                None => Ok(()),
+            });
+            if let Err(e) = deleted {
+                errs.push(format!("deleting {CONTAINER_IF} (on {}) in the container: {e}", self.port));
             }
         }
         if self.tables {

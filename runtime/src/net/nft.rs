@@ -22,6 +22,8 @@ use std::net::Ipv4Addr;
 
 use hutch_policy::EgressRule;
 
+use super::CONTAINER_IF;
+
 /// What one user's rules are about.
 #[derive(Debug, Clone)]
 pub struct Rules<'a> {
@@ -131,6 +133,40 @@ fn match_of(e: &EgressRule) -> String {
     m
 }
 
+/// The table hutch installs inside the network namespace of a `macvlan`,
+/// `vlan` or `phys` container, whose traffic never crosses a host port:
+/// `table inet hutch`, on `eth0` only. Output: IPv6 dropped (as the veth
+/// bridge table does), a source other than the leased address dropped, the
+/// deny list, then the allow list (replies, the gateway, the entries; the
+/// rest dropped). Input: IPv6 dropped and, with `rate_in`, a policer (what
+/// arrives above the rate is dropped; TCP backs off to it). The user holds
+/// no capability in that namespace, so cannot change it; it goes with the
+/// namespace.
+pub fn device_script(addr: Ipv4Addr, gateway: Ipv4Addr, t: &hutch_policy::Traffic) -> String {
+    let mut s = String::from("table inet hutch {\n  chain output {\n    type filter hook output priority 0; policy accept;\n");
+    s.push_str(&format!("    oifname != \"{CONTAINER_IF}\" accept\n    meta nfproto ipv6 drop\n    ip saddr != {addr} drop\n"));
+    for e in &t.egress_deny {
+        s.push_str(&format!("   {} drop\n", match_of(e)));
+    }
+    if !t.egress_allow.is_empty() {
+        s.push_str(&format!("    ct state established,related accept\n    ip daddr {gateway} accept\n"));
+        for e in &t.egress_allow {
+            s.push_str(&format!("   {} accept\n", match_of(e)));
+        }
+        s.push_str("    drop\n");
+    }
+    s.push_str("  }\n  chain input {\n    type filter hook input priority 0; policy accept;\n");
+    s.push_str(&format!("    iifname != \"{CONTAINER_IF}\" accept\n    meta nfproto ipv6 drop\n"));
+    if let Some(rate) = t.rate_in {
+        // A quarter second's worth of burst (at least 64 KiB) lets TCP's
+        // window grow up to the rate instead of collapsing under drops.
+        let burst = (rate / 4).max(64 << 10);
+        s.push_str(&format!("    limit rate over {rate} bytes/second burst {burst} bytes drop\n"));
+    }
+    s.push_str("  }\n}\n");
+    s
+}
+
 /// Applies a script in one batch.
 pub fn apply(script: &str) -> Result<(), String> {
     super::nftffi::run(script)
@@ -178,6 +214,34 @@ mod tests {
         assert!(s.contains("create table ip hutch-al_ice\n"));
         assert!(s.contains("ip saddr 10.77.0.2 oifname \"up0\" masquerade"));
         assert!(!s.contains("chain allow"));
+    }
+
+    /// Inside a device-mode container: on eth0 only, IPv6 and foreign
+    /// sources dropped, deny before allow, the policer only with rate_in.
+    #[test]
+    fn device_table() {
+        let rules = |l: &[&str]| -> Vec<EgressRule> { l.iter().map(|s| s.parse().unwrap()).collect() };
+        let mut t = hutch_policy::Traffic { egress_deny: rules(&["169.254.169.254/32", "tcp/25"]), ..Default::default() };
+        let (addr, gw) = (Ipv4Addr::new(10, 77, 0, 9), Ipv4Addr::new(10, 77, 0, 1));
+        let s = device_script(addr, gw, &t);
+        for want in [
+            "table inet hutch {",
+            "type filter hook output priority 0; policy accept;\n    oifname != \"eth0\" accept\n    meta nfproto ipv6 drop\n    ip saddr != 10.77.0.9 drop\n",
+            "    ip daddr 169.254.169.254/32 drop\n",
+            "    tcp dport 25 drop\n",
+            "iifname != \"eth0\" accept\n    meta nfproto ipv6 drop\n  }",
+        ] {
+            assert!(s.contains(want), "{want:?} missing in\n{s}");
+        }
+        assert!(!s.contains("limit") && !s.contains("ct state"), "{s}");
+        t.egress_allow = rules(&["udp/53"]);
+        t.rate_in = Some(1_250_000);
+        let s = device_script(addr, gw, &t);
+        let (deny, allow) = (s.find("tcp dport 25 drop").unwrap(), s.find("udp dport 53 accept").unwrap());
+        assert!(deny < allow, "deny must come first:\n{s}");
+        for want in ["ct state established,related accept\n    ip daddr 10.77.0.1 accept\n", "    drop\n  }\n  chain input", "limit rate over 1250000 bytes/second burst 312500 bytes drop"] {
+            assert!(s.contains(want), "{want:?} missing in\n{s}");
+        }
     }
 
     /// An allow list: an ip table (even without NAT) whose chain accepts replies,
