@@ -598,7 +598,7 @@ fn device_mode_egress_and_bandwidth() {
     assert!(connect_as(&env, &a, "10.77.0.1", 2525).starts_with("ERR"), "tcp/2525 is denied");
     // A source address other than the lease goes nowhere, even from root in
     // the container's namespace (the user holds no capability to try).
-    let mut holder = env.ssh_pty(&a, &[]);
+    let holder = env.ssh_pty(&a, &[]);
     assert!(holder.expect("$ ", Duration::from_secs(30)).is_some(), "no prompt: {}", holder.output());
     let state = wait_until(Duration::from_secs(10), || {
         hutch.state(&a.name).filter(|st| st["sessions"].as_array().map(|s| s.len()) == Some(1))
