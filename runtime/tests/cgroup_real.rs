@@ -421,17 +421,30 @@ fn detach_returns_a_process_to_its_origin() {
     assert_eq!(cg.pids().unwrap(), vec![pid]);
     assert_ne!(read(Path::new(&format!("/proc/{pid}/cgroup"))), before);
 
-    let moved = cg.detach(pid, &origin).expect("detach");
+    let moved = cg.detach(pid, &origin, None).expect("detach");
     assert_eq!(moved, cg.leaf_dirs().len(), "moved back in every hierarchy");
     assert_eq!(read(Path::new(&format!("/proc/{pid}/cgroup"))), before);
     assert!(cg.pids().unwrap().is_empty());
-    assert_eq!(cg.detach(pid, &origin).expect("detach again"), 0, "not in the group: untouched");
+    assert_eq!(cg.detach(pid, &origin, None).expect("detach again"), 0, "not in the group: untouched");
 
     cg.kill_all().expect("kill_all");
     assert!(
         t.children[0].try_wait().unwrap().is_none(),
         "a detached process survives the group's kill"
     );
+
+    // Its origin gone (as systemd removes an empty session scope): the
+    // fallback group takes it.
+    let fb = t.root.create("fallback", &Limits::default()).expect("fallback group");
+    let gone = t.root.create("origin", &Limits::default()).expect("origin group");
+    gone.attach(pid).expect("into origin");
+    let origin = cg.attach_from(pid).expect("attach_from origin");
+    gone.remove().expect("remove the origin");
+    assert!(cg.detach(pid, &origin, None).is_err(), "no origin and no fallback is an error");
+    assert_eq!(cg.detach(pid, &origin, Some(&fb)).expect("detach to fallback"), cg.leaf_dirs().len());
+    assert_eq!(fb.pids().unwrap(), vec![pid]);
+    cg.attach(pid).expect("back into the group for the cleanup");
+    fb.remove().expect("remove the fallback");
     let mut child = t.children.pop().unwrap();
     child.kill().unwrap();
     child.wait().unwrap();

@@ -221,6 +221,10 @@ for _ in $(seq 30); do
 done
 expect "vlan: teardown leaves no vlan link, cgroup or process" yes "$gone"
 
+# At each close the keeper moves sshd's session process out of the container's cgroup
+# (back to its session scope, or into hutch's own group once systemd removed the scope).
+check "close: every session's sshd left the container's cgroup" groot '! journalctl -b --no-pager -t hutch-keeper | grep "moving pid"'
+
 log "upgrade and purge"
 check "package: reinstall (upgrade path) keeps hutch.service active" groot "cd /root && DEBIAN_FRONTEND=noninteractive apt-get install -y --reinstall ./${DEB##*/} >/dev/null 2>&1 && [ \"\$(systemctl is-active hutch.service)\" = active ]"
 groot 'systemctl status hutch.service --no-pager; journalctl -b --no-pager' >"$SHARE/out/journal.txt" 2>&1 || true

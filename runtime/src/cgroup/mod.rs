@@ -493,19 +493,29 @@ impl Cgroup {
         Ok(Origin { dirs })
     }
 
-    /// Moves `pid` out of the group, back to the cgroups it was in before
-    /// [`Cgroup::attach_from`], in each hierarchy where it is still in this
-    /// group's leaf. A pid that is no longer in the leaf (gone, or reused by
-    /// another process) is left alone. Returns how many hierarchies it was
-    /// moved in.
-    pub fn detach(&self, pid: i32, origin: &Origin) -> Result<usize, CgroupError> {
+    /// Moves `pid` out of the group, in each hierarchy where it is still in
+    /// this group's leaf: back to the cgroup it was in before
+    /// [`Cgroup::attach_from`], or, where that is gone (systemd removes a
+    /// session scope once it is empty) or refuses it, into `fallback`'s leaf
+    /// (a group of the same root). A pid that is no longer in the leaf
+    /// (gone, or reused by another process) is left alone. Returns how many
+    /// hierarchies it was moved in.
+    pub fn detach(&self, pid: i32, origin: &Origin, fallback: Option<&Cgroup>) -> Result<usize, CgroupError> {
+        let fallbacks = fallback.map(Cgroup::leaf_dirs).unwrap_or_default();
         let mut moved = 0;
-        for (leaf, to) in self.leaf_dirs().iter().zip(&origin.dirs) {
-            let Some(to) = to else { continue };
+        for (i, leaf) in self.leaf_dirs().iter().enumerate() {
             if !fsio::procs(leaf)?.contains(&pid) {
                 continue;
             }
-            fsio::write(to, "cgroup.procs", &pid.to_string())?;
+            let back = match origin.dirs.get(i) {
+                Some(Some(to)) => fsio::write(to, "cgroup.procs", &pid.to_string()),
+                _ => Err(CgroupError::NoHierarchy(format!("pid {pid} had no cgroup in {}", leaf.display()))),
+            };
+            match (back, fallbacks.get(i)) {
+                (Ok(()), _) => {}
+                (Err(_), Some(fb)) => fsio::write(fb, "cgroup.procs", &pid.to_string())?,
+                (Err(e), None) => return Err(e),
+            }
             moved += 1;
         }
         Ok(moved)

@@ -104,6 +104,9 @@ struct Keeper {
     policy: UserPolicy,
     paths: UserPaths,
     cgroup: Cgroup,
+    /// hutch's own group, where the keeper runs: where a closing session's
+    /// PAM host goes when its own cgroup is gone.
+    keepers: Cgroup,
     container: Container,
     /// What the network set-up made (released at teardown).
     net: Option<crate::net::NetHandle>,
@@ -304,6 +307,7 @@ impl Keeper {
             policy: up,
             paths,
             cgroup: cg,
+            keepers,
             container,
             net,
             log: Some(log),
@@ -442,7 +446,7 @@ impl Keeper {
                 // so its pid is still its own: move it back out of the
                 // container's cgroup, or a teardown that follows would kill
                 // it before it exits (su would lose the shell's exit status).
-                let answer = match self.cgroup.detach(s.state.pid, &s.origin) {
+                let answer = match self.cgroup.detach(s.state.pid, &s.origin, Some(&self.keepers)) {
                     Ok(_) => "OK\n".to_string(),
                     Err(e) => {
                         sys::syslog(
