@@ -15,13 +15,26 @@ use hutch_tests::{output, wait_until, Bins, HutchEnv, OutputExt, TestUser, E2E_T
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-fn shmem() -> u64 {
-    let text = std::fs::read_to_string("/proc/meminfo").expect("reading /proc/meminfo");
+/// A `Key:  N kB` line of a /proc file, in bytes.
+fn kb_field(path: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
     text.lines()
-        .find_map(|l| l.strip_prefix("Shmem:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("Shmem in /proc/meminfo")
-        * 1024
+        .map(|kb| kb * 1024)
+}
+
+fn shmem() -> u64 {
+    kb_field("/proc/meminfo", "Shmem:").expect("Shmem in /proc/meminfo")
+}
+
+fn mem_available() -> u64 {
+    kb_field("/proc/meminfo", "MemAvailable:").expect("MemAvailable in /proc/meminfo")
+}
+
+/// Proportional set size of a process (its share of shared pages).
+fn pss(pid: u32) -> u64 {
+    kb_field(&format!("/proc/{pid}/smaps_rollup"), "Pss:").unwrap_or(0)
 }
 
 /// A private mount namespace held by a `sleep`; killed (by pid) on drop.
@@ -92,6 +105,7 @@ fn main() -> anyhow::Result<()> {
     );
     let load = t.elapsed();
     let s1 = shmem();
+    let a1 = mem_available();
 
     let t = Instant::now();
     let mut keepers = Vec::new();
@@ -116,6 +130,15 @@ fn main() -> anyhow::Result<()> {
     let up = t.elapsed();
     std::thread::sleep(Duration::from_millis(500));
     let s2 = shmem();
+    let a2 = mem_available();
+    // The processes of each container: its keeper (outside) and its init.
+    let (mut keeper_pss, mut init_pss) = (0u64, 0u64);
+    for (k, u) in keepers.iter().zip(&users) {
+        keeper_pss += pss(k.id());
+        if let Some(init) = hutch.state(&u.name).and_then(|st| st["init_pid"].as_u64()) {
+            init_pss += pss(init as u32);
+        }
+    }
 
     for u in &users {
         let _ = output(
@@ -149,5 +172,15 @@ fn main() -> anyhow::Result<()> {
         s2.saturating_sub(s0) as f64 / MIB
     );
     println!("Shmem per container {:>10.1} KiB", per / 1024.0);
+    println!(
+        "PSS per container   {:>10.1} KiB (keeper {:.1} + init {:.1})",
+        (keeper_pss + init_pss) as f64 / n as f64 / 1024.0,
+        keeper_pss as f64 / n as f64 / 1024.0,
+        init_pss as f64 / n as f64 / 1024.0
+    );
+    println!(
+        "MemAvailable drop   {:>10.1} KiB per container (all of it: processes, kernel, Shmem; noisy)",
+        a1.saturating_sub(a2) as f64 / n as f64 / 1024.0
+    );
     Ok(())
 }
