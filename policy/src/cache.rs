@@ -435,9 +435,10 @@ pub(crate) fn load_cached(config: &Path, cache_dir: &Path, racy: Duration) -> (R
     let Some((key, newest)) = key(config) else {
         return (Policy::load(config), CacheUse::Parsed);
     };
-    let dir_ok = ready_dir(cache_dir);
     let path = cache_path(config, cache_dir);
-    if dir_ok {
+    // Read only from a private directory; make it only to write a policy
+    // that loaded (a broken one leaves nothing behind).
+    if fs::symlink_metadata(cache_dir).is_ok_and(|m| private(&m, true)) {
         if let Some(p) = read(&path, &key) {
             return (Ok(p), CacheUse::Hit);
         }
@@ -446,7 +447,7 @@ pub(crate) fn load_cached(config: &Path, cache_dir: &Path, racy: Duration) -> (R
     let old_enough = SystemTime::now().duration_since(newest).is_ok_and(|age| age >= racy);
     let unchanged = || key_of(config).as_deref() == Some(&key[..]);
     let used = match &loaded {
-        Ok(p) if dir_ok && old_enough && unchanged() && write(&path, &key, p).is_ok() => CacheUse::Written,
+        Ok(p) if old_enough && unchanged() && ready_dir(cache_dir) && write(&path, &key, p).is_ok() => CacheUse::Written,
         _ => CacheUse::Parsed,
     };
     (loaded, used)
@@ -552,6 +553,7 @@ mod tests {
         let (p, used) = load(&config, &cache);
         assert_eq!(used, CacheUse::Parsed);
         assert!(p.unwrap_err().message.contains("did you mean \"memory\""));
+        assert!(!cache.exists(), "nothing cached, no cache directory made");
     }
 
     /// Two config paths never share a cache file.
