@@ -258,6 +258,65 @@ fn exempt_and_refusals() {
     }
 }
 
+/// A console login: the real `login -f USER` (util-linux; the "login" PAM
+/// service, which the built-in services confine) on a pty of its own lands
+/// in the container, with its terminal. It runs in a private mount namespace: the test's PAM
+/// file over /etc/pam.d/login, a private /dev (whose devpts gives `script`
+/// its pty) and throwaway utmp, wtmp, btmp and lastlog, so the host's login
+/// records stay untouched.
+#[test]
+fn console_login_lands_in_the_container() {
+    if !require_root("console_login_lands_in_the_container") {
+        return;
+    }
+    let hutch = HutchEnv::new(POLICY);
+    let user = hutch.user();
+    let name = user.name.clone();
+    {
+        let dir = TestDir::new("htlogin");
+        let log = Syslog::bind(dir.join("log.sock"));
+        std::fs::write(dir.join("login"), hutch.pam_stack("")).unwrap();
+        let mut binds = String::new();
+        for f in ["/var/run/utmp", "/var/log/wtmp", "/var/log/btmp", "/var/log/lastlog"] {
+            let fake = dir.join(f.rsplit('/').next().unwrap());
+            std::fs::write(&fake, "").unwrap();
+            binds.push_str(&format!("[ -e {f} ] || : > {f}\nmount --bind {} {f}\n", fake.display()));
+        }
+        let script = format!(
+            "set -e\n{}mount --bind {} /etc/pam.d/login\n{binds}exec script -qfec \"login -f $1\" /dev/null\n",
+            hutch_tests::ns::private_dev_script(log.path()),
+            dir.join("login").display(),
+        );
+        // (The pty echoes this line: what is asserted must not be in it verbatim.)
+        // The terminal is login's own (made before the session opened): it
+        // works inside, but it has no name there (README: Limitations).
+        let input = "hostname; echo TTY-$(test -t 0 && echo OK); echo PID1-$(cat /proc/1/comm); exit\n";
+        let mut child = std::process::Command::new("timeout")
+            .args(["-k", "5", "60", "unshare", "--mount", "--propagation", "private", "--", "sh", "-c", &script, "sh", &name])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("unshare/login");
+        {
+            use std::io::Write;
+            // script waits for the session to end after its stdin's EOF.
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+            let out = child.wait_with_output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            assert!(text.contains(&format!("box-{name}")), "hostname: {}\n{:#?}", out.describe(), log.lines());
+            assert!(text.contains("TTY-OK"), "the session has no terminal: {}", out.describe());
+            assert!(text.contains("PID1-hutch-init"), "{}", out.describe());
+        }
+        let joined = log.wait_for(|l| l.contains("pam_hutch(login:session): joined"), Duration::from_secs(5));
+        assert!(joined.is_some(), "{:#?}", log.lines());
+        let left = hutch.wait_gone(&name, Duration::from_secs(15));
+        assert!(left.is_empty(), "{left:?}");
+    }
+    drop(user);
+    assert_no_leftovers(&name, Duration::from_secs(5));
+}
+
 /// A multi-threaded PAM caller (as gdm is) is refused before anything
 /// changes: PAM_SESSION_ERR, one syslog line naming the threads, and no
 /// keeper, cgroup or state made. The same caller without its second thread
