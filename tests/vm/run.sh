@@ -134,6 +134,10 @@ fail() { FAILED=$((FAILED + 1)); echo "FAIL $1${2:+: $2}"; }
 check() { local n=$1; shift; if out=$("$@" 2>&1); then pass "$n"; else fail "$n" "$(echo "$out" | tail -n 3 | tr '\n' ' ')"; fi; }
 # expect NAME WANT GOT
 expect() { if [[ $3 == "$2" ]]; then pass "$1"; else fail "$1" "want '$2', got '$3'"; fi; }
+# eventually NAME TRIES GUEST_COMMAND: passes once GUEST_COMMAND succeeds in the guest (every 2 s).
+eventually() { local n=$1 tries=$2 i; for ((i = 0; i < tries; i++)); do groot "$3" && { pass "$n"; return; }; sleep 2; done; fail "$n" "not within $((tries * 2)) s"; }
+# end_sessions: ends the background ssh sessions.
+end_sessions() { for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; BG_PIDS=(); }
 
 CG=/sys/fs/cgroup/system.slice/hutch.service/hutch
 check "guest: systemd is PID 1 on cgroup2" groot '[ "$(cat /proc/1/comm)" = systemd ] && [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]'
@@ -193,17 +197,10 @@ check "logind: the holding session still runs" groot 'pgrep -u alice -x sleep >/
 groot 'systemctl status hutch.service --no-pager; echo; loginctl list-sessions; echo; systemd-cgls --no-pager /system.slice/hutch.service' >"$SHARE/out/status-during.txt" 2>&1 || true
 
 log "logout and teardown"
-for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-BG_PIDS=()
-gone=no
-for _ in $(seq 30); do
-    if groot "! test -e $CG/users/alice && ! test -e /run/hutch/users/alice && ! pgrep -u alice >/dev/null && ! kill -0 $KEEPER 2>/dev/null"; then gone=yes; break; fi
-    sleep 2
-done
-expect "teardown: cgroup, state, processes and keeper gone" yes "$gone"
-ended=no
-for _ in $(seq 15); do groot '! loginctl list-sessions --no-legend | grep -q alice' && { ended=yes; break; }; sleep 2; done
-expect "logind: alice's sessions ended" yes "$ended"
+end_sessions
+eventually "teardown: cgroup, state, processes and keeper gone" 30 \
+    "! test -e $CG/users/alice && ! test -e /run/hutch/users/alice && ! pgrep -u alice >/dev/null && ! kill -0 $KEEPER 2>/dev/null"
+eventually "logind: alice's sessions ended" 15 '! loginctl list-sessions --no-legend | grep -q alice'
 check "unit: hutch.service still active, nothing failed" groot '[ "$(systemctl is-active hutch.service)" = active ] && [ -z "$(systemctl list-units --failed --no-legend | grep -v "user@")" ]'
 
 log "vlan networking (bob)"
@@ -212,14 +209,9 @@ BG_PIDS+=($!)
 for _ in $(seq 30); do groot 'pgrep -u bob -x sleep >/dev/null' && break; sleep 2; done
 VLAN=$(groot 'p=$(pgrep -u bob -x sleep | head -n 1); nsenter -t "$p" -n ip -d -o link show eth0; nsenter -t "$p" -n ip -4 -o addr show eth0' 2>&1 || true)
 if [[ $VLAN == *"vlan protocol 802.1Q id 100"* && $VLAN == *"inet 10.77."* ]]; then pass "vlan: eth0 is VLAN 100 on dummy0 with a leased address"; else fail "vlan" "$(echo "$VLAN" | tr '\n' ' ')"; fi
-for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-BG_PIDS=()
-gone=no
-for _ in $(seq 30); do
-    if groot "! test -e $CG/users/bob && ! pgrep -u bob >/dev/null && ! ip -o link show | grep -q '@dummy0'"; then gone=yes; break; fi
-    sleep 2
-done
-expect "vlan: teardown leaves no vlan link, cgroup or process" yes "$gone"
+end_sessions
+eventually "vlan: teardown leaves no vlan link, cgroup or process" 30 \
+    "! test -e $CG/users/bob && ! pgrep -u bob >/dev/null && ! ip -o link show | grep -q '@dummy0'"
 
 # At each close the keeper moves sshd's session process out of the container's cgroup
 # (back to its session scope, or into hutch's own group once systemd removed the scope).
