@@ -382,7 +382,7 @@ def sink(a, p, n):
         except OSError: pass
         c.close()
 threading.Thread(target=source, args=(sys.argv[1], 8092, int(sys.argv[2])), daemon=True).start()
-threading.Thread(target=sink, args=(sys.argv[1], 8091, int(sys.argv[2])), daemon=True).start()
+threading.Thread(target=sink, args=(sys.argv[1], 8091, int(sys.argv[3])), daemon=True).start()
 print("ready", flush=True)
 threading.Event().wait()
 "#;
@@ -415,11 +415,12 @@ fn upload(env: &SshdEnv, user: &TestUser, n: u64) -> f64 {
     f[0] / f[1]
 }
 
-/// The SHAPER in `pid`'s netns, once ready.
-fn shaper_in(pid: i32, n: u64) -> Proc {
+/// The SHAPER in `pid`'s netns, once ready: its source sends `down`
+/// bytes a connection, its sink takes `up`.
+fn shaper_in(pid: i32, down: u64, up: u64) -> Proc {
     use std::io::BufRead;
     let mut c = nsenter_long(pid)
-        .args(["python3", "-c", SHAPER, "0.0.0.0", &n.to_string()])
+        .args(["python3", "-c", SHAPER, "0.0.0.0", &down.to_string(), &up.to_string()])
         .stdout(Stdio::piped())
         .spawn()
         .expect("shaper server");
@@ -449,7 +450,7 @@ fn veth_bandwidth() {
     env.authorize(&a);
     let host = env.pid();
     let n: u64 = 4_000_000;
-    let _srv = shaper_in(host, n);
+    let _srv = shaper_in(host, n, n);
 
     // Download: 4 MB at 16 mbit/s = 2 MB/s, about 2 s.
     let down = download(&env, &a, n);
@@ -609,20 +610,21 @@ fn device_mode_egress_and_bandwidth() {
     let spoofed = connect_from(init, "10.77.0.1", 8080, Some("10.77.9.9"));
     assert!(spoofed.starts_with("ERR"), "a spoofed source got through: {spoofed}");
 
-    let n: u64 = 6_000_000;
-    let _shaper = shaper_in(host, n);
+    let (down_n, up_n): (u64, u64) = (9_000_000, 4_000_000);
+    let _shaper = shaper_in(host, down_n, up_n);
     // Download, policed: a bucket of one second at the rate (nft's limit)
     // plus the burst passes at line speed, so the rate is measured after the
-    // first 3 MB, from root in the container's namespace (the host's python).
+    // first 3 MB (over the next 6 MB, ~3 s), from root in the container's
+    // namespace (the host's python).
     let out = output(nsenter(init).args(["python3", "-c", STEADY_CLIENT, "10.77.0.1", "3000000"]));
     let f: Vec<f64> = trimmed(&out).split_whitespace().map(|x| x.parse().unwrap()).collect();
-    assert_eq!(f.first().map(|b| *b as u64), Some(n), "{}", out.describe());
+    assert_eq!(f.first().map(|b| *b as u64), Some(down_n), "{}", out.describe());
     let down = f[1];
     eprintln!("macvlan download after the bucket: {down:.0} B/s (limit 2000000, policer)");
     assert!((down - 2_000_000.0).abs() <= 0.2 * 2_000_000.0, "download {down:.0} B/s vs 2000000");
     drop(holder);
     // Upload, shaped by the tbf on eth0, from the user's own session.
-    let up = upload(&env, &a, n);
+    let up = upload(&env, &a, up_n);
     eprintln!("macvlan upload: {up:.0} B/s (limit 1000000, tbf)");
     assert!((up - 1_000_000.0).abs() <= 0.2 * 1_000_000.0, "upload {up:.0} B/s vs 1000000");
 

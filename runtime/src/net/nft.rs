@@ -158,10 +158,9 @@ pub fn device_script(addr: Ipv4Addr, gateway: Ipv4Addr, t: &hutch_policy::Traffi
     s.push_str("  }\n  chain input {\n    type filter hook input priority 0; policy accept;\n");
     s.push_str(&format!("    iifname != \"{CONTAINER_IF}\" accept\n    meta nfproto ipv6 drop\n"));
     if let Some(rate) = t.rate_in {
-        // A quarter second's worth of burst (at least 64 KiB) lets TCP's
-        // window grow up to the rate instead of collapsing under drops.
-        let burst = (rate / 4).max(64 << 10);
-        s.push_str(&format!("    limit rate over {rate} bytes/second burst {burst} bytes drop\n"));
+        // nft's byte limit holds one second at the rate (the kernel's bucket
+        // is rate + burst): enough for TCP, so no burst on top.
+        s.push_str(&format!("    limit rate over {rate} bytes/second drop\n"));
     }
     s.push_str("  }\n}\n");
     s
@@ -239,7 +238,7 @@ mod tests {
         let s = device_script(addr, gw, &t);
         let (deny, allow) = (s.find("tcp dport 25 drop").unwrap(), s.find("udp dport 53 accept").unwrap());
         assert!(deny < allow, "deny must come first:\n{s}");
-        for want in ["ct state established,related accept\n    ip daddr 10.77.0.1 accept\n", "    drop\n  }\n  chain input", "limit rate over 1250000 bytes/second burst 312500 bytes drop"] {
+        for want in ["ct state established,related accept\n    ip daddr 10.77.0.1 accept\n", "    drop\n  }\n  chain input", "limit rate over 1250000 bytes/second drop"] {
             assert!(s.contains(want), "{want:?} missing in\n{s}");
         }
     }
