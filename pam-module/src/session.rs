@@ -12,7 +12,7 @@ use crate::args::{self, Args, OnError};
 use crate::codes::{PAM_IGNORE, PAM_SERVICE_ERR, PAM_SESSION_ERR, PAM_SUCCESS};
 
 /// syslog priorities (the facility, LOG_AUTHPRIV, is added by [`PamOps::log`]).
-pub use libc::{LOG_DEBUG, LOG_ERR, LOG_INFO};
+pub use libc::{LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_WARNING};
 
 /// What the module needs from its PAM handle.
 pub trait PamOps {
@@ -136,6 +136,7 @@ pub fn open_session<O: PamOps, S: AsRef<str>>(ops: &mut O, words: &[S], joiner: 
         }
         Ok(Outcome::Joined(session)) => {
             let init_pid = session.init_pid;
+            let tty = session.tty.clone();
             if let Err(cause) = ops.set_session(session) {
                 // The caller is in the container already, so on_error=ignore
                 // cannot let it through: without the connection the keeper
@@ -147,6 +148,9 @@ pub fn open_session<O: PamOps, S: AsRef<str>>(ops: &mut O, words: &[S], joiner: 
                 return PAM_SESSION_ERR;
             }
             ops.log(LOG_INFO, &format!("joined container of {} (init pid {init_pid})", clean(&user)));
+            if let Some(Err(why)) = tty {
+                ops.log(LOG_WARNING, &format!("the terminal of {} has no name in the container: {}", clean(&user), clean(&why)));
+            }
             PAM_SUCCESS
         }
         Err(e) => failed(ops, &args, &user, &e),
@@ -321,7 +325,7 @@ mod tests {
                 Script::Exempt => Ok(Outcome::Exempt("root is never confined".into())),
                 Script::Join => {
                     let (conn, _peer) = UnixStream::pair().unwrap();
-                    Ok(Outcome::Joined(Session { conn, user: user.to_string(), init_pid: 4242 }))
+                    Ok(Outcome::Joined(Session { conn, user: user.to_string(), init_pid: 4242, tty: None }))
                 }
                 Script::Fail(step, cause) => Err(JoinError { step, cause: cause.to_string() }),
                 Script::Panic => panic!("boom in join"),

@@ -56,6 +56,11 @@ pub struct Session {
     pub user: String,
     /// The container's init, in the host's pid namespace.
     pub init_pid: i32,
+    /// The caller's terminal, when it came from the host (su, login), as the
+    /// container's /dev shows it (`/dev/pts-3`, `/dev/tty1`); the bind goes
+    /// at close. `Err`: why it could not be shown (the session goes on; the
+    /// terminal still works, it has no name inside).
+    pub tty: Option<Result<String, String>>,
 }
 
 /// The result of [`open_session`].
@@ -101,8 +106,75 @@ pub fn open_session(opts: &JoinOptions, user: &str, info: &SessionInfo) -> Resul
     check_single_threaded()?;
     let paths = UserPaths::new(policy.host(), user);
     let (conn, init_pid, namespaces) = connect_or_start(opts, &paths, user, info)?;
+    let tty = host_tty();
     enter(&namespaces)?;
-    Ok(Outcome::Joined(Session { conn, user: user.to_string(), init_pid }))
+    let tty = tty.map(|t| t.and_then(bind_tty));
+    Ok(Outcome::Joined(Session { conn, user: user.to_string(), init_pid, tty }))
+}
+
+/// The caller's terminal from the host: a detached clone of its device node
+/// (made in the host's mount namespace) and the name it gets in the
+/// container's /dev.
+struct HostTty {
+    tree: OwnedFd,
+    inside: String,
+}
+
+/// `None` when fd 0 is no terminal, or one the container made (sshd
+/// allocates its ptys after joining: they are the container's own).
+fn host_tty() -> Option<Result<HostTty, String>> {
+    if !nix::unistd::isatty(0).unwrap_or(false) {
+        return None;
+    }
+    let path = fs::read_link("/proc/self/fd/0").ok()?;
+    let rest = path.to_str()?.strip_prefix("/dev/")?.to_string();
+    if rest.is_empty() || rest.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return None;
+    }
+    let inside = format!("/dev/{}", rest.replace('/', "-"));
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    Some(
+        sys::open_tree_clone(&c)
+            .map_err(|e| format!("open_tree({}): {e}", path.display()))
+            .and_then(|tree| {
+                use std::os::unix::fs::FileTypeExt;
+                // Only a character device is shown (fd 0 could name anything under /dev).
+                let ft = fs::metadata(format!("/proc/self/fd/{}", tree.as_raw_fd())).map(|m| m.file_type());
+                match ft {
+                    Ok(ft) if ft.is_char_device() => Ok(HostTty { tree, inside }),
+                    _ => Err(format!("{} is not a character device", path.display())),
+                }
+            }),
+    )
+}
+
+/// Binds the terminal at its name in the container's /dev (a root-owned
+/// tmpfs: the mount point is a fresh empty file, never a symlink), so that
+/// ttyname(3) and tty(1) find it: the container's devpts cannot hold a host
+/// pty, and a console's node is not in the container's /dev.
+fn bind_tty(t: HostTty) -> Result<String, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let made = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&t.inside);
+    match made {
+        Ok(_) => {}
+        // A session on the same terminal before (su inside su, or one that
+        // was killed): mount over it, unless it is not a plain file.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let md = fs::symlink_metadata(&t.inside).map_err(|e| format!("{}: {e}", t.inside))?;
+            if md.file_type().is_symlink() || md.is_dir() {
+                return Err(format!("{} exists and is not a file", t.inside));
+            }
+        }
+        Err(e) => return Err(format!("creating {}: {e}", t.inside)),
+    }
+    let target = CString::new(t.inside.as_str()).map_err(|_| "bad terminal name".to_string())?;
+    sys::move_mount_to(t.tree.as_fd(), &target).map_err(|e| format!("binding the terminal on {}: {e}", t.inside))?;
+    Ok(t.inside)
 }
 
 /// Refuses a caller with more than one thread (read from /proc/self/status).
@@ -326,6 +398,12 @@ impl Session {
     /// came from first, so that a teardown right after cannot kill it before
     /// it has reported the session's exit status.
     pub fn close(self) {
+        if let Some(Ok(tty)) = &self.tty {
+            // Still in the container's mount namespace (never restored).
+            if nix::mount::umount2(tty.as_str(), nix::mount::MntFlags::MNT_DETACH).is_ok() {
+                let _ = fs::remove_file(tty);
+            }
+        }
         if proto::send(&self.conn, &Request::Close.render(), &[]).is_ok() {
             let _ = self.conn.set_read_timeout(Some(CLOSE_TIMEOUT));
             let _ = proto::recv(&self.conn);

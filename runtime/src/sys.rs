@@ -108,6 +108,45 @@ pub fn openat2(dir: BorrowedFd<'_>, path: &CStr, flags: libc::c_int, resolve: u6
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// `open_tree(AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)`: a
+/// detached bind mount of `path` (not following a final symlink), which
+/// [`move_mount_to`] can attach in another mount namespace.
+pub fn open_tree_clone(path: &CStr) -> io::Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const AT_SYMLINK_NOFOLLOW: libc::c_uint = 0x100;
+    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_SYMLINK_NOFOLLOW;
+    // SAFETY: `path` is a valid NUL-terminated string that outlives the call.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `move_mount(tree, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH)`:
+/// attaches a detached mount from [`open_tree_clone`] on `target` (in the
+/// caller's mount namespace).
+pub fn move_mount_to(tree: BorrowedFd<'_>, target: &CStr) -> io::Result<()> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x04;
+    // SAFETY: both strings are NUL-terminated and outlive the call; `tree`
+    // is a live descriptor.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Closes every descriptor from `first` up, except those in `keep`.
 pub fn close_fds_from(first: i32, keep: &[i32]) {
     let mut start = first as u32;

@@ -260,7 +260,7 @@ fn exempt_and_refusals() {
 
 /// A console login: the real `login -f USER` (util-linux; the "login" PAM
 /// service, which the built-in services confine) on a pty of its own lands
-/// in the container, with its terminal. It runs in a private mount namespace: the test's PAM
+/// in the container, with its terminal, named in the container's /dev. It runs in a private mount namespace: the test's PAM
 /// file over /etc/pam.d/login, a private /dev (whose devpts gives `script`
 /// its pty) and throwaway utmp, wtmp, btmp and lastlog, so the host's login
 /// records stay untouched.
@@ -269,7 +269,9 @@ fn console_login_lands_in_the_container() {
     if !require_root("console_login_lands_in_the_container") {
         return;
     }
-    let hutch = HutchEnv::new(POLICY);
+    // Lingering, so that the container outlives the session: its terminal's
+    // bind must be gone with the session.
+    let hutch = HutchEnv::new(&format!("{POLICY}on_logout = \"linger:60s\"\n"));
     let user = hutch.user();
     let name = user.name.clone();
     {
@@ -288,9 +290,10 @@ fn console_login_lands_in_the_container() {
             dir.join("login").display(),
         );
         // (The pty echoes this line: what is asserted must not be in it verbatim.)
-        // The terminal is login's own (made before the session opened): it
-        // works inside, but it has no name there (README: Limitations).
-        let input = "hostname; echo TTY-$(test -t 0 && echo OK); echo PID1-$(cat /proc/1/comm); exit\n";
+        // The terminal is login's own (made before the session opened, on
+        // the host's devpts): pam_hutch binds it into the container's /dev,
+        // so that it has a name there too.
+        let input = "hostname; echo TTY-$(test -t 0 && test -c \"$(tty)\" && echo OK); tty; echo PID1-$(cat /proc/1/comm); exit\n";
         let mut child = std::process::Command::new("timeout")
             .args(["-k", "5", "60", "unshare", "--mount", "--propagation", "private", "--", "sh", "-c", &script, "sh", &name])
             .stdin(std::process::Stdio::piped())
@@ -305,11 +308,17 @@ fn console_login_lands_in_the_container() {
             let out = child.wait_with_output().unwrap();
             let text = String::from_utf8_lossy(&out.stdout).to_string();
             assert!(text.contains(&format!("box-{name}")), "hostname: {}\n{:#?}", out.describe(), log.lines());
-            assert!(text.contains("TTY-OK"), "the session has no terminal: {}", out.describe());
+            assert!(text.contains("TTY-OK"), "the session's terminal has no name inside: {}", out.describe());
+            assert!(text.contains("/dev/pts-"), "{}", out.describe());
             assert!(text.contains("PID1-hutch-init"), "{}", out.describe());
         }
         let joined = log.wait_for(|l| l.contains("pam_hutch(login:session): joined"), Duration::from_secs(5));
         assert!(joined.is_some(), "{:#?}", log.lines());
+        let init = hutch.state(&name).and_then(|st| st["init_pid"].as_i64()).expect("the container lingers");
+        let mounts = std::fs::read_to_string(format!("/proc/{init}/mountinfo")).unwrap();
+        assert!(!mounts.contains("/dev/pts-"), "the terminal's bind outlived its session:\n{mounts}");
+        let out = hutch.ctl(&["stop", &name]);
+        assert!(out.status.success(), "{}", out.describe());
         let left = hutch.wait_gone(&name, Duration::from_secs(15));
         assert!(left.is_empty(), "{left:?}");
     }
