@@ -142,6 +142,9 @@ fn setup(spec: &ContainerSpec, keeper: Pid, go: OwnedFd) -> Result<u64, String> 
     // end-of-file on `go` instead.)
     let _ = keeper;
     let _ = prctl::set_name(c"hutch-init");
+    // The keeper's argv (config path, service, user) is no business of the
+    // container's processes: /proc/1/cmdline reads `hutch-init` instead.
+    let _ = set_cmdline(b"hutch-init");
     prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
     let mut byte = [0u8; 1];
     match fs::File::from(go).read(&mut byte) {
@@ -161,6 +164,30 @@ fn setup(spec: &ContainerSpec, keeper: Pid, go: OwnedFd) -> Result<u64, String> 
     .render();
     configure(&mut rootfs::Kernel, &rootfs)?;
     Ok(pidns)
+}
+
+/// Overwrites this process's argument area (`arg_start..arg_end` of
+/// /proc/self/stat) with `name` and NULs, through /proc/self/mem: what
+/// /proc/PID/cmdline and ps show. Nothing in Rust holds a reference to
+/// that memory (std keeps only the pointers, read by `env::args`).
+fn set_cmdline(name: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let stat = fs::read_to_string("/proc/self/stat")?;
+    // The fields after the command's closing parenthesis start at field 3;
+    // arg_start and arg_end are fields 48 and 49.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let field = |n: usize| rest.split_whitespace().nth(n - 3).and_then(|v| v.parse::<u64>().ok());
+    let (Some(start), Some(end)) = (field(48), field(49)) else {
+        return Err(std::io::Error::other("no arg_start/arg_end in /proc/self/stat"));
+    };
+    let len = end.saturating_sub(start) as usize;
+    if len == 0 {
+        return Ok(());
+    }
+    let mut area = vec![0u8; len];
+    let n = name.len().min(len - 1);
+    area[..n].copy_from_slice(&name[..n]);
+    fs::OpenOptions::new().write(true).open("/proc/self/mem")?.write_all_at(&area, start)
 }
 
 /// The container's set-up after its namespaces exist, in the order of

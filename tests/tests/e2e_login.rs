@@ -42,6 +42,9 @@ fn confined_login_end_to_end() {
             assert_eq!(f[1], uid, "foreign process in the container: {l}\n{}", out.describe());
         }
         assert!(out.stdout_str().lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["1", uid.as_str(), "hutch-init"]), "{}", out.describe());
+        // ... and its command line is only that (not the keeper's argv, with the config path).
+        let out = env.ssh(&user, &["tr '\\0' ' ' < /proc/1/cmdline"]);
+        assert_eq!(out.stdout_str().trim(), "hutch-init", "{}", out.describe());
 
         // A host file outside the binds is invisible; the template cannot be written.
         let marker = hutch.dir.join("host-only-file");
