@@ -95,29 +95,35 @@ enum Mode {
     Phys,
 }
 
+/// Takes the user's lease and makes the handle that undoes it; `port`
+/// names the host-side interface from the address.
+fn leased(net: &NetHost, leases: PathBuf, user: &str, started: Instant, tables: bool, port: impl FnOnce(Ipv4Addr) -> String) -> Result<NetHandle, NetError> {
+    let keeper = std::process::id() as i32;
+    let addr = LeaseFile::new(&leases)
+        .acquire(net.pool, &[net.gateway], user, keeper)
+        .map_err(|source| NetError::Lease { file: leases.clone(), source })?;
+    Ok(NetHandle {
+        user: user.into(),
+        addr,
+        port: port(addr),
+        leases,
+        keeper,
+        took: Duration::ZERO,
+        steps: vec![("lease", started.elapsed())],
+        tables,
+        give_back: None,
+        delete_inside: false,
+    })
+}
+
 /// macvlan, vlan, phys: an interface of the host's inside the container.
 /// No host port: the egress lists, anti-spoofing and the download limit are
 /// a table inside the container's namespace ([`nft::device_script`]), the
 /// upload limit a tbf on its eth0.
 fn setup_device(net: &NetHost, leases: PathBuf, user: &str, mode: Mode, d: &DevicePolicy, netns: BorrowedFd<'_>) -> Result<NetHandle, NetError> {
     let started = Instant::now();
-    let keeper = std::process::id() as i32;
-    let file = LeaseFile::new(&leases);
-    let addr = file
-        .acquire(net.pool, &[net.gateway], user, keeper)
-        .map_err(|source| NetError::Lease { file: leases.clone(), source })?;
-    let mut handle = NetHandle {
-        user: user.into(),
-        addr,
-        port: d.device.clone(),
-        leases,
-        keeper,
-        took: Duration::ZERO,
-        steps: vec![("lease", started.elapsed())],
-        tables: false,
-        give_back: None,
-        delete_inside: false,
-    };
+    let mut handle = leased(net, leases, user, started, false, |_| d.device.clone())?;
+    let addr = handle.addr;
     let r = (|| {
         let mut nl = Netlink::open().map_err(nl_err("opening", "a netlink socket"))?;
         let dev = nl
@@ -173,23 +179,7 @@ fn configure_inside(netns: BorrowedFd<'_>, addr: Ipv4Addr, prefix: u8, gw: Ipv4A
 
 fn setup_veth(net: &NetHost, leases: PathBuf, user: &str, v: &Traffic, netns: BorrowedFd<'_>) -> Result<NetHandle, NetError> {
     let started = Instant::now();
-    let keeper = std::process::id() as i32;
-    let file = LeaseFile::new(&leases);
-    let addr = file
-        .acquire(net.pool, &[net.gateway], user, keeper)
-        .map_err(|source| NetError::Lease { file: leases.clone(), source })?;
-    let mut handle = NetHandle {
-        user: user.into(),
-        addr,
-        port: addr::host_ifname(addr),
-        leases,
-        keeper,
-        took: Duration::ZERO,
-        steps: vec![("lease", started.elapsed())],
-        tables: true,
-        give_back: None,
-        delete_inside: false,
-    };
+    let mut handle = leased(net, leases, user, started, true, addr::host_ifname)?;
     let mut made_port = false;
     let mut steps = Vec::new();
     let r = configure(net, v, &handle, netns, &mut made_port, &mut steps);
