@@ -24,7 +24,11 @@ pub fn open_in_child(opts: &JoinOptions, user: &str) -> Result<f64, String> {
         Forked::Child => {
             drop(r);
             let mut w = std::fs::File::from(w);
-            let info = SessionInfo { service: "bench".into(), tty: None, rhost: None };
+            let info = SessionInfo {
+                service: "bench".into(),
+                tty: None,
+                rhost: None,
+            };
             let t = Instant::now();
             match open_session(opts, user, &info) {
                 Ok(Outcome::Joined(s)) => {
@@ -49,9 +53,10 @@ pub fn open_in_child(opts: &JoinOptions, user: &str) -> Result<f64, String> {
             let st = nix::sys::wait::waitpid(pid, None);
             match s.strip_prefix("ERR ") {
                 Some(e) => Err(e.to_string()),
-                None => s.parse().map_err(|_| format!("child reported {s:?} ({st:?})")),
+                None => s
+                    .parse()
+                    .map_err(|_| format!("child reported {s:?} ({st:?})")),
             }
         }
     }
 }
-

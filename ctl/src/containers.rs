@@ -19,7 +19,10 @@ fn keeper_alive(pid: i32) -> bool {
     pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }
 
-fn rows(run_dir: &Path, cgroups: Option<hutch_runtime::cgroup::CgroupRoot>) -> anyhow::Result<Vec<Row>> {
+fn rows(
+    run_dir: &Path,
+    cgroups: Option<hutch_runtime::cgroup::CgroupRoot>,
+) -> anyhow::Result<Vec<Row>> {
     let dir = hutch_runtime::paths::users_dir(run_dir);
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(&dir) {
@@ -29,10 +32,19 @@ fn rows(run_dir: &Path, cgroups: Option<hutch_runtime::cgroup::CgroupRoot>) -> a
     };
     for entry in entries.flatten() {
         let path = entry.path().join("state.json");
-        let Ok(state) = State::read(&path) else { continue };
+        let Ok(state) = State::read(&path) else {
+            continue;
+        };
         let alive = keeper_alive(state.keeper_pid);
-        let frozen = cgroups.as_ref().and_then(|r| r.existing(&hutch_runtime::paths::user_cgroup(&state.user))).is_some_and(|cg| crate::freeze::is_frozen(&cg));
-        out.push(Row { state, alive, frozen });
+        let frozen = cgroups
+            .as_ref()
+            .and_then(|r| r.existing(&hutch_runtime::paths::user_cgroup(&state.user)))
+            .is_some_and(|cg| crate::freeze::is_frozen(&cg));
+        out.push(Row {
+            state,
+            alive,
+            frozen,
+        });
     }
     out.sort_by(|a, b| a.state.user.cmp(&b.state.user));
     Ok(out)
@@ -55,7 +67,10 @@ fn human_duration(secs: u64) -> String {
 /// `hutchctl list [--json]`: user, sessions, init pid, uptime of each container.
 pub fn list(cli: &Cli, json: bool) -> anyhow::Result<i32> {
     let host = host(cli)?;
-    let rows = rows(&host.run_dir, hutch_runtime::cgroup::CgroupRoot::open(&host.cgroup_root).ok())?;
+    let rows = rows(
+        &host.run_dir,
+        hutch_runtime::cgroup::CgroupRoot::open(&host.cgroup_root).ok(),
+    )?;
     if json {
         let v: Vec<serde_json::Value> = rows
             .iter()
@@ -73,10 +88,17 @@ pub fn list(cli: &Cli, json: bool) -> anyhow::Result<i32> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    println!("{:<16} {:>8} {:>8} {:>15} {:<20} {}", "USER", "SESSIONS", "INIT", "UPTIME", "TEMPLATE", "HOSTNAME");
+    println!(
+        "{:<16} {:>8} {:>8} {:>15} {:<20} {}",
+        "USER", "SESSIONS", "INIT", "UPTIME", "TEMPLATE", "HOSTNAME"
+    );
     for r in &rows {
         let s = &r.state;
-        let mut uptime = if r.alive { human_duration(now.saturating_sub(s.started)) } else { "stale".to_string() };
+        let mut uptime = if r.alive {
+            human_duration(now.saturating_sub(s.started))
+        } else {
+            "stale".to_string()
+        };
         if r.frozen {
             uptime = format!("FROZEN {uptime}");
         }
@@ -101,14 +123,20 @@ pub fn stop(cli: &Cli, user: &str) -> anyhow::Result<i32> {
     let sock = paths.socket();
     let conn = match std::os::unix::net::UnixStream::connect(&sock) {
         Ok(c) => c,
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
             eprintln!("hutchctl: {user} has no running container");
             return Ok(1);
         }
         Err(e) => return Err(e).with_context(|| format!("connecting to {}", sock.display())),
     };
     conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
-    proto::send(&conn, &Request::Stop.render(), &[]).with_context(|| format!("writing to {}", sock.display()))?;
+    proto::send(&conn, &Request::Stop.render(), &[])
+        .with_context(|| format!("writing to {}", sock.display()))?;
     match proto::recv(&conn).with_context(|| format!("reading from {}", sock.display()))? {
         Some((line, _)) if line == "OK" => {}
         Some((line, _)) => anyhow::bail!("the keeper of {user} answered {line:?}"),
@@ -139,57 +167,98 @@ pub fn setup(pam_dir: &Path, vendor_dir: &Path, service: &str, undo: bool) -> an
     }
     let file = pam_dir.join(service);
     let vendor = vendor_dir.join(service);
-    let copied_marker = format!("{}{}", crate::containers::pam_setup::COPIED_MARKER, vendor.display());
+    let copied_marker = format!(
+        "{}{}",
+        crate::containers::pam_setup::COPIED_MARKER,
+        vendor.display()
+    );
     if undo {
         // A file setup copied from the vendor dir goes entirely, so PAM reads
         // the distribution's file again.
         if let Ok(text) = std::fs::read_to_string(&file) {
             if text.lines().next() == Some(copied_marker.as_str()) {
-                std::fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))?;
-                println!("{}: removed (it was setup's copy of {})", file.display(), vendor.display());
+                std::fs::remove_file(&file)
+                    .with_context(|| format!("removing {}", file.display()))?;
+                println!(
+                    "{}: removed (it was setup's copy of {})",
+                    file.display(),
+                    vendor.display()
+                );
                 return Ok(0);
             }
         }
     } else if std::fs::symlink_metadata(&file).is_err() && vendor.is_file() {
         // Linux-PAM reads /etc/pam.d/NAME before /usr/lib/pam.d/NAME: an
         // admin's override starts as a copy of the distribution's file.
-        let text = std::fs::read_to_string(&vendor).with_context(|| format!("reading {}", vendor.display()))?;
+        let text = std::fs::read_to_string(&vendor)
+            .with_context(|| format!("reading {}", vendor.display()))?;
         let module = pam_setup::module_reference();
         let read = |name: &str| {
-            std::fs::read_to_string(pam_dir.join(name)).or_else(|_| std::fs::read_to_string(vendor_dir.join(name))).ok()
+            std::fs::read_to_string(pam_dir.join(name))
+                .or_else(|_| std::fs::read_to_string(vendor_dir.join(name)))
+                .ok()
         };
         let body = pam_setup::apply(&text, &module, read).unwrap_or(text);
         let content = format!("{copied_marker}\n# (hutchctl setup --pam-service {service} --undo removes this file)\n{body}");
         let tmp = pam_dir.join(format!(".{service}.hutch-tmp"));
         std::fs::write(&tmp, content).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &file).with_context(|| format!("writing {}", file.display()))?;
-        println!("{}: copied from {}; pam_hutch is now its last session line", file.display(), vendor.display());
+        println!(
+            "{}: copied from {}; pam_hutch is now its last session line",
+            file.display(),
+            vendor.display()
+        );
         return Ok(0);
     }
-    let meta = std::fs::symlink_metadata(&file).with_context(|| format!("reading {}", file.display()))?;
+    let meta =
+        std::fs::symlink_metadata(&file).with_context(|| format!("reading {}", file.display()))?;
     if meta.file_type().is_symlink() {
-        anyhow::bail!("{} is a symlink: run setup on the service it points to", file.display());
+        anyhow::bail!(
+            "{} is a symlink: run setup on the service it points to",
+            file.display()
+        );
     }
-    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     let new_text = if undo {
         pam_setup::remove(&text)
     } else {
         let module = pam_setup::module_reference();
-        pam_setup::apply(&text, &module, |name| std::fs::read_to_string(pam_dir.join(name)).ok())
+        pam_setup::apply(&text, &module, |name| {
+            std::fs::read_to_string(pam_dir.join(name)).ok()
+        })
     };
     let Some(new_text) = new_text else {
-        println!("{}: {}", file.display(), if undo { "no pam_hutch line, nothing to undo" } else { "already set up" });
+        println!(
+            "{}: {}",
+            file.display(),
+            if undo {
+                "no pam_hutch line, nothing to undo"
+            } else {
+                "already set up"
+            }
+        );
         return Ok(0);
     };
     let backup = pam_setup::backup_path(&file);
     if !backup.exists() {
-        std::fs::copy(&file, &backup).with_context(|| format!("backing up {} to {}", file.display(), backup.display()))?;
+        std::fs::copy(&file, &backup)
+            .with_context(|| format!("backing up {} to {}", file.display(), backup.display()))?;
     }
-    pam_setup::replace(&file, &meta, &new_text).with_context(|| format!("writing {}", file.display()))?;
+    pam_setup::replace(&file, &meta, &new_text)
+        .with_context(|| format!("writing {}", file.display()))?;
     if undo {
-        println!("{}: removed pam_hutch (backup of the original: {})", file.display(), backup.display());
+        println!(
+            "{}: removed pam_hutch (backup of the original: {})",
+            file.display(),
+            backup.display()
+        );
     } else {
-        println!("{}: pam_hutch is now its last session line (backup: {})", file.display(), backup.display());
+        println!(
+            "{}: pam_hutch is now its last session line (backup: {})",
+            file.display(),
+            backup.display()
+        );
     }
     Ok(0)
 }
@@ -228,7 +297,10 @@ pub(crate) mod pam_setup {
     pub const COPIED_MARKER: &str = "# hutch: copied by hutchctl setup from ";
 
     pub fn module_reference() -> String {
-        if SYSTEM_MODULE_DIRS.iter().any(|d| Path::new(d).join(MODULE).exists()) {
+        if SYSTEM_MODULE_DIRS
+            .iter()
+            .any(|d| Path::new(d).join(MODULE).exists())
+        {
             return MODULE.to_string();
         }
         match INSTALLED_MODULE {
@@ -256,12 +328,18 @@ pub(crate) mod pam_setup {
 
     /// The non-comment words of a line.
     fn words(line: &str) -> Vec<&str> {
-        line.split('#').next().unwrap_or("").split_whitespace().collect()
+        line.split('#')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect()
     }
 
     /// A line of ours: any line that loads pam_hutch.so (by any path).
     pub fn is_hutch_line(line: &str) -> bool {
-        words(line).iter().any(|w| Path::new(w).file_name().is_some_and(|n| n == MODULE))
+        words(line)
+            .iter()
+            .any(|w| Path::new(w).file_name().is_some_and(|n| n == MODULE))
     }
 
     /// A `session` (or `-session`) line, `include`/`substack` ones included.
@@ -287,7 +365,9 @@ pub(crate) mod pam_setup {
         }
         match include_of(line) {
             Some(name) => match read(name) {
-                Some(text) => text.lines().any(|l| is_session_line(l) || include_of(l).is_some_and(|n| n.contains("session"))),
+                Some(text) => text.lines().any(|l| {
+                    is_session_line(l) || include_of(l).is_some_and(|n| n.contains("session"))
+                }),
                 None => name.contains("session"),
             },
             None => false,
@@ -297,17 +377,28 @@ pub(crate) mod pam_setup {
     /// The text with pam_hutch as its last session line, or `None` when it
     /// already is (and then nothing is written: running twice changes
     /// nothing, and arguments an admin added to our line stay).
-    pub fn apply(text: &str, module: &str, read: impl Fn(&str) -> Option<String>) -> Option<String> {
+    pub fn apply(
+        text: &str,
+        module: &str,
+        read: impl Fn(&str) -> Option<String>,
+    ) -> Option<String> {
         let lines: Vec<&str> = text.lines().collect();
-        let ours: Vec<usize> = (0..lines.len()).filter(|&i| is_hutch_line(lines[i])).collect();
-        let last_session = (0..lines.len()).rev().find(|&i| !is_hutch_line(lines[i]) && has_session(lines[i], &read));
+        let ours: Vec<usize> = (0..lines.len())
+            .filter(|&i| is_hutch_line(lines[i]))
+            .collect();
+        let last_session = (0..lines.len())
+            .rev()
+            .find(|&i| !is_hutch_line(lines[i]) && has_session(lines[i], &read));
         if let [only] = ours[..] {
             if last_session.is_none_or(|s| only > s) {
                 return None;
             }
         }
         // Keep an existing line's text (its arguments), else ours.
-        let line = ours.first().map(|&i| lines[i].trim().to_string()).unwrap_or_else(|| our_line(module));
+        let line = ours
+            .first()
+            .map(|&i| lines[i].trim().to_string())
+            .unwrap_or_else(|| our_line(module));
         let mut out: Vec<&str> = Vec::with_capacity(lines.len() + 1);
         let mut placed = false;
         for (i, l) in lines.iter().enumerate() {
@@ -329,7 +420,11 @@ pub(crate) mod pam_setup {
     /// The text without pam_hutch lines, or `None` when it has none.
     pub fn remove(text: &str) -> Option<String> {
         let lines: Vec<&str> = text.lines().collect();
-        let kept: Vec<&str> = lines.iter().copied().filter(|l| !is_hutch_line(l)).collect();
+        let kept: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| !is_hutch_line(l))
+            .collect();
         (kept.len() != lines.len()).then(|| join_lines(&kept))
     }
 
@@ -346,7 +441,11 @@ pub(crate) mod pam_setup {
         tmp_name.push(".hutch-tmp");
         let tmp = PathBuf::from(tmp_name);
         let result = (|| {
-            let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)?;
             f.write_all(text.as_bytes())?;
             f.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
             if let Err(e) = std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid())) {
@@ -396,8 +495,14 @@ session [success=ok ignore=ignore module_unknown=ignore default=bad]        pam_
     struct TempDir(PathBuf);
     impl TempDir {
         fn new(tag: &str) -> TempDir {
-            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-            let dir = std::env::temp_dir().join(format!("hutchctl-setup-{tag}-{}-{nanos}", std::process::id()));
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            let dir = std::env::temp_dir().join(format!(
+                "hutchctl-setup-{tag}-{}-{nanos}",
+                std::process::id()
+            ));
             std::fs::create_dir(&dir).unwrap();
             TempDir(dir)
         }
@@ -422,16 +527,22 @@ session [success=ok ignore=ignore module_unknown=ignore default=bad]        pam_
     #[test]
     fn after_include_common_session() {
         let out = apply(SU, "/usr/local/lib/security/pam_hutch.so", none).unwrap();
-        assert!(out.ends_with("@include common-session\nsession required /usr/local/lib/security/pam_hutch.so\n"));
+        assert!(out.ends_with(
+            "@include common-session\nsession required /usr/local/lib/security/pam_hutch.so\n"
+        ));
     }
 
     /// An include is judged by its content when it can be read.
     #[test]
     fn include_judged_by_content() {
         let text = "@include site-stack\n@include common-password\n";
-        let read = |n: &str| (n == "site-stack").then(|| "session optional pam_umask.so\n".to_string());
+        let read =
+            |n: &str| (n == "site-stack").then(|| "session optional pam_umask.so\n".to_string());
         let out = apply(text, "pam_hutch.so", read).unwrap();
-        assert_eq!(out, "@include site-stack\nsession required pam_hutch.so\n@include common-password\n");
+        assert_eq!(
+            out,
+            "@include site-stack\nsession required pam_hutch.so\n@include common-password\n"
+        );
     }
 
     /// Applying twice changes nothing; a customised line of ours is kept.
@@ -439,7 +550,10 @@ session [success=ok ignore=ignore module_unknown=ignore default=bad]        pam_
     fn idempotent() {
         let once = apply(SSHD, "pam_hutch.so", none).unwrap();
         assert_eq!(apply(&once, "pam_hutch.so", none), None);
-        let custom = once.replace("session required pam_hutch.so", "session required pam_hutch.so debug timeout=60");
+        let custom = once.replace(
+            "session required pam_hutch.so",
+            "session required pam_hutch.so debug timeout=60",
+        );
         assert_eq!(apply(&custom, "pam_hutch.so", none), None);
     }
 
@@ -476,19 +590,37 @@ session [success=ok ignore=ignore module_unknown=ignore default=bad]        pam_
         let dir = TempDir::new("files");
         let file = dir.0.join("sshd-test");
         std::fs::write(&file, SSHD).unwrap();
-        assert_eq!(setup(&dir.0, &dir.0.join("vendor"), "sshd-test", false).unwrap(), 0);
+        assert_eq!(
+            setup(&dir.0, &dir.0.join("vendor"), "sshd-test", false).unwrap(),
+            0
+        );
         let after = std::fs::read_to_string(&file).unwrap();
         assert!(after.contains("pam_hutch.so\n@include common-password"));
-        assert_eq!(std::fs::read_to_string(dir.0.join("sshd-test.hutch-bak")).unwrap(), SSHD);
+        assert_eq!(
+            std::fs::read_to_string(dir.0.join("sshd-test.hutch-bak")).unwrap(),
+            SSHD
+        );
 
         let before_second = std::fs::metadata(&file).unwrap().modified().unwrap();
-        assert_eq!(setup(&dir.0, &dir.0.join("vendor"), "sshd-test", false).unwrap(), 0);
+        assert_eq!(
+            setup(&dir.0, &dir.0.join("vendor"), "sshd-test", false).unwrap(),
+            0
+        );
         assert_eq!(std::fs::read_to_string(&file).unwrap(), after);
-        assert_eq!(std::fs::metadata(&file).unwrap().modified().unwrap(), before_second);
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().modified().unwrap(),
+            before_second
+        );
 
-        assert_eq!(setup(&dir.0, &dir.0.join("vendor"), "sshd-test", true).unwrap(), 0);
+        assert_eq!(
+            setup(&dir.0, &dir.0.join("vendor"), "sshd-test", true).unwrap(),
+            0
+        );
         assert_eq!(std::fs::read_to_string(&file).unwrap(), SSHD);
-        assert_eq!(setup(&dir.0, &dir.0.join("vendor"), "sshd-test", true).unwrap(), 0);
+        assert_eq!(
+            setup(&dir.0, &dir.0.join("vendor"), "sshd-test", true).unwrap(),
+            0
+        );
         assert!(!dir.0.join("sshd-test.hutch-tmp").exists());
     }
 
@@ -501,7 +633,10 @@ session [success=ok ignore=ignore module_unknown=ignore default=bad]        pam_
         std::fs::write(&file, SU).unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
         setup(&dir.0, &dir.0.join("vendor"), "login", false).unwrap();
-        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o7777, 0o640);
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o7777,
+            0o640
+        );
     }
 
     /// Bad service names, a missing file and a symlink are refused.
@@ -509,13 +644,22 @@ session [success=ok ignore=ignore module_unknown=ignore default=bad]        pam_
     fn refusals() {
         let dir = TempDir::new("refuse");
         for name in ["", "..", "a/b"] {
-            assert!(setup(&dir.0, &dir.0.join("vendor"), name, false).is_err(), "{name:?}");
+            assert!(
+                setup(&dir.0, &dir.0.join("vendor"), name, false).is_err(),
+                "{name:?}"
+            );
         }
         let err = setup(&dir.0, &dir.0.join("vendor"), "nosuch", false).unwrap_err();
-        assert!(format!("{err:#}").starts_with(&format!("reading {}", dir.0.join("nosuch").display())));
+        assert!(
+            format!("{err:#}").starts_with(&format!("reading {}", dir.0.join("nosuch").display()))
+        );
         std::fs::write(dir.0.join("real"), SU).unwrap();
         std::os::unix::fs::symlink(dir.0.join("real"), dir.0.join("link")).unwrap();
-        assert!(format!("{:#}", setup(&dir.0, &dir.0.join("vendor"), "link", false).unwrap_err()).contains("is a symlink"));
+        assert!(format!(
+            "{:#}",
+            setup(&dir.0, &dir.0.join("vendor"), "link", false).unwrap_err()
+        )
+        .contains("is a symlink"));
         assert_eq!(std::fs::read_to_string(dir.0.join("real")).unwrap(), SU);
     }
 
@@ -526,13 +670,32 @@ session [success=ok ignore=ignore module_unknown=ignore default=bad]        pam_
         let dir = TempDir::new("vendor");
         let vendor = dir.0.join("vendor");
         std::fs::create_dir(&vendor).unwrap();
-        std::fs::write(vendor.join("systemd-user"), "account include common-account\nsession required pam_keyinit.so force revoke\n").unwrap();
+        std::fs::write(
+            vendor.join("systemd-user"),
+            "account include common-account\nsession required pam_keyinit.so force revoke\n",
+        )
+        .unwrap();
         assert_eq!(setup(&dir.0, &vendor, "systemd-user", false).unwrap(), 0);
         let text = std::fs::read_to_string(dir.0.join("systemd-user")).unwrap();
-        assert!(text.starts_with(&format!("{}{}", crate::containers::pam_setup::COPIED_MARKER, vendor.join("systemd-user").display())), "{text}");
+        assert!(
+            text.starts_with(&format!(
+                "{}{}",
+                crate::containers::pam_setup::COPIED_MARKER,
+                vendor.join("systemd-user").display()
+            )),
+            "{text}"
+        );
         assert!(text.trim_end().ends_with("pam_hutch.so"), "{text}");
-        assert_eq!(setup(&dir.0, &vendor, "systemd-user", false).unwrap(), 0, "second run");
-        assert_eq!(std::fs::read_to_string(dir.0.join("systemd-user")).unwrap(), text, "second run changed the copy");
+        assert_eq!(
+            setup(&dir.0, &vendor, "systemd-user", false).unwrap(),
+            0,
+            "second run"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.0.join("systemd-user")).unwrap(),
+            text,
+            "second run changed the copy"
+        );
         assert_eq!(setup(&dir.0, &vendor, "systemd-user", true).unwrap(), 0);
         assert!(!dir.0.join("systemd-user").exists(), "undo left the copy");
         assert!(vendor.join("systemd-user").exists());

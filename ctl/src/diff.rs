@@ -27,7 +27,13 @@ use hutch_runtime::keeper::state::State;
 use crate::Cli;
 
 /// Files the container's set-up writes into the writable layer.
-const WRITTEN_BY_HUTCH: [&str; 5] = ["/etc/passwd", "/etc/group", "/etc/hostname", "/etc/hosts", "/etc/resolv.conf"];
+const WRITTEN_BY_HUTCH: [&str; 5] = [
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/hostname",
+    "/etc/hosts",
+    "/etc/resolv.conf",
+];
 
 /// One difference.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -38,7 +44,12 @@ pub struct Change {
 
 /// Compares `upper` with `lower`; `mounts` are the container's mount points
 /// (left out, with the directories made only to hold them).
-pub fn changes(upper: &Path, lower: &Path, mounts: &BTreeSet<String>, all: bool) -> anyhow::Result<Vec<Change>> {
+pub fn changes(
+    upper: &Path,
+    lower: &Path,
+    mounts: &BTreeSet<String>,
+    all: bool,
+) -> anyhow::Result<Vec<Change>> {
     let mut out = Vec::new();
     walk(upper, lower, "", mounts, all, &mut out)?;
     out.sort();
@@ -50,7 +61,14 @@ fn is_mount_related(path: &str, mounts: &BTreeSet<String>) -> bool {
     mounts.contains(path) || mounts.iter().any(|m| m.starts_with(&prefix))
 }
 
-fn walk(upper: &Path, lower: &Path, rel: &str, mounts: &BTreeSet<String>, all: bool, out: &mut Vec<Change>) -> anyhow::Result<()> {
+fn walk(
+    upper: &Path,
+    lower: &Path,
+    rel: &str,
+    mounts: &BTreeSet<String>,
+    all: bool,
+    out: &mut Vec<Change>,
+) -> anyhow::Result<()> {
     let dir = upper.join(rel.trim_start_matches('/'));
     let mut names: Vec<_> = std::fs::read_dir(&dir)
         .with_context(|| format!("reading {}", dir.display()))?
@@ -62,11 +80,15 @@ fn walk(upper: &Path, lower: &Path, rel: &str, mounts: &BTreeSet<String>, all: b
         let path = format!("{rel}/{}", name.to_string_lossy());
         let up = dir.join(&name);
         let low = lower.join(path.trim_start_matches('/'));
-        let md = std::fs::symlink_metadata(&up).with_context(|| format!("reading {}", up.display()))?;
+        let md =
+            std::fs::symlink_metadata(&up).with_context(|| format!("reading {}", up.display()))?;
         let in_lower = std::fs::symlink_metadata(&low).ok();
         let mut push = |kind: char, path: &str| {
             if all || (!is_mount_related(path, mounts) && !WRITTEN_BY_HUTCH.contains(&path)) {
-                out.push(Change { path: path.to_string(), kind });
+                out.push(Change {
+                    path: path.to_string(),
+                    kind,
+                });
             }
         };
         if md.file_type().is_char_device() && md.rdev() == 0 {
@@ -79,7 +101,10 @@ fn walk(upper: &Path, lower: &Path, rel: &str, mounts: &BTreeSet<String>, all: b
                 Some(l) if l.is_dir() => {
                     if opaque {
                         // The template's content below is gone, except what was made anew.
-                        for e in std::fs::read_dir(&low).with_context(|| format!("reading {}", low.display()))?.flatten() {
+                        for e in std::fs::read_dir(&low)
+                            .with_context(|| format!("reading {}", low.display()))?
+                            .flatten()
+                        {
                             if std::fs::symlink_metadata(up.join(e.file_name())).is_err() {
                                 push('D', &format!("{path}/{}", e.file_name().to_string_lossy()));
                             }
@@ -107,7 +132,10 @@ fn mount_points(mountinfo: &str) -> BTreeSet<String> {
             let b = m.as_bytes();
             let mut i = 0;
             while i < b.len() {
-                if b[i] == b'\\' && i + 4 <= b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+                if b[i] == b'\\'
+                    && i + 4 <= b.len()
+                    && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+                {
                     let v = u8::from_str_radix(&m[i + 1..i + 4], 8).unwrap_or(b'?');
                     s.push(v as char);
                     i += 4;
@@ -143,13 +171,22 @@ pub fn diff(cli: &Cli, user: &str, all: bool) -> anyhow::Result<i32> {
         );
     }
     let store = hutch_runtime::template::TemplateStore::new(&host.lib_dir, &host.run_dir);
-    let gen_dir = store.generations_dir(&state.template).join(state.generation.to_string());
-    let lower = PathBuf::from(format!("/proc/{}/root", state.keeper_pid)).join(gen_dir.strip_prefix("/").unwrap_or(&gen_dir));
+    let gen_dir = store
+        .generations_dir(&state.template)
+        .join(state.generation.to_string());
+    let lower = PathBuf::from(format!("/proc/{}/root", state.keeper_pid))
+        .join(gen_dir.strip_prefix("/").unwrap_or(&gen_dir));
     if !lower.is_dir() {
-        anyhow::bail!("the template generation {} is not readable ({})", gen_dir.display(), lower.display());
+        anyhow::bail!(
+            "the template generation {} is not readable ({})",
+            gen_dir.display(),
+            lower.display()
+        );
     }
     let mountinfo = format!("/proc/{}/mountinfo", state.init_pid);
-    let mounts = mount_points(&std::fs::read_to_string(&mountinfo).with_context(|| format!("reading {mountinfo}"))?);
+    let mounts = mount_points(
+        &std::fs::read_to_string(&mountinfo).with_context(|| format!("reading {mountinfo}"))?,
+    );
     for c in changes(&upper, &lower, &mounts, all)? {
         println!("{} {}", c.kind, c.path);
     }
@@ -165,7 +202,13 @@ mod tests {
     fn added_changed_and_mounts() {
         let base = std::env::temp_dir().join(format!("hutchctl-diff-{}", std::process::id()));
         let (up, low) = (base.join("upper"), base.join("lower"));
-        for d in [up.join("etc"), up.join("home/u"), up.join("new/sub"), low.join("etc"), low.join("home")] {
+        for d in [
+            up.join("etc"),
+            up.join("home/u"),
+            up.join("new/sub"),
+            low.join("etc"),
+            low.join("home"),
+        ] {
             std::fs::create_dir_all(d).unwrap();
         }
         std::fs::write(low.join("etc/motd"), "a").unwrap();
@@ -173,17 +216,25 @@ mod tests {
         std::fs::write(up.join("etc/passwd"), "x").unwrap();
         std::fs::write(up.join("new/sub/f"), "c").unwrap();
         let mounts: BTreeSet<String> = ["/home/u".to_string()].into();
-        let got: Vec<String> = changes(&up, &low, &mounts, false).unwrap().iter().map(|c| format!("{} {}", c.kind, c.path)).collect();
+        let got: Vec<String> = changes(&up, &low, &mounts, false)
+            .unwrap()
+            .iter()
+            .map(|c| format!("{} {}", c.kind, c.path))
+            .collect();
         assert_eq!(got, ["C /etc/motd", "A /new", "A /new/sub", "A /new/sub/f"]);
         let all = changes(&up, &low, &mounts, true).unwrap();
-        assert!(all.iter().any(|c| c.path == "/home/u") && all.iter().any(|c| c.path == "/etc/passwd"));
+        assert!(
+            all.iter().any(|c| c.path == "/home/u") && all.iter().any(|c| c.path == "/etc/passwd")
+        );
         std::fs::remove_dir_all(&base).unwrap();
     }
 
     /// mountinfo's octal escapes (a space is \040) are undone.
     #[test]
     fn mountinfo_escapes() {
-        let m = mount_points("22 1 0:21 / /a\\040b rw - tmpfs x rw\n23 1 0:22 / / rw - overlay hutch rw\n");
+        let m = mount_points(
+            "22 1 0:21 / /a\\040b rw - tmpfs x rw\n23 1 0:22 / / rw - overlay hutch rw\n",
+        );
         assert!(m.contains("/a b") && m.contains("/"));
     }
 }

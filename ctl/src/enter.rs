@@ -39,21 +39,33 @@ pub fn enter(cli: &Cli, user: &str, root: bool, cmd: &[String]) -> anyhow::Resul
         eprintln!("hutchctl: {user} has no running container (no cgroup)");
         return Ok(1);
     };
-    let account = hutch_runtime::account::lookup(user).with_context(|| format!("looking up {user}"))?;
+    let account =
+        hutch_runtime::account::lookup(user).with_context(|| format!("looking up {user}"))?;
     // The shell the user's sessions get: the policy's for sshd.
     let shell = match policy.resolve(&account, "sshd") {
         Decision::Confine(p) => p.shell.to_string_lossy().to_string(),
         _ => "/bin/bash".to_string(),
     };
-    let argv: Vec<String> = if cmd.is_empty() { vec![shell.clone(), "-l".into()] } else { cmd.to_vec() };
+    let argv: Vec<String> = if cmd.is_empty() {
+        vec![shell.clone(), "-l".into()]
+    } else {
+        cmd.to_vec()
+    };
     let (home, name, identity) = if root {
         ("/root".to_string(), "root".to_string(), None)
     } else {
-        let groups = hutch_runtime::account::group_ids(&account).into_iter().map(|(_, g)| g).collect();
+        let groups = hutch_runtime::account::group_ids(&account)
+            .into_iter()
+            .map(|(_, g)| g)
+            .collect();
         (
             account.home.to_string_lossy().to_string(),
             account.name.clone(),
-            Some(Identity { uid: account.uid, gid: account.gid, groups }),
+            Some(Identity {
+                uid: account.uid,
+                gid: account.gid,
+                groups,
+            }),
         )
     };
     let mut env = vec![
@@ -73,8 +85,14 @@ pub fn enter(cli: &Cli, user: &str, root: bool, cmd: &[String]) -> anyhow::Resul
         cgroup: &cgroup,
         identity,
         cwd: home,
-        argv: argv.iter().map(|a| cstring(a)).collect::<anyhow::Result<_>>()?,
-        env: env.iter().map(|a| cstring(a)).collect::<anyhow::Result<_>>()?,
+        argv: argv
+            .iter()
+            .map(|a| cstring(a))
+            .collect::<anyhow::Result<_>>()?,
+        env: env
+            .iter()
+            .map(|a| cstring(a))
+            .collect::<anyhow::Result<_>>()?,
     };
     hutch_runtime::enter::run(&spec).with_context(|| format!("entering the container of {user}"))
 }

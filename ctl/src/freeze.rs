@@ -15,7 +15,8 @@ use crate::Cli;
 pub fn user_cgroup(cli: &Cli, user: &str) -> anyhow::Result<Option<Cgroup>> {
     let policy = hutch_policy::Policy::load(&cli.config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let host = policy.host();
-    let root = CgroupRoot::open(&host.cgroup_root).with_context(|| format!("cgroup root {:?}", host.cgroup_root))?;
+    let root = CgroupRoot::open(&host.cgroup_root)
+        .with_context(|| format!("cgroup root {:?}", host.cgroup_root))?;
     Ok(root.existing(&hutch_runtime::paths::user_cgroup(user)))
 }
 
@@ -26,11 +27,15 @@ pub fn is_frozen(cg: &Cgroup) -> bool {
     if let Some(state) = dirs.iter().find_map(|d| read(d, "freezer.state")) {
         return state != "THAWED";
     }
-    dirs.iter().find_map(|d| read(d, "cgroup.freeze")).is_some_and(|v| v == "1")
+    dirs.iter()
+        .find_map(|d| read(d, "cgroup.freeze"))
+        .is_some_and(|v| v == "1")
 }
 
 fn read(dir: &Path, file: &str) -> Option<String> {
-    std::fs::read_to_string(dir.join(file)).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(dir.join(file))
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// `hutchctl freeze USER` (`thaw` with `frozen` false). Exit 1 when USER has
@@ -46,10 +51,12 @@ pub fn set(cli: &Cli, user: &str, frozen: bool) -> anyhow::Result<i32> {
              (sshd's session processes sit in the container's cgroup): their terminals hang, \
              and new logins of {user} wait until `hutchctl thaw {user}`"
         );
-        cg.freeze().with_context(|| format!("freezing the container of {user}"))?;
+        cg.freeze()
+            .with_context(|| format!("freezing the container of {user}"))?;
         println!("froze the container of {user}");
     } else {
-        cg.thaw().with_context(|| format!("thawing the container of {user}"))?;
+        cg.thaw()
+            .with_context(|| format!("thawing the container of {user}"))?;
         println!("thawed the container of {user}");
     }
     Ok(0)

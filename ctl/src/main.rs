@@ -147,14 +147,21 @@ fn main() {
         Command::Watch { interval, once } => watch::watch(&cli, *interval, *once),
         Command::Freeze { user } => freeze::set(&cli, user, true),
         Command::Thaw { user } => freeze::set(&cli, user, false),
-        Command::Enter { user, root, command } => enter::enter(&cli, user, *root, command),
+        Command::Enter {
+            user,
+            root,
+            command,
+        } => enter::enter(&cli, user, *root, command),
         Command::Diff { user, all } => diff::diff(&cli, user, *all),
         Command::Stop { user } => containers::stop(&cli, user),
         Command::Check { file, strict } => policy_cmd::check(&cli, file.as_deref(), *strict),
         Command::Policy { user, service } => policy_cmd::show(&cli, user, service),
-        Command::Setup { pam_service, undo, pam_dir, vendor_pam_dir } => {
-            containers::setup(pam_dir, vendor_pam_dir, pam_service, *undo)
-        }
+        Command::Setup {
+            pam_service,
+            undo,
+            pam_dir,
+            vendor_pam_dir,
+        } => containers::setup(pam_dir, vendor_pam_dir, pam_service, *undo),
     };
     match result {
         Ok(code) => std::process::exit(code),

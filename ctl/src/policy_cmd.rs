@@ -48,9 +48,17 @@ pub fn write_report(out: &mut dyn Write, report: &Report) -> std::io::Result<()>
         };
         writeln!(out, "{tag}: {d}")?;
     }
-    let errors = report.diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+    let errors = report
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
     let warnings = report.diagnostics.len() - errors;
-    let files: Vec<String> = report.files.iter().map(|f| f.display().to_string()).collect();
+    let files: Vec<String> = report
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
     if errors > 0 {
         writeln!(out, "{}: {errors} error(s), {warnings} warning(s): logins of confined users would be refused", files.join(", "))
     } else {
@@ -60,12 +68,15 @@ pub fn write_report(out: &mut dyn Write, report: &Report) -> std::io::Result<()>
 
 /// Prints the effective policy of `user` for `service`, each value with its origin.
 pub fn show(cli: &Cli, user: &str, service: &str) -> anyhow::Result<i32> {
-    let policy = Policy::load(&cli.config).map_err(|e| anyhow::anyhow!("{e}"))
+    let policy = Policy::load(&cli.config)
+        .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("loading policy {}", cli.config.display()))?;
-    let account = hutch_runtime::account::lookup(user).with_context(|| format!("looking up user {user:?}"))?;
+    let account = hutch_runtime::account::lookup(user)
+        .with_context(|| format!("looking up user {user:?}"))?;
     let explanation = policy.explain(&account, service);
     let mut out = std::io::stdout().lock();
-    write_explanation(&mut out, &account.name, account.uid, service, &explanation).context("writing to stdout")?;
+    write_explanation(&mut out, &account.name, account.uid, service, &explanation)
+        .context("writing to stdout")?;
     Ok(0)
 }
 
@@ -82,12 +93,29 @@ pub fn write_explanation(
         Decision::Exempt(why) => format!("exempt: {why}"),
         Decision::Refuse(why) => format!("refused: {why}"),
     };
-    writeln!(out, "# user {user} (uid {uid}), service {service}: {verdict}")?;
-    writeln!(out, "# service {service}: {}  ({})", e.service_mode.as_str(), e.service_origin)?;
+    writeln!(
+        out,
+        "# user {user} (uid {uid}), service {service}: {verdict}"
+    )?;
+    writeln!(
+        out,
+        "# service {service}: {}  ({})",
+        e.service_mode.as_str(),
+        e.service_origin
+    )?;
     if !e.groups.is_empty() {
-        writeln!(out, "# groups with rules, lowest precedence first: {}", e.groups.join(", "))?;
+        writeln!(
+            out,
+            "# groups with rules, lowest precedence first: {}",
+            e.groups.join(", ")
+        )?;
     }
-    let width = e.entries.iter().map(|x| x.key.len() + 3 + x.value.len()).max().unwrap_or(0);
+    let width = e
+        .entries
+        .iter()
+        .map(|x| x.key.len() + 3 + x.value.len())
+        .max()
+        .unwrap_or(0);
     for x in &e.entries {
         let line = format!("{} = {}", x.key, x.value);
         writeln!(out, "{line:<width$}  # {}", x.origin)?;
@@ -108,7 +136,10 @@ mod tests {
     #[test]
     fn check_exit_status() {
         assert_eq!(check_status(&report(""), true), EXIT_CLEAN);
-        assert_eq!(check_status(&report("[defaults]\nmemory = \"1X\"\n"), false), EXIT_ERRORS);
+        assert_eq!(
+            check_status(&report("[defaults]\nmemory = \"1X\"\n"), false),
+            EXIT_ERRORS
+        );
         let warned = report("[users.root]\npids = 5\n");
         assert_eq!(check_status(&warned, false), EXIT_CLEAN);
         assert_eq!(check_status(&warned, true), EXIT_WARNINGS);

@@ -27,7 +27,10 @@ fn states(run_dir: &Path) -> anyhow::Result<Vec<State>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
     };
-    let mut out: Vec<State> = entries.flatten().filter_map(|e| State::read(&e.path().join("state.json")).ok()).collect();
+    let mut out: Vec<State> = entries
+        .flatten()
+        .filter_map(|e| State::read(&e.path().join("state.json")).ok())
+        .collect();
     out.sort_by(|a, b| a.user.cmp(&b.user));
     Ok(out)
 }
@@ -36,17 +39,25 @@ fn states(run_dir: &Path) -> anyhow::Result<Vec<State>> {
 pub fn rows(cli: &Cli, user: Option<&str>) -> anyhow::Result<Vec<Row>> {
     let policy = hutch_policy::Policy::load(&cli.config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let host = policy.host();
-    let root = CgroupRoot::open(&host.cgroup_root).with_context(|| format!("cgroup root {:?}", host.cgroup_root))?;
+    let root = CgroupRoot::open(&host.cgroup_root)
+        .with_context(|| format!("cgroup root {:?}", host.cgroup_root))?;
     let mut rows = Vec::new();
     for st in states(&host.run_dir)? {
         if user.is_some_and(|u| u != st.user) {
             continue;
         }
         let stats = match root.existing(&hutch_runtime::paths::user_cgroup(&st.user)) {
-            Some(cg) => Some(cg.stats().with_context(|| format!("reading the counters of {}", st.user))?),
+            Some(cg) => Some(
+                cg.stats()
+                    .with_context(|| format!("reading the counters of {}", st.user))?,
+            ),
             None => None,
         };
-        rows.push(Row { user: st.user.clone(), sessions: st.sessions.len(), stats });
+        rows.push(Row {
+            user: st.user.clone(),
+            sessions: st.sessions.len(),
+            stats,
+        });
     }
     Ok(rows)
 }
@@ -56,7 +67,10 @@ fn opt(v: Option<u64>) -> String {
 }
 
 fn mib(v: Option<u64>) -> String {
-    v.map_or_else(|| "-".to_string(), |v| format!("{:.1}M", v as f64 / (1 << 20) as f64))
+    v.map_or_else(
+        || "-".to_string(),
+        |v| format!("{:.1}M", v as f64 / (1 << 20) as f64),
+    )
 }
 
 fn secs(us: Option<u64>) -> String {
@@ -73,14 +87,29 @@ pub fn stats(cli: &Cli, user: Option<&str>, json: bool) -> anyhow::Result<i32> {
     if json {
         let v: Vec<serde_json::Value> = rows
             .iter()
-            .map(|r| serde_json::json!({ "user": r.user, "sessions": r.sessions, "stats": r.stats }))
+            .map(
+                |r| serde_json::json!({ "user": r.user, "sessions": r.sessions, "stats": r.stats }),
+            )
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
     println!(
         "{:<16} {:>4} {:>9} {:>9} {:>9} {:>5} {:>9} {:>9} {:>7} {:>7} {:>4} {:>5} {:>5} {:>9}",
-        "USER", "SESS", "MEM", "MEM-PEAK", "CPU", "PIDS", "IO-READ", "IO-WRITE", "R-OPS", "W-OPS", "OOM", "PIDS!", "HIGH!", "THROTTLED"
+        "USER",
+        "SESS",
+        "MEM",
+        "MEM-PEAK",
+        "CPU",
+        "PIDS",
+        "IO-READ",
+        "IO-WRITE",
+        "R-OPS",
+        "W-OPS",
+        "OOM",
+        "PIDS!",
+        "HIGH!",
+        "THROTTLED"
     );
     for r in &rows {
         let s = r.stats.clone().unwrap_or_default();

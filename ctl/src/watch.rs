@@ -31,8 +31,13 @@ fn sample(run_dir: &std::path::Path, root: &CgroupRoot) -> anyhow::Result<Vec<Sa
         Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
     };
     let mut out = Vec::new();
-    for st in entries.flatten().filter_map(|e| State::read(&e.path().join("state.json")).ok()) {
-        let Some(cg) = root.existing(&hutch_runtime::paths::user_cgroup(&st.user)) else { continue };
+    for st in entries
+        .flatten()
+        .filter_map(|e| State::read(&e.path().join("state.json")).ok())
+    {
+        let Some(cg) = root.existing(&hutch_runtime::paths::user_cgroup(&st.user)) else {
+            continue;
+        };
         // A container torn down between the listing and the read is skipped.
         let Ok(stats) = cg.stats() else { continue };
         out.push(Sample {
@@ -50,11 +55,17 @@ fn sample(run_dir: &std::path::Path, root: &CgroupRoot) -> anyhow::Result<Vec<Sa
 
 /// The table for `now`, CPU % against `before` (taken `elapsed` earlier).
 fn render(now: &[Sample], before: &HashMap<String, u64>, elapsed: Duration) -> String {
-    let mut s = format!("{:<16} {:>4} {:<6} {:>9} {:>6} {:>5}\n", "USER", "SESS", "STATE", "MEM", "CPU%", "PIDS");
+    let mut s = format!(
+        "{:<16} {:>4} {:<6} {:>9} {:>6} {:>5}\n",
+        "USER", "SESS", "STATE", "MEM", "CPU%", "PIDS"
+    );
     for r in now {
         let cpu = match (r.cpu_us, before.get(&r.user)) {
             (Some(n), Some(&b)) if elapsed > Duration::ZERO => {
-                format!("{:.1}", n.saturating_sub(b) as f64 / elapsed.as_micros() as f64 * 100.0)
+                format!(
+                    "{:.1}",
+                    n.saturating_sub(b) as f64 / elapsed.as_micros() as f64 * 100.0
+                )
             }
             _ => "-".to_string(),
         };
@@ -63,7 +74,10 @@ fn render(now: &[Sample], before: &HashMap<String, u64>, elapsed: Duration) -> S
             r.user,
             r.sessions,
             if r.frozen { "FROZEN" } else { "run" },
-            r.memory.map_or_else(|| "-".into(), |m| format!("{:.1}M", m as f64 / (1 << 20) as f64)),
+            r.memory.map_or_else(
+                || "-".into(),
+                |m| format!("{:.1}M", m as f64 / (1 << 20) as f64)
+            ),
             cpu,
             r.pids.map_or_else(|| "-".into(), |p| p.to_string()),
         ));
@@ -81,8 +95,13 @@ pub fn watch(cli: &Cli, interval: f64, once: bool) -> anyhow::Result<i32> {
     }
     let policy = hutch_policy::Policy::load(&cli.config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let host = policy.host().clone();
-    let root = CgroupRoot::open(&host.cgroup_root).with_context(|| format!("cgroup root {:?}", host.cgroup_root))?;
-    let interval = if once { Duration::from_millis(250) } else { Duration::from_secs_f64(interval) };
+    let root = CgroupRoot::open(&host.cgroup_root)
+        .with_context(|| format!("cgroup root {:?}", host.cgroup_root))?;
+    let interval = if once {
+        Duration::from_millis(250)
+    } else {
+        Duration::from_secs_f64(interval)
+    };
     let mut before: HashMap<String, u64> = HashMap::new();
     let mut at = Instant::now();
     for s in sample(&host.run_dir, &root)? {
@@ -99,10 +118,16 @@ pub fn watch(cli: &Cli, interval: f64, once: bool) -> anyhow::Result<i32> {
             return Ok(0);
         }
         // Home, clear screen; Ctrl-C (default SIGINT) ends it.
-        print!("\x1b[H\x1b[2Jhutchctl watch: every {:.1}s (Ctrl-C to quit)\n\n{table}", interval.as_secs_f64());
+        print!(
+            "\x1b[H\x1b[2Jhutchctl watch: every {:.1}s (Ctrl-C to quit)\n\n{table}",
+            interval.as_secs_f64()
+        );
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        before = now.iter().filter_map(|s| s.cpu_us.map(|c| (s.user.clone(), c))).collect();
+        before = now
+            .iter()
+            .filter_map(|s| s.cpu_us.map(|c| (s.user.clone(), c)))
+            .collect();
         at = Instant::now();
     }
 }
@@ -115,8 +140,22 @@ mod tests {
     #[test]
     fn renders_cpu_percent() {
         let now = vec![
-            Sample { user: "alice".into(), sessions: 2, frozen: false, memory: Some(3 << 20), cpu_us: Some(1_500_000), pids: Some(7) },
-            Sample { user: "bob".into(), sessions: 1, frozen: true, memory: None, cpu_us: Some(10), pids: None },
+            Sample {
+                user: "alice".into(),
+                sessions: 2,
+                frozen: false,
+                memory: Some(3 << 20),
+                cpu_us: Some(1_500_000),
+                pids: Some(7),
+            },
+            Sample {
+                user: "bob".into(),
+                sessions: 1,
+                frozen: true,
+                memory: None,
+                cpu_us: Some(10),
+                pids: None,
+            },
         ];
         let before: HashMap<String, u64> = [("alice".to_string(), 1_000_000)].into();
         let t = render(&now, &before, Duration::from_secs(1));

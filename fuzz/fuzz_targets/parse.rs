@@ -10,7 +10,9 @@ use hutch_policy::{Account, Policy};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let (main, drop_in) = match text.find("\n\x00\n") {
         Some(i) => (&text[..i], Some(&text[i + 3..])),
         None => (text, None),

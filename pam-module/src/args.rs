@@ -80,13 +80,22 @@ pub fn parse<S: AsRef<str>>(words: &[S]) -> Result<Parsed, BadArgument> {
     let mut unknown = Vec::new();
     for word in words {
         let word = word.as_ref();
-        let bad = |why| BadArgument { arg: word.to_string(), why };
+        let bad = |why| BadArgument {
+            arg: word.to_string(),
+            why,
+        };
         match word.split_once('=') {
             None if word == "debug" => args.debug = true,
-            Some(("config", v)) => args.config = absolute_path(v).ok_or_else(|| bad("needs an absolute path"))?,
-            Some(("keeper", v)) => args.keeper = absolute_path(v).ok_or_else(|| bad("needs an absolute path"))?,
+            Some(("config", v)) => {
+                args.config = absolute_path(v).ok_or_else(|| bad("needs an absolute path"))?
+            }
+            Some(("keeper", v)) => {
+                args.keeper = absolute_path(v).ok_or_else(|| bad("needs an absolute path"))?
+            }
             Some(("timeout", v)) => {
-                let secs: u64 = v.parse().map_err(|_| bad("needs a whole number of seconds"))?;
+                let secs: u64 = v
+                    .parse()
+                    .map_err(|_| bad("needs a whole number of seconds"))?;
                 if secs == 0 || secs > MAX_TIMEOUT_SECS {
                     return Err(bad("needs between 1 and 3600 seconds"));
                 }
@@ -125,7 +134,14 @@ mod tests {
     /// Every known argument sets its field.
     #[test]
     fn all_known() {
-        let p = parse(&["config=/tmp/h.toml", "keeper=/opt/k", "timeout=5", "debug", "on_error=ignore"]).unwrap();
+        let p = parse(&[
+            "config=/tmp/h.toml",
+            "keeper=/opt/k",
+            "timeout=5",
+            "debug",
+            "on_error=ignore",
+        ])
+        .unwrap();
         assert_eq!(
             p.args,
             Args {
@@ -143,7 +159,10 @@ mod tests {
     fn unknown_ignored() {
         let p = parse(&["frobnicate", "debug", "colour=blue"]).unwrap();
         assert!(p.args.debug);
-        assert_eq!(p.unknown, vec!["frobnicate".to_string(), "colour=blue".to_string()]);
+        assert_eq!(
+            p.unknown,
+            vec!["frobnicate".to_string(), "colour=blue".to_string()]
+        );
     }
 
     /// A known key with a bad value is an error naming the argument.

@@ -60,7 +60,11 @@ const DATA_KEY: &CStr = c"pam_hutch_session";
 
 #[link(name = "pam")]
 extern "C" {
-    fn pam_get_user(pamh: *mut PamHandleT, user: *mut *const c_char, prompt: *const c_char) -> c_int;
+    fn pam_get_user(
+        pamh: *mut PamHandleT,
+        user: *mut *const c_char,
+        prompt: *const c_char,
+    ) -> c_int;
     fn pam_get_item(pamh: *const PamHandleT, item_type: c_int, item: *mut *const c_void) -> c_int;
     fn pam_set_data(
         pamh: *mut PamHandleT,
@@ -68,7 +72,11 @@ extern "C" {
         data: *mut c_void,
         cleanup: Option<Cleanup>,
     ) -> c_int;
-    fn pam_get_data(pamh: *const PamHandleT, module_data_name: *const c_char, data: *mut *const c_void) -> c_int;
+    fn pam_get_data(
+        pamh: *const PamHandleT,
+        module_data_name: *const c_char,
+        data: *mut *const c_void,
+    ) -> c_int;
     fn pam_strerror(pamh: *mut PamHandleT, errnum: c_int) -> *const c_char;
     fn pam_syslog(pamh: *const PamHandleT, priority: c_int, fmt: *const c_char, ...);
 }
@@ -104,7 +112,11 @@ impl Handle {
             if pam_get_item(self.pamh, item_type, &mut value) != PAM_SUCCESS || value.is_null() {
                 return None;
             }
-            Some(CStr::from_ptr(value.cast::<c_char>()).to_string_lossy().into_owned())
+            Some(
+                CStr::from_ptr(value.cast::<c_char>())
+                    .to_string_lossy()
+                    .into_owned(),
+            )
         }
     }
 }
@@ -124,7 +136,10 @@ impl PamOps for Handle {
             if user.is_null() {
                 return Err("no user name".to_string());
             }
-            CStr::from_ptr(user).to_str().map(str::to_owned).map_err(|_| "user name is not UTF-8".to_string())
+            CStr::from_ptr(user)
+                .to_str()
+                .map(str::to_owned)
+                .map_err(|_| "user name is not UTF-8".to_string())
         }
     }
 
@@ -145,7 +160,14 @@ impl PamOps for Handle {
         // SAFETY: `self.pamh` is the live handle; the format is the literal
         // "%s" with exactly one matching argument, a NUL-terminated string
         // that outlives the call.
-        unsafe { pam_syslog(self.pamh, libc::LOG_AUTHPRIV | priority, c"%s".as_ptr(), msg.as_ptr()) }
+        unsafe {
+            pam_syslog(
+                self.pamh,
+                libc::LOG_AUTHPRIV | priority,
+                c"%s".as_ptr(),
+                msg.as_ptr(),
+            )
+        }
     }
 
     fn tell_user(&self, msg: &str) {
@@ -161,7 +183,10 @@ impl PamOps for Handle {
         // SAFETY: non-NULL PAM_CONV points to a `struct pam_conv` (above).
         let conv = unsafe { &*conv.cast::<PamConv>() };
         let Some(f) = conv.conv else { return };
-        let message = PamMessage { msg_style: PAM_ERROR_MSG, msg: text.as_ptr() };
+        let message = PamMessage {
+            msg_style: PAM_ERROR_MSG,
+            msg: text.as_ptr(),
+        };
         let mut one: *const PamMessage = &message;
         let mut resp: *mut PamResponse = ptr::null_mut();
         // SAFETY: the conversation function gets one message that outlives
@@ -187,7 +212,14 @@ impl PamOps for Handle {
         // which gives it back only to `cleanup_session` (once, at pam_end or
         // when replaced) and to `take_session` (through pam_get_data). The
         // key is a static NUL-terminated string.
-        let code = unsafe { pam_set_data(self.pamh, DATA_KEY.as_ptr(), slot.cast(), Some(cleanup_session)) };
+        let code = unsafe {
+            pam_set_data(
+                self.pamh,
+                DATA_KEY.as_ptr(),
+                slot.cast(),
+                Some(cleanup_session),
+            )
+        };
         if code != PAM_SUCCESS {
             // SAFETY: libpam refused the pointer, so we still own it, once.
             drop(unsafe { Box::from_raw(slot) });
@@ -218,7 +250,11 @@ impl PamOps for Handle {
 /// with PAM_DATA_SILENT) or when the data is replaced. It only drops the
 /// session: that closes this process's copy of the keeper connection and
 /// sends nothing, so a child's pam_end cannot end the parent's session.
-unsafe extern "C" fn cleanup_session(_pamh: *mut PamHandleT, data: *mut c_void, _error_status: c_int) {
+unsafe extern "C" fn cleanup_session(
+    _pamh: *mut PamHandleT,
+    data: *mut c_void,
+    _error_status: c_int,
+) {
     if data.is_null() {
         return;
     }
@@ -282,7 +318,11 @@ pub unsafe extern "C" fn pam_sm_open_session(
     argv: *const *const c_char,
 ) -> c_int {
     // SAFETY: libpam passes its live handle and the line's arguments.
-    unsafe { entry(pamh, argc, argv, "open_session", |h, w| session::open_session(h, w, &Runtime)) }
+    unsafe {
+        entry(pamh, argc, argv, "open_session", |h, w| {
+            session::open_session(h, w, &Runtime)
+        })
+    }
 }
 
 /// # Safety
@@ -295,29 +335,53 @@ pub unsafe extern "C" fn pam_sm_close_session(
     argv: *const *const c_char,
 ) -> c_int {
     // SAFETY: libpam passes its live handle and the line's arguments.
-    unsafe { entry(pamh, argc, argv, "close_session", |h, w| session::close_session(h, w, &Runtime)) }
+    unsafe {
+        entry(pamh, argc, argv, "close_session", |h, w| {
+            session::close_session(h, w, &Runtime)
+        })
+    }
 }
 
 /// Not an auth module: PAM_IGNORE.
 #[no_mangle]
-pub extern "C" fn pam_sm_authenticate(_: *mut PamHandleT, _: c_int, _: c_int, _: *const *const c_char) -> c_int {
+pub extern "C" fn pam_sm_authenticate(
+    _: *mut PamHandleT,
+    _: c_int,
+    _: c_int,
+    _: *const *const c_char,
+) -> c_int {
     PAM_IGNORE
 }
 
 /// Not an auth module: PAM_IGNORE.
 #[no_mangle]
-pub extern "C" fn pam_sm_setcred(_: *mut PamHandleT, _: c_int, _: c_int, _: *const *const c_char) -> c_int {
+pub extern "C" fn pam_sm_setcred(
+    _: *mut PamHandleT,
+    _: c_int,
+    _: c_int,
+    _: *const *const c_char,
+) -> c_int {
     PAM_IGNORE
 }
 
 /// Not an account module: PAM_IGNORE.
 #[no_mangle]
-pub extern "C" fn pam_sm_acct_mgmt(_: *mut PamHandleT, _: c_int, _: c_int, _: *const *const c_char) -> c_int {
+pub extern "C" fn pam_sm_acct_mgmt(
+    _: *mut PamHandleT,
+    _: c_int,
+    _: c_int,
+    _: *const *const c_char,
+) -> c_int {
     PAM_IGNORE
 }
 
 /// Not a password module: PAM_IGNORE.
 #[no_mangle]
-pub extern "C" fn pam_sm_chauthtok(_: *mut PamHandleT, _: c_int, _: c_int, _: *const *const c_char) -> c_int {
+pub extern "C" fn pam_sm_chauthtok(
+    _: *mut PamHandleT,
+    _: c_int,
+    _: c_int,
+    _: *const *const c_char,
+) -> c_int {
     PAM_IGNORE
 }

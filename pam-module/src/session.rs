@@ -39,7 +39,12 @@ pub trait PamOps {
 
 /// The runtime side: the real one calls `hutch_runtime::join`.
 pub trait Joiner {
-    fn open(&self, opts: &JoinOptions, user: &str, info: &SessionInfo) -> Result<Outcome, JoinError>;
+    fn open(
+        &self,
+        opts: &JoinOptions,
+        user: &str,
+        info: &SessionInfo,
+    ) -> Result<Outcome, JoinError>;
     fn close(&self, session: Session);
 }
 
@@ -47,7 +52,12 @@ pub trait Joiner {
 pub struct Runtime;
 
 impl Joiner for Runtime {
-    fn open(&self, opts: &JoinOptions, user: &str, info: &SessionInfo) -> Result<Outcome, JoinError> {
+    fn open(
+        &self,
+        opts: &JoinOptions,
+        user: &str,
+        info: &SessionInfo,
+    ) -> Result<Outcome, JoinError> {
         hutch_runtime::join::open_session(opts, user, info)
     }
     fn close(&self, session: Session) {
@@ -64,7 +74,10 @@ pub fn guarded<O: PamOps>(ops: &mut O, entry: &str, body: impl FnOnce(&mut O) ->
             let msg = panic_message(payload.as_ref());
             // Logging itself must not unwind out of here either.
             let _ = catch_unwind(AssertUnwindSafe(|| {
-                ops.log(LOG_ERR, &format!("{entry}: internal error (panic): {}", clean(&msg)))
+                ops.log(
+                    LOG_ERR,
+                    &format!("{entry}: internal error (panic): {}", clean(&msg)),
+                )
             }));
             PAM_SESSION_ERR
         }
@@ -87,7 +100,10 @@ fn arguments<O: PamOps, S: AsRef<str>>(ops: &O, words: &[S]) -> Result<Args, c_i
     match args::parse(words) {
         Ok(parsed) => {
             for word in &parsed.unknown {
-                ops.log(LOG_ERR, &format!("unknown argument {:?} ignored", clean(word)));
+                ops.log(
+                    LOG_ERR,
+                    &format!("unknown argument {:?} ignored", clean(word)),
+                );
             }
             Ok(parsed.args)
         }
@@ -99,7 +115,11 @@ fn arguments<O: PamOps, S: AsRef<str>>(ops: &O, words: &[S]) -> Result<Args, c_i
 }
 
 /// `pam_sm_open_session`.
-pub fn open_session<O: PamOps, S: AsRef<str>>(ops: &mut O, words: &[S], joiner: &dyn Joiner) -> c_int {
+pub fn open_session<O: PamOps, S: AsRef<str>>(
+    ops: &mut O,
+    words: &[S],
+    joiner: &dyn Joiner,
+) -> c_int {
     let args = match arguments(ops, words) {
         Ok(args) => args,
         Err(code) => return code,
@@ -107,10 +127,22 @@ pub fn open_session<O: PamOps, S: AsRef<str>>(ops: &mut O, words: &[S], joiner: 
     let user = match ops.user() {
         Ok(user) => user,
         Err(cause) => {
-            return failed(ops, &args, "?", &JoinError { step: "pam_get_user", cause });
+            return failed(
+                ops,
+                &args,
+                "?",
+                &JoinError {
+                    step: "pam_get_user",
+                    cause,
+                },
+            );
         }
     };
-    let info = SessionInfo { service: ops.service().unwrap_or_default(), tty: ops.tty(), rhost: ops.rhost() };
+    let info = SessionInfo {
+        service: ops.service().unwrap_or_default(),
+        tty: ops.tty(),
+        rhost: ops.rhost(),
+    };
     ops.log(
         LOG_INFO,
         &format!(
@@ -130,7 +162,10 @@ pub fn open_session<O: PamOps, S: AsRef<str>>(ops: &mut O, words: &[S], joiner: 
     match joiner.open(&opts, &user, &info) {
         Ok(Outcome::Exempt(why)) => {
             if args.debug {
-                ops.log(LOG_DEBUG, &format!("{} is not confined: {}", clean(&user), clean(&why)));
+                ops.log(
+                    LOG_DEBUG,
+                    &format!("{} is not confined: {}", clean(&user), clean(&why)),
+                );
             }
             PAM_IGNORE
         }
@@ -143,13 +178,27 @@ pub fn open_session<O: PamOps, S: AsRef<str>>(ops: &mut O, words: &[S], joiner: 
                 // does not count this session.
                 ops.log(
                     LOG_ERR,
-                    &format!("refusing session of {}: pam_set_data: {}", clean(&user), clean(&cause)),
+                    &format!(
+                        "refusing session of {}: pam_set_data: {}",
+                        clean(&user),
+                        clean(&cause)
+                    ),
                 );
                 return PAM_SESSION_ERR;
             }
-            ops.log(LOG_INFO, &format!("joined container of {} (init pid {init_pid})", clean(&user)));
+            ops.log(
+                LOG_INFO,
+                &format!("joined container of {} (init pid {init_pid})", clean(&user)),
+            );
             if let Some(Err(why)) = tty {
-                ops.log(LOG_WARNING, &format!("the terminal of {} has no name in the container: {}", clean(&user), clean(&why)));
+                ops.log(
+                    LOG_WARNING,
+                    &format!(
+                        "the terminal of {} has no name in the container: {}",
+                        clean(&user),
+                        clean(&why)
+                    ),
+                );
             }
             PAM_SUCCESS
         }
@@ -161,7 +210,14 @@ pub fn open_session<O: PamOps, S: AsRef<str>>(ops: &mut O, words: &[S], joiner: 
 fn failed<O: PamOps>(ops: &O, args: &Args, user: &str, e: &JoinError) -> c_int {
     match args.on_error {
         OnError::Fail => {
-            ops.log(LOG_ERR, &format!("refusing session of {}: {}", clean(user), clean(&e.to_string())));
+            ops.log(
+                LOG_ERR,
+                &format!(
+                    "refusing session of {}: {}",
+                    clean(user),
+                    clean(&e.to_string())
+                ),
+            );
             ops.tell_user(&user_message(e));
             PAM_SESSION_ERR
         }
@@ -180,7 +236,11 @@ fn failed<O: PamOps>(ops: &O, args: &Args, user: &str, e: &JoinError) -> c_int {
 }
 
 /// `pam_sm_close_session`.
-pub fn close_session<O: PamOps, S: AsRef<str>>(ops: &mut O, words: &[S], joiner: &dyn Joiner) -> c_int {
+pub fn close_session<O: PamOps, S: AsRef<str>>(
+    ops: &mut O,
+    words: &[S],
+    joiner: &dyn Joiner,
+) -> c_int {
     let args = match arguments(ops, words) {
         Ok(args) => args,
         Err(code) => return code,
@@ -194,7 +254,10 @@ pub fn close_session<O: PamOps, S: AsRef<str>>(ops: &mut O, words: &[S], joiner:
         }
         None => {
             if args.debug {
-                ops.log(LOG_DEBUG, "close: no hutch session in this handle (user not confined)");
+                ops.log(
+                    LOG_DEBUG,
+                    "close: no hutch session in this handle (user not confined)",
+                );
             }
             PAM_IGNORE
         }
@@ -206,8 +269,9 @@ pub fn close_session<O: PamOps, S: AsRef<str>>(ops: &mut O, words: &[S], joiner:
 /// otherwise only that the cause is in the system log (paths and internals
 /// stay there).
 pub fn user_message(e: &JoinError) -> String {
-    let policy_refusal =
-        e.step == "keeper" && (e.cause.contains("the most the policy allows") || e.cause.contains("is not available on this host"));
+    let policy_refusal = e.step == "keeper"
+        && (e.cause.contains("the most the policy allows")
+            || e.cause.contains("is not available on this host"));
     if policy_refusal {
         format!("hutch: login refused: {}", clean(&e.cause))
     } else {
@@ -314,20 +378,39 @@ mod tests {
 
     impl FakeJoiner {
         fn new(script: Script) -> Self {
-            FakeJoiner { script, opened: RefCell::default(), closed: RefCell::default() }
+            FakeJoiner {
+                script,
+                opened: RefCell::default(),
+                closed: RefCell::default(),
+            }
         }
     }
 
     impl Joiner for FakeJoiner {
-        fn open(&self, opts: &JoinOptions, user: &str, info: &SessionInfo) -> Result<Outcome, JoinError> {
-            self.opened.borrow_mut().push((opts.clone(), user.to_string(), info.clone()));
+        fn open(
+            &self,
+            opts: &JoinOptions,
+            user: &str,
+            info: &SessionInfo,
+        ) -> Result<Outcome, JoinError> {
+            self.opened
+                .borrow_mut()
+                .push((opts.clone(), user.to_string(), info.clone()));
             match self.script {
                 Script::Exempt => Ok(Outcome::Exempt("root is never confined".into())),
                 Script::Join => {
                     let (conn, _peer) = UnixStream::pair().unwrap();
-                    Ok(Outcome::Joined(Session { conn, user: user.to_string(), init_pid: 4242, tty: None }))
+                    Ok(Outcome::Joined(Session {
+                        conn,
+                        user: user.to_string(),
+                        init_pid: 4242,
+                        tty: None,
+                    }))
                 }
-                Script::Fail(step, cause) => Err(JoinError { step, cause: cause.to_string() }),
+                Script::Fail(step, cause) => Err(JoinError {
+                    step,
+                    cause: cause.to_string(),
+                }),
                 Script::Panic => panic!("boom in join"),
             }
         }
@@ -350,8 +433,14 @@ mod tests {
         assert_eq!(
             h.lines(),
             vec![
-                (LOG_INFO, "open: user=alice service=sshd rhost=192.0.2.7 tty=ssh".to_string()),
-                (LOG_DEBUG, "alice is not confined: root is never confined".to_string()),
+                (
+                    LOG_INFO,
+                    "open: user=alice service=sshd rhost=192.0.2.7 tty=ssh".to_string()
+                ),
+                (
+                    LOG_DEBUG,
+                    "alice is not confined: root is never confined".to_string()
+                ),
             ]
         );
         // Without debug, no debug line.
@@ -366,14 +455,24 @@ mod tests {
         let mut h = FakeHandle::alice();
         h.rhost = None;
         let j = FakeJoiner::new(Script::Exempt);
-        open(&mut h, &["config=/tmp/p.toml", "keeper=/opt/keeper", "timeout=7"], &j);
+        open(
+            &mut h,
+            &["config=/tmp/p.toml", "keeper=/opt/keeper", "timeout=7"],
+            &j,
+        );
         let (opts, user, info) = j.opened.borrow()[0].clone();
         assert_eq!(opts.config, std::path::PathBuf::from("/tmp/p.toml"));
         assert_eq!(opts.keeper, std::path::PathBuf::from("/opt/keeper"));
         assert_eq!(opts.timeout, std::time::Duration::from_secs(7));
         assert_eq!(user, "alice");
-        assert_eq!((info.service.as_str(), info.tty.as_deref(), info.rhost), ("sshd", Some("ssh"), None));
-        assert_eq!(h.lines()[0].1, "open: user=alice service=sshd rhost=- tty=ssh");
+        assert_eq!(
+            (info.service.as_str(), info.tty.as_deref(), info.rhost),
+            ("sshd", Some("ssh"), None)
+        );
+        assert_eq!(
+            h.lines()[0].1,
+            "open: user=alice service=sshd rhost=- tty=ssh"
+        );
     }
 
     /// A joined session is kept in the handle and closed by close_session.
@@ -383,8 +482,16 @@ mod tests {
         let j = FakeJoiner::new(Script::Join);
         assert_eq!(open(&mut h, &[], &j), PAM_SUCCESS);
         assert!(h.data.is_some());
-        assert_eq!(h.lines()[1], (LOG_INFO, "joined container of alice (init pid 4242)".to_string()));
-        let code = guarded(&mut h, "close_session", |h| close_session(h, &[] as &[&str], &j));
+        assert_eq!(
+            h.lines()[1],
+            (
+                LOG_INFO,
+                "joined container of alice (init pid 4242)".to_string()
+            )
+        );
+        let code = guarded(&mut h, "close_session", |h| {
+            close_session(h, &[] as &[&str], &j)
+        });
         assert_eq!(code, PAM_SUCCESS);
         assert!(h.data.is_none());
         assert_eq!(*j.closed.borrow(), vec!["alice".to_string()]);
@@ -407,10 +514,17 @@ mod tests {
         let mut h = FakeHandle::alice();
         let j = FakeJoiner::new(Script::Fail("keeper", "no keeper after 30s"));
         assert_eq!(open(&mut h, &[], &j), PAM_SESSION_ERR);
-        let errors: Vec<_> = h.lines().into_iter().filter(|(p, _)| *p == LOG_ERR).collect();
+        let errors: Vec<_> = h
+            .lines()
+            .into_iter()
+            .filter(|(p, _)| *p == LOG_ERR)
+            .collect();
         assert_eq!(
             errors,
-            vec![(LOG_ERR, "refusing session of alice: keeper: no keeper after 30s".to_string())]
+            vec![(
+                LOG_ERR,
+                "refusing session of alice: keeper: no keeper after 30s".to_string()
+            )]
         );
     }
 
@@ -418,23 +532,35 @@ mod tests {
     #[test]
     fn refusal_told_to_user() {
         let mut h = FakeHandle::alice();
-        let j = FakeJoiner::new(Script::Fail("keeper", "alice already has 2 sessions, the most the policy allows (2)"));
+        let j = FakeJoiner::new(Script::Fail(
+            "keeper",
+            "alice already has 2 sessions, the most the policy allows (2)",
+        ));
         assert_eq!(open(&mut h, &[], &j), PAM_SESSION_ERR);
         assert_eq!(
             *h.told.borrow(),
             vec!["hutch: login refused: alice already has 2 sessions, the most the policy allows (2)".to_string()]
         );
         let mut h = FakeHandle::alice();
-        let j = FakeJoiner::new(Script::Fail("template", "/var/lib/hutch/templates/x: not found"));
+        let j = FakeJoiner::new(Script::Fail(
+            "template",
+            "/var/lib/hutch/templates/x: not found",
+        ));
         assert_eq!(open(&mut h, &[], &j), PAM_SESSION_ERR);
-        assert_eq!(*h.told.borrow(), vec!["hutch: your session could not be set up; the system log says why".to_string()]);
+        assert_eq!(
+            *h.told.borrow(),
+            vec!["hutch: your session could not be set up; the system log says why".to_string()]
+        );
     }
 
     /// on_error=ignore logs the failure and lets the session through.
     #[test]
     fn on_error_ignore() {
         let mut h = FakeHandle::alice();
-        let j = FakeJoiner::new(Script::Fail("policy", "/etc/hutch/hutch.toml:3:1: unknown key"));
+        let j = FakeJoiner::new(Script::Fail(
+            "policy",
+            "/etc/hutch/hutch.toml:3:1: unknown key",
+        ));
         assert_eq!(open(&mut h, &["on_error=ignore"], &j), PAM_IGNORE);
         assert_eq!(
             h.lines()[1],
@@ -453,7 +579,13 @@ mod tests {
         h.user = None;
         let j = FakeJoiner::new(Script::Join);
         assert_eq!(open(&mut h, &[], &j), PAM_SESSION_ERR);
-        assert_eq!(h.lines(), vec![(LOG_ERR, "refusing session of ?: pam_get_user: no user".to_string())]);
+        assert_eq!(
+            h.lines(),
+            vec![(
+                LOG_ERR,
+                "refusing session of ?: pam_get_user: no user".to_string()
+            )]
+        );
         assert!(j.opened.borrow().is_empty());
     }
 
@@ -466,7 +598,10 @@ mod tests {
         assert_eq!(open(&mut h, &["on_error=ignore"], &j), PAM_SESSION_ERR);
         assert_eq!(
             h.lines()[1],
-            (LOG_ERR, "refusing session of alice: pam_set_data: Memory buffer error".to_string())
+            (
+                LOG_ERR,
+                "refusing session of alice: pam_set_data: Memory buffer error".to_string()
+            )
         );
     }
 
@@ -476,7 +611,13 @@ mod tests {
         let mut h = FakeHandle::alice();
         let j = FakeJoiner::new(Script::Panic);
         assert_eq!(open(&mut h, &["on_error=ignore"], &j), PAM_SESSION_ERR);
-        assert_eq!(h.lines()[1], (LOG_ERR, "open_session: internal error (panic): boom in join".to_string()));
+        assert_eq!(
+            h.lines()[1],
+            (
+                LOG_ERR,
+                "open_session: internal error (panic): boom in join".to_string()
+            )
+        );
     }
 
     /// Unknown arguments are logged at LOG_ERR and ignored; bad values are PAM_SERVICE_ERR.
@@ -485,13 +626,19 @@ mod tests {
         let mut h = FakeHandle::alice();
         let j = FakeJoiner::new(Script::Exempt);
         assert_eq!(open(&mut h, &["bogus"], &j), PAM_IGNORE);
-        assert_eq!(h.lines()[0], (LOG_ERR, "unknown argument \"bogus\" ignored".to_string()));
+        assert_eq!(
+            h.lines()[0],
+            (LOG_ERR, "unknown argument \"bogus\" ignored".to_string())
+        );
 
         let mut h = FakeHandle::alice();
         assert_eq!(open(&mut h, &["timeout=soon"], &j), PAM_SERVICE_ERR);
         assert_eq!(
             h.lines(),
-            vec![(LOG_ERR, "bad argument \"timeout=soon\": needs a whole number of seconds".to_string())]
+            vec![(
+                LOG_ERR,
+                "bad argument \"timeout=soon\": needs a whole number of seconds".to_string()
+            )]
         );
         assert_eq!(j.opened.borrow().len(), 1);
 
@@ -506,6 +653,9 @@ mod tests {
         h.user = Some("eve\nJan 1 sshd: accepted".into());
         let j = FakeJoiner::new(Script::Exempt);
         open(&mut h, &[], &j);
-        assert_eq!(h.lines()[0].1, "open: user=eve\\x0aJan 1 sshd: accepted service=sshd rhost=192.0.2.7 tty=ssh");
+        assert_eq!(
+            h.lines()[0].1,
+            "open: user=eve\\x0aJan 1 sshd: accepted service=sshd rhost=192.0.2.7 tty=ssh"
+        );
     }
 }

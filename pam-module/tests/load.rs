@@ -40,14 +40,22 @@ fn dlopen_finds_entry_points() {
 /// Exactly the pam_sm_* symbols are exported (nm -D --defined-only).
 #[test]
 fn exports_only_pam_sm() {
-    let out = match Command::new("nm").args(["-D", "--defined-only"]).arg(module_path()).output() {
+    let out = match Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(module_path())
+        .output()
+    {
         Ok(out) => out,
         Err(e) => {
             eprintln!("SKIP: cannot run nm: {e}");
             return;
         }
     };
-    assert!(out.status.success(), "nm failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "nm failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
@@ -73,10 +81,22 @@ fn root_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("hutch.toml");
     std::fs::write(&config, "[defaults]\nconfine = true\n").unwrap();
-    service(dir.path(), "hutch-test", &format!("config={} debug", config.display()));
+    service(
+        dir.path(),
+        "hutch-test",
+        &format!("config={} debug", config.display()),
+    );
     let mut t = Transaction::start(dir.path(), "hutch-test", "root");
-    assert_eq!(t.open_session(), PAM_SUCCESS, "open_session for root must be PAM_IGNORE");
-    assert_eq!(t.close_session(), PAM_SUCCESS, "close_session without a session must be PAM_IGNORE");
+    assert_eq!(
+        t.open_session(),
+        PAM_SUCCESS,
+        "open_session for root must be PAM_IGNORE"
+    );
+    assert_eq!(
+        t.close_session(),
+        PAM_SUCCESS,
+        "close_session without a session must be PAM_IGNORE"
+    );
 }
 
 /// A bad argument value is PAM_SERVICE_ERR, before anything else happens.
@@ -103,13 +123,25 @@ fn broken_policy(dir: &Path) -> std::path::PathBuf {
 fn broken_policy_refuses_non_root() {
     let dir = tempfile::tempdir().unwrap();
     let config = broken_policy(dir.path());
-    service(dir.path(), "hutch-test", &format!("config={}", config.display()));
+    service(
+        dir.path(),
+        "hutch-test",
+        &format!("config={}", config.display()),
+    );
     let mut t = Transaction::start(dir.path(), "hutch-test", "nobody");
     assert_eq!(t.open_session(), PAM_SESSION_ERR);
     let missing = dir.path().join("missing.toml");
-    service(dir.path(), "hutch-missing", &format!("config={}", missing.display()));
+    service(
+        dir.path(),
+        "hutch-missing",
+        &format!("config={}", missing.display()),
+    );
     let mut t = Transaction::start(dir.path(), "hutch-missing", "nobody");
-    assert_eq!(t.open_session(), PAM_SESSION_ERR, "a missing policy file is refused too");
+    assert_eq!(
+        t.open_session(),
+        PAM_SESSION_ERR,
+        "a missing policy file is refused too"
+    );
 }
 
 /// root is exempt before the policy is read, so a broken policy never locks root out.
@@ -117,9 +149,17 @@ fn broken_policy_refuses_non_root() {
 fn broken_policy_lets_root_in() {
     let dir = tempfile::tempdir().unwrap();
     let config = broken_policy(dir.path());
-    service(dir.path(), "hutch-test", &format!("config={}", config.display()));
+    service(
+        dir.path(),
+        "hutch-test",
+        &format!("config={}", config.display()),
+    );
     let mut t = Transaction::start(dir.path(), "hutch-test", "root");
-    assert_eq!(t.open_session(), PAM_SUCCESS, "root must be PAM_IGNORE even with a broken policy");
+    assert_eq!(
+        t.open_session(),
+        PAM_SUCCESS,
+        "root must be PAM_IGNORE even with a broken policy"
+    );
 }
 
 /// on_error=ignore is the escape hatch: a broken policy lets the session through unconfined.
@@ -127,7 +167,15 @@ fn broken_policy_lets_root_in() {
 fn broken_policy_with_on_error_ignore() {
     let dir = tempfile::tempdir().unwrap();
     let config = broken_policy(dir.path());
-    service(dir.path(), "hutch-test", &format!("config={} on_error=ignore", config.display()));
+    service(
+        dir.path(),
+        "hutch-test",
+        &format!("config={} on_error=ignore", config.display()),
+    );
     let mut t = Transaction::start(dir.path(), "hutch-test", "nobody");
-    assert_eq!(t.open_session(), PAM_SUCCESS, "on_error=ignore must answer PAM_IGNORE");
+    assert_eq!(
+        t.open_session(),
+        PAM_SUCCESS,
+        "on_error=ignore must answer PAM_IGNORE"
+    );
 }

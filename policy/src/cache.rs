@@ -16,13 +16,13 @@
 //! whole cache or none. Where the cache lives depends only on the caller,
 //! never on the policy it caches.
 
+use std::collections::BTreeMap;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{Read, Write};
+use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::collections::BTreeMap;
-use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -63,7 +63,9 @@ fn fingerprint() -> u64 {
 
 /// FNV-1a, for names and the fingerprint.
 fn hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// A word-at-a-time checksum over four lanes (fast enough for megabytes at
@@ -78,7 +80,9 @@ fn checksum(bytes: &[u8]) -> u64 {
             *lane = (*lane ^ w).wrapping_mul(K).rotate_left(29);
         }
     }
-    let mut h = lanes.iter().fold(bytes.len() as u64, |h, l| (h ^ l).wrapping_mul(K).rotate_left(23));
+    let mut h = lanes.iter().fold(bytes.len() as u64, |h, l| {
+        (h ^ l).wrapping_mul(K).rotate_left(23)
+    });
     for b in blocks.remainder() {
         h = (h ^ u64::from(*b)).wrapping_mul(K);
     }
@@ -87,7 +91,10 @@ fn checksum(bytes: &[u8]) -> u64 {
 
 /// The cache file of `config` in `cache_dir`.
 pub fn cache_path(config: &Path, cache_dir: &Path) -> PathBuf {
-    cache_dir.join(format!("{:016x}.cache", hash(config.as_os_str().as_bytes())))
+    cache_dir.join(format!(
+        "{:016x}.cache",
+        hash(config.as_os_str().as_bytes())
+    ))
 }
 
 /// The key: every source file's path and identity, main file first, and the
@@ -107,7 +114,10 @@ fn key(config: &Path) -> Option<(Vec<u8>, SystemTime)> {
         for (s, ns) in [(m.mtime(), m.mtime_nsec()), (m.ctime(), m.ctime_nsec())] {
             s.put(&mut w);
             ns.put(&mut w);
-            let t = UNIX_EPOCH.checked_add(Duration::new(s.max(0) as u64, ns.clamp(0, 999_999_999) as u32));
+            let t = UNIX_EPOCH.checked_add(Duration::new(
+                s.max(0) as u64,
+                ns.clamp(0, 999_999_999) as u32,
+            ));
             newest = newest.max(t.unwrap_or(UNIX_EPOCH));
         }
     }
@@ -144,11 +154,18 @@ fn ready_dir(cache_dir: &Path) -> bool {
 /// Splits a cache file into (key, payload) after checking magic and checksum.
 fn unpack(bytes: &[u8]) -> Result<(&[u8], &[u8]), Corrupt> {
     let body = bytes.strip_prefix(MAGIC).ok_or(Corrupt)?;
-    let (body, sum) = body.split_at_checked(body.len().checked_sub(8).ok_or(Corrupt)?).ok_or(Corrupt)?;
+    let (body, sum) = body
+        .split_at_checked(body.len().checked_sub(8).ok_or(Corrupt)?)
+        .ok_or(Corrupt)?;
     if checksum(body).to_le_bytes() != sum {
         return Err(Corrupt);
     }
-    let klen = u32::from_le_bytes(body.get(..4).ok_or(Corrupt)?.try_into().map_err(|_| Corrupt)?) as usize;
+    let klen = u32::from_le_bytes(
+        body.get(..4)
+            .ok_or(Corrupt)?
+            .try_into()
+            .map_err(|_| Corrupt)?,
+    ) as usize;
     let key = body.get(4..4 + klen).ok_or(Corrupt)?;
     Ok((key, &body[4 + klen..]))
 }
@@ -188,7 +205,10 @@ struct Lazy {
 
 impl ModelCell {
     pub(crate) fn new(model: Model) -> ModelCell {
-        ModelCell { full: OnceLock::from(model), lazy: None }
+        ModelCell {
+            full: OnceLock::from(model),
+            lazy: None,
+        }
     }
 
     /// The whole model (decoding the rest of a cached one, once).
@@ -197,8 +217,12 @@ impl ModelCell {
             let lazy = self.lazy.as_ref().expect("a ModelCell is whole or lazy");
             let mut m = lazy.base.clone();
             // The tables were checked when the cache was read; a failure here is a bug.
-            m.groups = lazy.table_all(lazy.groups.clone()).expect("checked cache tables decode");
-            m.users = lazy.table_all(lazy.users.clone()).expect("checked cache tables decode");
+            m.groups = lazy
+                .table_all(lazy.groups.clone())
+                .expect("checked cache tables decode");
+            m.users = lazy
+                .table_all(lazy.users.clone())
+                .expect("checked cache tables decode");
             m
         })
     }
@@ -230,7 +254,10 @@ impl ModelCell {
 
 impl Lazy {
     fn reader(&self, at: usize, end: usize) -> Result<Reader<'_>, Corrupt> {
-        Ok(Reader::with_files(self.bytes.get(at..end).ok_or(Corrupt)?, self.files.clone()))
+        Ok(Reader::with_files(
+            self.bytes.get(at..end).ok_or(Corrupt)?,
+            self.files.clone(),
+        ))
     }
 
     /// Entry `i` of the table at `t`: its start and end in `bytes`.
@@ -265,7 +292,11 @@ impl Lazy {
                 std::cmp::Ordering::Greater => hi = mid,
                 std::cmp::Ordering::Equal => {
                     let rules = Rules::get(&mut r)?;
-                    return if r.at_end() { Ok(Some(rules)) } else { Err(Corrupt) };
+                    return if r.at_end() {
+                        Ok(Some(rules))
+                    } else {
+                        Err(Corrupt)
+                    };
                 }
             }
         }
@@ -314,13 +345,22 @@ fn put_table(w: &mut Writer, table: &BTreeMap<String, Rules>) {
 /// The compiled form of a policy: host, warnings, files, the model without
 /// users and groups, then the groups and users tables, each prefixed by its length.
 pub(crate) fn encode(p: &Policy) -> Vec<u8> {
-    let Policy { host, model, warnings, files } = p;
+    let Policy {
+        host,
+        model,
+        warnings,
+        files,
+    } = p;
     let model = model.get();
     let mut w = Writer::default();
     host.put(&mut w);
     warnings.put(&mut w);
     files.put(&mut w);
-    let base = Model { groups: BTreeMap::new(), users: BTreeMap::new(), ..model.clone() };
+    let base = Model {
+        groups: BTreeMap::new(),
+        users: BTreeMap::new(),
+        ..model.clone()
+    };
     base.put(&mut w);
     for t in [&model.groups, &model.users] {
         let at = w.buf.len();
@@ -346,7 +386,13 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Policy, Corrupt> {
     if !r.at_end() || !base.groups.is_empty() || !base.users.is_empty() {
         return Err(Corrupt);
     }
-    let lazy = Lazy { base, files: r.files().to_vec(), bytes: bytes.to_vec(), groups, users };
+    let lazy = Lazy {
+        base,
+        files: r.files().to_vec(),
+        bytes: bytes.to_vec(),
+        groups,
+        users,
+    };
     for t in [&lazy.groups, &lazy.users] {
         let n = lazy.count(t)?;
         if t.len() < 4 * (n + 2) {
@@ -365,8 +411,16 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Policy, Corrupt> {
             return Err(Corrupt);
         }
     }
-    let model = ModelCell { full: OnceLock::new(), lazy: Some(Arc::new(lazy)) };
-    Ok(Policy { host, model, warnings, files })
+    let model = ModelCell {
+        full: OnceLock::new(),
+        lazy: Some(Arc::new(lazy)),
+    };
+    Ok(Policy {
+        host,
+        model,
+        warnings,
+        files,
+    })
 }
 
 /// For the fuzz target: `p` encoded, packed, unpacked and decoded reads back
@@ -386,12 +440,19 @@ pub fn fuzz_cache_round_trip(p: &Policy) {
         shell: "/bin/sh".into(),
     };
     assert_eq!(p.explain(&alice, "sshd"), q.explain(&alice, "sshd"));
-    assert_eq!(format!("{:?}", p.model.get()), format!("{:?}", q.model.get()));
+    assert_eq!(
+        format!("{:?}", p.model.get()),
+        format!("{:?}", q.model.get())
+    );
 }
 
 /// Reads the cache if it is ours and its key is `key`.
 fn read(path: &Path, key: &[u8]) -> Option<Policy> {
-    let mut f = OpenOptions::new().read(true).custom_flags(libc_o_nofollow()).open(path).ok()?;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_o_nofollow())
+        .open(path)
+        .ok()?;
     let m = f.metadata().ok()?;
     if !private(&m, false) {
         return None;
@@ -431,7 +492,11 @@ fn write(path: &Path, key: &[u8], p: &Policy) -> std::io::Result<()> {
 }
 
 /// [`Policy::load_cached`], with the racy window given (tests use zero).
-pub(crate) fn load_cached(config: &Path, cache_dir: &Path, racy: Duration) -> (Result<Policy, PolicyError>, CacheUse) {
+pub(crate) fn load_cached(
+    config: &Path,
+    cache_dir: &Path,
+    racy: Duration,
+) -> (Result<Policy, PolicyError>, CacheUse) {
     let Some((key, newest)) = key(config) else {
         return (Policy::load(config), CacheUse::Parsed);
     };
@@ -444,10 +509,19 @@ pub(crate) fn load_cached(config: &Path, cache_dir: &Path, racy: Duration) -> (R
         }
     }
     let loaded = Policy::load(config);
-    let old_enough = SystemTime::now().duration_since(newest).is_ok_and(|age| age >= racy);
+    let old_enough = SystemTime::now()
+        .duration_since(newest)
+        .is_ok_and(|age| age >= racy);
     let unchanged = || key_of(config).as_deref() == Some(&key[..]);
     let used = match &loaded {
-        Ok(p) if old_enough && unchanged() && ready_dir(cache_dir) && write(&path, &key, p).is_ok() => CacheUse::Written,
+        Ok(p)
+            if old_enough
+                && unchanged()
+                && ready_dir(cache_dir)
+                && write(&path, &key, p).is_ok() =>
+        {
+            CacheUse::Written
+        }
         _ => CacheUse::Parsed,
     };
     (loaded, used)
@@ -485,12 +559,19 @@ mod tests {
         let (second, used) = load(&config, &cache);
         assert_eq!(used, CacheUse::Hit);
         let (a, b) = (first.unwrap(), second.unwrap());
-        for who in [crate::tests::alice(), crate::tests::account("bob", 1002, &["staff"])] {
+        for who in [
+            crate::tests::alice(),
+            crate::tests::account("bob", 1002, &["staff"]),
+        ] {
             for svc in ["sshd", "cron", "systemd-user"] {
                 assert_eq!(a.explain(&who, svc), b.explain(&who, svc));
             }
         }
-        assert_eq!(format!("{:?}", a.model.get()), format!("{:?}", b.model.get()), "the whole model reads back");
+        assert_eq!(
+            format!("{:?}", a.model.get()),
+            format!("{:?}", b.model.get()),
+            "the whole model reads back"
+        );
         assert_eq!(a.files(), b.files());
         assert_eq!(a.host(), b.host());
         let m = fs::symlink_metadata(cache_path(&config, &cache)).unwrap();
@@ -506,12 +587,26 @@ mod tests {
         fs::write(&config, TEXT.replace("1G", "1536M")).unwrap();
         let (p, used) = load(&config, &cache);
         assert_eq!(used, CacheUse::Written);
-        assert_eq!(p.unwrap().explain(&crate::tests::alice(), "sshd").get("memory").unwrap().value, "\"1536M\"");
+        assert_eq!(
+            p.unwrap()
+                .explain(&crate::tests::alice(), "sshd")
+                .get("memory")
+                .unwrap()
+                .value,
+            "\"1536M\""
+        );
         fs::create_dir(d.path().join("hutch.d")).unwrap();
         fs::write(d.path().join("hutch.d/10-x.toml"), "[defaults]\npids = 7\n").unwrap();
         let (p, used) = load(&config, &cache);
         assert_eq!(used, CacheUse::Written);
-        assert_eq!(p.unwrap().explain(&crate::tests::alice(), "sshd").get("pids").unwrap().value, "7");
+        assert_eq!(
+            p.unwrap()
+                .explain(&crate::tests::alice(), "sshd")
+                .get("pids")
+                .unwrap()
+                .value,
+            "7"
+        );
         assert_eq!(load(&config, &cache).1, CacheUse::Hit);
     }
 
@@ -531,24 +626,42 @@ mod tests {
         fs::write(&path, &flipped).unwrap();
         assert_eq!(load(&config, &cache).1, CacheUse::Written);
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        assert_eq!(load(&config, &cache).1, CacheUse::Written, "0644 is rewritten as 0600");
+        assert_eq!(
+            load(&config, &cache).1,
+            CacheUse::Written,
+            "0644 is rewritten as 0600"
+        );
         assert_eq!(load(&config, &cache).1, CacheUse::Hit);
         let elsewhere = d.path().join("elsewhere");
         fs::rename(&path, &elsewhere).unwrap();
         std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
         let (p, used) = load(&config, &cache);
         assert!(p.is_ok());
-        assert_eq!(used, CacheUse::Written, "the symlink is replaced, not followed");
-        assert!(!fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
+        assert_eq!(
+            used,
+            CacheUse::Written,
+            "the symlink is replaced, not followed"
+        );
+        assert!(!fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
         fs::set_permissions(&cache, fs::Permissions::from_mode(0o777)).unwrap();
-        assert_eq!(load(&config, &cache).1, CacheUse::Parsed, "a directory others can write is not used");
+        assert_eq!(
+            load(&config, &cache).1,
+            CacheUse::Parsed,
+            "a directory others can write is not used"
+        );
     }
 
     /// Sources changed within the racy window are parsed, not cached; broken policies are never cached.
     #[test]
     fn fresh_or_broken_not_cached() {
         let (_d, config, cache) = setup(TEXT);
-        assert_eq!(load_cached(&config, &cache, Duration::from_secs(3600)).1, CacheUse::Parsed);
+        assert_eq!(
+            load_cached(&config, &cache, Duration::from_secs(3600)).1,
+            CacheUse::Parsed
+        );
         fs::write(&config, "[defaults]\nmemroy = 1\n").unwrap();
         let (p, used) = load(&config, &cache);
         assert_eq!(used, CacheUse::Parsed);
@@ -559,6 +672,9 @@ mod tests {
     /// Two config paths never share a cache file.
     #[test]
     fn per_config_path() {
-        assert_ne!(cache_path(Path::new("/a/hutch.toml"), Path::new("/c")), cache_path(Path::new("/b/hutch.toml"), Path::new("/c")));
+        assert_ne!(
+            cache_path(Path::new("/a/hutch.toml"), Path::new("/c")),
+            cache_path(Path::new("/b/hutch.toml"), Path::new("/c"))
+        );
     }
 }

@@ -53,12 +53,30 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub(crate) fn error(loc: Option<Loc>, key: impl Into<String>, message: impl Into<String>) -> Self {
-        Diagnostic { severity: Severity::Error, loc, key: key.into(), message: message.into() }
+    pub(crate) fn error(
+        loc: Option<Loc>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Diagnostic {
+            severity: Severity::Error,
+            loc,
+            key: key.into(),
+            message: message.into(),
+        }
     }
 
-    pub(crate) fn warning(loc: Option<Loc>, key: impl Into<String>, message: impl Into<String>) -> Self {
-        Diagnostic { severity: Severity::Warning, loc, key: key.into(), message: message.into() }
+    pub(crate) fn warning(
+        loc: Option<Loc>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Diagnostic {
+            severity: Severity::Warning,
+            loc,
+            key: key.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -86,7 +104,11 @@ impl<'a> Source<'a> {
     pub(crate) fn new(text: &'a str, file: &Path) -> Self {
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        Source { file: Arc::new(file.to_path_buf()), text, line_starts }
+        Source {
+            file: Arc::new(file.to_path_buf()),
+            text,
+            line_starts,
+        }
     }
 
     /// The place of byte `offset` (clamped to the text).
@@ -94,19 +116,32 @@ impl<'a> Source<'a> {
         let offset = offset.min(self.text.len());
         let line = self.line_starts.partition_point(|&s| s <= offset) - 1;
         let start = self.line_starts[line];
-        let column = self.text.get(start..offset).map_or(offset - start, |s| s.chars().count()) + 1;
-        Loc { file: self.file.clone(), line: (line + 1) as u32, column: column as u32 }
+        let column = self
+            .text
+            .get(start..offset)
+            .map_or(offset - start, |s| s.chars().count())
+            + 1;
+        Loc {
+            file: self.file.clone(),
+            line: (line + 1) as u32,
+            column: column as u32,
+        }
     }
 
     pub(crate) fn locate<T>(&self, spanned: toml::Spanned<T>) -> Located<T> {
         let loc = self.loc(spanned.span().start);
-        Located { value: spanned.into_inner(), loc }
+        Located {
+            value: spanned.into_inner(),
+            loc,
+        }
     }
 
     /// Turns a TOML/serde error into a diagnostic naming place and key.
     pub(crate) fn toml_error(&self, e: &toml::de::Error) -> Diagnostic {
         let span = e.span();
-        let loc = span.as_ref().map_or_else(|| self.loc(0), |s| self.loc(s.start));
+        let loc = span
+            .as_ref()
+            .map_or_else(|| self.loc(0), |s| self.loc(s.start));
         let mut key = span.map(|s| key_at(self.text, s)).unwrap_or_default();
         let raw = e.message().trim_end();
         let message = match unknown_field(raw) {
@@ -119,7 +154,12 @@ impl<'a> Source<'a> {
                 unknown_key_message(&name, &expected)
             }
             // The parser's messages can span lines ("invalid table header\nexpected ..."): one line each.
-            None => raw.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(": "),
+            None => raw
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(": "),
         };
         Diagnostic::error(Some(loc), key, message)
     }
@@ -140,12 +180,20 @@ fn unknown_field(msg: &str) -> Option<(String, Vec<String>)> {
     let rest = msg.strip_prefix("unknown field `")?;
     let end = rest.find('`')?;
     let name = rest[..end].to_string();
-    let expected = rest[end + 1..].split('`').skip(1).step_by(2).map(str::to_string).collect();
+    let expected = rest[end + 1..]
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
     Some((name, expected))
 }
 
 /// The closest known word to `word`, if close enough to be a likely typo.
-pub(crate) fn did_you_mean<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn did_you_mean<'a>(
+    word: &str,
+    known: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let limit = (word.chars().count() / 3).max(1);
     known
         .into_iter()
@@ -178,7 +226,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// The dotted key path (`users.alice.mounts[0].target`) whose key or value
 /// holds byte `span.start`; empty if none does (a syntax error).
 fn key_at(text: &str, span: Range<usize>) -> String {
-    let Ok(doc) = toml_edit::ImDocument::parse(text) else { return String::new() };
+    let Ok(doc) = toml_edit::ImDocument::parse(text) else {
+        return String::new();
+    };
     let mut best = String::new();
     walk_table(doc.as_table(), &mut String::new(), span.start, &mut best);
     best
@@ -280,7 +330,8 @@ mod tests {
     /// The key path finder names keys in tables, inline tables and arrays.
     #[test]
     fn key_at_names_nested_keys() {
-        let text = "[users.alice]\nmemory = \"1X\"\nmounts = [ { source = \"/a\", target = \"/b\" } ]\n";
+        let text =
+            "[users.alice]\nmemory = \"1X\"\nmounts = [ { source = \"/a\", target = \"/b\" } ]\n";
         let at = text.find("\"1X\"").unwrap();
         assert_eq!(key_at(text, at..at + 4), "users.alice.memory");
         let at = text.find("\"/b\"").unwrap();

@@ -22,13 +22,16 @@ mod wire;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use error::{Diagnostic, Loc, Severity};
 pub use cache::{cache_path, fuzz_cache_round_trip, CacheUse, DEFAULT_CACHE_DIR};
+pub use error::{Diagnostic, Loc, Severity};
+pub use net::{EgressRule, Ipv4Net, NetHost, Proto};
 pub use raw::{RULE_KEYS, TOP_KEYS};
-pub use resolve::{Entry, Explanation, Origin, BUILTIN_SERVICES, DEFAULT_SHELL, DEFAULT_TEMPLATE, DEFAULT_WRITABLE_SIZE};
+pub use resolve::{
+    Entry, Explanation, Origin, BUILTIN_SERVICES, DEFAULT_SHELL, DEFAULT_TEMPLATE,
+    DEFAULT_WRITABLE_SIZE,
+};
 pub use units::OnLogout;
 pub use values::{ServiceMode, WritableMode};
-pub use net::{EgressRule, Ipv4Net, NetHost, Proto};
 
 use error::Source;
 use raw::Model;
@@ -70,7 +73,10 @@ pub struct HostSettings {
 impl HostSettings {
     /// The sticky lease file: `[host.net] leases`, or `<lib_dir>/leases`.
     pub fn leases_file(&self) -> PathBuf {
-        self.net.leases.clone().unwrap_or_else(|| self.lib_dir.join("leases"))
+        self.net
+            .leases
+            .clone()
+            .unwrap_or_else(|| self.lib_dir.join("leases"))
     }
 }
 
@@ -197,7 +203,10 @@ impl Default for UserPolicy {
             template: DEFAULT_TEMPLATE.into(),
             shell: DEFAULT_SHELL.into(),
             hostname: "user".into(),
-            limits: Limits { writable_size: DEFAULT_WRITABLE_SIZE, ..Limits::default() },
+            limits: Limits {
+                writable_size: DEFAULT_WRITABLE_SIZE,
+                ..Limits::default()
+            },
             linger: Duration::ZERO,
             mounts: Vec::new(),
             network: Network::Loopback,
@@ -231,9 +240,14 @@ pub struct PolicyError {
 
 impl PolicyError {
     fn from_diagnostics(d: &[Diagnostic]) -> PolicyError {
-        let lines: Vec<String> =
-            d.iter().filter(|x| x.severity == Severity::Error).map(ToString::to_string).collect();
-        PolicyError { message: lines.join("\n") }
+        let lines: Vec<String> = d
+            .iter()
+            .filter(|x| x.severity == Severity::Error)
+            .map(ToString::to_string)
+            .collect();
+        PolicyError {
+            message: lines.join("\n"),
+        }
     }
 }
 
@@ -250,12 +264,16 @@ pub struct Report {
 impl Report {
     /// Whether any diagnostic is an error.
     pub fn has_errors(&self) -> bool {
-        self.diagnostics.iter().any(|d| d.severity == Severity::Error)
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
     }
 
     /// Whether any diagnostic is a warning.
     pub fn has_warnings(&self) -> bool {
-        self.diagnostics.iter().any(|d| d.severity == Severity::Warning)
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Warning)
     }
 }
 
@@ -272,7 +290,9 @@ pub struct Policy {
 /// The drop-in directory of a main file: `hutch.d` beside `hutch.toml`
 /// (generally `<stem>.d` beside `<stem>.toml`).
 pub fn drop_in_dir(main: &Path) -> PathBuf {
-    let stem = main.file_stem().map_or_else(|| "hutch".into(), |s| s.to_string_lossy().into_owned());
+    let stem = main
+        .file_stem()
+        .map_or_else(|| "hutch".into(), |s| s.to_string_lossy().into_owned());
     main.with_file_name(format!("{stem}.d"))
 }
 
@@ -283,11 +303,17 @@ pub fn drop_ins(main: &Path) -> Result<Vec<PathBuf>, PolicyError> {
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(PolicyError { message: format!("listing drop-ins in {}: {e}", dir.display()) }),
+        Err(e) => {
+            return Err(PolicyError {
+                message: format!("listing drop-ins in {}: {e}", dir.display()),
+            })
+        }
     };
     let mut files = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| PolicyError { message: format!("listing drop-ins in {}: {e}", dir.display()) })?;
+        let entry = entry.map_err(|e| PolicyError {
+            message: format!("listing drop-ins in {}: {e}", dir.display()),
+        })?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if name.ends_with(".toml") && !name.starts_with('.') {
@@ -302,7 +328,9 @@ impl Policy {
     /// Reads and validates `path` and its drop-ins (see [`drop_ins`]).
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
         let report = Policy::check(path);
-        report.policy.ok_or_else(|| PolicyError::from_diagnostics(&report.diagnostics))
+        report
+            .policy
+            .ok_or_else(|| PolicyError::from_diagnostics(&report.diagnostics))
     }
 
     /// Like [`Policy::load`], through the on-disk cache in `cache_dir` (see
@@ -316,7 +344,10 @@ impl Policy {
     }
 
     /// [`Policy::load_cached`], also saying whether the cache was used (benchmarks, tests).
-    pub fn load_cached_traced(path: &Path, cache_dir: &Path) -> (Result<Policy, PolicyError>, CacheUse) {
+    pub fn load_cached_traced(
+        path: &Path,
+        cache_dir: &Path,
+    ) -> (Result<Policy, PolicyError>, CacheUse) {
         cache::load_cached(path, cache_dir, cache::RACY)
     }
 
@@ -328,7 +359,9 @@ impl Policy {
     /// Parses texts as a main file followed by drop-ins, in that order.
     pub fn from_sources(sources: &[(&str, &Path)]) -> Result<Policy, PolicyError> {
         let report = Policy::check_sources(sources);
-        report.policy.ok_or_else(|| PolicyError::from_diagnostics(&report.diagnostics))
+        report
+            .policy
+            .ok_or_else(|| PolicyError::from_diagnostics(&report.diagnostics))
     }
 
     /// Reads `path` and its drop-ins and reports every error and warning,
@@ -345,12 +378,20 @@ impl Policy {
             match std::fs::read_to_string(f) {
                 Ok(t) => texts.push(t),
                 Err(e) => {
-                    diagnostics.push(Diagnostic::error(None, "", format!("reading policy {}: {e}", f.display())));
+                    diagnostics.push(Diagnostic::error(
+                        None,
+                        "",
+                        format!("reading policy {}: {e}", f.display()),
+                    ));
                     texts.push(String::new());
                 }
             }
         }
-        let sources: Vec<(&str, &Path)> = texts.iter().map(String::as_str).zip(files.iter().map(PathBuf::as_path)).collect();
+        let sources: Vec<(&str, &Path)> = texts
+            .iter()
+            .map(String::as_str)
+            .zip(files.iter().map(PathBuf::as_path))
+            .collect();
         let mut report = Policy::check_sources(&sources);
         if !diagnostics.is_empty() {
             report.policy = None;
@@ -358,7 +399,9 @@ impl Policy {
             report.diagnostics = diagnostics;
         }
         if let Some(p) = &report.policy {
-            report.diagnostics.extend(validate::missing_mount_sources(p.model.get()));
+            report
+                .diagnostics
+                .extend(validate::missing_mount_sources(p.model.get()));
         }
         report
     }
@@ -378,20 +421,41 @@ impl Policy {
             }
         }
         diagnostics.extend(validate::validate(&model));
-        let files = sources.iter().map(|(_, p)| p.to_path_buf()).collect::<Vec<_>>();
+        let files = sources
+            .iter()
+            .map(|(_, p)| p.to_path_buf())
+            .collect::<Vec<_>>();
         let ok = !diagnostics.iter().any(|d| d.severity == Severity::Error);
         let policy = ok.then(|| Policy {
             host: HostSettings {
-                run_dir: model.run_dir.as_ref().map_or("/run/hutch", |v| v.value.0.as_str()).into(),
-                lib_dir: model.lib_dir.as_ref().map_or("/var/lib/hutch", |v| v.value.0.as_str()).into(),
-                cgroup_root: model.cgroup_root.as_ref().map_or("/hutch".to_string(), |v| v.value.0.clone()),
-                net: model.net.as_ref().map_or_else(NetHost::default, |v| v.value.clone()),
+                run_dir: model
+                    .run_dir
+                    .as_ref()
+                    .map_or("/run/hutch", |v| v.value.0.as_str())
+                    .into(),
+                lib_dir: model
+                    .lib_dir
+                    .as_ref()
+                    .map_or("/var/lib/hutch", |v| v.value.0.as_str())
+                    .into(),
+                cgroup_root: model
+                    .cgroup_root
+                    .as_ref()
+                    .map_or("/hutch".to_string(), |v| v.value.0.clone()),
+                net: model
+                    .net
+                    .as_ref()
+                    .map_or_else(NetHost::default, |v| v.value.clone()),
             },
             warnings: diagnostics.clone(),
             files: files.clone(),
             model: cache::ModelCell::new(model),
         });
-        Report { policy, files, diagnostics }
+        Report {
+            policy,
+            files,
+            diagnostics,
+        }
     }
 
     /// Host-wide settings.

@@ -27,7 +27,11 @@ pub struct Ipv4Net {
 
 impl Ipv4Net {
     fn mask(self) -> u32 {
-        if self.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix)) }
+        if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.prefix))
+        }
     }
 
     /// Whether `ip` lies in this network.
@@ -40,7 +44,11 @@ impl Ipv4Net {
     pub fn hosts(self) -> impl Iterator<Item = Ipv4Addr> {
         let base = u32::from(self.addr);
         let size: u64 = 1u64 << (32 - u32::from(self.prefix));
-        let (first, last) = if size <= 2 { (0, size - 1) } else { (1, size - 2) };
+        let (first, last) = if size <= 2 {
+            (0, size - 1)
+        } else {
+            (1, size - 2)
+        };
         (first..=last).map(move |i| Ipv4Addr::from(base.wrapping_add(i as u32)))
     }
 
@@ -54,11 +62,19 @@ impl FromStr for Ipv4Net {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let (a, p) = s.split_once('/').unwrap_or((s, "32"));
-        let addr: Ipv4Addr = a.parse().map_err(|_| format!("invalid IPv4 network \"{s}\": expected a.b.c.d/len"))?;
-        let prefix: u8 = p.parse().ok().filter(|p| *p <= 32).ok_or_else(|| format!("invalid IPv4 network \"{s}\": prefix length must be 0..=32"))?;
+        let addr: Ipv4Addr = a
+            .parse()
+            .map_err(|_| format!("invalid IPv4 network \"{s}\": expected a.b.c.d/len"))?;
+        let prefix: u8 =
+            p.parse().ok().filter(|p| *p <= 32).ok_or_else(|| {
+                format!("invalid IPv4 network \"{s}\": prefix length must be 0..=32")
+            })?;
         let net = Ipv4Net { addr, prefix };
         if u32::from(addr) & !net.mask() != 0 {
-            return Err(format!("invalid IPv4 network \"{s}\": host bits set (did you mean {}/{prefix}?)", Ipv4Addr::from(u32::from(addr) & net.mask())));
+            return Err(format!(
+                "invalid IPv4 network \"{s}\": host bits set (did you mean {}/{prefix}?)",
+                Ipv4Addr::from(u32::from(addr) & net.mask())
+            ));
         }
         Ok(net)
     }
@@ -97,18 +113,33 @@ pub struct EgressRule {
 impl FromStr for EgressRule {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let mut rule = EgressRule { net: None, port: None };
+        let mut rule = EgressRule {
+            net: None,
+            port: None,
+        };
         let words: Vec<&str> = s.split_whitespace().collect();
         if words.is_empty() || words.len() > 2 {
             return Err(format!("invalid egress rule \"{s}\": expected \"CIDR\", \"tcp/PORT\", \"udp/PORT\" or \"CIDR tcp/PORT\""));
         }
         for w in words {
-            if let Some((proto, port)) = w.split_once('/').filter(|(p, _)| matches!(*p, "tcp" | "udp")) {
+            if let Some((proto, port)) = w
+                .split_once('/')
+                .filter(|(p, _)| matches!(*p, "tcp" | "udp"))
+            {
                 if rule.port.is_some() {
                     return Err(format!("invalid egress rule \"{s}\": two ports"));
                 }
-                let port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(|| format!("invalid egress rule \"{s}\": port must be 1..=65535"))?;
-                rule.port = Some((if proto == "tcp" { Proto::Tcp } else { Proto::Udp }, port));
+                let port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+                    format!("invalid egress rule \"{s}\": port must be 1..=65535")
+                })?;
+                rule.port = Some((
+                    if proto == "tcp" {
+                        Proto::Tcp
+                    } else {
+                        Proto::Udp
+                    },
+                    port,
+                ));
             } else {
                 if rule.net.is_some() {
                     return Err(format!("invalid egress rule \"{s}\": two networks"));
@@ -138,21 +169,33 @@ pub struct EgressList(pub Vec<EgressRule>);
 impl EgressList {
     /// The built-in default ([`DEFAULT_EGRESS_DENY`]).
     pub fn builtin() -> EgressList {
-        EgressList(DEFAULT_EGRESS_DENY.iter().map(|s| s.parse().expect("built-in egress rules parse")).collect())
+        EgressList(
+            DEFAULT_EGRESS_DENY
+                .iter()
+                .map(|s| s.parse().expect("built-in egress rules parse"))
+                .collect(),
+        )
     }
 }
 
 impl<'de> Deserialize<'de> for EgressList {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v: Vec<String> = Vec::deserialize(d)?;
-        v.iter().map(|s| s.parse().map_err(de::Error::custom)).collect::<Result<_, _>>().map(EgressList)
+        v.iter()
+            .map(|s| s.parse().map_err(de::Error::custom))
+            .collect::<Result<_, _>>()
+            .map(EgressList)
     }
 }
 
 impl fmt::Display for EgressList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let items: Vec<String> = self.0.iter().map(|r| format!("\"{r}\"")).collect();
-        if items.is_empty() { f.write_str("[]") } else { write!(f, "[ {} ]", items.join(", ")) }
+        if items.is_empty() {
+            f.write_str("[]")
+        } else {
+            write!(f, "[ {} ]", items.join(", "))
+        }
     }
 }
 
@@ -168,7 +211,9 @@ impl FromStr for Rate {
         if s == "none" {
             return Ok(Rate(None));
         }
-        let bad = || format!("invalid rate \"{s}\": expected e.g. \"10mbit\", \"512kbit\", \"1gbit\" or \"none\"");
+        let bad = || {
+            format!("invalid rate \"{s}\": expected e.g. \"10mbit\", \"512kbit\", \"1gbit\" or \"none\"")
+        };
         let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
         let (n, unit) = s.split_at(split);
         let n: u64 = n.parse().map_err(|_| bad())?;
@@ -248,7 +293,11 @@ pub struct VlanId(pub u16);
 impl<'de> Deserialize<'de> for VlanId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let n = i64::deserialize(d)?;
-        u16::try_from(n).ok().filter(|n| (1..=4094).contains(n)).map(VlanId).ok_or_else(|| de::Error::custom(format!("invalid VLAN id {n}: 1..=4094")))
+        u16::try_from(n)
+            .ok()
+            .filter(|n| (1..=4094).contains(n))
+            .map(VlanId)
+            .ok_or_else(|| de::Error::custom(format!("invalid VLAN id {n}: 1..=4094")))
     }
 }
 
@@ -257,7 +306,9 @@ impl crate::wire::Wire for VlanId {
         u64::from(self.0).put(w);
     }
     fn get(r: &mut crate::wire::Reader<'_>) -> Result<Self, crate::wire::Corrupt> {
-        u16::try_from(<u64 as crate::wire::Wire>::get(r)?).map(VlanId).map_err(|_| crate::wire::Corrupt)
+        u16::try_from(<u64 as crate::wire::Wire>::get(r)?)
+            .map(VlanId)
+            .map_err(|_| crate::wire::Corrupt)
     }
 }
 
@@ -284,17 +335,33 @@ pub struct NetHost {
 impl Default for NetHost {
     fn default() -> Self {
         let pool: Ipv4Net = DEFAULT_POOL.parse().expect("default pool parses");
-        NetHost { bridge: DEFAULT_BRIDGE.into(), pool, gateway: pool.first_host(), dns: Vec::new(), nat_uplink: None, leases: None }
+        NetHost {
+            bridge: DEFAULT_BRIDGE.into(),
+            pool,
+            gateway: pool.first_host(),
+            dns: Vec::new(),
+            nat_uplink: None,
+            leases: None,
+        }
     }
 }
 
 /// Checks an interface name as the kernel would take it.
 pub fn check_ifname(s: &str) -> Result<(), String> {
-    let ok = !s.is_empty() && s.len() < 16 && s != "." && s != ".." && !s.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    let ok = !s.is_empty()
+        && s.len() < 16
+        && s != "."
+        && s != ".."
+        && !s
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
     if ok {
         Ok(())
     } else {
-        Err(format!("invalid interface name \"{}\": 1 to 15 characters, no \"/\", \":\" or spaces", s.escape_debug()))
+        Err(format!(
+            "invalid interface name \"{}\": 1 to 15 characters, no \"/\", \":\" or spaces",
+            s.escape_debug()
+        ))
     }
 }
 
@@ -318,15 +385,23 @@ impl<'de> Deserialize<'de> for NetHost {
             n.bridge = b;
         }
         if let Some(p) = raw.pool {
-            n.pool = p.parse().map_err(|e| de::Error::custom(format!("pool: {e}")))?;
+            n.pool = p
+                .parse()
+                .map_err(|e| de::Error::custom(format!("pool: {e}")))?;
             if n.pool.prefix > 30 {
-                return Err(de::Error::custom(format!("pool: {} is too small (at most /30)", n.pool)));
+                return Err(de::Error::custom(format!(
+                    "pool: {} is too small (at most /30)",
+                    n.pool
+                )));
             }
             n.gateway = n.pool.first_host();
         }
         if let Some(g) = raw.gateway {
             if !n.pool.contains(g) || !n.pool.hosts().any(|h| h == g) {
-                return Err(de::Error::custom(format!("gateway: {g} is not a host address of the pool {}", n.pool)));
+                return Err(de::Error::custom(format!(
+                    "gateway: {g} is not a host address of the pool {}",
+                    n.pool
+                )));
             }
             n.gateway = g;
         }
@@ -342,7 +417,11 @@ impl<'de> Deserialize<'de> for NetHost {
 
 impl fmt::Display for NetHost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "bridge {} pool {} gateway {}", self.bridge, self.pool, self.gateway)
+        write!(
+            f,
+            "bridge {} pool {} gateway {}",
+            self.bridge, self.pool, self.gateway
+        )
     }
 }
 
@@ -354,10 +433,21 @@ mod tests {
     #[test]
     fn networks() {
         let n: Ipv4Net = "10.77.0.0/30".parse().unwrap();
-        assert_eq!(n.hosts().collect::<Vec<_>>(), vec![Ipv4Addr::new(10, 77, 0, 1), Ipv4Addr::new(10, 77, 0, 2)]);
-        assert!(n.contains(Ipv4Addr::new(10, 77, 0, 3)) && !n.contains(Ipv4Addr::new(10, 77, 0, 4)));
-        assert!("10.77.0.1/16".parse::<Ipv4Net>().unwrap_err().contains("did you mean 10.77.0.0/16"));
-        assert_eq!("1.2.3.4".parse::<Ipv4Net>().unwrap().to_string(), "1.2.3.4/32");
+        assert_eq!(
+            n.hosts().collect::<Vec<_>>(),
+            vec![Ipv4Addr::new(10, 77, 0, 1), Ipv4Addr::new(10, 77, 0, 2)]
+        );
+        assert!(
+            n.contains(Ipv4Addr::new(10, 77, 0, 3)) && !n.contains(Ipv4Addr::new(10, 77, 0, 4))
+        );
+        assert!("10.77.0.1/16"
+            .parse::<Ipv4Net>()
+            .unwrap_err()
+            .contains("did you mean 10.77.0.0/16"));
+        assert_eq!(
+            "1.2.3.4".parse::<Ipv4Net>().unwrap().to_string(),
+            "1.2.3.4/32"
+        );
     }
 
     /// Egress rules: network, port, both; round-trip through Display.
@@ -369,7 +459,10 @@ mod tests {
         assert!("tcp/0".parse::<EgressRule>().is_err());
         assert!("tcp/25 tcp/26".parse::<EgressRule>().is_err());
         assert!("".parse::<EgressRule>().is_err());
-        assert_eq!(EgressList::builtin().to_string(), "[ \"169.254.169.254/32\", \"tcp/25\" ]");
+        assert_eq!(
+            EgressList::builtin().to_string(),
+            "[ \"169.254.169.254/32\", \"tcp/25\" ]"
+        );
     }
 
     /// Network keys resolve: veth with the built-in egress denies and rates; [host.net]
@@ -378,29 +471,57 @@ mod tests {
     fn network_resolution() {
         use crate::{Decision, Network, Policy};
         let path = std::path::Path::new("hutch.toml");
-        let p = Policy::parse("[defaults]\nnetwork = \"veth\"\nrate_out = \"8mbit\"\n", path).unwrap();
+        let p = Policy::parse(
+            "[defaults]\nnetwork = \"veth\"\nrate_out = \"8mbit\"\n",
+            path,
+        )
+        .unwrap();
         assert_eq!(p.host().net, NetHost::default());
         assert_eq!(p.host().net.gateway, Ipv4Addr::new(10, 77, 0, 1));
-        assert_eq!(p.host().leases_file(), PathBuf::from("/var/lib/hutch/leases"));
-        let Decision::Confine(u) = p.resolve(&crate::tests::alice(), "sshd") else { panic!() };
-        let Network::Veth(v) = &u.network else { panic!("{:?}", u.network) };
+        assert_eq!(
+            p.host().leases_file(),
+            PathBuf::from("/var/lib/hutch/leases")
+        );
+        let Decision::Confine(u) = p.resolve(&crate::tests::alice(), "sshd") else {
+            panic!()
+        };
+        let Network::Veth(v) = &u.network else {
+            panic!("{:?}", u.network)
+        };
         assert_eq!(v.egress_deny, EgressList::builtin().0);
         assert!(v.egress_allow.is_empty());
         assert_eq!((v.rate_in, v.rate_out), (None, Some(1_000_000)));
 
         let p = Policy::parse("[defaults]\nnetwork = \"veth\"\negress_allow = [\"192.0.2.2/32 tcp/8080\", \"udp/53\"]\n", path).unwrap();
-        let Decision::Confine(u) = p.resolve(&crate::tests::alice(), "sshd") else { panic!() };
-        let Network::Veth(v) = &u.network else { panic!("{:?}", u.network) };
-        assert_eq!(EgressList(v.egress_allow.clone()).to_string(), "[ \"192.0.2.2/32 tcp/8080\", \"udp/53\" ]");
+        let Decision::Confine(u) = p.resolve(&crate::tests::alice(), "sshd") else {
+            panic!()
+        };
+        let Network::Veth(v) = &u.network else {
+            panic!("{:?}", u.network)
+        };
+        assert_eq!(
+            EgressList(v.egress_allow.clone()).to_string(),
+            "[ \"192.0.2.2/32 tcp/8080\", \"udp/53\" ]"
+        );
         assert_eq!(v.egress_deny, EgressList::builtin().0);
         assert!(Policy::parse("[defaults]\negress_allow = [\"tcp/0\"]\n", path).is_err());
 
-        let p = Policy::parse("[host.net]\npool = \"10.9.0.0/24\"\ndns = [\"10.9.0.1\"]\nnat_uplink = \"eth0\"\n", path).unwrap();
+        let p = Policy::parse(
+            "[host.net]\npool = \"10.9.0.0/24\"\ndns = [\"10.9.0.1\"]\nnat_uplink = \"eth0\"\n",
+            path,
+        )
+        .unwrap();
         assert_eq!(p.host().net.gateway, Ipv4Addr::new(10, 9, 0, 1));
         assert_eq!(p.host().net.nat_uplink.as_deref(), Some("eth0"));
-        let Decision::Confine(u) = p.resolve(&crate::tests::alice(), "sshd") else { panic!() };
+        let Decision::Confine(u) = p.resolve(&crate::tests::alice(), "sshd") else {
+            panic!()
+        };
         assert_eq!(u.network, Network::Loopback);
-        assert!(Policy::parse("[host.net]\npool = \"10.9.0.0/24\"\ngateway = \"10.8.0.1\"\n", path).is_err());
+        assert!(Policy::parse(
+            "[host.net]\npool = \"10.9.0.0/24\"\ngateway = \"10.8.0.1\"\n",
+            path
+        )
+        .is_err());
         assert!(Policy::parse("[host.net]\nbridge = \"a-name-far-too-long\"\n", path).is_err());
 
         let p = Policy::parse("[defaults]\nnetwork = \"macvlan\"\n", path).unwrap();
@@ -414,7 +535,10 @@ mod tests {
     #[test]
     fn rates() {
         assert_eq!("8mbit".parse::<Rate>().unwrap(), Rate(Some(1_000_000)));
-        assert_eq!("512kbit".parse::<Rate>().unwrap().to_string(), "\"512kbit\"");
+        assert_eq!(
+            "512kbit".parse::<Rate>().unwrap().to_string(),
+            "\"512kbit\""
+        );
         assert_eq!("none".parse::<Rate>().unwrap(), Rate(None));
         for bad in ["10", "10MB", "mbit", "1bit"] {
             assert!(bad.parse::<Rate>().is_err(), "{bad}");

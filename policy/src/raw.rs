@@ -13,10 +13,13 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::{Diagnostic, Loc, Located, Source};
+use crate::units::{CountLimit, CpuLimit, OnLogout, Seconds, Size, SizeLimit, Weight};
+use crate::values::{
+    AbsPath, CgroupRoot, HostnamePattern, IoList, MountList, Name, NetworkMode, ServiceMode,
+    WritableMode,
+};
 #[allow(unused_imports)] // the Rules codec calls Wire::put on each field
 use crate::wire::Wire;
-use crate::units::{CountLimit, CpuLimit, OnLogout, Seconds, Size, SizeLimit, Weight};
-use crate::values::{AbsPath, CgroupRoot, HostnamePattern, IoList, MountList, Name, NetworkMode, ServiceMode, WritableMode};
 
 macro_rules! rules {
     ($( $(#[$m:meta])* $field:ident : $ty:ty ),* $(,)?) => {
@@ -165,7 +168,9 @@ pub(crate) struct RawFile {
 }
 
 /// The keys of a whole file's top level.
-pub const TOP_KEYS: &[&str] = &["host", "template", "defaults", "plans", "groups", "users", "services"];
+pub const TOP_KEYS: &[&str] = &[
+    "host", "template", "defaults", "plans", "groups", "users", "services",
+];
 
 /// All files merged, every value located.
 #[derive(Debug, Clone, Default)]
@@ -185,7 +190,13 @@ pub(crate) struct Model {
 impl Model {
     /// An empty model whose `[defaults]` is named.
     pub(crate) fn new() -> Model {
-        Model { defaults: Rules { scope: "defaults".into(), ..Rules::default() }, ..Model::default() }
+        Model {
+            defaults: Rules {
+                scope: "defaults".into(),
+                ..Rules::default()
+            },
+            ..Model::default()
+        }
     }
 
     /// Parses one file's text. On a parse error, one diagnostic (serde stops at the first).
@@ -200,7 +211,13 @@ impl Model {
         m.template = raw.template.name.map(|s| src.locate(s));
         if let Some(d) = raw.defaults {
             let loc = src.loc(d.span().start);
-            m.defaults = rules_from(d.into_inner(), src, "defaults".into(), Some(loc), &mut diags);
+            m.defaults = rules_from(
+                d.into_inner(),
+                src,
+                "defaults".into(),
+                Some(loc),
+                &mut diags,
+            );
         }
         for (kind, table, out) in [
             ("plans", raw.plans, &mut m.plans),
@@ -211,7 +228,10 @@ impl Model {
                 let loc = src.loc(name.span().start);
                 let name = name.into_inner();
                 let scope = format!("{kind}.{}", quote_key(&name));
-                out.insert(name, rules_from(rules.into_inner(), src, scope, Some(loc), &mut diags));
+                out.insert(
+                    name,
+                    rules_from(rules.into_inner(), src, scope, Some(loc), &mut diags),
+                );
             }
         }
         for (name, mode) in raw.services {
@@ -233,7 +253,11 @@ impl Model {
         take(&mut self.net, later.net);
         take(&mut self.template, later.template);
         self.defaults.overlay(later.defaults);
-        for (mine, theirs) in [(&mut self.plans, later.plans), (&mut self.groups, later.groups), (&mut self.users, later.users)] {
+        for (mine, theirs) in [
+            (&mut self.plans, later.plans),
+            (&mut self.groups, later.groups),
+            (&mut self.users, later.users),
+        ] {
             for (name, rules) in theirs {
                 match mine.get_mut(&name) {
                     Some(r) => r.overlay(rules),
@@ -249,7 +273,11 @@ impl Model {
 
 /// `alice` stays `alice`; a name TOML needs quoted (`"j.doe"`) is quoted.
 pub(crate) fn quote_key(name: &str) -> String {
-    if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         name.to_string()
     } else {
         format!("{name:?}")
@@ -257,18 +285,34 @@ pub(crate) fn quote_key(name: &str) -> String {
 }
 
 /// Locates a raw table and folds `linger` into `on_logout`.
-fn rules_from(raw: RawRules, src: &Source<'_>, scope: String, header: Option<Loc>, diags: &mut Vec<Diagnostic>) -> Rules {
+fn rules_from(
+    raw: RawRules,
+    src: &Source<'_>,
+    scope: String,
+    header: Option<Loc>,
+    diags: &mut Vec<Diagnostic>,
+) -> Rules {
     let mut r = Rules::locate(raw, src, scope, header);
     if let Some(linger) = r.linger.take() {
         if let Some(on) = &r.on_logout {
             diags.push(Diagnostic::error(
                 Some(linger.loc.clone()),
                 format!("{}.linger", r.scope),
-                format!("both linger and on_logout are set (on_logout at {}): keep one", on.loc),
+                format!(
+                    "both linger and on_logout are set (on_logout at {}): keep one",
+                    on.loc
+                ),
             ));
         } else {
-            let value = if linger.value.0.is_zero() { OnLogout::Kill } else { OnLogout::Linger(linger.value.0) };
-            r.on_logout = Some(Located { value, loc: linger.loc });
+            let value = if linger.value.0.is_zero() {
+                OnLogout::Kill
+            } else {
+                OnLogout::Linger(linger.value.0)
+            };
+            r.on_logout = Some(Located {
+                value,
+                loc: linger.loc,
+            });
         }
     }
     r

@@ -91,7 +91,10 @@ impl Explanation {
 }
 
 /// The layers of `account`, lowest precedence first, with how each applies.
-pub(crate) fn layers<'a>(model: &'a Model, account: &Account) -> (Vec<(&'a Rules, String)>, Vec<String>) {
+pub(crate) fn layers<'a>(
+    model: &'a Model,
+    account: &Account,
+) -> (Vec<(&'a Rules, String)>, Vec<String>) {
     let mut out = Vec::new();
     push_table(model, &mut out, &model.defaults);
     let groups = ordered_groups(model, &account.groups);
@@ -107,8 +110,16 @@ pub(crate) fn layers<'a>(model: &'a Model, account: &Account) -> (Vec<(&'a Rules
 }
 
 /// A table and, beneath it, its plan.
-pub(crate) fn push_table<'a>(model: &'a Model, out: &mut Vec<(&'a Rules, String)>, table: &'a Rules) {
-    if let Some(plan) = table.plan.as_ref().and_then(|p| model.plans.get(&p.value.0)) {
+pub(crate) fn push_table<'a>(
+    model: &'a Model,
+    out: &mut Vec<(&'a Rules, String)>,
+    table: &'a Rules,
+) {
+    if let Some(plan) = table
+        .plan
+        .as_ref()
+        .and_then(|p| model.plans.get(&p.value.0))
+    {
         out.push((plan, format!("{} via {}", plan.scope, table.scope)));
     }
     out.push((table, table.scope.clone()));
@@ -132,16 +143,28 @@ pub(crate) fn ordered_groups(model: &Model, names: &[String]) -> Vec<String> {
 
 fn origin<T>(p: Option<(&crate::error::Located<T>, &str)>) -> Origin {
     match p {
-        Some((v, via)) => Origin::File { loc: v.loc.clone(), via: via.to_string() },
+        Some((v, via)) => Origin::File {
+            loc: v.loc.clone(),
+            via: via.to_string(),
+        },
         None => Origin::Builtin,
     }
 }
 
 fn service_mode(model: &Model, service: &str) -> (ServiceMode, Origin) {
     if let Some(m) = model.services.get(service) {
-        return (m.value, Origin::File { loc: m.loc.clone(), via: "services".into() });
+        return (
+            m.value,
+            Origin::File {
+                loc: m.loc.clone(),
+                via: "services".into(),
+            },
+        );
     }
-    let mode = BUILTIN_SERVICES.iter().find(|(s, _)| *s == service).map_or(ServiceMode::Confine, |(_, m)| *m);
+    let mode = BUILTIN_SERVICES
+        .iter()
+        .find(|(s, _)| *s == service)
+        .map_or(ServiceMode::Confine, |(_, m)| *m);
     (mode, Origin::Builtin)
 }
 
@@ -152,20 +175,39 @@ pub(crate) fn explain(model: &Model, account: &Account, service: &str) -> Explan
     let p = Picked::pick(&refs);
     let (service_mode, service_origin) = service_mode(model, service);
     let mut entries = Vec::new();
-    let mut add = |key: &'static str, value: String, origin: Origin| entries.push(Entry { key, value, origin });
+    let mut add = |key: &'static str, value: String, origin: Origin| {
+        entries.push(Entry { key, value, origin })
+    };
 
     let confine = p.confine.is_none_or(|(v, _)| v.value);
     add("confine", confine.to_string(), origin(p.confine));
 
     let (template, template_origin) = match (p.template, &model.template) {
-        (Some((v, via)), _) => (v.value.0.clone(), Origin::File { loc: v.loc.clone(), via: via.into() }),
-        (None, Some(t)) => (t.value.0.clone(), Origin::File { loc: t.loc.clone(), via: "template".into() }),
+        (Some((v, via)), _) => (
+            v.value.0.clone(),
+            Origin::File {
+                loc: v.loc.clone(),
+                via: via.into(),
+            },
+        ),
+        (None, Some(t)) => (
+            t.value.0.clone(),
+            Origin::File {
+                loc: t.loc.clone(),
+                via: "template".into(),
+            },
+        ),
         (None, None) => (DEFAULT_TEMPLATE.to_string(), Origin::Builtin),
     };
     add("template", format!("{template:?}"), template_origin);
-    let shell = p.shell.map_or(DEFAULT_SHELL.to_string(), |(v, _)| v.value.0.clone());
+    let shell = p
+        .shell
+        .map_or(DEFAULT_SHELL.to_string(), |(v, _)| v.value.0.clone());
     add("shell", format!("{shell:?}"), origin(p.shell));
-    let pattern = p.hostname.map_or_else(|| HostnamePattern(DEFAULT_HOSTNAME.into()), |(v, _)| v.value.clone());
+    let pattern = p.hostname.map_or_else(
+        || HostnamePattern(DEFAULT_HOSTNAME.into()),
+        |(v, _)| v.value.clone(),
+    );
     let hostname = pattern.render(&account.name, account.uid);
     add("hostname", format!("{hostname:?}"), origin(p.hostname));
 
@@ -177,7 +219,9 @@ pub(crate) fn explain(model: &Model, account: &Account, service: &str) -> Explan
         Some(Limit::Max(n)) => n.to_string(),
         _ => "\"none\"".to_string(),
     };
-    let limit = |x: Option<(&crate::error::Located<crate::units::SizeLimit>, &str)>| x.map(|(v, _)| v.value.0);
+    let limit = |x: Option<(&crate::error::Located<crate::units::SizeLimit>, &str)>| {
+        x.map(|(v, _)| v.value.0)
+    };
     let memory = limit(p.memory);
     add("memory", size(memory), origin(p.memory));
     let memory_high = limit(p.memory_high);
@@ -185,39 +229,91 @@ pub(crate) fn explain(model: &Model, account: &Account, service: &str) -> Explan
     let swap = limit(p.swap);
     add("swap", size(swap), origin(p.swap));
     let cpu: Option<CpuQuota> = p.cpu.and_then(|(v, _)| v.value.0);
-    add("cpu", p.cpu.map_or("\"none\"".into(), |(v, _)| v.value.to_string()), origin(p.cpu));
+    add(
+        "cpu",
+        p.cpu
+            .map_or("\"none\"".into(), |(v, _)| v.value.to_string()),
+        origin(p.cpu),
+    );
     let cpu_weight = p.cpu_weight.map(|(v, _)| v.value.0);
-    add("cpu_weight", cpu_weight.map_or("\"none\"".into(), |w| w.to_string()), origin(p.cpu_weight));
+    add(
+        "cpu_weight",
+        cpu_weight.map_or("\"none\"".into(), |w| w.to_string()),
+        origin(p.cpu_weight),
+    );
     let pids = p.pids.map(|(v, _)| v.value.0);
     add("pids", count(pids), origin(p.pids));
     let io = p.io.map(|(v, _)| v.value.0.clone()).unwrap_or_default();
-    add("io", p.io.map_or("[]".into(), |(v, _)| v.value.to_string()), origin(p.io));
+    add(
+        "io",
+        p.io.map_or("[]".into(), |(v, _)| v.value.to_string()),
+        origin(p.io),
+    );
     let io_weight = p.io_weight.map(|(v, _)| v.value.0);
-    add("io_weight", io_weight.map_or("\"none\"".into(), |w| w.to_string()), origin(p.io_weight));
-    let writable_size = p.writable_size.map_or(DEFAULT_WRITABLE_SIZE, |(v, _)| v.value.0);
-    add("writable_size", format!("\"{}\"", format_size(writable_size)), origin(p.writable_size));
+    add(
+        "io_weight",
+        io_weight.map_or("\"none\"".into(), |w| w.to_string()),
+        origin(p.io_weight),
+    );
+    let writable_size = p
+        .writable_size
+        .map_or(DEFAULT_WRITABLE_SIZE, |(v, _)| v.value.0);
+    add(
+        "writable_size",
+        format!("\"{}\"", format_size(writable_size)),
+        origin(p.writable_size),
+    );
     let writable = p.writable.map_or(WritableMode::Ephemeral, |(v, _)| v.value);
     add("writable", writable.to_string(), origin(p.writable));
     let max_sessions = p.max_sessions.map(|(v, _)| v.value.0);
     add("max_sessions", count(max_sessions), origin(p.max_sessions));
     let on_logout = p.on_logout.map_or(OnLogout::Kill, |(v, _)| v.value);
     add("on_logout", format!("\"{on_logout}\""), origin(p.on_logout));
-    let network = p.network.map_or(crate::values::NetworkMode::Loopback, |(v, _)| v.value);
+    let network = p
+        .network
+        .map_or(crate::values::NetworkMode::Loopback, |(v, _)| v.value);
     add("network", network.to_string(), origin(p.network));
-    let egress_deny = p.egress_deny.map_or_else(crate::net::EgressList::builtin, |(v, _)| v.value.clone());
-    add("egress_deny", egress_deny.to_string(), origin(p.egress_deny));
-    let egress_allow = p.egress_allow.map_or(crate::net::EgressList(Vec::new()), |(v, _)| v.value.clone());
-    add("egress_allow", egress_allow.to_string(), origin(p.egress_allow));
+    let egress_deny = p
+        .egress_deny
+        .map_or_else(crate::net::EgressList::builtin, |(v, _)| v.value.clone());
+    add(
+        "egress_deny",
+        egress_deny.to_string(),
+        origin(p.egress_deny),
+    );
+    let egress_allow = p
+        .egress_allow
+        .map_or(crate::net::EgressList(Vec::new()), |(v, _)| v.value.clone());
+    add(
+        "egress_allow",
+        egress_allow.to_string(),
+        origin(p.egress_allow),
+    );
     let rate_in = p.rate_in.map_or(crate::net::Rate(None), |(v, _)| v.value);
     add("rate_in", rate_in.to_string(), origin(p.rate_in));
     let rate_out = p.rate_out.map_or(crate::net::Rate(None), |(v, _)| v.value);
     add("rate_out", rate_out.to_string(), origin(p.rate_out));
     let net_device = p.net_device.map(|(v, _)| v.value.0.clone());
-    add("net_device", net_device.as_ref().map_or("\"none\"".into(), |d| format!("{d:?}")), origin(p.net_device));
+    add(
+        "net_device",
+        net_device
+            .as_ref()
+            .map_or("\"none\"".into(), |d| format!("{d:?}")),
+        origin(p.net_device),
+    );
     let vlan_id = p.vlan_id.map(|(v, _)| v.value.0);
-    add("vlan_id", vlan_id.map_or("\"none\"".into(), |v| v.to_string()), origin(p.vlan_id));
+    add(
+        "vlan_id",
+        vlan_id.map_or("\"none\"".into(), |v| v.to_string()),
+        origin(p.vlan_id),
+    );
     let mut network_error = None;
-    let traffic = crate::Traffic { egress_deny: egress_deny.0, egress_allow: egress_allow.0, rate_in: rate_in.0, rate_out: rate_out.0 };
+    let traffic = crate::Traffic {
+        egress_deny: egress_deny.0,
+        egress_allow: egress_allow.0,
+        rate_in: rate_in.0,
+        rate_out: rate_out.0,
+    };
     let device = |need_vlan: bool, err: &mut Option<String>| {
         let device = net_device.clone().unwrap_or_default();
         if device.is_empty() {
@@ -226,28 +322,48 @@ pub(crate) fn explain(model: &Model, account: &Account, service: &str) -> Explan
         if need_vlan && vlan_id.is_none() {
             *err = Some(format!("network = {network} needs vlan_id"));
         }
-        crate::DevicePolicy { device, vlan_id: vlan_id.unwrap_or(0), traffic: traffic.clone() }
+        crate::DevicePolicy {
+            device,
+            vlan_id: vlan_id.unwrap_or(0),
+            traffic: traffic.clone(),
+        }
     };
     let network = match network {
-        crate::values::NetworkMode::Loopback | crate::values::NetworkMode::NoNetwork => Network::Loopback,
+        crate::values::NetworkMode::Loopback | crate::values::NetworkMode::NoNetwork => {
+            Network::Loopback
+        }
         crate::values::NetworkMode::Veth => Network::Veth(traffic.clone()),
         crate::values::NetworkMode::Macvlan => Network::Macvlan(device(false, &mut network_error)),
         crate::values::NetworkMode::Vlan => Network::Vlan(device(true, &mut network_error)),
         crate::values::NetworkMode::Phys => Network::Phys(device(false, &mut network_error)),
     };
-    let seccomp = p.seccomp.map_or(DEFAULT_SECCOMP.to_string(), |(v, _)| v.value.0.clone());
+    let seccomp = p
+        .seccomp
+        .map_or(DEFAULT_SECCOMP.to_string(), |(v, _)| v.value.0.clone());
     add("seccomp", format!("{seccomp:?}"), origin(p.seccomp));
     let strict = p.strict.is_some_and(|(v, _)| v.value);
     add("strict", strict.to_string(), origin(p.strict));
 
-    let vars = Vars { user: &account.name, uid: account.uid, home: &account.home.to_string_lossy() };
+    let vars = Vars {
+        user: &account.name,
+        uid: account.uid,
+        home: &account.home.to_string_lossy(),
+    };
     let mut mounts = Vec::new();
     let mut mount_error = None;
-    for m in p.mounts.map(|(v, _)| v.value.0.as_slice()).unwrap_or_default() {
+    for m in p
+        .mounts
+        .map(|(v, _)| v.value.0.as_slice())
+        .unwrap_or_default()
+    {
         let sub = |s: &str| crate::values::substitute(s, vars, true);
         match (sub(&m.source), sub(&m.target)) {
             (Ok(source), Ok(target)) => match MountSpec::check(&source, &target) {
-                Ok(()) => mounts.push(BindMount { source: source.into(), target: target.into(), read_only: m.read_only }),
+                Ok(()) => mounts.push(BindMount {
+                    source: source.into(),
+                    target: target.into(),
+                    read_only: m.read_only,
+                }),
                 Err(e) => mount_error = mount_error.or(Some(e)),
             },
             (Err(e), _) | (_, Err(e)) => mount_error = mount_error.or(Some(e)),
@@ -266,14 +382,20 @@ pub(crate) fn explain(model: &Model, account: &Account, service: &str) -> Explan
         .collect();
     add(
         "mounts",
-        if shown.is_empty() { "[]".into() } else { format!("[ {} ]", shown.join(", ")) },
+        if shown.is_empty() {
+            "[]".into()
+        } else {
+            format!("[ {} ]", shown.join(", "))
+        },
         origin(p.mounts),
     );
 
     let decision = if account.uid == 0 {
         Decision::Exempt("root is never confined".into())
     } else if !confine {
-        let (v, via) = p.confine.expect("confine is false only when a table sets it");
+        let (v, via) = p
+            .confine
+            .expect("confine is false only when a table sets it");
         Decision::Exempt(format!("{via}: confine = false ({})", v.loc))
     } else {
         match service_mode {
@@ -320,9 +442,18 @@ pub(crate) fn explain(model: &Model, account: &Account, service: &str) -> Explan
         }
     };
     debug_assert_eq!(CPU_PERIOD_US, 100_000);
-    Explanation { decision, service_mode, service_origin, groups, entries }
+    Explanation {
+        decision,
+        service_mode,
+        service_origin,
+        groups,
+        entries,
+    }
 }
 
 fn origin_scope<T>(p: Option<(&crate::error::Located<T>, &str)>) -> String {
-    p.map_or_else(|| "mounts".into(), |(v, via)| format!("{via}.mounts ({})", v.loc))
+    p.map_or_else(
+        || "mounts".into(),
+        |(v, via)| format!("{via}.mounts ({})", v.loc),
+    )
 }

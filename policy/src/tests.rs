@@ -23,7 +23,8 @@ pub(crate) fn alice() -> Account {
 }
 
 fn parse(text: &str) -> Policy {
-    Policy::parse(text, Path::new("hutch.toml")).unwrap_or_else(|e| panic!("policy should parse:\n{e}"))
+    Policy::parse(text, Path::new("hutch.toml"))
+        .unwrap_or_else(|e| panic!("policy should parse:\n{e}"))
 }
 
 fn error(text: &str) -> String {
@@ -48,13 +49,24 @@ fn empty_file_gives_builtin_defaults() {
     let p = parse("");
     assert_eq!(
         p.host(),
-        &HostSettings { run_dir: "/run/hutch".into(), lib_dir: "/var/lib/hutch".into(), cgroup_root: "/hutch".into(), net: Default::default() }
+        &HostSettings {
+            run_dir: "/run/hutch".into(),
+            lib_dir: "/var/lib/hutch".into(),
+            cgroup_root: "/hutch".into(),
+            net: Default::default()
+        }
     );
     let u = confined(&p, &alice());
     assert_eq!(u.template, "default");
     assert_eq!(u.shell, PathBuf::from("/bin/bash"));
     assert_eq!(u.hostname, "alice");
-    assert_eq!(u.limits, Limits { writable_size: 1 << 30, ..Limits::default() });
+    assert_eq!(
+        u.limits,
+        Limits {
+            writable_size: 1 << 30,
+            ..Limits::default()
+        }
+    );
     assert_eq!(u.linger, Duration::ZERO);
     assert_eq!(u.on_logout, OnLogout::Kill);
     assert!(u.mounts.is_empty());
@@ -103,8 +115,16 @@ mounts = [
     assert_eq!(
         u.mounts,
         vec![
-            BindMount { source: "/srv/data/alice".into(), target: "/data".into(), read_only: true },
-            BindMount { source: "/home/alice/www".into(), target: "/var/www".into(), read_only: false },
+            BindMount {
+                source: "/srv/data/alice".into(),
+                target: "/data".into(),
+                read_only: true
+            },
+            BindMount {
+                source: "/home/alice/www".into(),
+                target: "/var/www".into(),
+                read_only: false
+            },
         ]
     );
 }
@@ -147,9 +167,15 @@ fn none_lifts_a_limit() {
 #[test]
 fn root_is_never_confined() {
     let p = parse("[users.root]\nconfine = true\n[defaults]\nconfine = true\n");
-    assert_eq!(p.resolve(&account("root", 0, &["root"]), "sshd"), Decision::Exempt("root is never confined".into()));
+    assert_eq!(
+        p.resolve(&account("root", 0, &["root"]), "sshd"),
+        Decision::Exempt("root is never confined".into())
+    );
     // Also under another name with uid 0.
-    assert_eq!(p.resolve(&account("toor", 0, &[]), "sshd"), Decision::Exempt("root is never confined".into()));
+    assert_eq!(
+        p.resolve(&account("toor", 0, &[]), "sshd"),
+        Decision::Exempt("root is never confined".into())
+    );
 }
 
 /// confine = false exempts, and the reason names the table and place.
@@ -176,9 +202,23 @@ fn systemd_user_is_refused_for_confined() {
             "service systemd-user refuses confined users (built-in: a user manager outside the container would be an escape)".into()
         )
     );
-    assert!(matches!(p.resolve(&account("bob", 1002, &[]), "systemd-user"), Decision::Exempt(_)));
-    for s in ["sshd", "login", "su", "su-l", "sudo", "cron", "some-new-service"] {
-        assert!(matches!(p.resolve(&alice(), s), Decision::Confine(_)), "{s} should confine");
+    assert!(matches!(
+        p.resolve(&account("bob", 1002, &[]), "systemd-user"),
+        Decision::Exempt(_)
+    ));
+    for s in [
+        "sshd",
+        "login",
+        "su",
+        "su-l",
+        "sudo",
+        "cron",
+        "some-new-service",
+    ] {
+        assert!(
+            matches!(p.resolve(&alice(), s), Decision::Confine(_)),
+            "{s} should confine"
+        );
     }
 }
 
@@ -200,7 +240,10 @@ fn unknown_key_with_did_you_mean() {
         error("[users.alice]\nshel = \"/bin/sh\"\n"),
         "hutch.toml:2:1: users.alice: unknown key \"shel\" (did you mean \"shell\"?)"
     );
-    assert_eq!(error("[userz.alice]\n"), "hutch.toml:1:2: unknown key \"userz\" (did you mean \"users\"?)");
+    assert_eq!(
+        error("[userz.alice]\n"),
+        "hutch.toml:1:2: unknown key \"userz\" (did you mean \"users\"?)"
+    );
     assert_eq!(
         error("[host]\nrun = \"/x\"\n"),
         "hutch.toml:2:1: host: unknown key \"run\" (known keys: run_dir, lib_dir, cgroup_root, net)"
@@ -250,7 +293,10 @@ fn shell_and_hostname_checks() {
 #[test]
 fn hostname_of_odd_user_name_is_made_valid() {
     let p = parse("");
-    assert_eq!(confined(&p, &account("john_doe", 1005, &[])).hostname, "john-doe");
+    assert_eq!(
+        confined(&p, &account("john_doe", 1005, &[])).hostname,
+        "john-doe"
+    );
 }
 
 /// Mount errors: bad mode, unknown placeholder, relative path, an unknown key in a mount.
@@ -293,10 +339,22 @@ fn load_names_the_file() {
     let f = dir.join("hutch.toml");
     std::fs::write(&f, "[defaults]\npids = -1\n").unwrap();
     let e = Policy::load(&f).unwrap_err();
-    assert_eq!(e.message, format!("{}:2:8: defaults.pids: invalid count -1: must be at least 1, or \"none\"", f.display()));
+    assert_eq!(
+        e.message,
+        format!(
+            "{}:2:8: defaults.pids: invalid count -1: must be at least 1, or \"none\"",
+            f.display()
+        )
+    );
     let missing = dir.join("nope.toml");
     let e = Policy::load(&missing).unwrap_err();
-    assert_eq!(e.message, format!("reading policy {}: No such file or directory (os error 2)", missing.display()));
+    assert_eq!(
+        e.message,
+        format!(
+            "reading policy {}: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
 }
 
 /// A unique, empty temporary directory, removed when the test ends.
@@ -310,18 +368,30 @@ impl std::ops::Deref for Scratch {
 }
 
 fn tempdir() -> Scratch {
-    Scratch(tempfile::Builder::new().prefix("hutch-policy-test-").tempdir().unwrap())
+    Scratch(
+        tempfile::Builder::new()
+            .prefix("hutch-policy-test-")
+            .tempdir()
+            .unwrap(),
+    )
 }
 
 // ---- phase 2: plans, priorities, services, drop-ins, limits, validation ----
 
 fn sources(files: &[(&str, &str)]) -> Result<Policy, String> {
-    let v: Vec<(&str, &Path)> = files.iter().map(|(name, text)| (*text, Path::new(*name))).collect();
+    let v: Vec<(&str, &Path)> = files
+        .iter()
+        .map(|(name, text)| (*text, Path::new(*name)))
+        .collect();
     Policy::from_sources(&v).map_err(|e| e.message)
 }
 
 fn diagnostics(text: &str) -> Vec<String> {
-    Policy::check_sources(&[(text, Path::new("hutch.toml"))]).diagnostics.iter().map(ToString::to_string).collect()
+    Policy::check_sources(&[(text, Path::new("hutch.toml"))])
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 /// Every limit key with its units reaches Limits.
@@ -353,7 +423,10 @@ strict = true
             memory_max: Some(2 << 30),
             memory_high: Some(1536 << 20),
             swap_max: Some(512 << 20),
-            cpu: Some(CpuQuota { quota_us: 150_000, period_us: 100_000 }),
+            cpu: Some(CpuQuota {
+                quota_us: 150_000,
+                period_us: 100_000
+            }),
             cpu_weight: Some(200),
             pids_max: Some(256),
             io: vec![IoLimit {
@@ -372,8 +445,20 @@ strict = true
     assert_eq!(u.writable, WritableMode::Persistent);
     assert_eq!(u.seccomp, "default");
     let pct = parse("[defaults]\ncpu = \"250%\"\n[users.alice]\ncpu = 2\n");
-    assert_eq!(confined(&pct, &alice()).limits.cpu, Some(CpuQuota { quota_us: 200_000, period_us: 100_000 }));
-    assert_eq!(confined(&pct, &account("bob", 2, &[])).limits.cpu, Some(CpuQuota { quota_us: 250_000, period_us: 100_000 }));
+    assert_eq!(
+        confined(&pct, &alice()).limits.cpu,
+        Some(CpuQuota {
+            quota_us: 200_000,
+            period_us: 100_000
+        })
+    );
+    assert_eq!(
+        confined(&pct, &account("bob", 2, &[])).limits.cpu,
+        Some(CpuQuota {
+            quota_us: 250_000,
+            period_us: 100_000
+        })
+    );
 }
 
 /// Out-of-range values are refused with the key.
@@ -383,8 +468,14 @@ fn out_of_range_values() {
         error("[defaults]\ncpu_weight = 0\n"),
         "hutch.toml:2:14: defaults.cpu_weight: invalid weight 0: must be between 1 and 10000"
     );
-    assert_eq!(error("[defaults]\ncpu = \"0.001\"\n"), "hutch.toml:2:7: defaults.cpu: invalid cpu \"0.001\": must be at least 0.01 cores (1%)");
-    assert_eq!(error("[defaults]\nmax_sessions = 0\n"), "hutch.toml:2:16: defaults.max_sessions: invalid count 0: must be at least 1, or \"none\"");
+    assert_eq!(
+        error("[defaults]\ncpu = \"0.001\"\n"),
+        "hutch.toml:2:7: defaults.cpu: invalid cpu \"0.001\": must be at least 0.01 cores (1%)"
+    );
+    assert_eq!(
+        error("[defaults]\nmax_sessions = 0\n"),
+        "hutch.toml:2:16: defaults.max_sessions: invalid count 0: must be at least 1, or \"none\""
+    );
     assert_eq!(
         error("[defaults]\nmemory = \"1M\"\n"),
         "hutch.toml:2:10: defaults.memory: memory \"1M\" is out of range: a container needs at least 4M"
@@ -409,11 +500,26 @@ fn on_logout_and_linger() {
     let p = parse(
         "[defaults]\non_logout = \"keep-while-running\"\n[groups.students]\non_logout = \"linger:10m\"\n[users.alice]\nlinger = \"30s\"\n",
     );
-    assert_eq!(confined(&p, &account("bob", 2, &[])).on_logout, OnLogout::KeepWhileRunning);
+    assert_eq!(
+        confined(&p, &account("bob", 2, &[])).on_logout,
+        OnLogout::KeepWhileRunning
+    );
     let carol = confined(&p, &account("carol", 3, &["students"]));
-    assert_eq!((carol.on_logout, carol.linger), (OnLogout::Linger(Duration::from_secs(600)), Duration::from_secs(600)));
+    assert_eq!(
+        (carol.on_logout, carol.linger),
+        (
+            OnLogout::Linger(Duration::from_secs(600)),
+            Duration::from_secs(600)
+        )
+    );
     let a = confined(&p, &alice());
-    assert_eq!((a.on_logout, a.linger), (OnLogout::Linger(Duration::from_secs(30)), Duration::from_secs(30)));
+    assert_eq!(
+        (a.on_logout, a.linger),
+        (
+            OnLogout::Linger(Duration::from_secs(30)),
+            Duration::from_secs(30)
+        )
+    );
     assert_eq!(
         error("[defaults]\non_logout = \"kill\"\nlinger = \"5m\"\n"),
         "hutch.toml:3:10: defaults.linger: both linger and on_logout are set (on_logout at hutch.toml:2:13): keep one"
@@ -442,13 +548,22 @@ plan = "basic"
 "#,
     );
     let nobody = confined(&p, &account("nobody2", 5, &[]));
-    assert_eq!((nobody.limits.memory_max, nobody.limits.pids_max), (Some(512 << 20), Some(64)));
+    assert_eq!(
+        (nobody.limits.memory_max, nobody.limits.pids_max),
+        (Some(512 << 20), Some(64))
+    );
     let cust = confined(&p, &account("carl", 6, &["customers"]));
-    assert_eq!((cust.limits.memory_max, cust.limits.pids_max), (Some(4 << 30), Some(500)));
+    assert_eq!(
+        (cust.limits.memory_max, cust.limits.pids_max),
+        (Some(4 << 30), Some(500))
+    );
     assert!(cust.limits.cpu.is_some());
     // The user's plan is user-level: it beats the group's own keys.
     let a = confined(&p, &account("alice", 7, &["customers"]));
-    assert_eq!((a.limits.memory_max, a.limits.pids_max), (Some(512 << 20), Some(64)));
+    assert_eq!(
+        (a.limits.memory_max, a.limits.pids_max),
+        (Some(512 << 20), Some(64))
+    );
     // ...but not keys the plan does not set.
     assert!(a.limits.cpu.is_some());
 }
@@ -468,7 +583,10 @@ fn plan_and_priority_errors() {
         error("[plans.a]\nplan = \"b\"\n[plans.b]\n"),
         "hutch.toml:2:8: plans.a.plan: a plan cannot name another plan"
     );
-    assert_eq!(error("[users.alice]\npriority = 3\n"), "hutch.toml:2:12: users.alice.priority: priority only applies to groups");
+    assert_eq!(
+        error("[users.alice]\npriority = 3\n"),
+        "hutch.toml:2:12: users.alice.priority: priority only applies to groups"
+    );
 }
 
 /// Several groups: the higher priority wins; on a tie the name that sorts first wins, and check warns.
@@ -487,9 +605,15 @@ memory = "512M"
 "#,
     );
     let both = confined(&p, &account("a", 10, &["students", "staff"]));
-    assert_eq!((both.limits.memory_max, both.limits.pids_max), (Some(8 << 30), Some(100)));
+    assert_eq!(
+        (both.limits.memory_max, both.limits.pids_max),
+        (Some(8 << 30), Some(100))
+    );
     // The group order of the account does not matter.
-    assert_eq!(confined(&p, &account("b", 11, &["staff", "students"])), confined(&p, &account("b", 11, &["students", "staff"])));
+    assert_eq!(
+        confined(&p, &account("b", 11, &["staff", "students"])),
+        confined(&p, &account("b", 11, &["students", "staff"]))
+    );
     // Tie at priority 0: "alumni" sorts before "students", so it wins.
     let tie = confined(&p, &account("c", 12, &["students", "alumni"]));
     assert_eq!(tie.limits.memory_max, Some(512 << 20));
@@ -497,16 +621,33 @@ memory = "512M"
     assert_eq!(tie, tie2);
     assert!(p.warnings().iter().any(|w| w.to_string()
         == "hutch.toml:8:9: groups.alumni.memory: groups alumni, students set memory differently at the same priority 0: a user in several of them gets the value of the group whose name sorts first; set priority to decide"));
-    assert!(p.explain(&account("c", 12, &["students", "alumni"]), "sshd").groups == ["students", "alumni"]);
+    assert!(
+        p.explain(&account("c", 12, &["students", "alumni"]), "sshd")
+            .groups
+            == ["students", "alumni"]
+    );
 }
 
 /// [services]: confine, refuse and ignore override the built-in table; unknown services confine.
 #[test]
 fn services_rules() {
     let p = parse("[services]\ncron = \"ignore\"\nsudo = \"refuse\"\nsystemd-user = \"confine\"\n");
-    assert_eq!(p.resolve(&alice(), "cron"), Decision::Exempt("service cron ignores confined users (services.cron at hutch.toml:2:8)".into()));
-    assert_eq!(p.resolve(&alice(), "sudo"), Decision::Refuse("service sudo refuses confined users (services.sudo at hutch.toml:3:8)".into()));
-    assert!(matches!(p.resolve(&alice(), "systemd-user"), Decision::Confine(_)));
+    assert_eq!(
+        p.resolve(&alice(), "cron"),
+        Decision::Exempt(
+            "service cron ignores confined users (services.cron at hutch.toml:2:8)".into()
+        )
+    );
+    assert_eq!(
+        p.resolve(&alice(), "sudo"),
+        Decision::Refuse(
+            "service sudo refuses confined users (services.sudo at hutch.toml:3:8)".into()
+        )
+    );
+    assert!(matches!(
+        p.resolve(&alice(), "systemd-user"),
+        Decision::Confine(_)
+    ));
     assert!(matches!(p.resolve(&alice(), "xdm"), Decision::Confine(_)));
     assert_eq!(
         error("[services]\nsshd = \"allow\"\n"),
@@ -522,15 +663,27 @@ fn services_rules() {
 #[test]
 fn drop_ins_overlay_key_by_key() {
     let p = sources(&[
-        ("hutch.toml", "[defaults]\nmemory = \"1G\"\npids = 100\n[users.alice]\nshell = \"/bin/zsh\"\n"),
-        ("hutch.d/10-limits.toml", "[defaults]\nmemory = \"2G\"\n[users.alice]\npids = 50\n"),
+        (
+            "hutch.toml",
+            "[defaults]\nmemory = \"1G\"\npids = 100\n[users.alice]\nshell = \"/bin/zsh\"\n",
+        ),
+        (
+            "hutch.d/10-limits.toml",
+            "[defaults]\nmemory = \"2G\"\n[users.alice]\npids = 50\n",
+        ),
         ("hutch.d/20-more.toml", "[defaults]\nmemory = \"3G\"\n"),
     ])
     .unwrap();
     let a = confined(&p, &alice());
-    assert_eq!((a.limits.memory_max, a.limits.pids_max, a.shell.clone()), (Some(3 << 30), Some(50), PathBuf::from("/bin/zsh")));
+    assert_eq!(
+        (a.limits.memory_max, a.limits.pids_max, a.shell.clone()),
+        (Some(3 << 30), Some(50), PathBuf::from("/bin/zsh"))
+    );
     let e = p.explain(&alice(), "sshd");
-    assert_eq!(e.get("memory").unwrap().origin.to_string(), "hutch.d/20-more.toml:2:10 (defaults)");
+    assert_eq!(
+        e.get("memory").unwrap().origin.to_string(),
+        "hutch.d/20-more.toml:2:10 (defaults)"
+    );
     assert_eq!(
         sources(&[("hutch.toml", ""), ("hutch.d/10-x.toml", "[defaults]\nmemory = \"lots\"\n")]).unwrap_err(),
         "hutch.d/10-x.toml:2:10: defaults.memory: invalid size \"lots\": expected a number with an optional unit K, M, G or T (e.g. \"512M\")"
@@ -558,8 +711,22 @@ fn pids_below_max_sessions_need() {
 /// Mount targets over root-owned places and paths with ".." are refused.
 #[test]
 fn forbidden_mounts() {
-    for t in ["/etc", "/etc/ssh", "/usr/local/bin", "/lib64", "/bin", "/sbin", "/proc", "/sys", "/dev", "/run/hutch/users", "/"] {
-        let m = error(&format!("[defaults]\nmounts = [ {{ source = \"/srv\", target = \"{t}\" }} ]\n"));
+    for t in [
+        "/etc",
+        "/etc/ssh",
+        "/usr/local/bin",
+        "/lib64",
+        "/bin",
+        "/sbin",
+        "/proc",
+        "/sys",
+        "/dev",
+        "/run/hutch/users",
+        "/",
+    ] {
+        let m = error(&format!(
+            "[defaults]\nmounts = [ {{ source = \"/srv\", target = \"{t}\" }} ]\n"
+        ));
         assert!(m.starts_with(&format!("hutch.toml:2:12: defaults.mounts[0]: mount target \"{t}\" is refused: it would cover ")), "{m}");
     }
     assert_eq!(
@@ -579,7 +746,8 @@ fn forbidden_mounts() {
 /// A home that puts a {home} target under a forbidden place refuses that user's login instead of mounting.
 #[test]
 fn substituted_forbidden_target_refuses() {
-    let p = parse("[defaults]\nmounts = [ { source = \"/srv/{user}\", target = \"{home}/data\" } ]\n");
+    let p =
+        parse("[defaults]\nmounts = [ { source = \"/srv/{user}\", target = \"{home}/data\" } ]\n");
     let mut odd = alice();
     odd.home = "/etc/alice".into();
     assert_eq!(
@@ -591,10 +759,17 @@ fn substituted_forbidden_target_refuses() {
 /// Warnings: a table for root, a missing mount source (only `check` looks at the disk).
 #[test]
 fn warnings_and_check() {
-    assert_eq!(diagnostics("[users.root]\nmemory = \"1G\"\n"), ["hutch.toml:1:8: users.root: root is never confined: this table has no effect"]);
+    assert_eq!(
+        diagnostics("[users.root]\nmemory = \"1G\"\n"),
+        ["hutch.toml:1:8: users.root: root is never confined: this table has no effect"]
+    );
     let dir = tempdir();
     let f = dir.join("hutch.toml");
-    std::fs::write(&f, "[defaults]\nmounts = [ { source = \"/nonexistent/hutch-test\", target = \"/data\" } ]\n").unwrap();
+    std::fs::write(
+        &f,
+        "[defaults]\nmounts = [ { source = \"/nonexistent/hutch-test\", target = \"/data\" } ]\n",
+    )
+    .unwrap();
     let r = Policy::check(&f);
     assert!(!r.has_errors());
     assert_eq!(
@@ -617,11 +792,21 @@ fn load_reads_drop_in_directory() {
     std::fs::write(dir.join("hutch.d/.30-hidden.toml"), "garbage").unwrap();
     let p = Policy::load(&f).unwrap();
     assert_eq!(confined(&p, &alice()).limits.pids_max, Some(30));
-    assert_eq!(p.files(), [f.clone(), dir.join("hutch.d/10-a.toml"), dir.join("hutch.d/20-b.toml")]);
+    assert_eq!(
+        p.files(),
+        [
+            f.clone(),
+            dir.join("hutch.d/10-a.toml"),
+            dir.join("hutch.d/20-b.toml")
+        ]
+    );
     std::fs::write(dir.join("hutch.d/30-c.toml"), "[defaults]\npids = 0\n").unwrap();
     assert_eq!(
         Policy::load(&f).unwrap_err().message,
-        format!("{}:2:8: defaults.pids: invalid count 0: must be at least 1, or \"none\"", dir.join("hutch.d/30-c.toml").display())
+        format!(
+            "{}:2:8: defaults.pids: invalid count 0: must be at least 1, or \"none\"",
+            dir.join("hutch.d/30-c.toml").display()
+        )
     );
 }
 
@@ -629,7 +814,10 @@ fn load_reads_drop_in_directory() {
 #[test]
 fn all_errors_reported() {
     let e = sources(&[
-        ("hutch.toml", "[users.a]\nplan = \"x\"\n[users.b]\npriority = 1\n"),
+        (
+            "hutch.toml",
+            "[users.a]\nplan = \"x\"\n[users.b]\npriority = 1\n",
+        ),
         ("hutch.d/1.toml", "[defaults]\nbogus = 1\n"),
     ])
     .unwrap_err();
@@ -654,9 +842,15 @@ fn explain_shows_origins() {
         let x = e.get(k).unwrap();
         format!("{} = {}  # {}", x.key, x.value, x.origin)
     };
-    assert_eq!(show("memory"), "memory = \"4G\"  # hutch.toml:2:10 (plans.pro via groups.staff)");
+    assert_eq!(
+        show("memory"),
+        "memory = \"4G\"  # hutch.toml:2:10 (plans.pro via groups.staff)"
+    );
     assert_eq!(show("pids"), "pids = 300  # hutch.toml:5:8 (groups.staff)");
-    assert_eq!(show("hostname"), "hostname = \"alice-dev\"  # hutch.toml:7:12 (users.alice)");
+    assert_eq!(
+        show("hostname"),
+        "hostname = \"alice-dev\"  # hutch.toml:7:12 (users.alice)"
+    );
     assert_eq!(show("shell"), "shell = \"/bin/bash\"  # built-in default");
     assert_eq!(show("confine"), "confine = true  # built-in default");
     assert_eq!(e.service_mode, ServiceMode::Confine);
@@ -673,7 +867,10 @@ fn packaged_files_agree() {
     }
     if let Ok(man) = std::fs::read_to_string(root.join("packaging/man/hutch.toml.5")) {
         for k in RULE_KEYS {
-            assert!(man.contains(&format!(".B {k}")) || man.contains(&format!("\\fB{k}\\fR")), "hutch.toml(5) does not document {k}");
+            assert!(
+                man.contains(&format!(".B {k}")) || man.contains(&format!("\\fB{k}\\fR")),
+                "hutch.toml(5) does not document {k}"
+            );
         }
     }
 }
@@ -726,7 +923,16 @@ fn random_value(rng: &mut Rng, key: &str) -> Option<u64> {
 /// A random file of tables, each a list of (key, value); returns (scope, key, value) triples too.
 fn random_policy(rng: &mut Rng) -> Vec<(String, &'static str, Option<u64>)> {
     let mut out = Vec::new();
-    let scopes = ["defaults", "plans.p1", "plans.p2", "groups.g1", "groups.g2", "groups.g3", "users.u1", "users.u2"];
+    let scopes = [
+        "defaults",
+        "plans.p1",
+        "plans.p2",
+        "groups.g1",
+        "groups.g2",
+        "groups.g3",
+        "users.u1",
+        "users.u2",
+    ];
     for s in scopes {
         for k in TIGHTEN_KEYS {
             if rng.chance(40) {
@@ -739,7 +945,11 @@ fn random_policy(rng: &mut Rng) -> Vec<(String, &'static str, Option<u64>)> {
 
 fn render(entries: &[(String, &'static str, Option<u64>)], extra: &[(String, String)]) -> String {
     let mut text = String::new();
-    let mut scopes: Vec<&String> = entries.iter().map(|e| &e.0).chain(extra.iter().map(|e| &e.0)).collect();
+    let mut scopes: Vec<&String> = entries
+        .iter()
+        .map(|e| &e.0)
+        .chain(extra.iter().map(|e| &e.0))
+        .collect();
     scopes.sort();
     scopes.dedup();
     for s in scopes {
@@ -757,19 +967,35 @@ fn render(entries: &[(String, &'static str, Option<u64>)], extra: &[(String, Str
 
 fn limits_of(p: &Policy, a: &Account) -> [Option<u64>; 5] {
     let l = confined(p, a).limits;
-    [l.memory_max, l.swap_max, l.cpu.map(|c| c.quota_us), l.pids_max, Some(l.writable_size)]
+    [
+        l.memory_max,
+        l.swap_max,
+        l.cpu.map(|c| c.quota_us),
+        l.pids_max,
+        Some(l.writable_size),
+    ]
 }
 
 fn random_account(rng: &mut Rng) -> Account {
     let name = ["u1", "u2", "u3"][rng.below(3) as usize];
-    let groups: Vec<&str> = ["g1", "g2", "g3", "g4"].into_iter().filter(|_| rng.chance(50)).collect();
+    let groups: Vec<&str> = ["g1", "g2", "g3", "g4"]
+        .into_iter()
+        .filter(|_| rng.chance(50))
+        .collect();
     account(name, 1000 + rng.below(100) as u32, &groups)
 }
 
 /// Structure shared by a base file and its drop-in: plans and priorities (not limits).
 fn random_structure(rng: &mut Rng) -> Vec<(String, String)> {
     let mut extra = Vec::new();
-    for s in ["defaults", "groups.g1", "groups.g2", "groups.g3", "users.u1", "users.u2"] {
+    for s in [
+        "defaults",
+        "groups.g1",
+        "groups.g2",
+        "groups.g3",
+        "users.u1",
+        "users.u2",
+    ] {
         if rng.chance(30) {
             extra.push((s.to_string(), format!("plan = \"p{}\"", 1 + rng.below(2))));
         }
@@ -796,13 +1022,20 @@ fn property_tightening_drop_in_never_loosens() {
                 let nv = match (*k, v) {
                     ("writable_size", None) => Some(4 + rng.below(1024)),
                     (_, None) => random_value(&mut rng, k),
-                    (_, Some(n)) => Some(1.max(n - rng.below(*n))).map(|x| if *k == "memory" { x.max(4) } else { x }),
+                    (_, Some(n)) => Some(1.max(n - rng.below(*n))).map(|x| {
+                        if *k == "memory" {
+                            x.max(4)
+                        } else {
+                            x
+                        }
+                    }),
                 };
                 tighter.push((s.clone(), *k, nv));
             }
         }
         let drop_in = render(&tighter, &[]);
-        let before = Policy::parse(&main, Path::new("hutch.toml")).unwrap_or_else(|e| panic!("seed {seed}: {e}\n{main}"));
+        let before = Policy::parse(&main, Path::new("hutch.toml"))
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{main}"));
         let after = sources(&[("hutch.toml", &main), ("hutch.d/50-tighten.toml", &drop_in)])
             .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{drop_in}"));
         for _ in 0..8 {
@@ -830,16 +1063,25 @@ fn property_group_order_does_not_matter() {
         let a = random_account(&mut rng);
         let mut reversed = a.clone();
         reversed.groups.reverse();
-        assert_eq!(p.resolve(&a, "sshd"), p.resolve(&reversed, "sshd"), "seed {seed}\n{main}");
+        assert_eq!(
+            p.resolve(&a, "sshd"),
+            p.resolve(&reversed, "sshd"),
+            "seed {seed}\n{main}"
+        );
     }
 }
 
 /// Random damage to a valid file never panics the parser: it parses or is refused with a located message.
 #[test]
 fn property_damaged_files_never_panic() {
-    let sample = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/hutch.toml"))
-        .unwrap_or_else(|_| render(&random_policy(&mut Rng(7)), &random_structure(&mut Rng(7))));
-    let pieces = ["=", "\"", "[", "]", "{", "}", ",", "\n", "1G", "-1", "..", "{user}", "é", "#", "[[x]]", "1e99", "\"none\""];
+    let sample = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/hutch.toml"),
+    )
+    .unwrap_or_else(|_| render(&random_policy(&mut Rng(7)), &random_structure(&mut Rng(7))));
+    let pieces = [
+        "=", "\"", "[", "]", "{", "}", ",", "\n", "1G", "-1", "..", "{user}", "é", "#", "[[x]]",
+        "1e99", "\"none\"",
+    ];
     for seed in 0..1500u64 {
         let mut rng = Rng(seed);
         let mut text = sample.clone();
@@ -859,7 +1101,10 @@ fn property_damaged_files_never_panic() {
             }
         }
         if let Err(e) = Policy::parse(&text, Path::new("hutch.toml")) {
-            assert!(e.message.lines().all(|l| l.starts_with("hutch.toml:")), "seed {seed}: unlocated error {e}");
+            assert!(
+                e.message.lines().all(|l| l.starts_with("hutch.toml:")),
+                "seed {seed}: unlocated error {e}"
+            );
         }
     }
 }
@@ -870,10 +1115,19 @@ fn property_damaged_files_never_panic() {
 fn timing_large_policy() {
     let mut text = String::from("[defaults]\nmemory = \"1G\"\npids = 512\n");
     for p in 0..50 {
-        text.push_str(&format!("[plans.p{p}]\nmemory = \"{}M\"\ncpu = \"{}%\"\n", 256 + p, 50 + p));
+        text.push_str(&format!(
+            "[plans.p{p}]\nmemory = \"{}M\"\ncpu = \"{}%\"\n",
+            256 + p,
+            50 + p
+        ));
     }
     for g in 0..1000 {
-        text.push_str(&format!("[groups.g{g}]\nplan = \"p{}\"\npriority = {}\npids = {}\n", g % 50, g % 7, 100 + g));
+        text.push_str(&format!(
+            "[groups.g{g}]\nplan = \"p{}\"\npriority = {}\npids = {}\n",
+            g % 50,
+            g % 7,
+            100 + g
+        ));
     }
     for u in 0..10_000 {
         text.push_str(&format!("[users.u{u}]\nmemory = \"{}M\"\n", 300 + u % 1000));
@@ -890,13 +1144,19 @@ fn timing_large_policy() {
     println!("{} bytes: median parse+resolve {:?}", text.len(), times[2]);
     let t = std::time::Instant::now();
     let _: toml::Table = toml::from_str(&text).unwrap();
-    println!("of which the TOML parser alone (into a plain table): {:?}", t.elapsed());
+    println!(
+        "of which the TOML parser alone (into a plain table): {:?}",
+        t.elapsed()
+    );
     // What a login pays: the on-disk cache (racy window zero: the file is new).
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("hutch.toml");
     std::fs::write(&config, &text).unwrap();
     let cache = dir.path().join("cache");
-    assert_eq!(crate::cache::load_cached(&config, &cache, Duration::ZERO).1, crate::CacheUse::Written);
+    assert_eq!(
+        crate::cache::load_cached(&config, &cache, Duration::ZERO).1,
+        crate::CacheUse::Written
+    );
     let mut times = Vec::new();
     for _ in 0..21 {
         let t = std::time::Instant::now();

@@ -35,13 +35,18 @@ impl Limit {
 }
 
 fn is_unlimited(s: &str) -> bool {
-    matches!(s.trim().to_ascii_lowercase().as_str(), "none" | "max" | "unlimited")
+    matches!(
+        s.trim().to_ascii_lowercase().as_str(),
+        "none" | "max" | "unlimited"
+    )
 }
 
 /// Parses `"1G"`, `"1.5G"`, `"512M"`, `"64k"`, `"1024"` (bytes): powers of 1024.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     if num.is_empty() {
         return Err(format!("invalid size \"{text}\": expected a number with an optional unit K, M, G or T (e.g. \"512M\")"));
@@ -56,7 +61,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
             return Err(format!("invalid size \"{text}\": unknown unit \"{other}\" (use K, M, G or T, powers of 1024, or plain bytes)"))
         }
     };
-    let value: f64 = num.parse().map_err(|_| format!("invalid size \"{text}\": \"{num}\" is not a number"))?;
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid size \"{text}\": \"{num}\" is not a number"))?;
     let bytes = value * (1u64 << shift) as f64;
     if !bytes.is_finite() || bytes >= u64::MAX as f64 {
         return Err(format!("invalid size \"{text}\": too large"));
@@ -77,23 +84,32 @@ pub fn format_size(bytes: u64) -> String {
 /// Parses `0`, `"30s"`, `"5m"`, `"1h"`, `"2d"`, `"1h30m"`; a bare number is seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
-    let bad = |why: &str| format!("invalid duration \"{text}\": {why} (e.g. \"0\", \"30s\", \"5m\", \"1h30m\")");
+    let bad = |why: &str| {
+        format!("invalid duration \"{text}\": {why} (e.g. \"0\", \"30s\", \"5m\", \"1h30m\")")
+    };
     if t.is_empty() {
         return Err(bad("empty"));
     }
     if t.bytes().all(|b| b.is_ascii_digit()) {
-        return t.parse().map(Duration::from_secs).map_err(|_| bad("too large"));
+        return t
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|_| bad("too large"));
     }
     let mut total: u64 = 0;
     let mut rest = t;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(bad("expected a number"));
         }
         let n: u64 = rest[..digits].parse().map_err(|_| bad("too large"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_len] {
             "s" => 1,
             "m" => 60,
@@ -103,7 +119,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             u => return Err(bad(&format!("unknown unit \"{u}\", use s, m, h or d"))),
         };
         rest = &rest[unit_len..];
-        total = n.checked_mul(scale).and_then(|v| total.checked_add(v)).ok_or_else(|| bad("too large"))?;
+        total = n
+            .checked_mul(scale)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| bad("too large"))?;
     }
     Ok(Duration::from_secs(total))
 }
@@ -131,9 +150,11 @@ pub fn parse_cpu(text: &str) -> Result<CpuQuota, String> {
         Some(n) => (n.trim(), 0.01),
         None => (t, 1.0),
     };
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid cpu \"{text}\": expected cores (\"1.5\") or percent of one core (\"150%\")"))?;
+    let v: f64 = num.parse().map_err(|_| {
+        format!(
+            "invalid cpu \"{text}\": expected cores (\"1.5\") or percent of one core (\"150%\")"
+        )
+    })?;
     cores_to_quota(v * scale).map_err(|why| format!("invalid cpu \"{text}\": {why}"))
 }
 
@@ -144,7 +165,10 @@ fn cores_to_quota(cores: f64) -> Result<CpuQuota, String> {
     if cores > 4096.0 {
         return Err("must be at most 4096 cores".into());
     }
-    Ok(CpuQuota { quota_us: (cores * CPU_PERIOD_US as f64).round() as u64, period_us: CPU_PERIOD_US })
+    Ok(CpuQuota {
+        quota_us: (cores * CPU_PERIOD_US as f64).round() as u64,
+        period_us: CPU_PERIOD_US,
+    })
 }
 
 /// Formats a quota as cores (`"1.5"`).
@@ -223,7 +247,9 @@ impl<'de> Deserialize<'de> for Scalar {
                 Ok(Scalar::Int(v))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
-                i64::try_from(v).map(Scalar::Int).map_err(|_| E::custom("number too large"))
+                i64::try_from(v)
+                    .map(Scalar::Int)
+                    .map_err(|_| E::custom("number too large"))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
                 Ok(Scalar::Float(v))
@@ -249,8 +275,12 @@ impl<'de> Deserialize<'de> for SizeLimit {
         match Scalar::deserialize(d)? {
             Scalar::Int(v) => Ok(SizeLimit(Limit::Max(non_negative("size", v)?))),
             Scalar::Str(s) if is_unlimited(&s) => Ok(SizeLimit(Limit::Unlimited)),
-            Scalar::Str(s) => parse_size(&s).map(|b| SizeLimit(Limit::Max(b))).map_err(de::Error::custom),
-            Scalar::Float(f) => Err(de::Error::custom(format!("invalid size {f}: write a unit as a string, e.g. \"1.5G\""))),
+            Scalar::Str(s) => parse_size(&s)
+                .map(|b| SizeLimit(Limit::Max(b)))
+                .map_err(de::Error::custom),
+            Scalar::Float(f) => Err(de::Error::custom(format!(
+                "invalid size {f}: write a unit as a string, e.g. \"1.5G\""
+            ))),
         }
     }
 }
@@ -291,10 +321,16 @@ impl<'de> Deserialize<'de> for CountLimit {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match Scalar::deserialize(d)? {
             Scalar::Int(v) if v >= 1 => Ok(CountLimit(Limit::Max(v as u64))),
-            Scalar::Int(v) => Err(de::Error::custom(format!("invalid count {v}: must be at least 1, or \"none\""))),
+            Scalar::Int(v) => Err(de::Error::custom(format!(
+                "invalid count {v}: must be at least 1, or \"none\""
+            ))),
             Scalar::Str(s) if is_unlimited(&s) => Ok(CountLimit(Limit::Unlimited)),
-            Scalar::Str(s) => Err(de::Error::custom(format!("invalid count \"{s}\": expected a whole number or \"none\""))),
-            Scalar::Float(f) => Err(de::Error::custom(format!("invalid count {f}: expected a whole number or \"none\""))),
+            Scalar::Str(s) => Err(de::Error::custom(format!(
+                "invalid count \"{s}\": expected a whole number or \"none\""
+            ))),
+            Scalar::Float(f) => Err(de::Error::custom(format!(
+                "invalid count {f}: expected a whole number or \"none\""
+            ))),
         }
     }
 }
@@ -341,8 +377,12 @@ impl<'de> Deserialize<'de> for Weight {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match Scalar::deserialize(d)? {
             Scalar::Int(v) if (1..=10_000).contains(&v) => Ok(Weight(v as u64)),
-            Scalar::Int(v) => Err(de::Error::custom(format!("invalid weight {v}: must be between 1 and 10000"))),
-            _ => Err(de::Error::custom("invalid weight: expected a whole number between 1 and 10000")),
+            Scalar::Int(v) => Err(de::Error::custom(format!(
+                "invalid weight {v}: must be between 1 and 10000"
+            ))),
+            _ => Err(de::Error::custom(
+                "invalid weight: expected a whole number between 1 and 10000",
+            )),
         }
     }
 }
@@ -362,7 +402,9 @@ impl<'de> Deserialize<'de> for Seconds {
         match Scalar::deserialize(d)? {
             Scalar::Int(v) => Ok(Seconds(Duration::from_secs(non_negative("duration", v)?))),
             Scalar::Str(s) => parse_duration(&s).map(Seconds).map_err(de::Error::custom),
-            Scalar::Float(f) => Err(de::Error::custom(format!("invalid duration {f}: use whole seconds or a unit, e.g. \"90s\""))),
+            Scalar::Float(f) => Err(de::Error::custom(format!(
+                "invalid duration {f}: use whole seconds or a unit, e.g. \"90s\""
+            ))),
         }
     }
 }
@@ -423,10 +465,31 @@ mod tests {
     /// CPU is cores or percent of a core, against a 100 ms period.
     #[test]
     fn cpu() {
-        assert_eq!(parse_cpu("1.5"), Ok(CpuQuota { quota_us: 150_000, period_us: 100_000 }));
-        assert_eq!(parse_cpu("150%"), Ok(CpuQuota { quota_us: 150_000, period_us: 100_000 }));
-        assert_eq!(parse_cpu("50%"), Ok(CpuQuota { quota_us: 50_000, period_us: 100_000 }));
-        assert_eq!(parse_cpu("0").unwrap_err(), "invalid cpu \"0\": must be at least 0.01 cores (1%)");
+        assert_eq!(
+            parse_cpu("1.5"),
+            Ok(CpuQuota {
+                quota_us: 150_000,
+                period_us: 100_000
+            })
+        );
+        assert_eq!(
+            parse_cpu("150%"),
+            Ok(CpuQuota {
+                quota_us: 150_000,
+                period_us: 100_000
+            })
+        );
+        assert_eq!(
+            parse_cpu("50%"),
+            Ok(CpuQuota {
+                quota_us: 50_000,
+                period_us: 100_000
+            })
+        );
+        assert_eq!(
+            parse_cpu("0").unwrap_err(),
+            "invalid cpu \"0\": must be at least 0.01 cores (1%)"
+        );
         assert_eq!(
             parse_cpu("lots").unwrap_err(),
             "invalid cpu \"lots\": expected cores (\"1.5\") or percent of one core (\"150%\")"
@@ -437,13 +500,22 @@ mod tests {
     #[test]
     fn on_logout() {
         assert_eq!(parse_on_logout("kill"), Ok(OnLogout::Kill));
-        assert_eq!(parse_on_logout("linger:5m"), Ok(OnLogout::Linger(Duration::from_secs(300))));
+        assert_eq!(
+            parse_on_logout("linger:5m"),
+            Ok(OnLogout::Linger(Duration::from_secs(300)))
+        );
         assert_eq!(parse_on_logout("linger:0"), Ok(OnLogout::Kill));
-        assert_eq!(parse_on_logout("keep-while-running"), Ok(OnLogout::KeepWhileRunning));
+        assert_eq!(
+            parse_on_logout("keep-while-running"),
+            Ok(OnLogout::KeepWhileRunning)
+        );
         assert_eq!(
             parse_on_logout("stay").unwrap_err(),
             "invalid on_logout \"stay\": expected \"kill\", \"linger:DURATION\" (e.g. \"linger:5m\") or \"keep-while-running\""
         );
-        assert_eq!(OnLogout::Linger(Duration::from_secs(90)).to_string(), "linger:1m30s");
+        assert_eq!(
+            OnLogout::Linger(Duration::from_secs(90)).to_string(),
+            "linger:1m30s"
+        );
     }
 }

@@ -45,7 +45,12 @@ pub(crate) fn validate(model: &Model) -> Vec<Diagnostic> {
     let mut base = Vec::new();
     push_table(model, &mut base, &model.defaults);
     chains.push(base.clone());
-    for table in model.plans.values().chain(model.groups.values()).chain(model.users.values()) {
+    for table in model
+        .plans
+        .values()
+        .chain(model.groups.values())
+        .chain(model.users.values())
+    {
         let mut c = base.clone();
         push_table(model, &mut c, table);
         chains.push(c);
@@ -67,22 +72,39 @@ fn table_checks(model: &Model, kind: &str, r: &Rules) -> Vec<Diagnostic> {
     let key = |k: &str| format!("{}.{k}", r.scope);
     if let Some(p) = &r.priority {
         if kind != "groups" {
-            d.push(Diagnostic::error(Some(p.loc.clone()), key("priority"), "priority only applies to groups"));
+            d.push(Diagnostic::error(
+                Some(p.loc.clone()),
+                key("priority"),
+                "priority only applies to groups",
+            ));
         }
     }
     if let Some(p) = &r.plan {
         if kind == "plans" {
-            d.push(Diagnostic::error(Some(p.loc.clone()), key("plan"), "a plan cannot name another plan"));
+            d.push(Diagnostic::error(
+                Some(p.loc.clone()),
+                key("plan"),
+                "a plan cannot name another plan",
+            ));
         } else if !model.plans.contains_key(&p.value.0) {
             let hint = match did_you_mean(&p.value.0, model.plans.keys().map(String::as_str)) {
                 Some(s) => format!(" (did you mean \"{s}\"?)"),
                 None if model.plans.is_empty() => " (no [plans.NAME] table exists)".into(),
                 None => format!(
                     " (defined: {})",
-                    model.plans.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+                    model
+                        .plans
+                        .keys()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             };
-            d.push(Diagnostic::error(Some(p.loc.clone()), key("plan"), format!("plan \"{}\" is not defined{hint}", p.value.0)));
+            d.push(Diagnostic::error(
+                Some(p.loc.clone()),
+                key("plan"),
+                format!("plan \"{}\" is not defined{hint}", p.value.0),
+            ));
         }
     }
     if let Some(m) = &r.memory {
@@ -91,7 +113,11 @@ fn table_checks(model: &Model, kind: &str, r: &Rules) -> Vec<Diagnostic> {
                 d.push(Diagnostic::error(
                     Some(m.loc.clone()),
                     key("memory"),
-                    format!("memory \"{}\" is out of range: a container needs at least {}", format_size(b), format_size(MIN_MEMORY)),
+                    format!(
+                        "memory \"{}\" is out of range: a container needs at least {}",
+                        format_size(b),
+                        format_size(MIN_MEMORY)
+                    ),
                 ));
             }
         }
@@ -101,7 +127,11 @@ fn table_checks(model: &Model, kind: &str, r: &Rules) -> Vec<Diagnostic> {
             d.push(Diagnostic::error(
                 Some(w.loc.clone()),
                 key("writable_size"),
-                format!("writable_size \"{}\" is out of range: at least {}", format_size(w.value.0), format_size(MIN_WRITABLE)),
+                format!(
+                    "writable_size \"{}\" is out of range: at least {}",
+                    format_size(w.value.0),
+                    format_size(MIN_WRITABLE)
+                ),
             ));
         }
     }
@@ -154,7 +184,11 @@ fn base_scope(via: &str) -> &str {
 fn warnings(model: &Model) -> Vec<Diagnostic> {
     let mut d = Vec::new();
     if let Some(root) = model.users.get("root") {
-        d.push(Diagnostic::warning(root.header.clone(), "users.root", "root is never confined: this table has no effect"));
+        d.push(Diagnostic::warning(
+            root.header.clone(),
+            "users.root",
+            "root is never confined: this table has no effect",
+        ));
     }
     for (name, mode) in &model.services {
         if BUILTIN_SERVICES.iter().any(|(s, _)| s == name) {
@@ -188,8 +222,33 @@ fn priority_ties(model: &Model) -> Vec<Diagnostic> {
     for (name, r) in &model.groups {
         let prio = r.priority.as_ref().map_or(0, |p| p.value);
         let keys = set_keys!(
-            r, confine, plan, template, shell, hostname, memory, memory_high, swap, cpu, cpu_weight, pids, io,
-            io_weight, writable_size, writable, max_sessions, on_logout, mounts, network, egress_deny, egress_allow, rate_in, rate_out, net_device, vlan_id, seccomp
+            r,
+            confine,
+            plan,
+            template,
+            shell,
+            hostname,
+            memory,
+            memory_high,
+            swap,
+            cpu,
+            cpu_weight,
+            pids,
+            io,
+            io_weight,
+            writable_size,
+            writable,
+            max_sessions,
+            on_logout,
+            mounts,
+            network,
+            egress_deny,
+            egress_allow,
+            rate_in,
+            rate_out,
+            net_device,
+            vlan_id,
+            seccomp
         );
         for (k, v) in keys {
             by.entry((prio, k)).or_default().push((name.as_str(), v));
@@ -222,7 +281,10 @@ fn priority_ties(model: &Model) -> Vec<Diagnostic> {
 /// `{user}`, `{uid}` or `{home}` cannot be checked before login and are skipped).
 pub(crate) fn missing_mount_sources(model: &Model) -> Vec<Diagnostic> {
     let mut d = Vec::new();
-    let tables = std::iter::once(&model.defaults).chain(model.plans.values()).chain(model.groups.values()).chain(model.users.values());
+    let tables = std::iter::once(&model.defaults)
+        .chain(model.plans.values())
+        .chain(model.groups.values())
+        .chain(model.users.values());
     for r in tables {
         let Some(mounts) = &r.mounts else { continue };
         for (i, m) in mounts.value.0.iter().enumerate() {

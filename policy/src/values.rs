@@ -23,7 +23,11 @@ pub struct Vars<'a> {
 }
 
 /// Stand-ins used to check a pattern before any account is known.
-pub(crate) const SAMPLE: Vars<'static> = Vars { user: "user", uid: 1000, home: "/home/user" };
+pub(crate) const SAMPLE: Vars<'static> = Vars {
+    user: "user",
+    uid: 1000,
+    home: "/home/user",
+};
 
 /// Replaces `{user}`, `{uid}` and (if `allow_home`) `{home}` in `pattern`.
 pub fn substitute(pattern: &str, vars: Vars<'_>, allow_home: bool) -> Result<String, String> {
@@ -32,14 +36,22 @@ pub fn substitute(pattern: &str, vars: Vars<'_>, allow_home: bool) -> Result<Str
     while let Some(open) = rest.find('{') {
         out.push_str(&rest[..open]);
         let after = &rest[open + 1..];
-        let close = after.find('}').ok_or_else(|| format!("\"{pattern}\": unclosed \"{{\""))?;
+        let close = after
+            .find('}')
+            .ok_or_else(|| format!("\"{pattern}\": unclosed \"{{\""))?;
         match &after[..close] {
             "user" => out.push_str(vars.user),
             "uid" => out.push_str(&vars.uid.to_string()),
             "home" if allow_home => out.push_str(vars.home),
             other => {
-                let known = if allow_home { "{user}, {uid} and {home}" } else { "{user} and {uid}" };
-                return Err(format!("\"{pattern}\": unknown placeholder \"{{{other}}}\" (known: {known})"));
+                let known = if allow_home {
+                    "{user}, {uid} and {home}"
+                } else {
+                    "{user} and {uid}"
+                };
+                return Err(format!(
+                    "\"{pattern}\": unknown placeholder \"{{{other}}}\" (known: {known})"
+                ));
             }
         }
         rest = &after[close + 1..];
@@ -59,7 +71,10 @@ pub fn check_path(path: &str) -> Result<(), String> {
     if !path.starts_with('/') {
         return Err(format!("\"{path}\" is not an absolute path"));
     }
-    if Path::new(path).components().any(|c| c == Component::ParentDir) {
+    if Path::new(path)
+        .components()
+        .any(|c| c == Component::ParentDir)
+    {
         return Err(format!("\"{path}\" contains \"..\""));
     }
     Ok(())
@@ -69,8 +84,12 @@ pub fn check_path(path: &str) -> Result<(), String> {
 /// user's reach, names that place.
 pub fn forbidden_target(target: &str) -> Option<String> {
     let p = Path::new(target);
-    let mut parts = p.components().filter(|c| !matches!(c, Component::RootDir | Component::CurDir));
-    let Some(Component::Normal(first)) = parts.next() else { return Some("/".into()) };
+    let mut parts = p
+        .components()
+        .filter(|c| !matches!(c, Component::RootDir | Component::CurDir));
+    let Some(Component::Normal(first)) = parts.next() else {
+        return Some("/".into());
+    };
     let first = first.to_string_lossy();
     match first.as_ref() {
         "etc" | "usr" | "bin" | "sbin" | "proc" | "sys" | "dev" => Some(format!("/{first}")),
@@ -115,7 +134,9 @@ impl<'de> Deserialize<'de> for CgroupRoot {
         let s = string(d)?;
         let bad = s.trim_matches('/').is_empty()
             || s.contains('\0')
-            || Path::new(&s).components().any(|c| c == Component::ParentDir);
+            || Path::new(&s)
+                .components()
+                .any(|c| c == Component::ParentDir);
         if bad {
             return Err(de::Error::custom(format!(
                 "invalid cgroup_root \"{}\": expected a cgroup path such as \"/hutch\" or \"hutch-ci\", without \"..\"",
@@ -134,7 +155,8 @@ pub(crate) fn check_name(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 64
         && s.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if ok {
         Ok(())
     } else {
@@ -172,8 +194,21 @@ impl HostnamePattern {
     /// in `john_doe`) become `-`, and the result is cut at 64, so every
     /// account gets a valid hostname.
     pub fn render(&self, user: &str, uid: u32) -> String {
-        let raw = substitute(&self.0, Vars { user, uid, home: "" }, false).unwrap_or_else(|_| self.0.clone());
-        let mut name: String = raw.chars().map(|c| if hostname_char(c) { c } else { '-' }).take(HOSTNAME_MAX).collect();
+        let raw = substitute(
+            &self.0,
+            Vars {
+                user,
+                uid,
+                home: "",
+            },
+            false,
+        )
+        .unwrap_or_else(|_| self.0.clone());
+        let mut name: String = raw
+            .chars()
+            .map(|c| if hostname_char(c) { c } else { '-' })
+            .take(HOSTNAME_MAX)
+            .collect();
         if name.is_empty() {
             name.push_str("hutch");
         }
@@ -184,15 +219,25 @@ impl HostnamePattern {
 impl<'de> Deserialize<'de> for HostnamePattern {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = string(d)?;
-        let sample = substitute(&s, Vars { user: "u", uid: 0, home: "" }, false)
-            .map_err(|e| de::Error::custom(format!("invalid hostname {e}")))?;
+        let sample = substitute(
+            &s,
+            Vars {
+                user: "u",
+                uid: 0,
+                home: "",
+            },
+            false,
+        )
+        .map_err(|e| de::Error::custom(format!("invalid hostname {e}")))?;
         if let Some(c) = sample.chars().find(|&c| !hostname_char(c)) {
             return Err(de::Error::custom(format!(
                 "invalid hostname \"{s}\": {c:?} is not allowed (use letters, digits, \"-\" and \".\")"
             )));
         }
         if sample.is_empty() || sample.len() > HOSTNAME_MAX {
-            return Err(de::Error::custom(format!("invalid hostname \"{s}\": must be 1 to 64 characters")));
+            return Err(de::Error::custom(format!(
+                "invalid hostname \"{s}\": must be 1 to 64 characters"
+            )));
         }
         Ok(HostnamePattern(s))
     }
@@ -240,10 +285,16 @@ impl MountSpec {
         let read_only = match raw.mode.as_deref() {
             None | Some("ro") => true,
             Some("rw") => false,
-            Some(m) => return Err(format!("invalid mount mode \"{m}\": expected \"ro\" or \"rw\"")),
+            Some(m) => {
+                return Err(format!(
+                    "invalid mount mode \"{m}\": expected \"ro\" or \"rw\""
+                ))
+            }
         };
-        let source = substitute(&raw.source, SAMPLE, true).map_err(|e| format!("invalid mount source {e}"))?;
-        let target = substitute(&raw.target, SAMPLE, true).map_err(|e| format!("invalid mount target {e}"))?;
+        let source = substitute(&raw.source, SAMPLE, true)
+            .map_err(|e| format!("invalid mount source {e}"))?;
+        let target = substitute(&raw.target, SAMPLE, true)
+            .map_err(|e| format!("invalid mount target {e}"))?;
         // Check the pattern itself too: "{home}/../etc" must not pass because the sample home is harmless.
         for (what, p) in [("source", &raw.source), ("target", &raw.target)] {
             if Path::new(p).components().any(|c| c == Component::ParentDir) {
@@ -251,13 +302,21 @@ impl MountSpec {
             }
         }
         MountSpec::check(&source, &target)?;
-        Ok(MountSpec { source: raw.source, target: raw.target, read_only })
+        Ok(MountSpec {
+            source: raw.source,
+            target: raw.target,
+            read_only,
+        })
     }
 }
 
 /// Deserializes a table through a visitor, so that an error of `check`
 /// carries the span of that table (not of the array around it).
-fn checked_table<'de, D, R, T>(d: D, what: &'static str, check: fn(R) -> Result<T, String>) -> Result<T, D::Error>
+fn checked_table<'de, D, R, T>(
+    d: D,
+    what: &'static str,
+    check: fn(R) -> Result<T, String>,
+) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     R: Deserialize<'de>,
@@ -281,14 +340,22 @@ where
 
 impl<'de> Deserialize<'de> for MountSpec {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        checked_table(d, "a mount: { source = \"/path\", target = \"/path\", mode = \"ro\" }", MountSpec::from_raw)
+        checked_table(
+            d,
+            "a mount: { source = \"/path\", target = \"/path\", mode = \"ro\" }",
+            MountSpec::from_raw,
+        )
     }
 }
 
 impl fmt::Display for MountSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mode = if self.read_only { "ro" } else { "rw" };
-        write!(f, "{{ source = {:?}, target = {:?}, mode = \"{mode}\" }}", self.source, self.target)
+        write!(
+            f,
+            "{{ source = {:?}, target = {:?}, mode = \"{mode}\" }}",
+            self.source, self.target
+        )
     }
 }
 
@@ -320,7 +387,10 @@ struct RawIo {
 fn io_from_raw(r: RawIo) -> Result<IoLimit, String> {
     check_path(&r.device).map_err(|e| format!("invalid io device {e}"))?;
     if !r.device.starts_with("/dev/") {
-        return Err(format!("invalid io device \"{}\": expected a block device under /dev", r.device));
+        return Err(format!(
+            "invalid io device \"{}\": expected a block device under /dev",
+            r.device
+        ));
     }
     let limit = IoLimit {
         device: r.device.into(),
@@ -329,7 +399,12 @@ fn io_from_raw(r: RawIo) -> Result<IoLimit, String> {
         read_iops: r.read_iops,
         write_iops: r.write_iops,
     };
-    let all = [limit.read_bps, limit.write_bps, limit.read_iops, limit.write_iops];
+    let all = [
+        limit.read_bps,
+        limit.write_bps,
+        limit.read_iops,
+        limit.write_iops,
+    ];
     if all.iter().all(Option::is_none) {
         return Err(format!(
             "io device \"{}\" sets no limit (give read_bps, write_bps, read_iops or write_iops)",
@@ -337,7 +412,10 @@ fn io_from_raw(r: RawIo) -> Result<IoLimit, String> {
         ));
     }
     if all.contains(&Some(0)) {
-        return Err(format!("io device \"{}\": a limit of 0 would stop all I/O", limit.device.display()));
+        return Err(format!(
+            "io device \"{}\": a limit of 0 would stop all I/O",
+            limit.device.display()
+        ));
     }
     Ok(limit)
 }
@@ -346,7 +424,11 @@ struct IoEntry(IoLimit);
 
 impl<'de> Deserialize<'de> for IoEntry {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        checked_table(d, "an io limit: { device = \"/dev/vda\", read_bps = \"50M\", ... }", |r| io_from_raw(r).map(IoEntry))
+        checked_table(
+            d,
+            "an io limit: { device = \"/dev/vda\", read_bps = \"50M\", ... }",
+            |r| io_from_raw(r).map(IoEntry),
+        )
     }
 }
 
@@ -360,7 +442,10 @@ impl<'de> Deserialize<'de> for IoList {
         let mut out: Vec<IoLimit> = Vec::with_capacity(entries.len());
         for IoEntry(l) in entries {
             if out.iter().any(|o| o.device == l.device) {
-                return Err(de::Error::custom(format!("io device \"{}\" is listed twice", l.device.display())));
+                return Err(de::Error::custom(format!(
+                    "io device \"{}\" is listed twice",
+                    l.device.display()
+                )));
             }
             out.push(l);
         }
@@ -372,7 +457,12 @@ impl fmt::Display for IoList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[")?;
         for (i, l) in self.0.iter().enumerate() {
-            write!(f, "{}{{ device = {:?}", if i == 0 { " " } else { ", " }, l.device.display().to_string())?;
+            write!(
+                f,
+                "{}{{ device = {:?}",
+                if i == 0 { " " } else { ", " },
+                l.device.display().to_string()
+            )?;
             for (k, v, size) in [
                 ("read_bps", l.read_bps, true),
                 ("write_bps", l.write_bps, true),
@@ -467,23 +557,58 @@ mod tests {
     /// Placeholders are substituted; unknown ones and {home} where not allowed are refused.
     #[test]
     fn substitution() {
-        let v = Vars { user: "alice", uid: 1001, home: "/home/alice" };
-        assert_eq!(substitute("/srv/{user}/{uid}", v, true).unwrap(), "/srv/alice/1001");
-        assert_eq!(substitute("{home}/www", v, true).unwrap(), "/home/alice/www");
+        let v = Vars {
+            user: "alice",
+            uid: 1001,
+            home: "/home/alice",
+        };
+        assert_eq!(
+            substitute("/srv/{user}/{uid}", v, true).unwrap(),
+            "/srv/alice/1001"
+        );
+        assert_eq!(
+            substitute("{home}/www", v, true).unwrap(),
+            "/home/alice/www"
+        );
         assert_eq!(
             substitute("{home}", v, false).unwrap_err(),
             "\"{home}\": unknown placeholder \"{home}\" (known: {user} and {uid})"
         );
-        assert_eq!(substitute("/a/{usr}", v, true).unwrap_err(), "\"/a/{usr}\": unknown placeholder \"{usr}\" (known: {user}, {uid} and {home})");
+        assert_eq!(
+            substitute("/a/{usr}", v, true).unwrap_err(),
+            "\"/a/{usr}\": unknown placeholder \"{usr}\" (known: {user}, {uid} and {home})"
+        );
     }
 
     /// Every place that must stay root's is refused as a mount target, and only those.
     #[test]
     fn forbidden_targets() {
-        for t in ["/", "/etc", "/etc/ssh", "/usr/local", "/lib", "/lib64/x", "/bin", "/sbin", "/proc", "/sys/fs", "/dev/shm", "/run", "/run/hutch/users", "//etc"] {
+        for t in [
+            "/",
+            "/etc",
+            "/etc/ssh",
+            "/usr/local",
+            "/lib",
+            "/lib64/x",
+            "/bin",
+            "/sbin",
+            "/proc",
+            "/sys/fs",
+            "/dev/shm",
+            "/run",
+            "/run/hutch/users",
+            "//etc",
+        ] {
             assert!(forbidden_target(t).is_some(), "{t} should be refused");
         }
-        for t in ["/data", "/home/alice/www", "/srv", "/run/user/1000", "/opt", "/etcetera"] {
+        for t in [
+            "/data",
+            "/home/alice/www",
+            "/srv",
+            "/run/user/1000",
+            "/opt",
+            "/etcetera",
+        ] {
             assert_eq!(forbidden_target(t), None, "{t} should be allowed");
         }
     }
@@ -494,6 +619,11 @@ mod tests {
         let p = HostnamePattern("{user}-box".into());
         assert_eq!(p.render("john_doe", 1000), "john-doe-box");
         assert_eq!(HostnamePattern("u{uid}".into()).render("x", 1234), "u1234");
-        assert_eq!(HostnamePattern("{user}".into()).render(&"a".repeat(100), 1).len(), 64);
+        assert_eq!(
+            HostnamePattern("{user}".into())
+                .render(&"a".repeat(100), 1)
+                .len(),
+            64
+        );
     }
 }

@@ -13,17 +13,20 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Diagnostic, Loc, Located, Severity};
+use crate::net::{EgressList, EgressRule, Ipv4Net, NetHost, Proto};
 use crate::raw::Model;
 use crate::units::{CountLimit, CpuLimit, Limit, OnLogout, Seconds, Size, SizeLimit, Weight};
-use crate::values::{AbsPath, CgroupRoot, HostnamePattern, IoList, MountList, MountSpec, Name, NetworkMode, ServiceMode, WritableMode};
-use crate::net::{EgressList, EgressRule, Ipv4Net, NetHost, Proto};
+use crate::values::{
+    AbsPath, CgroupRoot, HostnamePattern, IoList, MountList, MountSpec, Name, NetworkMode,
+    ServiceMode, WritableMode,
+};
 use crate::{CpuQuota, HostSettings, IoLimit};
 
 /// The cache bytes are not a policy this build wrote.
@@ -81,11 +84,16 @@ pub(crate) struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// Reads the file table; the body follows.
     pub(crate) fn new(buf: &'a [u8]) -> Result<Reader<'a>, Corrupt> {
-        let mut r = Reader { buf, pos: 0, files: Vec::new() };
+        let mut r = Reader {
+            buf,
+            pos: 0,
+            files: Vec::new(),
+        };
         let n = r.len()?;
         for _ in 0..n {
             let b = r.bytes()?;
-            r.files.push(Arc::new(PathBuf::from(OsString::from_vec(b.to_vec()))));
+            r.files
+                .push(Arc::new(PathBuf::from(OsString::from_vec(b.to_vec()))));
         }
         Ok(r)
     }
@@ -310,7 +318,11 @@ impl Wire for Loc {
     fn get(r: &mut Reader<'_>) -> Result<Self, Corrupt> {
         let i = usize::try_from(r.varint()?).map_err(|_| Corrupt)?;
         let file = r.files.get(i).ok_or(Corrupt)?.clone();
-        Ok(Loc { file, line: u32::get(r)?, column: u32::get(r)? })
+        Ok(Loc {
+            file,
+            line: u32::get(r)?,
+            column: u32::get(r)?,
+        })
     }
 }
 
@@ -321,21 +333,38 @@ impl<T: Wire> Wire for Located<T> {
         loc.put(w);
     }
     fn get(r: &mut Reader<'_>) -> Result<Self, Corrupt> {
-        Ok(Located { value: T::get(r)?, loc: Loc::get(r)? })
+        Ok(Located {
+            value: T::get(r)?,
+            loc: Loc::get(r)?,
+        })
     }
 }
 
 impl Wire for Diagnostic {
     fn put(&self, w: &mut Writer) {
-        let Diagnostic { severity, loc, key, message } = self;
+        let Diagnostic {
+            severity,
+            loc,
+            key,
+            message,
+        } = self;
         (*severity == Severity::Error).put(w);
         loc.put(w);
         key.put(w);
         message.put(w);
     }
     fn get(r: &mut Reader<'_>) -> Result<Self, Corrupt> {
-        let severity = if bool::get(r)? { Severity::Error } else { Severity::Warning };
-        Ok(Diagnostic { severity, loc: Option::get(r)?, key: String::get(r)?, message: String::get(r)? })
+        let severity = if bool::get(r)? {
+            Severity::Error
+        } else {
+            Severity::Warning
+        };
+        Ok(Diagnostic {
+            severity,
+            loc: Option::get(r)?,
+            key: String::get(r)?,
+            message: String::get(r)?,
+        })
     }
 }
 
@@ -420,18 +449,30 @@ impl Wire for OnLogout {
 
 impl Wire for CpuQuota {
     fn put(&self, w: &mut Writer) {
-        let CpuQuota { quota_us, period_us } = self;
+        let CpuQuota {
+            quota_us,
+            period_us,
+        } = self;
         quota_us.put(w);
         period_us.put(w);
     }
     fn get(r: &mut Reader<'_>) -> Result<Self, Corrupt> {
-        Ok(CpuQuota { quota_us: u64::get(r)?, period_us: u64::get(r)? })
+        Ok(CpuQuota {
+            quota_us: u64::get(r)?,
+            period_us: u64::get(r)?,
+        })
     }
 }
 
 impl Wire for IoLimit {
     fn put(&self, w: &mut Writer) {
-        let IoLimit { device, read_bps, write_bps, read_iops, write_iops } = self;
+        let IoLimit {
+            device,
+            read_bps,
+            write_bps,
+            read_iops,
+            write_iops,
+        } = self;
         device.put(w);
         read_bps.put(w);
         write_bps.put(w);
@@ -451,13 +492,21 @@ impl Wire for IoLimit {
 
 impl Wire for MountSpec {
     fn put(&self, w: &mut Writer) {
-        let MountSpec { source, target, read_only } = self;
+        let MountSpec {
+            source,
+            target,
+            read_only,
+        } = self;
         source.put(w);
         target.put(w);
         read_only.put(w);
     }
     fn get(r: &mut Reader<'_>) -> Result<Self, Corrupt> {
-        Ok(MountSpec { source: String::get(r)?, target: String::get(r)?, read_only: bool::get(r)? })
+        Ok(MountSpec {
+            source: String::get(r)?,
+            target: String::get(r)?,
+            read_only: bool::get(r)?,
+        })
     }
 }
 
@@ -553,7 +602,14 @@ impl Wire for EgressRule {
 
 impl Wire for NetHost {
     fn put(&self, w: &mut Writer) {
-        let NetHost { bridge, pool, gateway, dns, nat_uplink, leases } = self;
+        let NetHost {
+            bridge,
+            pool,
+            gateway,
+            dns,
+            nat_uplink,
+            leases,
+        } = self;
         bridge.put(w);
         pool.put(w);
         gateway.put(w);
@@ -575,7 +631,12 @@ impl Wire for NetHost {
 
 impl Wire for HostSettings {
     fn put(&self, w: &mut Writer) {
-        let HostSettings { run_dir, lib_dir, cgroup_root, net } = self;
+        let HostSettings {
+            run_dir,
+            lib_dir,
+            cgroup_root,
+            net,
+        } = self;
         run_dir.put(w);
         lib_dir.put(w);
         cgroup_root.put(w);
@@ -593,7 +654,18 @@ impl Wire for HostSettings {
 
 impl Wire for Model {
     fn put(&self, w: &mut Writer) {
-        let Model { run_dir, lib_dir, cgroup_root, net, template, defaults, plans, groups, users, services } = self;
+        let Model {
+            run_dir,
+            lib_dir,
+            cgroup_root,
+            net,
+            template,
+            defaults,
+            plans,
+            groups,
+            users,
+            services,
+        } = self;
         run_dir.put(w);
         lib_dir.put(w);
         cgroup_root.put(w);
@@ -645,15 +717,29 @@ mod tests {
         }
         round(String::from("users.\"j.doe\""));
         round(Some(Limit::Max(5)));
-        round(vec![OnLogout::Kill, OnLogout::Linger(Duration::from_millis(1500)), OnLogout::KeepWhileRunning]);
-        round(vec![ServiceMode::Refuse, ServiceMode::Ignore, ServiceMode::Confine]);
+        round(vec![
+            OnLogout::Kill,
+            OnLogout::Linger(Duration::from_millis(1500)),
+            OnLogout::KeepWhileRunning,
+        ]);
+        round(vec![
+            ServiceMode::Refuse,
+            ServiceMode::Ignore,
+            ServiceMode::Confine,
+        ]);
     }
 
     /// Every truncation of a valid encoding is an error, never a panic or a wrong value.
     #[test]
     fn truncation_is_corrupt() {
         let mut w = Writer::default();
-        let v = vec![(String::from("a"), Some(CpuQuota { quota_us: 150_000, period_us: 100_000 }))];
+        let v = vec![(
+            String::from("a"),
+            Some(CpuQuota {
+                quota_us: 150_000,
+                period_us: 100_000,
+            }),
+        )];
         for (k, q) in &v {
             k.put(&mut w);
             q.put(&mut w);

@@ -11,7 +11,12 @@ pub enum AccountError {
     #[error("user {0:?} not found")]
     NoSuchUser(String),
     #[error("looking up {what} {name:?}")]
-    Lookup { what: &'static str, name: String, #[source] source: nix::Error },
+    Lookup {
+        what: &'static str,
+        name: String,
+        #[source]
+        source: nix::Error,
+    },
     #[error("user name {0:?} is not valid")]
     BadName(String),
 }
@@ -22,7 +27,9 @@ pub fn valid_user_name(name: &str) -> bool {
         && name.len() <= 64
         && !name.starts_with('-')
         && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'$'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'$'))
 }
 
 /// Looks `name` up through NSS, with its groups' names (primary first).
@@ -31,11 +38,18 @@ pub fn lookup(name: &str) -> Result<Account, AccountError> {
         return Err(AccountError::BadName(name.to_string()));
     }
     let user = User::from_name(name)
-        .map_err(|source| AccountError::Lookup { what: "user", name: name.to_string(), source })?
+        .map_err(|source| AccountError::Lookup {
+            what: "user",
+            name: name.to_string(),
+            source,
+        })?
         .ok_or_else(|| AccountError::NoSuchUser(name.to_string()))?;
     let cname = CString::new(name).map_err(|_| AccountError::BadName(name.to_string()))?;
-    let gids = getgrouplist(&cname, user.gid)
-        .map_err(|source| AccountError::Lookup { what: "groups of", name: name.to_string(), source })?;
+    let gids = getgrouplist(&cname, user.gid).map_err(|source| AccountError::Lookup {
+        what: "groups of",
+        name: name.to_string(),
+        source,
+    })?;
     let mut groups = Vec::new();
     let mut ordered: Vec<Gid> = vec![user.gid];
     ordered.extend(gids.into_iter().filter(|g| *g != user.gid));
@@ -61,6 +75,11 @@ pub fn group_ids(account: &Account) -> Vec<(String, u32)> {
     account
         .groups
         .iter()
-        .filter_map(|n| Group::from_name(n).ok().flatten().map(|g| (g.name, g.gid.as_raw())))
+        .filter_map(|n| {
+            Group::from_name(n)
+                .ok()
+                .flatten()
+                .map(|g| (g.name, g.gid.as_raw()))
+        })
         .collect()
 }

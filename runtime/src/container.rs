@@ -16,15 +16,18 @@ use nix::sched::{unshare, CloneFlags};
 use nix::sys::prctl;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{sethostname, setgroups, setresgid, setresuid, Gid, Pid, Uid};
+use nix::unistd::{setgroups, sethostname, setresgid, setresuid, Gid, Pid, Uid};
 
 use crate::rootfs::{self, RootfsSpec};
 use crate::sys::{self, Forked};
 
 /// Namespaces the container's init is made in (the cgroup namespace is
 /// made by the child itself once it sits in the user's cgroup).
-const CLONE_FLAGS: libc::c_int =
-    libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWNET;
+const CLONE_FLAGS: libc::c_int = libc::CLONE_NEWNS
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWNET;
 
 /// The namespaces a session joins, in the order it joins them (mount last).
 pub const JOIN_ORDER: [&str; 6] = ["cgroup", "ipc", "uts", "net", "pid", "mnt"];
@@ -52,7 +55,10 @@ pub struct Container {
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
     #[error("{op}: {source}")]
-    Io { op: &'static str, source: std::io::Error },
+    Io {
+        op: &'static str,
+        source: std::io::Error,
+    },
     #[error("placing the init in its cgroup: {0}")]
     Attach(String),
     #[error("{0}")]
@@ -60,8 +66,10 @@ pub enum ContainerError {
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), ContainerError> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| ContainerError::Io { op: "pipe2", source: e.into() })
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ContainerError::Io {
+        op: "pipe2",
+        source: e.into(),
+    })
 }
 
 /// Makes the container. `attach` puts the child (by host pid) into the
@@ -73,7 +81,10 @@ pub fn spawn(
     let (go_r, go_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
     let keeper = nix::unistd::getpid();
-    match sys::clone_fork(CLONE_FLAGS).map_err(|source| ContainerError::Io { op: "clone", source })? {
+    match sys::clone_fork(CLONE_FLAGS).map_err(|source| ContainerError::Io {
+        op: "clone",
+        source,
+    })? {
         Forked::Child => {
             drop(go_w);
             drop(status_r);
@@ -93,7 +104,10 @@ pub fn spawn(
             }
             let mut go = fs::File::from(go_w);
             if let Err(source) = go.write_all(b"g") {
-                return Err(fail(ContainerError::Io { op: "starting the init", source }));
+                return Err(fail(ContainerError::Io {
+                    op: "starting the init",
+                    source,
+                }));
             }
             drop(go);
             let mut status = String::new();
@@ -102,20 +116,37 @@ pub fn spawn(
             if let Some(msg) = status.strip_prefix("ERR ") {
                 return Err(fail(ContainerError::Child(msg.to_string())));
             }
-            let Some(pidns) = status.strip_prefix("OK ").and_then(|s| s.parse::<u64>().ok()) else {
+            let Some(pidns) = status
+                .strip_prefix("OK ")
+                .and_then(|s| s.parse::<u64>().ok())
+            else {
                 return Err(fail(ContainerError::Child(format!(
                     "the container's init exited during set-up without a report ({status:?})"
                 ))));
             };
-            let pidfd = sys::pidfd_open(child)
-                .map_err(|source| fail(ContainerError::Io { op: "pidfd_open of the init", source }))?;
+            let pidfd = sys::pidfd_open(child).map_err(|source| {
+                fail(ContainerError::Io {
+                    op: "pidfd_open of the init",
+                    source,
+                })
+            })?;
             let mut namespaces = Vec::new();
             for ns in JOIN_ORDER {
                 let path = format!("/proc/{}/ns/{ns}", child.as_raw());
-                let f = fs::File::open(&path).map_err(|source| fail(ContainerError::Io { op: "opening a namespace of the init", source }))?;
+                let f = fs::File::open(&path).map_err(|source| {
+                    fail(ContainerError::Io {
+                        op: "opening a namespace of the init",
+                        source,
+                    })
+                })?;
                 namespaces.push(OwnedFd::from(f));
             }
-            Ok(Container { init: child, pidfd, namespaces, pidns })
+            Ok(Container {
+                init: child,
+                pidfd,
+                namespaces,
+                pidns,
+            })
         }
     }
 }
@@ -152,7 +183,9 @@ fn setup(spec: &ContainerSpec, keeper: Pid, go: OwnedFd) -> Result<u64, String> 
         _ => return Err("the keeper did not place the init in its cgroup (or exited)".into()),
     }
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("unshare(CLONE_NEWCGROUP): {e}"))?;
-    let pidns = fs::metadata("/proc/self/ns/pid").map_err(|e| format!("stat /proc/self/ns/pid: {e}"))?.ino();
+    let pidns = fs::metadata("/proc/self/ns/pid")
+        .map_err(|e| format!("stat /proc/self/ns/pid: {e}"))?
+        .ino();
     let mut rootfs = spec.rootfs.clone();
     rootfs.marker = crate::paths::Marker {
         user: rootfs.user.clone(),
@@ -176,9 +209,15 @@ fn set_cmdline(name: &[u8]) -> std::io::Result<()> {
     // The fields after the command's closing parenthesis start at field 3;
     // arg_start and arg_end are fields 48 and 49.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let field = |n: usize| rest.split_whitespace().nth(n - 3).and_then(|v| v.parse::<u64>().ok());
+    let field = |n: usize| {
+        rest.split_whitespace()
+            .nth(n - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+    };
     let (Some(start), Some(end)) = (field(48), field(49)) else {
-        return Err(std::io::Error::other("no arg_start/arg_end in /proc/self/stat"));
+        return Err(std::io::Error::other(
+            "no arg_start/arg_end in /proc/self/stat",
+        ));
     };
     let len = end.saturating_sub(start) as usize;
     if len == 0 {
@@ -187,7 +226,10 @@ fn set_cmdline(name: &[u8]) -> std::io::Result<()> {
     let mut area = vec![0u8; len];
     let n = name.len().min(len - 1);
     area[..n].copy_from_slice(&name[..n]);
-    fs::OpenOptions::new().write(true).open("/proc/self/mem")?.write_all_at(&area, start)
+    fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/self/mem")?
+        .write_all_at(&area, start)
 }
 
 /// The container's set-up after its namespaces exist, in the order of
@@ -231,13 +273,16 @@ impl SetupOps for rootfs::Kernel {
     }
     fn drop_bounding_set(&mut self) -> Result<(), String> {
         for cap in caps::all() {
-            caps::drop(None, caps::CapSet::Bounding, cap).map_err(|e| format!("dropping {cap} from the bounding set: {e}"))?;
+            caps::drop(None, caps::CapSet::Bounding, cap)
+                .map_err(|e| format!("dropping {cap} from the bounding set: {e}"))?;
         }
         Ok(())
     }
     fn clear_ambient_inheritable(&mut self) -> Result<(), String> {
-        caps::clear(None, caps::CapSet::Ambient).map_err(|e| format!("clearing ambient capabilities: {e}"))?;
-        caps::clear(None, caps::CapSet::Inheritable).map_err(|e| format!("clearing inheritable capabilities: {e}"))
+        caps::clear(None, caps::CapSet::Ambient)
+            .map_err(|e| format!("clearing ambient capabilities: {e}"))?;
+        caps::clear(None, caps::CapSet::Inheritable)
+            .map_err(|e| format!("clearing inheritable capabilities: {e}"))
     }
     fn setgroups(&mut self, gids: &[Gid]) -> Result<(), String> {
         setgroups(gids).map_err(|e| format!("setgroups: {e}"))
@@ -255,7 +300,10 @@ impl SetupOps for rootfs::Kernel {
         prctl::set_dumpable(false).map_err(|e| format!("PR_SET_DUMPABLE: {e}"))
     }
     fn check_no_capabilities(&mut self) -> Result<(), String> {
-        if caps::read(None, caps::CapSet::Permitted).map(|s| !s.is_empty()).unwrap_or(true) {
+        if caps::read(None, caps::CapSet::Permitted)
+            .map(|s| !s.is_empty())
+            .unwrap_or(true)
+        {
             return Err("capabilities remain after dropping to the user".into());
         }
         Ok(())
@@ -264,7 +312,11 @@ impl SetupOps for rootfs::Kernel {
 
 /// fds 0-2 still point at the host's /dev/null: point them at the container's.
 fn reopen_stdio() {
-    if let Ok(null) = fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         for fd in 0..3 {
             let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
         }
@@ -322,35 +374,112 @@ mod tests {
     struct Recorder(Vec<&'static str>);
 
     impl RootfsOps for Recorder {
-        fn make_root_private(&mut self) -> R<()> { self.0.push("make_root_private"); Ok(()) }
-        fn mount_writable_layer(&mut self, s: &RootfsSpec) -> R<PathBuf> { self.0.push("mount_writable_layer"); Ok(s.staging.clone()) }
-        fn mount_overlay(&mut self, _: &RootfsSpec, l: &Path) -> R<PathBuf> { self.0.push("mount_overlay"); Ok(l.join("root")) }
-        fn write_etc(&mut self, _: &RootfsSpec, _: &Path) -> R<()> { self.0.push("write_etc"); Ok(()) }
-        fn mount_tmpfs_dirs(&mut self, _: &RootfsSpec, _: &Path) -> R<()> { self.0.push("mount_tmpfs_dirs"); Ok(()) }
-        fn bind_upper_for_admin(&mut self, _: &Path, _: &Path) -> R<()> { self.0.push("bind_upper_for_admin"); Ok(()) }
-        fn bind_home(&mut self, _: &RootfsSpec, _: &Path) -> R<()> { self.0.push("bind_home"); Ok(()) }
-        fn bind_host_files(&mut self, _: &RootfsSpec, _: &Path) -> R<()> { self.0.push("bind_host_files"); Ok(()) }
-        fn bind_policy_mounts(&mut self, _: &RootfsSpec, _: &Path) -> R<()> { self.0.push("bind_policy_mounts"); Ok(()) }
-        fn mount_proc(&mut self, _: &Path) -> R<()> { self.0.push("mount_proc"); Ok(()) }
-        fn mount_sys(&mut self, _: &Path) -> R<()> { self.0.push("mount_sys"); Ok(()) }
-        fn mount_dev(&mut self, _: &RootfsSpec, _: &Path) -> R<()> { self.0.push("mount_dev"); Ok(()) }
-        fn mask_paths(&mut self, _: &Path) -> R<()> { self.0.push("mask_paths"); Ok(()) }
-        fn write_marker(&mut self, _: &RootfsSpec, _: &Path) -> R<()> { self.0.push("write_marker"); Ok(()) }
-        fn pivot_into(&mut self, _: &Path) -> R<()> { self.0.push("pivot_into"); Ok(()) }
+        fn make_root_private(&mut self) -> R<()> {
+            self.0.push("make_root_private");
+            Ok(())
+        }
+        fn mount_writable_layer(&mut self, s: &RootfsSpec) -> R<PathBuf> {
+            self.0.push("mount_writable_layer");
+            Ok(s.staging.clone())
+        }
+        fn mount_overlay(&mut self, _: &RootfsSpec, l: &Path) -> R<PathBuf> {
+            self.0.push("mount_overlay");
+            Ok(l.join("root"))
+        }
+        fn write_etc(&mut self, _: &RootfsSpec, _: &Path) -> R<()> {
+            self.0.push("write_etc");
+            Ok(())
+        }
+        fn mount_tmpfs_dirs(&mut self, _: &RootfsSpec, _: &Path) -> R<()> {
+            self.0.push("mount_tmpfs_dirs");
+            Ok(())
+        }
+        fn bind_upper_for_admin(&mut self, _: &Path, _: &Path) -> R<()> {
+            self.0.push("bind_upper_for_admin");
+            Ok(())
+        }
+        fn bind_home(&mut self, _: &RootfsSpec, _: &Path) -> R<()> {
+            self.0.push("bind_home");
+            Ok(())
+        }
+        fn bind_host_files(&mut self, _: &RootfsSpec, _: &Path) -> R<()> {
+            self.0.push("bind_host_files");
+            Ok(())
+        }
+        fn bind_policy_mounts(&mut self, _: &RootfsSpec, _: &Path) -> R<()> {
+            self.0.push("bind_policy_mounts");
+            Ok(())
+        }
+        fn mount_proc(&mut self, _: &Path) -> R<()> {
+            self.0.push("mount_proc");
+            Ok(())
+        }
+        fn mount_sys(&mut self, _: &Path) -> R<()> {
+            self.0.push("mount_sys");
+            Ok(())
+        }
+        fn mount_dev(&mut self, _: &RootfsSpec, _: &Path) -> R<()> {
+            self.0.push("mount_dev");
+            Ok(())
+        }
+        fn mask_paths(&mut self, _: &Path) -> R<()> {
+            self.0.push("mask_paths");
+            Ok(())
+        }
+        fn write_marker(&mut self, _: &RootfsSpec, _: &Path) -> R<()> {
+            self.0.push("write_marker");
+            Ok(())
+        }
+        fn pivot_into(&mut self, _: &Path) -> R<()> {
+            self.0.push("pivot_into");
+            Ok(())
+        }
     }
 
     impl SetupOps for Recorder {
-        fn sethostname(&mut self, _: &str) -> Result<(), String> { self.0.push("sethostname"); Ok(()) }
-        fn link_up_lo(&mut self) -> Result<(), String> { self.0.push("link_up_lo"); Ok(()) }
-        fn reopen_stdio(&mut self) { self.0.push("reopen_stdio") }
-        fn drop_bounding_set(&mut self) -> Result<(), String> { self.0.push("drop_bounding_set"); Ok(()) }
-        fn clear_ambient_inheritable(&mut self) -> Result<(), String> { self.0.push("clear_ambient_inheritable"); Ok(()) }
-        fn setgroups(&mut self, _: &[Gid]) -> Result<(), String> { self.0.push("setgroups"); Ok(()) }
-        fn setresgid(&mut self, _: Gid) -> Result<(), String> { self.0.push("setresgid"); Ok(()) }
-        fn setresuid(&mut self, _: Uid) -> Result<(), String> { self.0.push("setresuid"); Ok(()) }
-        fn no_new_privs(&mut self) -> Result<(), String> { self.0.push("no_new_privs"); Ok(()) }
-        fn not_dumpable(&mut self) -> Result<(), String> { self.0.push("not_dumpable"); Ok(()) }
-        fn check_no_capabilities(&mut self) -> Result<(), String> { self.0.push("check_no_capabilities"); Ok(()) }
+        fn sethostname(&mut self, _: &str) -> Result<(), String> {
+            self.0.push("sethostname");
+            Ok(())
+        }
+        fn link_up_lo(&mut self) -> Result<(), String> {
+            self.0.push("link_up_lo");
+            Ok(())
+        }
+        fn reopen_stdio(&mut self) {
+            self.0.push("reopen_stdio")
+        }
+        fn drop_bounding_set(&mut self) -> Result<(), String> {
+            self.0.push("drop_bounding_set");
+            Ok(())
+        }
+        fn clear_ambient_inheritable(&mut self) -> Result<(), String> {
+            self.0.push("clear_ambient_inheritable");
+            Ok(())
+        }
+        fn setgroups(&mut self, _: &[Gid]) -> Result<(), String> {
+            self.0.push("setgroups");
+            Ok(())
+        }
+        fn setresgid(&mut self, _: Gid) -> Result<(), String> {
+            self.0.push("setresgid");
+            Ok(())
+        }
+        fn setresuid(&mut self, _: Uid) -> Result<(), String> {
+            self.0.push("setresuid");
+            Ok(())
+        }
+        fn no_new_privs(&mut self) -> Result<(), String> {
+            self.0.push("no_new_privs");
+            Ok(())
+        }
+        fn not_dumpable(&mut self) -> Result<(), String> {
+            self.0.push("not_dumpable");
+            Ok(())
+        }
+        fn check_no_capabilities(&mut self) -> Result<(), String> {
+            self.0.push("check_no_capabilities");
+            Ok(())
+        }
     }
 
     /// The set-up runs in the hardening order of DESIGN.md: propagation stopped first, every mount before the pivot, then bounding set, setgroups, setresgid, setresuid, no_new_privs.
@@ -359,18 +488,54 @@ mod tests {
         let mut rec = Recorder::default();
         configure(&mut rec, &crate::rootfs::tests::spec()).unwrap();
         let steps = rec.0;
-        let at = |name: &str| steps.iter().position(|s| *s == name).unwrap_or_else(|| panic!("{name} never ran: {steps:?}"));
-        assert_eq!(steps[0], "make_root_private", "propagation must be stopped first: {steps:?}");
+        let at = |name: &str| {
+            steps
+                .iter()
+                .position(|s| *s == name)
+                .unwrap_or_else(|| panic!("{name} never ran: {steps:?}"))
+        };
+        assert_eq!(
+            steps[0], "make_root_private",
+            "propagation must be stopped first: {steps:?}"
+        );
         let pivot = at("pivot_into");
-        for m in ["mount_writable_layer", "mount_overlay", "mount_tmpfs_dirs", "bind_home", "bind_host_files", "bind_policy_mounts", "mount_proc", "mount_sys", "mount_dev", "mask_paths"] {
+        for m in [
+            "mount_writable_layer",
+            "mount_overlay",
+            "mount_tmpfs_dirs",
+            "bind_home",
+            "bind_host_files",
+            "bind_policy_mounts",
+            "mount_proc",
+            "mount_sys",
+            "mount_dev",
+            "mask_paths",
+        ] {
             assert!(at(m) < pivot, "{m} after the pivot: {steps:?}");
         }
-        assert!(at("mount_tmpfs_dirs") < at("bind_home"), "/tmp must be mounted before the binds: {steps:?}");
-        let privs = ["drop_bounding_set", "setgroups", "setresgid", "setresuid", "no_new_privs"];
+        assert!(
+            at("mount_tmpfs_dirs") < at("bind_home"),
+            "/tmp must be mounted before the binds: {steps:?}"
+        );
+        let privs = [
+            "drop_bounding_set",
+            "setgroups",
+            "setresgid",
+            "setresuid",
+            "no_new_privs",
+        ];
         for w in privs.windows(2) {
-            assert!(at(w[0]) < at(w[1]), "{} must come before {}: {steps:?}", w[0], w[1]);
+            assert!(
+                at(w[0]) < at(w[1]),
+                "{} must come before {}: {steps:?}",
+                w[0],
+                w[1]
+            );
         }
-        assert!(pivot < at("drop_bounding_set"), "privileges are dropped after the root is built: {steps:?}");
+        assert!(
+            pivot < at("drop_bounding_set"),
+            "privileges are dropped after the root is built: {steps:?}"
+        );
         assert_eq!(steps.last(), Some(&"check_no_capabilities"), "{steps:?}");
         assert_eq!(steps.len(), 26, "a step was added or lost: {steps:?}");
     }

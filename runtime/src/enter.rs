@@ -66,13 +66,21 @@ pub struct EnterSpec<'a> {
 #[derive(Debug, thiserror::Error)]
 pub enum EnterError {
     #[error("opening {path}")]
-    Namespace { path: String, #[source] source: std::io::Error },
+    Namespace {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("pid {pid} is not in the container's cgroup (the container is gone or was replaced)")]
     NotTheInit { pid: i32 },
     #[error("reading the container's cgroup")]
     Cgroup(#[source] crate::cgroup::CgroupError),
     #[error("{op}")]
-    Sys { op: &'static str, #[source] source: nix::Error },
+    Sys {
+        op: &'static str,
+        #[source]
+        source: nix::Error,
+    },
     #[error("fork")]
     Fork(#[source] std::io::Error),
 }
@@ -92,7 +100,12 @@ pub fn run(spec: &EnterSpec<'_>) -> Result<i32, EnterError> {
         let f = File::open(&path).map_err(|source| EnterError::Namespace { path, source })?;
         namespaces.push(OwnedFd::from(f));
     }
-    if !spec.cgroup.pids().map_err(EnterError::Cgroup)?.contains(&spec.init_pid) {
+    if !spec
+        .cgroup
+        .pids()
+        .map_err(EnterError::Cgroup)?
+        .contains(&spec.init_pid)
+    {
         return Err(EnterError::NotTheInit { pid: spec.init_pid });
     }
     // The terminal's Ctrl-C reaches hutchctl too: it waits, the middle
@@ -100,7 +113,10 @@ pub fn run(spec: &EnterSpec<'_>) -> Result<i32, EnterError> {
     let mut waiting = SigSet::empty();
     waiting.add(Signal::SIGINT);
     waiting.add(Signal::SIGQUIT);
-    waiting.thread_block().map_err(|source| EnterError::Sys { op: "blocking SIGINT/SIGQUIT", source })?;
+    waiting.thread_block().map_err(|source| EnterError::Sys {
+        op: "blocking SIGINT/SIGQUIT",
+        source,
+    })?;
     match sys::fork().map_err(EnterError::Fork)? {
         Forked::Child => {
             let code = match middle(spec, &namespaces) {
@@ -119,7 +135,12 @@ pub fn run(spec: &EnterSpec<'_>) -> Result<i32, EnterError> {
                     Ok(WaitStatus::Exited(_, code)) => return Ok(code),
                     Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
                     Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-                    Err(source) => return Err(EnterError::Sys { op: "waitpid", source }),
+                    Err(source) => {
+                        return Err(EnterError::Sys {
+                            op: "waitpid",
+                            source,
+                        })
+                    }
                 }
             }
         }
@@ -131,28 +152,46 @@ fn middle(spec: &EnterSpec<'_>, namespaces: &[OwnedFd]) -> Result<i32, String> {
     // Visible to the container's processes from the setns(pid) on: keep
     // them from ptracing it or reading its /proc entries.
     prctl::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE, 0): {e}"))?;
-    spec.cgroup.attach(nix::unistd::getpid().as_raw()).map_err(|e| format!("joining the container's cgroup: {e}"))?;
+    spec.cgroup
+        .attach(nix::unistd::getpid().as_raw())
+        .map_err(|e| format!("joining the container's cgroup: {e}"))?;
     for (fd, name) in namespaces.iter().zip(JOIN_ORDER) {
         setns(fd, CloneFlags::empty()).map_err(|e| format!("setns({name}): {e}"))?;
     }
     nix::unistd::chdir("/").map_err(|e| format!("chdir(\"/\") in the container: {e}"))?;
     let mut forwarded = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGCHLD] {
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGCHLD,
+    ] {
         forwarded.add(s);
     }
-    forwarded.thread_block().map_err(|e| format!("blocking signals: {e}"))?;
+    forwarded
+        .thread_block()
+        .map_err(|e| format!("blocking signals: {e}"))?;
     let child = match sys::fork().map_err(|e| format!("fork in the container: {e}"))? {
         Forked::Child => {
             let err = command(spec);
             eprintln!("hutchctl: in the container: {err}");
-            sys::exit_now(if err.starts_with("exec") { 127 } else { SETUP_FAILED })
+            sys::exit_now(if err.starts_with("exec") {
+                127
+            } else {
+                SETUP_FAILED
+            })
         }
         Forked::Parent(child) => child,
     };
     // As the user the command leads its own session (and process group),
     // away from the terminal's signals: pass the terminal's on to it.
     // As root it shares the terminal's process group and gets them itself.
-    let target = if spec.identity.is_some() { Pid::from_raw(-child.as_raw()) } else { child };
+    let target = if spec.identity.is_some() {
+        Pid::from_raw(-child.as_raw())
+    } else {
+        child
+    };
     loop {
         let sig = forwarded.wait().map_err(|e| format!("sigwait: {e}"))?;
         match sig {
@@ -188,7 +227,9 @@ fn command(spec: &EnterSpec<'_>) -> String {
             return e;
         }
     }
-    let Some(prog) = spec.argv.first() else { return "no command".into() };
+    let Some(prog) = spec.argv.first() else {
+        return "no command".into();
+    };
     match nix::unistd::execvpe(prog, &spec.argv, &spec.env) {
         Err(e) => format!("exec {}: {e}", prog.to_string_lossy()),
         Ok(never) => match never {},
@@ -202,7 +243,8 @@ fn command(spec: &EnterSpec<'_>) -> String {
 fn load_session_seccomp() -> Result<(), String> {
     let text = std::fs::read_to_string(CONTAINER_MARKER)
         .map_err(|e| format!("reading the container marker {CONTAINER_MARKER}: {e}"))?;
-    let marker = Marker::parse(&text).ok_or_else(|| format!("the container marker {CONTAINER_MARKER} is malformed"))?;
+    let marker = Marker::parse(&text)
+        .ok_or_else(|| format!("the container marker {CONTAINER_MARKER} is malformed"))?;
     seccomp::apply(&marker.seccomp).map_err(|e| e.to_string())?;
     Ok(())
 }
@@ -211,10 +253,13 @@ fn load_session_seccomp() -> Result<(), String> {
 /// no_new_privs, and a session of its own (no controlling terminal).
 fn become_user(id: &Identity) -> Result<(), String> {
     for cap in caps::all() {
-        caps::drop(None, caps::CapSet::Bounding, cap).map_err(|e| format!("dropping {cap} from the bounding set: {e}"))?;
+        caps::drop(None, caps::CapSet::Bounding, cap)
+            .map_err(|e| format!("dropping {cap} from the bounding set: {e}"))?;
     }
-    caps::clear(None, caps::CapSet::Ambient).map_err(|e| format!("clearing ambient capabilities: {e}"))?;
-    caps::clear(None, caps::CapSet::Inheritable).map_err(|e| format!("clearing inheritable capabilities: {e}"))?;
+    caps::clear(None, caps::CapSet::Ambient)
+        .map_err(|e| format!("clearing ambient capabilities: {e}"))?;
+    caps::clear(None, caps::CapSet::Inheritable)
+        .map_err(|e| format!("clearing inheritable capabilities: {e}"))?;
     let gids: Vec<Gid> = id.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     setgroups(&gids).map_err(|e| format!("setgroups: {e}"))?;
     let gid = Gid::from_raw(id.gid);
@@ -222,7 +267,10 @@ fn become_user(id: &Identity) -> Result<(), String> {
     let uid = Uid::from_raw(id.uid);
     setresuid(uid, uid, uid).map_err(|e| format!("setresuid({}): {e}", id.uid))?;
     prctl::set_no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
-    if caps::read(None, caps::CapSet::Permitted).map(|s| !s.is_empty()).unwrap_or(true) {
+    if caps::read(None, caps::CapSet::Permitted)
+        .map(|s| !s.is_empty())
+        .unwrap_or(true)
+    {
         return Err("capabilities remain after becoming the user".into());
     }
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;

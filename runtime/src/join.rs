@@ -89,13 +89,18 @@ fn err(step: &'static str) -> impl FnOnce(String) -> JoinError {
 /// account up (root is exempt without reading the policy), loads the
 /// policy through its cache, and for a confined user checks the caller is single-threaded,
 /// connects to (or starts) the keeper, and joins the container.
-pub fn open_session(opts: &JoinOptions, user: &str, info: &SessionInfo) -> Result<Outcome, JoinError> {
+pub fn open_session(
+    opts: &JoinOptions,
+    user: &str,
+    info: &SessionInfo,
+) -> Result<Outcome, JoinError> {
     let account = account::lookup(user).map_err(|e| err("account")(e.to_string()))?;
     // Root logs in even when the policy cannot be read (fail closed for everyone else).
     if account.uid == 0 {
         return Ok(Outcome::Exempt("root is never confined".into()));
     }
-    let policy = Policy::load_cached(&opts.config, &opts.policy_cache).map_err(|e| err("policy")(e.to_string()))?;
+    let policy = Policy::load_cached(&opts.config, &opts.policy_cache)
+        .map_err(|e| err("policy")(e.to_string()))?;
     match policy.resolve(&account, &info.service) {
         Decision::Exempt(why) => return Ok(Outcome::Exempt(why)),
         Decision::Refuse(why) => return Err(err("policy")(why)),
@@ -109,7 +114,12 @@ pub fn open_session(opts: &JoinOptions, user: &str, info: &SessionInfo) -> Resul
     let tty = host_tty();
     enter(&namespaces)?;
     let tty = tty.map(|t| t.and_then(bind_tty));
-    Ok(Outcome::Joined(Session { conn, user: user.to_string(), init_pid, tty }))
+    Ok(Outcome::Joined(Session {
+        conn,
+        user: user.to_string(),
+        init_pid,
+        tty,
+    }))
 }
 
 /// The caller's terminal from the host: a detached clone of its device node
@@ -128,7 +138,11 @@ fn host_tty() -> Option<Result<HostTty, String>> {
     }
     let path = fs::read_link("/proc/self/fd/0").ok()?;
     let rest = path.to_str()?.strip_prefix("/dev/")?.to_string();
-    if rest.is_empty() || rest.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+    if rest.is_empty()
+        || rest
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
         return None;
     }
     let inside = format!("/dev/{}", rest.replace('/', "-"));
@@ -139,7 +153,8 @@ fn host_tty() -> Option<Result<HostTty, String>> {
             .and_then(|tree| {
                 use std::os::unix::fs::FileTypeExt;
                 // Only a character device is shown (fd 0 could name anything under /dev).
-                let ft = fs::metadata(format!("/proc/self/fd/{}", tree.as_raw_fd())).map(|m| m.file_type());
+                let ft = fs::metadata(format!("/proc/self/fd/{}", tree.as_raw_fd()))
+                    .map(|m| m.file_type());
                 match ft {
                     Ok(ft) if ft.is_char_device() => Ok(HostTty { tree, inside }),
                     _ => Err(format!("{} is not a character device", path.display())),
@@ -173,7 +188,8 @@ fn bind_tty(t: HostTty) -> Result<String, String> {
         Err(e) => return Err(format!("creating {}: {e}", t.inside)),
     }
     let target = CString::new(t.inside.as_str()).map_err(|_| "bad terminal name".to_string())?;
-    sys::move_mount_to(t.tree.as_fd(), &target).map_err(|e| format!("binding the terminal on {}: {e}", t.inside))?;
+    sys::move_mount_to(t.tree.as_fd(), &target)
+        .map_err(|e| format!("binding the terminal on {}: {e}", t.inside))?;
     Ok(t.inside)
 }
 
@@ -196,7 +212,12 @@ pub fn check_single_threaded() -> Result<(), JoinError> {
 
 type Opened = (UnixStream, i32, Vec<OwnedFd>);
 
-fn connect_or_start(opts: &JoinOptions, paths: &UserPaths, user: &str, info: &SessionInfo) -> Result<Opened, JoinError> {
+fn connect_or_start(
+    opts: &JoinOptions,
+    paths: &UserPaths,
+    user: &str,
+    info: &SessionInfo,
+) -> Result<Opened, JoinError> {
     // Fast path: a keeper is running.
     if let Some(o) = try_open(paths, info, opts.timeout)? {
         return Ok(o);
@@ -220,17 +241,35 @@ fn connect_or_start(opts: &JoinOptions, paths: &UserPaths, user: &str, info: &Se
             return Ok(o);
         }
     }
-    Err(err("keeper")(format!("the keeper of {user} did not accept the session")))
+    Err(err("keeper")(format!(
+        "the keeper of {user} did not accept the session"
+    )))
 }
 
 /// Connects and sends OPEN. `Ok(None)` when no keeper is there (no socket,
 /// a stale one, or a keeper that closed the connection while tearing down).
-fn try_open(paths: &UserPaths, info: &SessionInfo, timeout: Duration) -> Result<Option<Opened>, JoinError> {
+fn try_open(
+    paths: &UserPaths,
+    info: &SessionInfo,
+    timeout: Duration,
+) -> Result<Option<Opened>, JoinError> {
     let sock = paths.socket();
     let conn = match UnixStream::connect(&sock) {
         Ok(c) => c,
-        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => return Ok(None),
-        Err(e) => return Err(err("keeper")(format!("connecting to {}: {e}", sock.display()))),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => {
+            return Err(err("keeper")(format!(
+                "connecting to {}: {e}",
+                sock.display()
+            )))
+        }
     };
     let _ = conn.set_read_timeout(Some(timeout));
     let _ = conn.set_write_timeout(Some(timeout));
@@ -245,11 +284,25 @@ fn try_open(paths: &UserPaths, info: &SessionInfo, timeout: Duration) -> Result<
     let (line, fds) = match proto::recv(&conn) {
         Ok(Some(r)) => r,
         Ok(None) => return Ok(None),
-        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-            return Err(err("keeper")(format!("no answer from {} within {} s", sock.display(), timeout.as_secs())))
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            return Err(err("keeper")(format!(
+                "no answer from {} within {} s",
+                sock.display(),
+                timeout.as_secs()
+            )))
         }
         Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(None),
-        Err(e) => return Err(err("keeper")(format!("reading from {}: {e}", sock.display()))),
+        Err(e) => {
+            return Err(err("keeper")(format!(
+                "reading from {}: {e}",
+                sock.display()
+            )))
+        }
     };
     let mut f = line.split('\t');
     match f.next() {
@@ -260,7 +313,10 @@ fn try_open(paths: &UserPaths, info: &SessionInfo, timeout: Duration) -> Result<
                     let _ = conn.set_read_timeout(None);
                     Ok(Some((conn, pid, fds)))
                 }
-                _ => Err(err("keeper")(format!("malformed answer {line:?} with {} descriptors", fds.len()))),
+                _ => Err(err("keeper")(format!(
+                    "malformed answer {line:?} with {} descriptors",
+                    fds.len()
+                ))),
             }
         }
         Some("ERR") => Err(err("keeper")(f.collect::<Vec<_>>().join(" "))),
@@ -289,7 +345,8 @@ fn spawn_keeper(opts: &JoinOptions, user: &str, service: &str) -> Result<(), Joi
     check_keeper_binary(&opts.keeper)?;
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| err("keeper")(format!("pipe2: {e}")))?;
-    let prog = CString::new(opts.keeper.as_os_str().as_encoded_bytes()).map_err(|_| err("keeper")("bad path".into()))?;
+    let prog = CString::new(opts.keeper.as_os_str().as_encoded_bytes())
+        .map_err(|_| err("keeper")("bad path".into()))?;
     let cstr = |s: &str| CString::new(s.replace('\0', "")).unwrap_or_default();
     let argv = [
         cstr("hutch-keeper"),
@@ -301,7 +358,10 @@ fn spawn_keeper(opts: &JoinOptions, user: &str, service: &str) -> Result<(), Joi
         cstr("3"),
         cstr(user),
     ];
-    let env = [cstr("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"), cstr("LANG=C")];
+    let env = [
+        cstr("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        cstr("LANG=C"),
+    ];
     match sys::fork().map_err(|e| err("keeper")(format!("fork: {e}")))? {
         sys::Forked::Child => {
             // Intermediate child: new session, fork again, exit, so the
@@ -310,7 +370,11 @@ fn spawn_keeper(opts: &JoinOptions, user: &str, service: &str) -> Result<(), Joi
             if let Ok(sys::Forked::Child) = sys::fork() {
                 let _ = nix::unistd::dup2(ready_w.as_raw_fd(), 3);
                 sys::close_fds_from(4, &[]);
-                if let Ok(null) = fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+                if let Ok(null) = fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/null")
+                {
                     for fd in 0..3 {
                         let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
                     }
@@ -325,14 +389,23 @@ fn spawn_keeper(opts: &JoinOptions, user: &str, service: &str) -> Result<(), Joi
             let _ = nix::sys::wait::waitpid(child, None);
         }
     }
-    let mut fds = [nix::poll::PollFd::new(ready_r.as_fd(), nix::poll::PollFlags::POLLIN)];
+    let mut fds = [nix::poll::PollFd::new(
+        ready_r.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
     let deadline = std::time::Instant::now() + opts.timeout;
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
-            return Err(err("keeper")(format!("the keeper did not report ready within {} s", opts.timeout.as_secs())));
+            return Err(err("keeper")(format!(
+                "the keeper did not report ready within {} s",
+                opts.timeout.as_secs()
+            )));
         }
-        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::try_from(left).unwrap_or(nix::poll::PollTimeout::MAX)) {
+        match nix::poll::poll(
+            &mut fds,
+            nix::poll::PollTimeout::try_from(left).unwrap_or(nix::poll::PollTimeout::MAX),
+        ) {
             Ok(0) => continue,
             Ok(_) => break,
             Err(nix::errno::Errno::EINTR) => continue,
@@ -347,7 +420,10 @@ fn spawn_keeper(opts: &JoinOptions, user: &str, service: &str) -> Result<(), Joi
     } else if let Some(cause) = line.strip_prefix("ERR ") {
         Err(err("keeper")(cause.to_string()))
     } else {
-        Err(err("keeper")(format!("{} exited without reporting (status {line:?}); see syslog", opts.keeper.display())))
+        Err(err("keeper")(format!(
+            "{} exited without reporting (status {line:?}); see syslog",
+            opts.keeper.display()
+        )))
     }
 }
 
@@ -358,7 +434,8 @@ fn enter(namespaces: &[OwnedFd]) -> Result<(), JoinError> {
     // processes once it sits in their namespaces: make it non-dumpable
     // first, so that no user process can ptrace it or open its /proc
     // entries (fds, cwd, exe, environ) (runc nsexec, CVE-2016-9962).
-    nix::sys::prctl::set_dumpable(false).map_err(|e| err("dumpable")(format!("prctl(PR_SET_DUMPABLE, 0): {e}")))?;
+    nix::sys::prctl::set_dumpable(false)
+        .map_err(|e| err("dumpable")(format!("prctl(PR_SET_DUMPABLE, 0): {e}")))?;
     for (fd, name) in namespaces.iter().zip(JOIN_ORDER) {
         setns(fd, CloneFlags::empty()).map_err(|e| JoinError {
             step: match name {
@@ -372,7 +449,8 @@ fn enter(namespaces: &[OwnedFd]) -> Result<(), JoinError> {
             cause: e.to_string(),
         })?;
     }
-    nix::unistd::chdir("/").map_err(|e| err("chdir")(format!("chdir(\"/\") in the container: {e}")))?;
+    nix::unistd::chdir("/")
+        .map_err(|e| err("chdir")(format!("chdir(\"/\") in the container: {e}")))?;
     drop_bounding_set()?;
     Ok(())
 }
@@ -384,8 +462,9 @@ fn enter(namespaces: &[OwnedFd]) -> Result<(), JoinError> {
 /// execve could gain, and nothing in the container may gain any.
 fn drop_bounding_set() -> Result<(), JoinError> {
     for cap in caps::all() {
-        caps::drop(None, caps::CapSet::Bounding, cap)
-            .map_err(|e| err("capabilities")(format!("dropping {cap} from the bounding set: {e}")))?;
+        caps::drop(None, caps::CapSet::Bounding, cap).map_err(|e| {
+            err("capabilities")(format!("dropping {cap} from the bounding set: {e}"))
+        })?;
     }
     caps::clear(None, caps::CapSet::Inheritable)
         .map_err(|e| err("capabilities")(format!("clearing the inheritable set: {e}")))?;

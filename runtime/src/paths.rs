@@ -12,7 +12,9 @@ pub struct UserPaths {
 
 impl UserPaths {
     pub fn new(host: &HostSettings, user: &str) -> Self {
-        UserPaths { dir: host.run_dir.join("users").join(user) }
+        UserPaths {
+            dir: host.run_dir.join("users").join(user),
+        }
     }
     pub fn socket(&self) -> PathBuf {
         self.dir.join("keeper.sock")
@@ -98,7 +100,13 @@ impl Marker {
                 _ => {}
             }
         }
-        Some(Marker { user: user?, uid: uid?, pidns: pidns?, shell: shell?, seccomp })
+        Some(Marker {
+            user: user?,
+            uid: uid?,
+            pidns: pidns?,
+            shell: shell?,
+            seccomp,
+        })
     }
 }
 
@@ -109,7 +117,13 @@ mod tests {
     /// A rendered marker parses back to itself.
     #[test]
     fn marker_round_trip() {
-        let m = Marker { user: "alice".into(), uid: 1001, pidns: 4026532180, shell: "/bin/bash".into(), seccomp: "off".into() };
+        let m = Marker {
+            user: "alice".into(),
+            uid: 1001,
+            pidns: 4026532180,
+            shell: "/bin/bash".into(),
+            seccomp: "off".into(),
+        };
         assert_eq!(Marker::parse(&m.render()), Some(m));
         assert_eq!(Marker::parse("user=a\nuid=x\n"), None);
     }

@@ -60,9 +60,17 @@ pub struct RootfsSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
     #[error("{op} {}: {source}", path.display())]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{op} {}: {source}", path.display())]
-    Sys { op: &'static str, path: PathBuf, source: nix::Error },
+    Sys {
+        op: &'static str,
+        path: PathBuf,
+        source: nix::Error,
+    },
     #[error("{0}")]
     Refused(String),
 }
@@ -70,11 +78,19 @@ pub enum RootfsError {
 type Result<T> = std::result::Result<T, RootfsError>;
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> RootfsError + 'a {
-    move |source| RootfsError::Io { op, path: path.to_path_buf(), source }
+    move |source| RootfsError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn sys_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(nix::Error) -> RootfsError + 'a {
-    move |source| RootfsError::Sys { op, path: path.to_path_buf(), source }
+    move |source| RootfsError::Sys {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Builds the root and pivots into it. Runs in the container's first
@@ -179,8 +195,17 @@ impl RootfsOps for Kernel {
 }
 
 fn make_root_private() -> Result<()> {
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(sys_err("making / private (MS_REC|MS_PRIVATE)", Path::new("/")))
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(sys_err(
+        "making / private (MS_REC|MS_PRIVATE)",
+        Path::new("/"),
+    ))
 }
 
 /// The writable layer: a tmpfs of the policy's size on the staging dir, with
@@ -188,8 +213,14 @@ fn make_root_private() -> Result<()> {
 fn mount_writable_layer(spec: &RootfsSpec) -> Result<PathBuf> {
     let dir = &spec.staging;
     let data = format!("size={},mode=0755", spec.writable_size.max(1 << 20));
-    mount(Some("hutch-upper"), dir, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(data.as_str()))
-        .map_err(sys_err("mounting the writable layer (tmpfs) on", dir))?;
+    mount(
+        Some("hutch-upper"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(data.as_str()),
+    )
+    .map_err(sys_err("mounting the writable layer (tmpfs) on", dir))?;
     for sub in ["upper", "work", "root"] {
         mkdir_mode(&dir.join(sub), 0o755)?;
     }
@@ -217,8 +248,14 @@ fn mount_overlay(spec: &RootfsSpec, layer: &Path) -> Result<PathBuf> {
         layer.join("upper").display(),
         layer.join("work").display()
     );
-    mount(Some("hutch"), &root, Some("overlay"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(data.as_str()))
-        .map_err(sys_err("mounting the overlay root on", &root))?;
+    mount(
+        Some("hutch"),
+        &root,
+        Some("overlay"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(data.as_str()),
+    )
+    .map_err(sys_err("mounting the overlay root on", &root))?;
     Ok(root)
 }
 
@@ -230,7 +267,10 @@ fn inside(root: &Path, path: &Path) -> Result<PathBuf> {
             Component::RootDir | Component::CurDir => {}
             Component::Normal(n) => out.push(n),
             Component::ParentDir | Component::Prefix(_) => {
-                return Err(RootfsError::Refused(format!("path {} contains '..'", path.display())))
+                return Err(RootfsError::Refused(format!(
+                    "path {} contains '..'",
+                    path.display()
+                )))
             }
         }
     }
@@ -246,14 +286,21 @@ fn mkdir_mode(path: &Path, mode: u32) -> Result<()> {
 }
 
 fn mkdir_p(path: &Path) -> Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(0o755).create(path).map_err(io_err("creating directory", path))
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(path)
+        .map_err(io_err("creating directory", path))
 }
 
 /// Writes a root-owned file, replacing whatever the template had there.
 fn write_file(path: &Path, content: &str, mode: u32) -> Result<()> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => {
-            return Err(RootfsError::Refused(format!("{} is a directory in the template", path.display())))
+            return Err(RootfsError::Refused(format!(
+                "{} is a directory in the template",
+                path.display()
+            )))
         }
         Ok(_) => fs::remove_file(path).map_err(io_err("removing", path))?,
         Err(_) => {}
@@ -265,8 +312,10 @@ fn write_file(path: &Path, content: &str, mode: u32) -> Result<()> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(io_err("creating", path))?;
-    f.write_all(content.as_bytes()).map_err(io_err("writing", path))?;
-    f.set_permissions(fs::Permissions::from_mode(mode)).map_err(io_err("chmod", path))?;
+    f.write_all(content.as_bytes())
+        .map_err(io_err("writing", path))?;
+    f.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(io_err("chmod", path))?;
     Ok(())
 }
 
@@ -276,7 +325,11 @@ fn write_etc(spec: &RootfsSpec, root: &Path) -> Result<()> {
     mkdir_p(&etc)?;
     write_file(&etc.join("passwd"), &passwd(spec), 0o644)?;
     write_file(&etc.join("group"), &group(spec), 0o644)?;
-    write_file(&etc.join("hostname"), &format!("{}\n", spec.hostname), 0o644)?;
+    write_file(
+        &etc.join("hostname"),
+        &format!("{}\n", spec.hostname),
+        0o644,
+    )?;
     write_file(&etc.join("hosts"), &hosts(&spec.hostname), 0o644)?;
     if let Some(resolv) = &spec.resolv_conf {
         write_file(&etc.join("resolv.conf"), resolv, 0o644)?;
@@ -309,7 +362,11 @@ pub fn group(spec: &RootfsSpec) -> String {
             continue;
         }
         seen.push(*gid);
-        let members = if *gid == spec.gid { String::new() } else { spec.user.clone() };
+        let members = if *gid == spec.gid {
+            String::new()
+        } else {
+            spec.user.clone()
+        };
         out.push_str(&format!("{name}:x:{gid}:{members}\n"));
     }
     out
@@ -317,30 +374,44 @@ pub fn group(spec: &RootfsSpec) -> String {
 
 /// The generated /etc/hosts.
 pub fn hosts(hostname: &str) -> String {
-    format!("127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+    format!(
+        "127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    )
 }
 
 /// Opens an absolute host path refusing every symlink on the way.
 fn open_no_symlinks(path: &Path, flags: libc::c_int) -> Result<OwnedFd> {
     if !path.is_absolute() {
-        return Err(RootfsError::Refused(format!("{} is not an absolute path", path.display())));
+        return Err(RootfsError::Refused(format!(
+            "{} is not an absolute path",
+            path.display()
+        )));
     }
     let rootfd = fs::File::open("/").map_err(io_err("opening", Path::new("/")))?;
     let rel = path.strip_prefix("/").unwrap_or(path);
-    let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
     let c = CString::new(rel.as_os_str().as_encoded_bytes())
         .map_err(|_| RootfsError::Refused(format!("{} contains a NUL byte", path.display())))?;
-    sys::openat2(rootfd.as_fd(), &c, libc::O_PATH | flags, sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_NO_MAGICLINKS)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(libc::ELOOP) {
-                RootfsError::Refused(format!(
-                    "{} is a symlink or has one in its path; hutch does not follow symlinks here",
-                    path.display()
-                ))
-            } else {
-                io_err("opening", path)(e)
-            }
-        })
+    sys::openat2(
+        rootfd.as_fd(),
+        &c,
+        libc::O_PATH | flags,
+        sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_NO_MAGICLINKS,
+    )
+    .map_err(|e| {
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            RootfsError::Refused(format!(
+                "{} is a symlink or has one in its path; hutch does not follow symlinks here",
+                path.display()
+            ))
+        } else {
+            io_err("opening", path)(e)
+        }
+    })
 }
 
 fn fd_path(fd: &OwnedFd) -> PathBuf {
@@ -373,8 +444,12 @@ fn open_target(root: &Path, path: &Path, kind: Kind) -> Result<OwnedFd> {
             _ => Some(Err(())),
         })
         .collect::<std::result::Result<_, _>>()
-        .map_err(|_| RootfsError::Refused(format!("mount target {} contains '..'", path.display())))?;
-    let mut cur: OwnedFd = fs::File::open(root).map_err(io_err("opening", root))?.into();
+        .map_err(|_| {
+            RootfsError::Refused(format!("mount target {} contains '..'", path.display()))
+        })?;
+    let mut cur: OwnedFd = fs::File::open(root)
+        .map_err(io_err("opening", root))?
+        .into();
     let resolve = sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_NO_MAGICLINKS | RESOLVE_BENEATH;
     for (i, name) in names.iter().enumerate() {
         let last = i + 1 == names.len();
@@ -418,12 +493,14 @@ fn open_target(root: &Path, path: &Path, kind: Kind) -> Result<OwnedFd> {
     }
     let md = fs::metadata(fd_path(&cur)).map_err(io_err("stat of the mount target", path))?;
     match kind {
-        Kind::Dir if !md.is_dir() => {
-            Err(RootfsError::Refused(format!("mount target {} is not a directory", path.display())))
-        }
-        Kind::File(_) if md.is_dir() => {
-            Err(RootfsError::Refused(format!("mount target {} is a directory", path.display())))
-        }
+        Kind::Dir if !md.is_dir() => Err(RootfsError::Refused(format!(
+            "mount target {} is not a directory",
+            path.display()
+        ))),
+        Kind::File(_) if md.is_dir() => Err(RootfsError::Refused(format!(
+            "mount target {} is a directory",
+            path.display()
+        ))),
         _ => Ok(cur),
     }
 }
@@ -434,16 +511,28 @@ fn open_target(root: &Path, path: &Path, kind: Kind) -> Result<OwnedFd> {
 /// nodev, and read-only where asked.
 fn bind_fd_at(fd: &OwnedFd, root: &Path, target: &Path, kind: Kind, read_only: bool) -> Result<()> {
     let at = open_target(root, target, kind)?;
-    mount(Some(&fd_path(fd)), &fd_path(&at), None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(sys_err("bind-mounting onto", target))?;
+    mount(
+        Some(&fd_path(fd)),
+        &fd_path(&at),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(sys_err("bind-mounting onto", target))?;
     drop(at);
     let at = open_target(root, target, kind)?;
     let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     if read_only {
         flags |= MsFlags::MS_RDONLY;
     }
-    mount(None::<&str>, &fd_path(&at), None::<&str>, flags, None::<&str>)
-        .map_err(sys_err("remounting (nosuid,nodev) the bind on", target))
+    mount(
+        None::<&str>,
+        &fd_path(&at),
+        None::<&str>,
+        flags,
+        None::<&str>,
+    )
+    .map_err(sys_err("remounting (nosuid,nodev) the bind on", target))
 }
 
 /// A verified `/dev/null` of the new root: a character device 1:3 reached
@@ -475,11 +564,24 @@ fn verify_char_dev(fd: &OwnedFd, path: &Path, major: u64, minor: u64) -> Result<
 /// /dev/null is bound over each (moby's masked paths, plus kallsyms as
 /// nspawn does).
 const MASKED_PROC_FILES: &[&str] = &[
-    "interrupts", "kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug", "kallsyms",
+    "interrupts",
+    "kcore",
+    "keys",
+    "latency_stats",
+    "timer_list",
+    "timer_stats",
+    "sched_debug",
+    "kallsyms",
     "sysrq-trigger",
 ];
 /// Directories hidden under an empty read-only tmpfs.
-const MASKED_DIRS: &[&str] = &["proc/acpi", "proc/asound", "proc/scsi", "sys/firmware", "sys/devices/virtual/powercap"];
+const MASKED_DIRS: &[&str] = &[
+    "proc/acpi",
+    "proc/asound",
+    "proc/scsi",
+    "sys/firmware",
+    "sys/devices/virtual/powercap",
+];
 
 /// Masks what [`MASKED_PROC_FILES`] and [`MASKED_DIRS`] name (those that
 /// exist on this kernel), and every `cpu*/thermal_throttle` in /sys.
@@ -487,18 +589,30 @@ fn mask_paths(root: &Path) -> Result<()> {
     let null = verified_dev_null(root)?;
     for name in MASKED_PROC_FILES {
         let path = root.join("proc").join(name);
-        if !fs::symlink_metadata(&path).map(|m| m.file_type().is_file()).unwrap_or(false) {
+        if !fs::symlink_metadata(&path)
+            .map(|m| m.file_type().is_file())
+            .unwrap_or(false)
+        {
             continue;
         }
-        mount(Some(&fd_path(&null)), &path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .map_err(sys_err("masking (binding /dev/null onto)", &path))?;
+        mount(
+            Some(&fd_path(&null)),
+            &path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(sys_err("masking (binding /dev/null onto)", &path))?;
     }
     let mut dirs: Vec<PathBuf> = MASKED_DIRS.iter().map(|d| root.join(d)).collect();
     if let Ok(cpus) = fs::read_dir(root.join("sys/devices/system/cpu")) {
         dirs.extend(cpus.flatten().map(|e| e.path().join("thermal_throttle")));
     }
     for path in dirs {
-        if !fs::symlink_metadata(&path).map(|m| m.is_dir()).unwrap_or(false) {
+        if !fs::symlink_metadata(&path)
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+        {
             continue;
         }
         mount(
@@ -517,7 +631,11 @@ fn bind_home(spec: &RootfsSpec, root: &Path) -> Result<()> {
     let fd = open_no_symlinks(&spec.home, libc::O_DIRECTORY).map_err(|e| match e {
         RootfsError::Refused(m) => RootfsError::Refused(format!("home of {}: {m}", spec.user)),
         RootfsError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOTDIR) => {
-            RootfsError::Refused(format!("home of {}: {} is not a directory", spec.user, spec.home.display()))
+            RootfsError::Refused(format!(
+                "home of {}: {} is not a directory",
+                spec.user,
+                spec.home.display()
+            ))
         }
         other => other,
     })?;
@@ -536,11 +654,16 @@ fn bind_policy_mounts(spec: &RootfsSpec, root: &Path) -> Result<()> {
     for m in &spec.mounts {
         let fd = open_no_symlinks(&m.source, 0).map_err(|e| match e {
             RootfsError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                RootfsError::Refused(format!("mount source {} does not exist", m.source.display()))
+                RootfsError::Refused(format!(
+                    "mount source {} does not exist",
+                    m.source.display()
+                ))
             }
             other => other,
         })?;
-        let is_dir = fs::metadata(fd_path(&fd)).map(|md| md.is_dir()).unwrap_or(true);
+        let is_dir = fs::metadata(fd_path(&fd))
+            .map(|md| md.is_dir())
+            .unwrap_or(true);
         let kind = if is_dir { Kind::Dir } else { Kind::File(0o644) };
         bind_fd_at(&fd, root, &m.target, kind, m.read_only)?;
     }
@@ -564,13 +687,24 @@ fn mount_proc(root: &Path) -> Result<()> {
         if fs::symlink_metadata(&path).is_err() {
             continue;
         }
-        mount(Some(&path), &path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-            .map_err(sys_err("binding read-only", &path))?;
+        mount(
+            Some(&path),
+            &path,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(sys_err("binding read-only", &path))?;
         mount(
             None::<&str>,
             &path,
             None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            MsFlags::MS_BIND
+                | MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_NOEXEC,
             None::<&str>,
         )
         .map_err(sys_err("remounting read-only", &path))?;
@@ -603,10 +737,22 @@ fn mount_dev(spec: &RootfsSpec, root: &Path) -> Result<()> {
         Some("mode=0755,size=65536k"),
     )
     .map_err(sys_err("mounting tmpfs on", &dev))?;
-    for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)] {
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
         let path = dev.join(name);
-        mknod(&path, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor))
-            .map_err(sys_err("mknod", &path))?;
+        mknod(
+            &path,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(major, minor),
+        )
+        .map_err(sys_err("mknod", &path))?;
         // Verify what was made before trusting it (runc mknodDevice).
         let fd: OwnedFd = fs::OpenOptions::new()
             .read(true)
@@ -615,7 +761,8 @@ fn mount_dev(spec: &RootfsSpec, root: &Path) -> Result<()> {
             .map_err(io_err("opening", &path))?
             .into();
         verify_char_dev(&fd, &path, major, minor)?;
-        fs::set_permissions(fd_path(&fd), fs::Permissions::from_mode(0o666)).map_err(io_err("chmod", &path))?;
+        fs::set_permissions(fd_path(&fd), fs::Permissions::from_mode(0o666))
+            .map_err(io_err("chmod", &path))?;
     }
     let pts = dev.join("pts");
     mkdir_mode(&pts, 0o755)?;
@@ -651,8 +798,14 @@ fn mount_dev(spec: &RootfsSpec, root: &Path) -> Result<()> {
     if let Ok(fd) = open_no_symlinks(&spec.syslog_socket, 0) {
         let target = dev.join("log");
         write_file(&target, "", 0o666)?;
-        mount(Some(&fd_path(&fd)), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .map_err(sys_err("binding the syslog socket onto", &target))?;
+        mount(
+            Some(&fd_path(&fd)),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(sys_err("binding the syslog socket onto", &target))?;
     }
     Ok(())
 }
@@ -673,8 +826,14 @@ fn mount_tmpfs_dirs(spec: &RootfsSpec, root: &Path) -> Result<()> {
     let tmp = root.join("tmp");
     mkdir_mode(&tmp, 0o1777)?;
     let data = format!("mode=1777,size={}", spec.writable_size.max(1 << 20));
-    mount(Some("hutch-tmp"), &tmp, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(data.as_str()))
-        .map_err(sys_err("mounting tmpfs on", &tmp))?;
+    mount(
+        Some("hutch-tmp"),
+        &tmp,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(data.as_str()),
+    )
+    .map_err(sys_err("mounting tmpfs on", &tmp))?;
     Ok(())
 }
 
@@ -689,13 +848,26 @@ fn bind_upper_for_admin(layer: &Path, root: &Path) -> Result<()> {
     let target = inside(root, Path::new(ADMIN_UPPER))?;
     let parent = target.parent().unwrap_or(root);
     mkdir_mode(parent, 0o700)?;
-    chown(parent, Some(Uid::from_raw(0)), Some(Gid::from_raw(0))).map_err(sys_err("chown", parent))?;
+    chown(parent, Some(Uid::from_raw(0)), Some(Gid::from_raw(0)))
+        .map_err(sys_err("chown", parent))?;
     mkdir_mode(&target, 0o700)?;
     let upper = layer.join("upper");
-    mount(Some(&upper), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(sys_err("binding the writable layer's upper onto", &target))?;
-    let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount(None::<&str>, &target, None::<&str>, ro, None::<&str>).map_err(sys_err("remounting read-only", &target))
+    mount(
+        Some(&upper),
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(sys_err("binding the writable layer's upper onto", &target))?;
+    let ro = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | MsFlags::MS_NOEXEC;
+    mount(None::<&str>, &target, None::<&str>, ro, None::<&str>)
+        .map_err(sys_err("remounting read-only", &target))
 }
 
 fn write_marker(spec: &RootfsSpec, root: &Path) -> Result<()> {
@@ -708,7 +880,8 @@ fn write_marker(spec: &RootfsSpec, root: &Path) -> Result<()> {
 fn pivot_into(root: &Path) -> Result<()> {
     chdir(root).map_err(sys_err("chdir", root))?;
     pivot_root(".", ".").map_err(sys_err("pivot_root into", root))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(sys_err("detaching the old root", Path::new("/")))?;
+    umount2(".", MntFlags::MNT_DETACH)
+        .map_err(sys_err("detaching the old root", Path::new("/")))?;
     chdir("/").map_err(sys_err("chdir", Path::new("/")))?;
     Ok(())
 }
@@ -742,19 +915,28 @@ pub(crate) mod tests {
     /// The generated passwd holds only root and the user, with the inner shell.
     #[test]
     fn passwd_has_root_and_user_only() {
-        assert_eq!(passwd(&spec()), "root:x:0:0:root:/root:/bin/sh\nalice:x:1001:1001::/home/alice:/bin/bash\n");
+        assert_eq!(
+            passwd(&spec()),
+            "root:x:0:0:root:/root:/bin/sh\nalice:x:1001:1001::/home/alice:/bin/bash\n"
+        );
     }
 
     /// The generated group holds root, tty and the user's groups, the user a member of the supplementary ones.
     #[test]
     fn group_has_user_groups() {
-        assert_eq!(group(&spec()), "root:x:0:\ntty:x:5:\nalice:x:1001:\ndevs:x:2000:alice\n");
+        assert_eq!(
+            group(&spec()),
+            "root:x:0:\ntty:x:5:\nalice:x:1001:\ndevs:x:2000:alice\n"
+        );
     }
 
     /// Paths with `..` are refused when placed inside the root.
     #[test]
     fn inside_refuses_dotdot() {
         assert!(inside(Path::new("/r"), Path::new("/a/../etc")).is_err());
-        assert_eq!(inside(Path::new("/r"), Path::new("/a/b")).unwrap(), PathBuf::from("/r/a/b"));
+        assert_eq!(
+            inside(Path::new("/r"), Path::new("/a/b")).unwrap(),
+            PathBuf::from("/r/a/b")
+        );
     }
 }

@@ -74,11 +74,43 @@ const TIOCLINUX: u32 = 0x541C;
 /// Syscalls the default profile denies outright, by name (names are what a
 /// profile file uses too).
 pub const DENIED: &[&str] = &[
-    "unshare", "setns", "mount", "umount2", "pivot_root", "chroot", "fsopen", "fsconfig", "fsmount", "fspick",
-    "move_mount", "open_tree", "mount_setattr", "keyctl", "add_key", "request_key", "bpf", "perf_event_open",
-    "userfaultfd", "io_uring_setup", "io_uring_enter", "io_uring_register", "kexec_load", "kexec_file_load",
-    "init_module", "finit_module", "delete_module", "open_by_handle_at", "name_to_handle_at", "reboot", "swapon",
-    "swapoff", "acct", "quotactl", "syslog", "lookup_dcookie", "fanotify_init",
+    "unshare",
+    "setns",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "move_mount",
+    "open_tree",
+    "mount_setattr",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "open_by_handle_at",
+    "name_to_handle_at",
+    "reboot",
+    "swapon",
+    "swapoff",
+    "acct",
+    "quotactl",
+    "syslog",
+    "lookup_dcookie",
+    "fanotify_init",
 ];
 
 /// The syscall numbers hutch knows by name (native architecture).
@@ -201,7 +233,10 @@ pub fn parse_profile(text: &str) -> Result<Vec<u32>, String> {
 /// (it decides what the user may do), not followed through a symlink.
 fn read_profile(path: &Path) -> Result<Vec<u32>, SeccompError> {
     let shown = path.display().to_string();
-    let fail = |why: String| SeccompError::Profile { path: shown.clone(), why };
+    let fail = |why: String| SeccompError::Profile {
+        path: shown.clone(),
+        why,
+    };
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -209,15 +244,24 @@ fn read_profile(path: &Path) -> Result<Vec<u32>, SeccompError> {
         .map_err(|e| fail(e.to_string()))?;
     let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
     if !meta.is_file() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
-        return Err(fail("must be a regular file owned by root and writable only by root".into()));
+        return Err(fail(
+            "must be a regular file owned by root and writable only by root".into(),
+        ));
     }
     let mut text = String::new();
-    file.take(1 << 16).read_to_string(&mut text).map_err(|e| fail(e.to_string()))?;
+    file.take(1 << 16)
+        .read_to_string(&mut text)
+        .map_err(|e| fail(e.to_string()))?;
     parse_profile(&text).map_err(fail)
 }
 
 fn stmt(code: u16, k: u32) -> libc::sock_filter {
-    libc::sock_filter { code, jt: 0, jf: 0, k }
+    libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
 }
 
 fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
@@ -297,7 +341,10 @@ mod tests {
     #[test]
     fn profiles() {
         assert!(resolve("off").unwrap().is_none());
-        assert!(resolve("default").unwrap().unwrap().contains(&(libc::SYS_unshare as u32)));
+        assert!(resolve("default")
+            .unwrap()
+            .unwrap()
+            .contains(&(libc::SYS_unshare as u32)));
         assert!(resolve("strict").is_err());
         assert!(resolve("/nonexistent/profile").is_err());
     }
@@ -305,11 +352,14 @@ mod tests {
     /// A profile file names syscalls, one a line; an unknown name is an error with its line.
     #[test]
     fn profile_file() {
-        assert_eq!(parse_profile("# extra\nptrace\n\n personality # why\n").unwrap(), vec![
-            libc::SYS_ptrace as u32,
-            libc::SYS_personality as u32
-        ]);
-        assert_eq!(parse_profile("ptrace\nfrobnicate\n").unwrap_err(), "line 2: unknown syscall \"frobnicate\"");
+        assert_eq!(
+            parse_profile("# extra\nptrace\n\n personality # why\n").unwrap(),
+            vec![libc::SYS_ptrace as u32, libc::SYS_personality as u32]
+        );
+        assert_eq!(
+            parse_profile("ptrace\nfrobnicate\n").unwrap_err(),
+            "line 2: unknown syscall \"frobnicate\""
+        );
     }
 
     /// Every jump of the program lands inside it, and it ends in a return.
@@ -318,7 +368,10 @@ mod tests {
         let p = program(&resolve("default").unwrap().unwrap());
         for (i, ins) in p.iter().enumerate() {
             if ins.code & 0x07 == 0x05 {
-                assert!(i + 1 + (ins.jt.max(ins.jf) as usize) < p.len(), "jump at {i} out of range");
+                assert!(
+                    i + 1 + (ins.jt.max(ins.jf) as usize) < p.len(),
+                    "jump at {i} out of range"
+                );
             }
         }
         assert_eq!(p.last().unwrap().code, BPF_RET_K);
@@ -337,7 +390,12 @@ mod tests {
 
     fn unsafe_free_fork() -> Option<i32> {
         let mut child = std::process::Command::new(std::env::current_exe().ok()?)
-            .args(["--exact", "seccomp::tests::child_body", "--nocapture", "--include-ignored"])
+            .args([
+                "--exact",
+                "seccomp::tests::child_body",
+                "--nocapture",
+                "--include-ignored",
+            ])
             .env("HUTCH_SECCOMP_CHILD", "1")
             .spawn()
             .ok()?;

@@ -88,8 +88,17 @@ pub const RESOLVE_NO_SYMLINKS: u64 = 0x04;
 pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
 
 /// `openat2(dirfd, path, {flags, 0, resolve})`.
-pub fn openat2(dir: BorrowedFd<'_>, path: &CStr, flags: libc::c_int, resolve: u64) -> io::Result<OwnedFd> {
-    let how = OpenHow { flags: (flags | libc::O_CLOEXEC) as u64, mode: 0, resolve };
+pub fn openat2(
+    dir: BorrowedFd<'_>,
+    path: &CStr,
+    flags: libc::c_int,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
+    let how = OpenHow {
+        flags: (flags | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve,
+    };
     // SAFETY: `path` is a valid NUL-terminated string and `how` a valid
     // open_how of the size passed; both outlive the call.
     let fd = unsafe {
@@ -150,7 +159,11 @@ pub fn move_mount_to(tree: BorrowedFd<'_>, target: &CStr) -> io::Result<()> {
 /// Closes every descriptor from `first` up, except those in `keep`.
 pub fn close_fds_from(first: i32, keep: &[i32]) {
     let mut start = first as u32;
-    let mut keep: Vec<u32> = keep.iter().map(|&k| k as u32).filter(|&k| k >= start).collect();
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .map(|&k| k as u32)
+        .filter(|&k| k >= start)
+        .collect();
     keep.sort_unstable();
     for k in keep {
         if k > start {
@@ -216,7 +229,11 @@ pub fn reset_signals() {
             continue;
         }
         // A write to a closed pipe or socket must be an error (EPIPE), not death.
-        let action = if sig == libc::SIGPIPE { libc::SIG_IGN } else { libc::SIG_DFL };
+        let action = if sig == libc::SIGPIPE {
+            libc::SIG_IGN
+        } else {
+            libc::SIG_DFL
+        };
         // SAFETY: SIG_DFL/SIG_IGN install no handler code; invalid numbers just fail.
         unsafe { libc::signal(sig, action) };
     }
@@ -231,12 +248,20 @@ pub fn reset_signals() {
 /// LOG_AUTHPRIV, for hutch's own daemons (never called inside a PAM host).
 pub fn openlog(ident: &'static CStr) {
     // SAFETY: `ident` is 'static, as openlog requires (it keeps the pointer).
-    unsafe { libc::openlog(ident.as_ptr(), libc::LOG_PID | libc::LOG_NDELAY, libc::LOG_AUTHPRIV) };
+    unsafe {
+        libc::openlog(
+            ident.as_ptr(),
+            libc::LOG_PID | libc::LOG_NDELAY,
+            libc::LOG_AUTHPRIV,
+        )
+    };
 }
 
 /// One syslog line at `priority` (LOG_INFO, LOG_ERR, ...).
 pub fn syslog(priority: libc::c_int, msg: &str) {
-    let Ok(c) = std::ffi::CString::new(msg.replace('\0', " ")) else { return };
+    let Ok(c) = std::ffi::CString::new(msg.replace('\0', " ")) else {
+        return;
+    };
     // SAFETY: a constant "%s" format with one valid NUL-terminated string argument.
     unsafe { libc::syslog(priority, c"%s".as_ptr(), c.as_ptr()) };
 }
@@ -250,7 +275,10 @@ pub fn take_inherited_fd(fd: RawFdNum) -> Option<OwnedFd> {
     // SAFETY: the descriptor is open (checked above) and was handed to this
     // process by its parent for it alone; nothing else in the process owns it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let _ = nix::fcntl::fcntl(owned.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    let _ = nix::fcntl::fcntl(
+        owned.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
     Some(owned)
 }
 
@@ -261,11 +289,19 @@ pub type RawFdNum = libc::c_int;
 /// no such attribute (ENODATA) or the filesystem keeps none (ENOTSUP).
 pub fn lgetxattr(path: &std::path::Path, name: &CStr) -> io::Result<Option<Vec<u8>>> {
     use std::os::unix::ffi::OsStrExt;
-    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     let mut buf = vec![0u8; 256];
     // SAFETY: both strings are NUL-terminated and outlive the call; the
     // kernel writes at most `buf.len()` bytes into `buf`.
-    let n = unsafe { libc::lgetxattr(cpath.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = unsafe {
+        libc::lgetxattr(
+            cpath.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
     if n < 0 {
         let e = io::Error::last_os_error();
         return match e.raw_os_error() {
@@ -321,7 +357,12 @@ pub fn bpf_load_cgroup_device(insns: &[u64], license: &CStr, name: &[u8]) -> io:
         // string and the log buffer it points to outlive the call, and the
         // kernel writes at most `log.len()` bytes into the log.
         let fd = unsafe {
-            libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, &mut attr as *mut ProgLoad, std::mem::size_of::<ProgLoad>())
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_LOAD,
+                &mut attr as *mut ProgLoad,
+                std::mem::size_of::<ProgLoad>(),
+            )
         };
         if fd < 0 {
             return Err(io::Error::last_os_error());
@@ -340,7 +381,10 @@ pub fn bpf_load_cgroup_device(insns: &[u64], license: &CStr, name: &[u8]) -> io:
                 if text.is_empty() {
                     Err(e)
                 } else {
-                    Err(io::Error::new(e.kind(), format!("{e}: verifier: {}", text.replace('\n', "; "))))
+                    Err(io::Error::new(
+                        e.kind(),
+                        format!("{e}: verifier: {}", text.replace('\n', "; ")),
+                    ))
                 }
             }
         }
@@ -349,7 +393,12 @@ pub fn bpf_load_cgroup_device(insns: &[u64], license: &CStr, name: &[u8]) -> io:
 
 /// `bpf(BPF_PROG_ATTACH)` of `prog` to the cgroup `cgroup` (a directory
 /// descriptor in a cgroup2 mount) with `attach_type` and `flags`.
-pub fn bpf_prog_attach(cgroup: BorrowedFd<'_>, prog: BorrowedFd<'_>, attach_type: u32, flags: u32) -> io::Result<()> {
+pub fn bpf_prog_attach(
+    cgroup: BorrowedFd<'_>,
+    prog: BorrowedFd<'_>,
+    attach_type: u32,
+    flags: u32,
+) -> io::Result<()> {
     #[repr(C)]
     struct ProgAttach {
         target_fd: u32,
@@ -370,7 +419,12 @@ pub fn bpf_prog_attach(cgroup: BorrowedFd<'_>, prog: BorrowedFd<'_>, attach_type
     // BPF_PROG_ATTACH of the size passed and outlives the call; both
     // descriptors are open (borrowed for the call).
     let r = unsafe {
-        libc::syscall(libc::SYS_bpf, BPF_PROG_ATTACH, &attr as *const ProgAttach, std::mem::size_of::<ProgAttach>())
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_ATTACH,
+            &attr as *const ProgAttach,
+            std::mem::size_of::<ProgAttach>(),
+        )
     };
     if r < 0 {
         return Err(io::Error::last_os_error());
@@ -406,7 +460,12 @@ pub fn bpf_prog_query(cgroup: BorrowedFd<'_>, attach_type: u32) -> io::Result<Ve
     // BPF_PROG_QUERY of the size passed; the kernel writes at most
     // `prog_cnt` ids into `ids`, and both outlive the call.
     let r = unsafe {
-        libc::syscall(libc::SYS_bpf, BPF_PROG_QUERY, &mut attr as *mut ProgQuery, std::mem::size_of::<ProgQuery>())
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_QUERY,
+            &mut attr as *mut ProgQuery,
+            std::mem::size_of::<ProgQuery>(),
+        )
     };
     if r < 0 {
         return Err(io::Error::last_os_error());
@@ -423,13 +482,28 @@ pub fn bpf_prog_exists(id: u32) -> io::Result<bool> {
         open_flags: u32,
     }
     const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
-    let attr = GetFd { prog_id: id, next_id: 0, open_flags: 0 };
+    let attr = GetFd {
+        prog_id: id,
+        next_id: 0,
+        open_flags: 0,
+    };
     // SAFETY: `attr` is a valid prefix of `union bpf_attr` for
     // BPF_PROG_GET_FD_BY_ID of the size passed and outlives the call.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_GET_FD_BY_ID, &attr as *const GetFd, std::mem::size_of::<GetFd>()) };
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_GET_FD_BY_ID,
+            &attr as *const GetFd,
+            std::mem::size_of::<GetFd>(),
+        )
+    };
     if fd < 0 {
         let e = io::Error::last_os_error();
-        return if e.raw_os_error() == Some(libc::ENOENT) { Ok(false) } else { Err(e) };
+        return if e.raw_os_error() == Some(libc::ENOENT) {
+            Ok(false)
+        } else {
+            Err(e)
+        };
     }
     // SAFETY: the kernel returned a new descriptor that nothing else owns; it is closed at once.
     drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
@@ -440,12 +514,22 @@ pub fn bpf_prog_exists(id: u32) -> io::Result<bool> {
 /// seccomp filter on the calling thread (hutch-shell and `hutchctl enter`
 /// load it single-threaded, just before exec). Needs no_new_privs.
 pub fn load_seccomp(filter: &[libc::sock_filter]) -> io::Result<()> {
-    let len = u16::try_from(filter.len()).map_err(|_| io::Error::other("seccomp filter too long"))?;
-    let prog = libc::sock_fprog { len, filter: filter.as_ptr().cast_mut() };
+    let len =
+        u16::try_from(filter.len()).map_err(|_| io::Error::other("seccomp filter too long"))?;
+    let prog = libc::sock_fprog {
+        len,
+        filter: filter.as_ptr().cast_mut(),
+    };
     // SAFETY: `prog` points at `filter`, `len` instructions long, both alive
     // for the whole call; the kernel copies the program and keeps no pointer
     // to our memory.
-    let rc = unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog) };
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &prog as *const libc::sock_fprog,
+        )
+    };
     if rc == 0 {
         Ok(())
     } else {

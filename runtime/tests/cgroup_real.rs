@@ -413,7 +413,10 @@ fn detach_returns_a_process_to_its_origin() {
         pids_max: Some(50),
         ..Limits::default()
     });
-    let child = Command::new("sleep").arg("100").spawn().expect("spawn sleep");
+    let child = Command::new("sleep")
+        .arg("100")
+        .spawn()
+        .expect("spawn sleep");
     let pid = child.id() as i32;
     t.children.push(child);
     let before = read(Path::new(&format!("/proc/{pid}/cgroup")));
@@ -425,7 +428,11 @@ fn detach_returns_a_process_to_its_origin() {
     assert_eq!(moved, cg.leaf_dirs().len(), "moved back in every hierarchy");
     assert_eq!(read(Path::new(&format!("/proc/{pid}/cgroup"))), before);
     assert!(cg.pids().unwrap().is_empty());
-    assert_eq!(cg.detach(pid, &origin, None).expect("detach again"), 0, "not in the group: untouched");
+    assert_eq!(
+        cg.detach(pid, &origin, None).expect("detach again"),
+        0,
+        "not in the group: untouched"
+    );
 
     cg.kill_all().expect("kill_all");
     assert!(
@@ -435,13 +442,26 @@ fn detach_returns_a_process_to_its_origin() {
 
     // Its origin gone (as systemd removes an empty session scope): the
     // fallback group takes it.
-    let fb = t.root.create("fallback", &Limits::default()).expect("fallback group");
-    let gone = t.root.create("origin", &Limits::default()).expect("origin group");
+    let fb = t
+        .root
+        .create("fallback", &Limits::default())
+        .expect("fallback group");
+    let gone = t
+        .root
+        .create("origin", &Limits::default())
+        .expect("origin group");
     gone.attach(pid).expect("into origin");
     let origin = cg.attach_from(pid).expect("attach_from origin");
     gone.remove().expect("remove the origin");
-    assert!(cg.detach(pid, &origin, None).is_err(), "no origin and no fallback is an error");
-    assert_eq!(cg.detach(pid, &origin, Some(&fb)).expect("detach to fallback"), cg.leaf_dirs().len());
+    assert!(
+        cg.detach(pid, &origin, None).is_err(),
+        "no origin and no fallback is an error"
+    );
+    assert_eq!(
+        cg.detach(pid, &origin, Some(&fb))
+            .expect("detach to fallback"),
+        cg.leaf_dirs().len()
+    );
     assert_eq!(fb.pids().unwrap(), vec![pid]);
     cg.attach(pid).expect("back into the group for the cleanup");
     fb.remove().expect("remove the fallback");

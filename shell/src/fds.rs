@@ -33,6 +33,8 @@ pub fn close_stray() {
 /// directory's own fd is among them); `None` when it cannot be read.
 fn listed_fds() -> Option<Vec<RawFd>> {
     let entries = std::fs::read_dir("/proc/self/fd").ok()?;
-    let fds: Vec<RawFd> = entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+    let fds: Vec<RawFd> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
     (!fds.is_empty()).then_some(fds)
 }

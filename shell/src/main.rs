@@ -49,8 +49,10 @@ fn main() {
 
 /// Step 1: the marker, or a refusal that names the likely cause.
 fn confirm_inside() -> Marker {
-    let expect = marker::own_pidns(Path::new("/proc"))
-        .map(|pidns| marker::Expect { uid: nix::unistd::getuid().as_raw(), pidns });
+    let expect = marker::own_pidns(Path::new("/proc")).map(|pidns| marker::Expect {
+        uid: nix::unistd::getuid().as_raw(),
+        pidns,
+    });
     match expect.and_then(|expect| marker::read(Path::new(CONTAINER_MARKER), expect)) {
         Ok(marker) => marker,
         Err(e) => {
@@ -86,7 +88,11 @@ fn ensure_cwd_inside() {
 fn exec_inner(plan: &plan::ExecPlan) -> ! {
     std::env::set_var("SHELL", &plan.path);
     let path = CString::new(plan.path.as_os_str().as_bytes());
-    let argv: Result<Vec<CString>, _> = plan.argv.iter().map(|a| CString::new(a.as_bytes())).collect();
+    let argv: Result<Vec<CString>, _> = plan
+        .argv
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect();
     let err = match (path, argv) {
         (Ok(path), Ok(argv)) => match nix::unistd::execv(&path, &argv) {
             Ok(never) => match never {},
@@ -94,6 +100,9 @@ fn exec_inner(plan: &plan::ExecPlan) -> ! {
         },
         _ => "an argument contains a NUL byte".to_string(),
     };
-    eprintln!("hutch-shell: cannot execute the inner shell {}: {err}", plan.path.display());
+    eprintln!(
+        "hutch-shell: cannot execute the inner shell {}: {err}",
+        plan.path.display()
+    );
     exit(EXIT_EXEC);
 }

@@ -6,13 +6,23 @@ use std::process::Command;
 #[test]
 fn refuses_on_host() {
     if std::path::Path::new(hutch_runtime::paths::CONTAINER_MARKER).exists() {
-        eprintln!("SKIP: {} exists on this host", hutch_runtime::paths::CONTAINER_MARKER);
+        eprintln!(
+            "SKIP: {} exists on this host",
+            hutch_runtime::paths::CONTAINER_MARKER
+        );
         return;
     }
     for args in [&[][..], &["-c", "echo LEAKED"][..]] {
-        let out = Command::new(env!("CARGO_BIN_EXE_hutch-shell")).args(args).output().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_hutch-shell"))
+            .args(args)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(1), "{args:?}");
-        assert!(out.stdout.is_empty(), "nothing may run: {:?}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.stdout.is_empty(),
+            "nothing may run: {:?}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(
             stderr.trim_end(),

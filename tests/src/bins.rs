@@ -92,7 +92,11 @@ impl Bins {
                 .unwrap_or_else(|e| panic!("stat {}: {e}", anc.display()))
                 .permissions()
                 .mode();
-            assert!(mode & 0o001 != 0, "{} is not traversable by others", anc.display());
+            assert!(
+                mode & 0o001 != 0,
+                "{} is not traversable by others",
+                anc.display()
+            );
         }
         let dst = dir.join("hutch-shell");
         std::fs::copy(&self.shell, &dst)

@@ -47,7 +47,9 @@ pub fn e2e_lib_dir() -> PathBuf {
     lockf.lock().expect("lock e2e lib");
     if !done.exists() {
         let rootfs = debian_rootfs();
-        store.build_from_dir(E2E_TEMPLATE, &rootfs).expect("building the e2e template");
+        store
+            .build_from_dir(E2E_TEMPLATE, &rootfs)
+            .expect("building the e2e template");
     }
     lib
 }
@@ -70,7 +72,16 @@ impl HutchEnv {
         let run_dir = dir.join("run");
         let cgroup_root = unique("hutch-t");
         let config = dir.join("hutch.toml");
-        let env = HutchEnv { dir, bins, shell, module, config, run_dir, lib_dir, cgroup_root };
+        let env = HutchEnv {
+            dir,
+            bins,
+            shell,
+            module,
+            config,
+            run_dir,
+            lib_dir,
+            cgroup_root,
+        };
         env.write_policy(policy);
         env
     }
@@ -98,7 +109,11 @@ impl HutchEnv {
 
     /// A private sshd whose PAM service confines through this env.
     pub fn sshd(&self, sftp: Sftp) -> SshdEnv {
-        SshdEnv::start(SshdOpts { pam_stack: self.pam_stack(""), sftp, ..Default::default() })
+        SshdEnv::start(SshdOpts {
+            pam_stack: self.pam_stack(""),
+            sftp,
+            ..Default::default()
+        })
     }
 
     /// A throwaway user whose login shell is hutch-shell.
@@ -108,7 +123,12 @@ impl HutchEnv {
 
     /// Runs hutchctl with this env's policy.
     pub fn ctl(&self, args: &[&str]) -> Output {
-        output(Command::new(&self.bins.ctl).arg("--config").arg(&self.config).args(args))
+        output(
+            Command::new(&self.bins.ctl)
+                .arg("--config")
+                .arg(&self.config)
+                .args(args),
+        )
     }
 
     /// `<run_dir>/users/<user>`.
@@ -124,7 +144,9 @@ impl HutchEnv {
 
     /// This env's cgroup root directory in each hierarchy.
     pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
-        hutch_runtime::cgroup::CgroupRoot::open(&self.cgroup_root).map(|r| r.dirs()).unwrap_or_default()
+        hutch_runtime::cgroup::CgroupRoot::open(&self.cgroup_root)
+            .map(|r| r.dirs())
+            .unwrap_or_default()
     }
 
     /// Cgroup directories below the root that hold a user's container.
@@ -148,14 +170,21 @@ impl HutchEnv {
     }
 
     fn remains(&self, user: &str) -> Vec<String> {
-        let mut left: Vec<String> = self.user_cgroups(user).iter().map(|d| format!("cgroup {}", d.display())).collect();
+        let mut left: Vec<String> = self
+            .user_cgroups(user)
+            .iter()
+            .map(|d| format!("cgroup {}", d.display()))
+            .collect();
         let dir = self.user_dir(user);
         if dir.exists() {
             left.push(format!("state dir {}", dir.display()));
         }
         for pid in crate::proc::pids() {
             let cmd = crate::proc::cmdline(pid).unwrap_or_default();
-            if cmd.contains("hutch-keeper") && cmd.contains(&self.config.to_string_lossy().to_string()) && cmd.ends_with(user) {
+            if cmd.contains("hutch-keeper")
+                && cmd.contains(&self.config.to_string_lossy().to_string())
+                && cmd.ends_with(user)
+            {
                 left.push(format!("keeper pid {pid}"));
             }
         }
@@ -194,7 +223,10 @@ impl Drop for HutchEnv {
                 .collect()
         });
         // The PAM module's cache of this env's policy.
-        let _ = std::fs::remove_file(hutch_policy::cache_path(&self.config, Path::new(hutch_policy::DEFAULT_CACHE_DIR)));
+        let _ = std::fs::remove_file(hutch_policy::cache_path(
+            &self.config,
+            Path::new(hutch_policy::DEFAULT_CACHE_DIR),
+        ));
         if !cache_dir_was_there() {
             // The module made the cache directory (and /run/hutch) for the
             // tests: remove them once empty (a test still running makes them

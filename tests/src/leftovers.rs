@@ -21,7 +21,11 @@ pub fn names(hay: &str, tag: &str) -> bool {
 pub fn leftovers(tag: &str) -> Vec<String> {
     let mut out = Vec::new();
     if let Ok(m) = std::fs::read_to_string("/proc/self/mounts") {
-        out.extend(m.lines().filter(|l| names(l, tag)).map(|l| format!("mount: {l}")));
+        out.extend(
+            m.lines()
+                .filter(|l| names(l, tag))
+                .map(|l| format!("mount: {l}")),
+        );
     }
     walk(Path::new("/sys/fs/cgroup"), 6, tag, "cgroup", &mut out);
     walk(Path::new("/run/hutch"), 4, tag, "state", &mut out);
@@ -48,11 +52,17 @@ pub fn assert_no_leftovers(tag: &str, timeout: std::time::Duration) {
         last = leftovers(tag);
         last.is_empty().then_some(())
     });
-    assert!(gone.is_some(), "left behind for {tag:?} after {timeout:?}:\n{}", last.join("\n"));
+    assert!(
+        gone.is_some(),
+        "left behind for {tag:?} after {timeout:?}:\n{}",
+        last.join("\n")
+    );
 }
 
 fn walk(dir: &Path, depth: u32, tag: &str, kind: &str, out: &mut Vec<String>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         // Only real directories: v1 has symlinks like cpu -> cpu,cpuacct.
         let Ok(ft) = e.file_type() else { continue };
@@ -74,7 +84,10 @@ mod tests {
     #[test]
     fn whole_names_only() {
         assert!(names("/sys/fs/cgroup/pids/hutch-t1x2", "hutch-t1x2"));
-        assert!(names("/sys/fs/cgroup/pids/hutch-t1x2/users/a", "hutch-t1x2"));
+        assert!(names(
+            "/sys/fs/cgroup/pids/hutch-t1x2/users/a",
+            "hutch-t1x2"
+        ));
         assert!(names("hutch-keeper --config /tmp/x ht1x2", "ht1x2"));
         assert!(names("user-ht1x2.slice", "ht1x2"));
         assert!(!names("/sys/fs/cgroup/pids/hutch-t1x21", "hutch-t1x2"));

@@ -57,7 +57,16 @@ pub fn su_in_private_ns_with_log(pam_stack: &str, user: &str, cmd: &str, log: &S
         q = shell_quote(&stack.to_string_lossy()),
     );
     let out = Command::new("timeout")
-        .args(["-k", "5", "120", "unshare", "--mount", "--propagation", "private", "--"])
+        .args([
+            "-k",
+            "5",
+            "120",
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+        ])
         .args(["sh", "-c", &script, "sh", user, cmd])
         .stdin(Stdio::null())
         .output()

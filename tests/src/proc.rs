@@ -7,8 +7,11 @@ use std::time::Duration;
 
 /// All pids now in /proc.
 pub fn pids() -> Vec<i32> {
-    let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
-    rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 fn status_field(pid: i32, key: &str) -> Option<String> {
@@ -30,7 +33,12 @@ pub fn has_uid(pid: i32, uid: u32) -> bool {
 /// `pid`'s command line, NULs turned into spaces.
 pub fn cmdline(pid: i32) -> Option<String> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    Some(String::from_utf8_lossy(&raw).replace('\0', " ").trim_end().to_string())
+    Some(
+        String::from_utf8_lossy(&raw)
+            .replace('\0', " ")
+            .trim_end()
+            .to_string(),
+    )
 }
 
 /// The target of `/proc/<pid>/ns/<ns>`, e.g. `net:[4026532]`.
@@ -42,7 +50,10 @@ pub fn ns_id(pid: i32, ns: &str) -> Option<String> {
 
 /// `root` and all its descendants now alive.
 pub fn descendants(root: i32) -> Vec<i32> {
-    let all: Vec<(i32, i32)> = pids().into_iter().filter_map(|p| Some((p, ppid(p)?))).collect();
+    let all: Vec<(i32, i32)> = pids()
+        .into_iter()
+        .filter_map(|p| Some((p, ppid(p)?)))
+        .collect();
     let mut out = vec![root];
     let mut i = 0;
     while i < out.len() {
@@ -60,7 +71,10 @@ pub fn kill_until_gone(timeout: Duration, mut select: impl FnMut() -> Vec<i32>) 
     let me = std::process::id() as i32;
     let end = std::time::Instant::now() + timeout;
     loop {
-        let left: Vec<i32> = select().into_iter().filter(|p| *p != me && *p > 1).collect();
+        let left: Vec<i32> = select()
+            .into_iter()
+            .filter(|p| *p != me && *p > 1)
+            .collect();
         if left.is_empty() || std::time::Instant::now() >= end {
             return left;
         }

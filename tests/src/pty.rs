@@ -27,7 +27,12 @@ impl PtySession {
     /// Starts `cmd` (program and arguments) as `setsid --ctty cmd...` with
     /// stdin, stdout and stderr on a new pty's slave side.
     pub fn spawn(cmd: &[String]) -> PtySession {
-        let ws = nix::pty::Winsize { ws_row: 24, ws_col: 80, ws_xpixel: 0, ws_ypixel: 0 };
+        let ws = nix::pty::Winsize {
+            ws_row: 24,
+            ws_col: 80,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
         let pty = nix::pty::openpty(&ws, None).expect("openpty");
         let slave = File::from(pty.slave);
         let child = Command::new("setsid")
@@ -56,7 +61,12 @@ impl PtySession {
             b.data.lock().unwrap().1 = true;
             b.cv.notify_all();
         });
-        PtySession { master, child, buf, reader: Some(reader) }
+        PtySession {
+            master,
+            child,
+            buf,
+            reader: Some(reader),
+        }
     }
 
     /// Types `s` into the terminal.
@@ -106,7 +116,10 @@ impl PtySession {
         // The reader ends at EIO once the last slave fd is closed; give
         // stragglers (the pty's grandchildren) a moment, then stop waiting.
         let g = self.buf.data.lock().unwrap();
-        let _ = self.buf.cv.wait_timeout_while(g, Duration::from_secs(2), |d| !d.1);
+        let _ = self
+            .buf
+            .cv
+            .wait_timeout_while(g, Duration::from_secs(2), |d| !d.1);
         (code, self.output())
     }
 

@@ -23,8 +23,9 @@ pub const ROOTFS_PACKAGES: &[&str] = &[
 const CACHE: &str = "/var/cache/hutch-tests";
 
 fn fnv1a(s: &str) -> u64 {
-    s.bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The cached rootfs directory, built on first use with
@@ -49,7 +50,9 @@ pub fn debian_rootfs() -> PathBuf {
         .write(true)
         .open(dir.with_extension("lock"))
         .expect("open rootfs lock");
-    let _lock = Flock::lock(lockf, FlockArg::LockExclusive).map_err(|(_, e)| e).expect("flock");
+    let _lock = Flock::lock(lockf, FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("flock");
     if dir.join("bin/bash").exists() {
         return dir; // another test built it while we waited
     }
@@ -69,7 +72,10 @@ pub fn debian_rootfs() -> PathBuf {
     let out = output(&mut cmd);
     if !out.status.success() {
         let _ = std::fs::remove_dir_all(&tmp);
-        panic!("building the Debian rootfs failed: {cmd:?}\n{}", out.describe());
+        panic!(
+            "building the Debian rootfs failed: {cmd:?}\n{}",
+            out.describe()
+        );
     }
     std::fs::rename(&tmp, &dir).expect("rename rootfs into place");
     eprintln!("built {} in {:?}", dir.display(), t0.elapsed());

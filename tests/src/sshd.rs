@@ -96,7 +96,10 @@ impl SshdEnv {
         std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o755)).unwrap();
         let pamd = dir.join("pam.d");
         std::fs::create_dir(&pamd).expect("mkdir pam.d");
-        for e in std::fs::read_dir("/etc/pam.d").expect("read /etc/pam.d").flatten() {
+        for e in std::fs::read_dir("/etc/pam.d")
+            .expect("read /etc/pam.d")
+            .flatten()
+        {
             if e.file_type().is_ok_and(|t| t.is_file()) {
                 std::fs::copy(e.path(), pamd.join(e.file_name())).expect("copy pam file");
             }
@@ -154,7 +157,16 @@ impl SshdEnv {
         );
         let log = std::fs::File::create(dir.join("sshd.log")).expect("create sshd.log");
         let child = Command::new("unshare")
-            .args(["--net", "--mount", "--propagation", "private", "--", "sh", "-c", &script])
+            .args([
+                "--net",
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -189,7 +201,10 @@ impl SshdEnv {
             env.sshd_log()
         );
         env.netns = proc::ns_id(pid, "net").expect("sshd's netns");
-        assert_ne!(Some(&env.netns), proc::ns_id(std::process::id() as i32, "net").as_ref());
+        assert_ne!(
+            Some(&env.netns),
+            proc::ns_id(std::process::id() as i32, "net").as_ref()
+        );
         env.startup = t0.elapsed();
         env
     }
@@ -223,8 +238,11 @@ impl SshdEnv {
     /// Authorizes `user`'s key through the env's own AuthorizedKeysFile
     /// (`<dir>/keys/%u`), for users whose home cannot hold it.
     pub fn authorize(&self, user: &TestUser) {
-        std::fs::write(self.dir.join("keys").join(&user.name), format!("{}\n", user.pubkey))
-            .expect("write authorized key");
+        std::fs::write(
+            self.dir.join("keys").join(&user.name),
+            format!("{}\n", user.pubkey),
+        )
+        .expect("write authorized key");
     }
 
     /// `user@127.0.0.1:path` for scp/rsync arguments.
@@ -267,7 +285,12 @@ impl SshdEnv {
     /// The argument list of `ssh ... user@127.0.0.1 ARGS` (for callers that
     /// drive it themselves).
     pub fn ssh_argv(&self, user: &TestUser, extra: &[&str], args: &[&str]) -> Vec<String> {
-        let mut v = vec!["nsenter".to_string(), format!("--net=/proc/{}/ns/net", self.pid), "--".into(), "ssh".into()];
+        let mut v = vec![
+            "nsenter".to_string(),
+            format!("--net=/proc/{}/ns/net", self.pid),
+            "--".into(),
+            "ssh".into(),
+        ];
         v.extend(Self::ssh_opts(user));
         v.extend(["-p".to_string(), self.port.to_string()]);
         v.extend(extra.iter().map(|s| s.to_string()));
@@ -312,18 +335,26 @@ impl SshdEnv {
     /// OpenSSH 9 scp speaks SFTP unless ARGS has `-O`).
     pub fn scp(&self, user: &TestUser, args: &[&str]) -> Output {
         let mut c = self.client("scp");
-        c.args(Self::ssh_opts(user)).args(["-P", &self.port.to_string()]).args(args);
+        c.args(Self::ssh_opts(user))
+            .args(["-P", &self.port.to_string()])
+            .args(args);
         crate::output(&mut c)
     }
 
     /// Copies a local file to `remote_path` in the user's session.
     pub fn scp_to(&self, user: &TestUser, local: &Path, remote_path: &str) -> Output {
-        self.scp(user, &[&local.to_string_lossy(), &self.remote(user, remote_path)])
+        self.scp(
+            user,
+            &[&local.to_string_lossy(), &self.remote(user, remote_path)],
+        )
     }
 
     /// Copies `remote_path` from the user's session to a local file.
     pub fn scp_from(&self, user: &TestUser, remote_path: &str, local: &Path) -> Output {
-        self.scp(user, &[&self.remote(user, remote_path), &local.to_string_lossy()])
+        self.scp(
+            user,
+            &[&self.remote(user, remote_path), &local.to_string_lossy()],
+        )
     }
 
     /// `sftp -b BATCH user@127.0.0.1` (batch given as text, one command a
@@ -392,7 +423,13 @@ impl Drop for SshdEnv {
                 .into_iter()
                 .filter(|p| {
                     std::fs::read_to_string(format!("/proc/{p}/stat"))
-                        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+                        .map(|s| {
+                            !s.rsplit(')')
+                                .next()
+                                .unwrap_or("")
+                                .trim_start()
+                                .starts_with('Z')
+                        })
                         .unwrap_or(false)
                 })
                 .collect()

@@ -62,7 +62,11 @@ impl Syslog {
                 }
             }
         });
-        Syslog { path, shared, thread: Some(thread) }
+        Syslog {
+            path,
+            shared,
+            thread: Some(thread),
+        }
     }
 
     /// The socket's path.
@@ -77,12 +81,21 @@ impl Syslog {
 
     /// True when a line received so far contains `needle`.
     pub fn contains(&self, needle: &str) -> bool {
-        self.shared.lines.lock().unwrap().iter().any(|l| l.contains(needle))
+        self.shared
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(needle))
     }
 
     /// The first line (received so far or within `timeout`) for which `pred`
     /// holds.
-    pub fn wait_for(&self, mut pred: impl FnMut(&str) -> bool, timeout: Duration) -> Option<String> {
+    pub fn wait_for(
+        &self,
+        mut pred: impl FnMut(&str) -> bool,
+        timeout: Duration,
+    ) -> Option<String> {
         let end = Instant::now() + timeout;
         let mut lines = self.shared.lines.lock().unwrap();
         loop {

@@ -38,7 +38,12 @@ impl TestUser {
     /// `unique("ht")`.
     pub fn create(name: &str, shell: &Path) -> TestUser {
         check_name(name);
-        run_ok(Command::new("useradd").args(["-m", "-U", "-s"]).arg(shell).arg(name));
+        run_ok(
+            Command::new("useradd")
+                .args(["-m", "-U", "-s"])
+                .arg(shell)
+                .arg(name),
+        );
         let mut u = TestUser::adopt(name, false);
         let ssh = u.home.join(".ssh");
         std::fs::create_dir_all(&ssh).expect("mkdir ~/.ssh");
@@ -117,7 +122,10 @@ impl TestUser {
 
     /// The pids of processes that still run under this user's uid.
     pub fn processes(&self) -> Vec<i32> {
-        proc::pids().into_iter().filter(|p| proc::has_uid(*p, self.uid)).collect()
+        proc::pids()
+            .into_iter()
+            .filter(|p| proc::has_uid(*p, self.uid))
+            .collect()
     }
 }
 
@@ -134,7 +142,10 @@ impl Drop for TestUser {
         if self.uid >= 1000 {
             let left = proc::kill_until_gone(Duration::from_secs(5), || self.processes());
             if !left.is_empty() {
-                eprintln!("warning: processes of {} survive SIGKILL: {left:?}", self.name);
+                eprintln!(
+                    "warning: processes of {} survive SIGKILL: {left:?}",
+                    self.name
+                );
             }
         }
         let out = if self.home_is_symlink {

@@ -20,7 +20,11 @@ fn devices_cgroup_is_a_second_line() {
         return;
     }
     if !std::path::Path::new("/sys/fs/cgroup/devices/devices.allow").exists() {
-        assert_ne!(std::env::var("HUTCH_REQUIRE_ROOT").as_deref(), Ok("1"), "no v1 devices hierarchy on this host");
+        assert_ne!(
+            std::env::var("HUTCH_REQUIRE_ROOT").as_deref(),
+            Ok("1"),
+            "no v1 devices hierarchy on this host"
+        );
         eprintln!("SKIP devices_cgroup_is_a_second_line: no v1 devices hierarchy (v2 host: only the container's /dev applies)");
         return;
     }
@@ -30,8 +34,14 @@ fn devices_cgroup_is_a_second_line() {
     {
         let env = hutch.sshd(Sftp::Internal);
         let mut s = env.ssh_pty(&user, &[]);
-        assert!(s.expect("$ ", Duration::from_secs(30)).is_some(), "no prompt: {}", s.output());
-        let init = hutch.state(&name).expect("state.json")["init_pid"].as_i64().expect("init_pid");
+        assert!(
+            s.expect("$ ", Duration::from_secs(30)).is_some(),
+            "no prompt: {}",
+            s.output()
+        );
+        let init = hutch.state(&name).expect("state.json")["init_pid"]
+            .as_i64()
+            .expect("init_pid");
         let leaf: PathBuf = hutch
             .user_cgroups(&name)
             .into_iter()
@@ -39,7 +49,12 @@ fn devices_cgroup_is_a_second_line() {
             .expect("the user's group in the devices hierarchy")
             .join("procs");
         let list = std::fs::read_to_string(leaf.join("devices.list")).unwrap();
-        assert!(!list.contains("a *:* rwm") && list.contains("c 136:* rwm") && list.contains("c 1:3 rwm"), "leaf rules: {list}");
+        assert!(
+            !list.contains("a *:* rwm")
+                && list.contains("c 136:* rwm")
+                && list.contains("c 1:3 rwm"),
+            "leaf rules: {list}"
+        );
 
         // Outside the cgroup: the attack works (the cgroup is what stops it below).
         let enter = format!("nsenter --target {init} --mount --pid");
@@ -57,14 +72,34 @@ fn devices_cgroup_is_a_second_line() {
             )))
         };
         let out = confined("mknod /dev/hutch-blk2 b 7 0 && echo MADE");
-        assert!(!out.stdout_str().contains("MADE"), "mknod inside the devices cgroup: {}", out.describe());
-        assert!(out.stderr_str().contains("Operation not permitted"), "{}", out.describe());
+        assert!(
+            !out.stdout_str().contains("MADE"),
+            "mknod inside the devices cgroup: {}",
+            out.describe()
+        );
+        assert!(
+            out.stderr_str().contains("Operation not permitted"),
+            "{}",
+            out.describe()
+        );
         let out = confined("exec 3</dev/hutch-blk && echo OPENED");
-        assert!(!out.stdout_str().contains("OPENED"), "open inside the devices cgroup: {}", out.describe());
-        assert!(out.stderr_str().contains("Operation not permitted"), "{}", out.describe());
+        assert!(
+            !out.stdout_str().contains("OPENED"),
+            "open inside the devices cgroup: {}",
+            out.describe()
+        );
+        assert!(
+            out.stderr_str().contains("Operation not permitted"),
+            "{}",
+            out.describe()
+        );
         let out = confined("exec 3</dev/null && echo NULL-OK");
         assert_eq!(out.stdout_str().trim(), "NULL-OK", "{}", out.describe());
-        let clean = output(Command::new("sh").arg("-c").arg(format!("{enter} rm -f /dev/hutch-blk /dev/hutch-blk2")));
+        let clean = output(
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("{enter} rm -f /dev/hutch-blk /dev/hutch-blk2")),
+        );
         assert!(clean.status.success(), "{}", clean.describe());
 
         s.send("exit 0\n");

@@ -26,19 +26,36 @@ fn v2_device_program_is_a_second_line() {
     {
         let env = hutch.sshd(Sftp::Internal);
         let mut s = env.ssh_pty(&user, &[]);
-        assert!(s.expect("$ ", Duration::from_secs(30)).is_some(), "no prompt: {}", s.output());
-        let init = hutch.state(&name).expect("state.json")["init_pid"].as_i64().expect("init_pid");
-        let Some(group): Option<PathBuf> =
-            hutch.user_cgroups(&name).into_iter().find(|d| d.join("cgroup.controllers").exists())
+        assert!(
+            s.expect("$ ", Duration::from_secs(30)).is_some(),
+            "no prompt: {}",
+            s.output()
+        );
+        let init = hutch.state(&name).expect("state.json")["init_pid"]
+            .as_i64()
+            .expect("init_pid");
+        let Some(group): Option<PathBuf> = hutch
+            .user_cgroups(&name)
+            .into_iter()
+            .find(|d| d.join("cgroup.controllers").exists())
         else {
-            assert_ne!(std::env::var("HUTCH_REQUIRE_ROOT").as_deref(), Ok("1"), "no unified hierarchy on this host");
+            assert_ne!(
+                std::env::var("HUTCH_REQUIRE_ROOT").as_deref(),
+                Ok("1"),
+                "no unified hierarchy on this host"
+            );
             eprintln!("SKIP v2_device_program_is_a_second_line: no unified (v2) hierarchy");
             s.send("exit 0\n");
             let _ = s.wait(Duration::from_secs(30));
             return;
         };
         ids = bpfdev::attached(&group).expect("BPF_PROG_QUERY on the user's v2 group");
-        assert_eq!(ids.len(), 1, "one device program on {}: {ids:?}", group.display());
+        assert_eq!(
+            ids.len(),
+            1,
+            "one device program on {}: {ids:?}",
+            group.display()
+        );
         let leaf = group.join("procs");
 
         // Outside the group: the attack works (the program is what stops it below).
@@ -56,17 +73,45 @@ fn v2_device_program_is_a_second_line() {
                 shell_quote(script)
             )))
         };
-        let out = confined("grep devices /proc/self/cgroup; mknod /dev/hutch-bpf-blk2 b 7 0 && echo MADE");
-        assert!(!out.stdout_str().contains("MADE"), "mknod inside the v2 group: {}", out.describe());
-        assert!(out.stderr_str().contains("Operation not permitted"), "{}", out.describe());
-        let v1 = out.stdout_str().lines().find(|l| l.contains(":devices:")).map(str::to_string);
-        assert!(v1.as_deref().is_none_or(|l| l.ends_with(":devices:/")), "left in the v1 devices root: {}", out.describe());
+        let out = confined(
+            "grep devices /proc/self/cgroup; mknod /dev/hutch-bpf-blk2 b 7 0 && echo MADE",
+        );
+        assert!(
+            !out.stdout_str().contains("MADE"),
+            "mknod inside the v2 group: {}",
+            out.describe()
+        );
+        assert!(
+            out.stderr_str().contains("Operation not permitted"),
+            "{}",
+            out.describe()
+        );
+        let v1 = out
+            .stdout_str()
+            .lines()
+            .find(|l| l.contains(":devices:"))
+            .map(str::to_string);
+        assert!(
+            v1.as_deref().is_none_or(|l| l.ends_with(":devices:/")),
+            "left in the v1 devices root: {}",
+            out.describe()
+        );
         let out = confined("exec 3</dev/hutch-bpf-blk && echo OPENED");
-        assert!(!out.stdout_str().contains("OPENED"), "open inside the v2 group: {}", out.describe());
-        assert!(out.stderr_str().contains("Operation not permitted"), "{}", out.describe());
+        assert!(
+            !out.stdout_str().contains("OPENED"),
+            "open inside the v2 group: {}",
+            out.describe()
+        );
+        assert!(
+            out.stderr_str().contains("Operation not permitted"),
+            "{}",
+            out.describe()
+        );
         let out = confined("exec 3</dev/null && echo NULL-OK");
         assert_eq!(out.stdout_str().trim(), "NULL-OK", "{}", out.describe());
-        let clean = output(Command::new("sh").arg("-c").arg(format!("{enter} rm -f /dev/hutch-bpf-blk /dev/hutch-bpf-blk2")));
+        let clean = output(Command::new("sh").arg("-c").arg(format!(
+            "{enter} rm -f /dev/hutch-bpf-blk /dev/hutch-bpf-blk2"
+        )));
         assert!(clean.status.success(), "{}", clean.describe());
 
         s.send("exit 0\n");
@@ -79,7 +124,12 @@ fn v2_device_program_is_a_second_line() {
     assert_no_leftovers(&name, Duration::from_secs(5));
     // The kernel releases the program with the removed cgroup (asynchronously).
     let live = wait_until(Duration::from_secs(10), || {
-        ids.iter().all(|&id| !bpfdev::prog_exists(id).expect("BPF_PROG_GET_FD_BY_ID")).then_some(())
+        ids.iter()
+            .all(|&id| !bpfdev::prog_exists(id).expect("BPF_PROG_GET_FD_BY_ID"))
+            .then_some(())
     });
-    assert!(live.is_some(), "device programs {ids:?} still loaded after the group was removed");
+    assert!(
+        live.is_some(),
+        "device programs {ids:?} still loaded after the group was removed"
+    );
 }

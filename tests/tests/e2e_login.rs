@@ -39,9 +39,21 @@ fn confined_login_end_to_end() {
         let uid = user.uid.to_string();
         for l in out.stdout_str().lines() {
             let f: Vec<&str> = l.split_whitespace().collect();
-            assert_eq!(f[1], uid, "foreign process in the container: {l}\n{}", out.describe());
+            assert_eq!(
+                f[1],
+                uid,
+                "foreign process in the container: {l}\n{}",
+                out.describe()
+            );
         }
-        assert!(out.stdout_str().lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["1", uid.as_str(), "hutch-init"]), "{}", out.describe());
+        assert!(
+            out.stdout_str()
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                    == ["1", uid.as_str(), "hutch-init"]),
+            "{}",
+            out.describe()
+        );
         // ... and its command line is only that (not the keeper's argv, with the config path).
         let out = env.ssh(&user, &["tr '\\0' ' ' < /proc/1/cmdline"]);
         assert_eq!(out.stdout_str().trim(), "hutch-init", "{}", out.describe());
@@ -49,18 +61,41 @@ fn confined_login_end_to_end() {
         // A host file outside the binds is invisible; the template cannot be written.
         let marker = hutch.dir.join("host-only-file");
         std::fs::write(&marker, "x").unwrap();
-        let out = env.ssh(&user, &[&format!("test -e {} && echo visible || echo invisible", marker.display())]);
+        let out = env.ssh(
+            &user,
+            &[&format!(
+                "test -e {} && echo visible || echo invisible",
+                marker.display()
+            )],
+        );
         assert_eq!(trimmed(&out), "invisible", "{}", out.describe());
 
         // Interactive: prompt, tty exists inside, exit status. While this
         // session holds the container, other sessions share its writable layer.
         let mut s = env.ssh_pty(&user, &[]);
-        assert!(s.expect("$ ", Duration::from_secs(30)).is_some(), "no prompt: {}", s.output());
+        assert!(
+            s.expect("$ ", Duration::from_secs(30)).is_some(),
+            "no prompt: {}",
+            s.output()
+        );
         let out = env.ssh(&user, &["echo x > /etc/passwd 2>&1; echo x > /usr/bin/owned 2>&1; touch /var/tmp/scratch && echo wrote"]);
-        assert_eq!(out.stderr_str().matches("Permission denied").count(), 2, "{}", out.describe());
+        assert_eq!(
+            out.stderr_str().matches("Permission denied").count(),
+            2,
+            "{}",
+            out.describe()
+        );
         assert!(out.stdout_str().contains("wrote"), "{}", out.describe());
-        let out = env.ssh(&user, &["echo persisted > ~/kept; test -e /var/tmp/scratch && echo scratch-still-there"]);
-        assert_eq!(trimmed(&out), "scratch-still-there", "the writable layer is lost between sessions of one container: {}", out.describe());
+        let out = env.ssh(
+            &user,
+            &["echo persisted > ~/kept; test -e /var/tmp/scratch && echo scratch-still-there"],
+        );
+        assert_eq!(
+            trimmed(&out),
+            "scratch-still-there",
+            "the writable layer is lost between sessions of one container: {}",
+            out.describe()
+        );
         s.send("t=$(tty); echo TTY=$t; test -c $t && echo TTY-EXISTS; exit 7\n");
         let (code, text) = s.wait(Duration::from_secs(30));
         assert_eq!(code, Some(7), "{text}");
@@ -73,14 +108,31 @@ fn confined_login_end_to_end() {
 
         // A new login gets a fresh container: the home persists, the rest does not.
         let out = env.ssh(&user, &["cat ~/kept; test -e /var/tmp/scratch && echo scratch-survived || echo scratch-gone"]);
-        assert_eq!(out.stdout_str(), "persisted\nscratch-gone\n", "{}", out.describe());
-        assert_eq!(std::fs::read_to_string(user.home.join("kept")).unwrap(), "persisted\n");
+        assert_eq!(
+            out.stdout_str(),
+            "persisted\nscratch-gone\n",
+            "{}",
+            out.describe()
+        );
+        assert_eq!(
+            std::fs::read_to_string(user.home.join("kept")).unwrap(),
+            "persisted\n"
+        );
         let left = hutch.wait_gone(&name, Duration::from_secs(15));
         assert!(left.is_empty(), "after the second logout: {left:?}");
 
         // The keeper logged its work through the host's syslog socket.
-        assert!(env.syslog().contains(&format!("{name}: container up")), "{:#?}", env.syslog().lines());
-        assert!(env.syslog().contains(&format!("{name}: container torn down")), "{:#?}", env.syslog().lines());
+        assert!(
+            env.syslog().contains(&format!("{name}: container up")),
+            "{:#?}",
+            env.syslog().lines()
+        );
+        assert!(
+            env.syslog()
+                .contains(&format!("{name}: container torn down")),
+            "{:#?}",
+            env.syslog().lines()
+        );
     }
     drop(user);
     assert_no_leftovers(&name, Duration::from_secs(5));
@@ -103,17 +155,41 @@ fn sessions_share_and_sigkill_ends_session() {
     {
         let env = hutch.sshd(Sftp::Internal);
         let mut a = env.ssh_pty(&user, &[]);
-        assert!(a.expect("$ ", Duration::from_secs(30)).is_some(), "no prompt: {}", a.output());
+        assert!(
+            a.expect("$ ", Duration::from_secs(30)).is_some(),
+            "no prompt: {}",
+            a.output()
+        );
         a.send("echo A-NS=$(readlink /proc/self/ns/pid)\n");
-        let text = a.expect("A-NS=pid:", Duration::from_secs(10)).expect("pid ns of session A");
-        let ns_a = text.split("A-NS=").last().unwrap().lines().next().unwrap().trim().to_string();
-        let out = env.ssh(&user, &["readlink /proc/self/ns/pid; readlink /proc/self/ns/mnt"]);
+        let text = a
+            .expect("A-NS=pid:", Duration::from_secs(10))
+            .expect("pid ns of session A");
+        let ns_a = text
+            .split("A-NS=")
+            .last()
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .trim()
+            .to_string();
+        let out = env.ssh(
+            &user,
+            &["readlink /proc/self/ns/pid; readlink /proc/self/ns/mnt"],
+        );
         let ns_b = out.stdout_str().lines().next().unwrap_or("").to_string();
-        assert_eq!(ns_a, ns_b, "two sessions, two containers: {}", out.describe());
+        assert_eq!(
+            ns_a,
+            ns_b,
+            "two sessions, two containers: {}",
+            out.describe()
+        );
 
         // Session B has ended; A holds the container.
         let state = wait_until(Duration::from_secs(10), || {
-            hutch.state(&name).filter(|st| st["sessions"].as_array().map(|s| s.len()) == Some(1))
+            hutch
+                .state(&name)
+                .filter(|st| st["sessions"].as_array().map(|s| s.len()) == Some(1))
         })
         .unwrap_or_else(|| panic!("state.json with one session: {:?}", hutch.state(&name)));
         let out = hutch.ctl(&["list"]);
@@ -123,13 +199,23 @@ fn sessions_share_and_sigkill_ends_session() {
         // the keeper connection) and its post-auth child (which inherited it).
         let monitor = state["sessions"][0]["pid"].as_i64().unwrap() as i32;
         let mut victims = hutch_tests::proc::descendants(monitor);
-        victims.retain(|&p| hutch_tests::proc::cmdline(p).unwrap_or_default().contains("sshd"));
+        victims.retain(|&p| {
+            hutch_tests::proc::cmdline(p)
+                .unwrap_or_default()
+                .contains("sshd")
+        });
         victims.push(monitor);
         for p in victims {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         let left = hutch.wait_gone(&name, Duration::from_secs(15));
-        assert!(left.is_empty(), "after SIGKILL of the sshd session process: {left:?}");
+        assert!(
+            left.is_empty(),
+            "after SIGKILL of the sshd session process: {left:?}"
+        );
         drop(a);
     }
     drop(user);
@@ -152,22 +238,59 @@ fn file_transfer_sees_the_container() {
         let env = hutch.sshd(sftp);
         let out = env.scp_to(&user, &local.join("up"), "up.txt");
         assert!(out.status.success(), "{}", out.describe());
-        assert_eq!(std::fs::read_to_string(user.home.join("up.txt")).unwrap(), "payload\n");
+        assert_eq!(
+            std::fs::read_to_string(user.home.join("up.txt")).unwrap(),
+            "payload\n"
+        );
         let out = env.scp_from(&user, "/etc/hostname", &local.join("hn"));
         assert!(out.status.success(), "{}", out.describe());
-        assert_eq!(std::fs::read_to_string(local.join("hn")).unwrap(), format!("box-{name}\n"), "scp read the host's /etc/hostname");
-        let out = env.sftp(&user, &format!("get /etc/hostname {}\n", local.join("sftp-hn").display()));
+        assert_eq!(
+            std::fs::read_to_string(local.join("hn")).unwrap(),
+            format!("box-{name}\n"),
+            "scp read the host's /etc/hostname"
+        );
+        let out = env.sftp(
+            &user,
+            &format!("get /etc/hostname {}\n", local.join("sftp-hn").display()),
+        );
         assert!(out.status.success(), "{}", out.describe());
-        assert_eq!(std::fs::read_to_string(local.join("sftp-hn")).unwrap(), format!("box-{name}\n"), "sftp read the host's /etc/hostname");
-        let out = env.rsync(&user, &["-a", &format!("{}/", local.path().display()), &env.remote(&user, "r/")]);
+        assert_eq!(
+            std::fs::read_to_string(local.join("sftp-hn")).unwrap(),
+            format!("box-{name}\n"),
+            "sftp read the host's /etc/hostname"
+        );
+        let out = env.rsync(
+            &user,
+            &[
+                "-a",
+                &format!("{}/", local.path().display()),
+                &env.remote(&user, "r/"),
+            ],
+        );
         assert!(out.status.success(), "{}", out.describe());
-        assert_eq!(std::fs::read_to_string(user.home.join("r/up")).unwrap(), "payload\n");
-        let out = env.rsync(&user, &[&env.remote(&user, "/etc/hostname"), &local.join("rs-hn").to_string_lossy()]);
+        assert_eq!(
+            std::fs::read_to_string(user.home.join("r/up")).unwrap(),
+            "payload\n"
+        );
+        let out = env.rsync(
+            &user,
+            &[
+                &env.remote(&user, "/etc/hostname"),
+                &local.join("rs-hn").to_string_lossy(),
+            ],
+        );
         assert!(out.status.success(), "{}", out.describe());
-        assert_eq!(std::fs::read_to_string(local.join("rs-hn")).unwrap(), format!("box-{name}\n"));
+        assert_eq!(
+            std::fs::read_to_string(local.join("rs-hn")).unwrap(),
+            format!("box-{name}\n")
+        );
         // A file made on the host outside the binds is not there for sftp.
         let out = env.sftp(&user, &format!("get {} nope\n", hutch.config.display()));
-        assert!(!out.status.success(), "sftp reached a host file: {}", out.describe());
+        assert!(
+            !out.status.success(),
+            "sftp reached a host file: {}",
+            out.describe()
+        );
         let left = hutch.wait_gone(&name, Duration::from_secs(15));
         assert!(left.is_empty(), "{left:?}");
         drop(env);
@@ -195,8 +318,19 @@ fn su_lands_in_the_container() {
             hutch.bins.keeper.display()
         );
         let out = su_in_private_ns_with_log(&stack, &name, "hostname; id -un; exit 5", &log);
-        assert_eq!(out.code(), Some(5), "{}\n{:#?}", out.describe(), log.lines());
-        assert_eq!(out.stdout_str(), format!("box-{name}\n{name}\n"), "{}", out.describe());
+        assert_eq!(
+            out.code(),
+            Some(5),
+            "{}\n{:#?}",
+            out.describe(),
+            log.lines()
+        );
+        assert_eq!(
+            out.stdout_str(),
+            format!("box-{name}\n{name}\n"),
+            "{}",
+            out.describe()
+        );
         let left = hutch.wait_gone(&name, Duration::from_secs(15));
         assert!(left.is_empty(), "{left:?}");
     }
@@ -218,7 +352,10 @@ fn exempt_and_refusals() {
     let linked_target = TestDir::new("htetc");
     let linked = TestUser::create_with_home_symlink(&unique("ht"), &hutch.shell, Path::new("/etc"));
     let _ = linked_target;
-    hutch.write_policy(&format!("{POLICY}\n[users.{}]\nconfine = false\n", exempt.name));
+    hutch.write_policy(&format!(
+        "{POLICY}\n[users.{}]\nconfine = false\n",
+        exempt.name
+    ));
     {
         let env = hutch.sshd(Sftp::Internal);
         env.authorize(&linked);
@@ -226,34 +363,72 @@ fn exempt_and_refusals() {
         // Exempt: the host's hostname, no container.
         let out = env.ssh(&exempt, &["hostname"]);
         assert!(out.status.success(), "{}", out.describe());
-        assert_eq!(trimmed(&out), nix::unistd::gethostname().unwrap().to_string_lossy());
+        assert_eq!(
+            trimmed(&out),
+            nix::unistd::gethostname().unwrap().to_string_lossy()
+        );
         assert!(hutch.state(&exempt.name).is_none());
 
         // Home that is a symlink to /etc: refused, named in syslog.
         let out = env.ssh(&linked, &["echo IN"]);
         assert!(!out.stdout_str().contains("IN"), "{}", out.describe());
-        let line = env.syslog().wait_for(|l| l.contains("pam_hutch(") && l.contains(&linked.name) && l.contains("symlink"), Duration::from_secs(10));
-        assert!(line.is_some(), "no syslog line naming the symlinked home: {:#?}", env.syslog().lines());
-        assert!(hutch.wait_gone(&linked.name, Duration::from_secs(10)).is_empty());
+        let line = env.syslog().wait_for(
+            |l| l.contains("pam_hutch(") && l.contains(&linked.name) && l.contains("symlink"),
+            Duration::from_secs(10),
+        );
+        assert!(
+            line.is_some(),
+            "no syslog line naming the symlinked home: {:#?}",
+            env.syslog().lines()
+        );
+        assert!(hutch
+            .wait_gone(&linked.name, Duration::from_secs(10))
+            .is_empty());
 
         // Missing template.
-        hutch.write_policy(&format!("{POLICY}\n[users.{}]\ntemplate = \"no-such-template\"\n", user.name));
+        hutch.write_policy(&format!(
+            "{POLICY}\n[users.{}]\ntemplate = \"no-such-template\"\n",
+            user.name
+        ));
         let out = env.ssh(&user, &["echo IN"]);
         assert!(!out.stdout_str().contains("IN"), "{}", out.describe());
-        let line = env.syslog().wait_for(|l| l.contains("pam_hutch(") && l.contains(&user.name) && l.contains("no-such-template"), Duration::from_secs(10));
-        assert!(line.is_some(), "no syslog line naming the missing template: {:#?}", env.syslog().lines());
-        assert!(hutch.wait_gone(&user.name, Duration::from_secs(10)).is_empty());
+        let line = env.syslog().wait_for(
+            |l| {
+                l.contains("pam_hutch(") && l.contains(&user.name) && l.contains("no-such-template")
+            },
+            Duration::from_secs(10),
+        );
+        assert!(
+            line.is_some(),
+            "no syslog line naming the missing template: {:#?}",
+            env.syslog().lines()
+        );
+        assert!(hutch
+            .wait_gone(&user.name, Duration::from_secs(10))
+            .is_empty());
 
         // Broken policy: refused, with file and line.
         hutch.write_policy("[defaults]\nmemory = \"lots\"\n");
         let out = env.ssh(&user, &["echo IN"]);
         assert!(!out.stdout_str().contains("IN"), "{}", out.describe());
         let cfg = hutch.config.to_string_lossy().to_string();
-        let line = env.syslog().wait_for(|l| l.contains("pam_hutch(") && l.contains(&user.name) && l.contains(&cfg), Duration::from_secs(10));
-        assert!(line.is_some(), "no syslog line naming the policy file: {:#?}", env.syslog().lines());
-        assert!(hutch.wait_gone(&user.name, Duration::from_secs(10)).is_empty());
+        let line = env.syslog().wait_for(
+            |l| l.contains("pam_hutch(") && l.contains(&user.name) && l.contains(&cfg),
+            Duration::from_secs(10),
+        );
+        assert!(
+            line.is_some(),
+            "no syslog line naming the policy file: {:#?}",
+            env.syslog().lines()
+        );
+        assert!(hutch
+            .wait_gone(&user.name, Duration::from_secs(10))
+            .is_empty());
     }
-    assert!(hutch.cgroup_dirs().iter().all(|d| !d.join("users").join(&user.name).exists()));
+    assert!(hutch
+        .cgroup_dirs()
+        .iter()
+        .all(|d| !d.join("users").join(&user.name).exists()));
     let names = [exempt.name.clone(), user.name.clone(), linked.name.clone()];
     drop((exempt, user, linked));
     for n in names {
@@ -282,10 +457,18 @@ fn console_login_lands_in_the_container() {
         let log = Syslog::bind(dir.join("log.sock"));
         std::fs::write(dir.join("login"), hutch.pam_stack("")).unwrap();
         let mut binds = String::new();
-        for f in ["/var/run/utmp", "/var/log/wtmp", "/var/log/btmp", "/var/log/lastlog"] {
+        for f in [
+            "/var/run/utmp",
+            "/var/log/wtmp",
+            "/var/log/btmp",
+            "/var/log/lastlog",
+        ] {
             let fake = dir.join(f.rsplit('/').next().unwrap());
             std::fs::write(&fake, "").unwrap();
-            binds.push_str(&format!("[ -e {f} ] || : > {f}\nmount --bind {} {f}\n", fake.display()));
+            binds.push_str(&format!(
+                "[ -e {f} ] || : > {f}\nmount --bind {} {f}\n",
+                fake.display()
+            ));
         }
         let script = format!(
             "set -e\n{}mount --bind {} /etc/pam.d/login\n{binds}exec script -qfec \"login -f $1\" /dev/null\n",
@@ -298,7 +481,21 @@ fn console_login_lands_in_the_container() {
         // so that it has a name there too.
         let input = "hostname; echo TTY-$(test -t 0 && test -c \"$(tty)\" && echo OK); tty; echo PID1-$(cat /proc/1/comm); exit\n";
         let mut child = std::process::Command::new("timeout")
-            .args(["-k", "5", "60", "unshare", "--mount", "--propagation", "private", "--", "sh", "-c", &script, "sh", &name])
+            .args([
+                "-k",
+                "5",
+                "60",
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-c",
+                &script,
+                "sh",
+                &name,
+            ])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -307,19 +504,42 @@ fn console_login_lands_in_the_container() {
         {
             use std::io::Write;
             // script waits for the session to end after its stdin's EOF.
-            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
             let out = child.wait_with_output().unwrap();
             let text = String::from_utf8_lossy(&out.stdout).to_string();
-            assert!(text.contains(&format!("box-{name}")), "hostname: {}\n{:#?}", out.describe(), log.lines());
-            assert!(text.contains("TTY-OK"), "the session's terminal has no name inside: {}", out.describe());
+            assert!(
+                text.contains(&format!("box-{name}")),
+                "hostname: {}\n{:#?}",
+                out.describe(),
+                log.lines()
+            );
+            assert!(
+                text.contains("TTY-OK"),
+                "the session's terminal has no name inside: {}",
+                out.describe()
+            );
             assert!(text.contains("/dev/pts-"), "{}", out.describe());
             assert!(text.contains("PID1-hutch-init"), "{}", out.describe());
         }
-        let joined = log.wait_for(|l| l.contains("pam_hutch(login:session): joined"), Duration::from_secs(5));
+        let joined = log.wait_for(
+            |l| l.contains("pam_hutch(login:session): joined"),
+            Duration::from_secs(5),
+        );
         assert!(joined.is_some(), "{:#?}", log.lines());
-        let init = hutch.state(&name).and_then(|st| st["init_pid"].as_i64()).expect("the container lingers");
+        let init = hutch
+            .state(&name)
+            .and_then(|st| st["init_pid"].as_i64())
+            .expect("the container lingers");
         let mounts = std::fs::read_to_string(format!("/proc/{init}/mountinfo")).unwrap();
-        assert!(!mounts.contains("/dev/pts-"), "the terminal's bind outlived its session:\n{mounts}");
+        assert!(
+            !mounts.contains("/dev/pts-"),
+            "the terminal's bind outlived its session:\n{mounts}"
+        );
         let out = hutch.ctl(&["stop", &name]);
         assert!(out.status.success(), "{}", out.describe());
         let left = hutch.wait_gone(&name, Duration::from_secs(15));
@@ -377,14 +597,44 @@ pam.pam_end(h, rc)
             name,
             dir.path().display()
         );
-        output(std::process::Command::new("timeout").args(["-k", "5", "60", "unshare", "--mount", "--propagation", "private", "sh", "-c", &sh]))
+        output(std::process::Command::new("timeout").args([
+            "-k",
+            "5",
+            "60",
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &sh,
+        ]))
     };
     let out = run("threaded");
-    assert_eq!(out.stdout_str().trim(), "14 -", "PAM_SESSION_ERR expected: {}", out.describe());
-    let line = log.wait_for(|l| l.contains("pam_hutch(svc:session)") && l.contains(&name) && l.contains("threads"), Duration::from_secs(5));
-    assert!(line.is_some(), "no syslog line naming the threads: {:#?}", log.lines());
-    assert!(hutch.state(&name).is_none() && hutch.user_cgroups(&name).is_empty(), "a refused caller left a container");
-    assert!(!hutch.user_dir(&name).exists(), "a refused caller left {}", hutch.user_dir(&name).display());
+    assert_eq!(
+        out.stdout_str().trim(),
+        "14 -",
+        "PAM_SESSION_ERR expected: {}",
+        out.describe()
+    );
+    let line = log.wait_for(
+        |l| l.contains("pam_hutch(svc:session)") && l.contains(&name) && l.contains("threads"),
+        Duration::from_secs(5),
+    );
+    assert!(
+        line.is_some(),
+        "no syslog line naming the threads: {:#?}",
+        log.lines()
+    );
+    assert!(
+        hutch.state(&name).is_none() && hutch.user_cgroups(&name).is_empty(),
+        "a refused caller left a container"
+    );
+    assert!(
+        !hutch.user_dir(&name).exists(),
+        "a refused caller left {}",
+        hutch.user_dir(&name).display()
+    );
 
     let out = run("single");
     assert_eq!(
@@ -416,20 +666,34 @@ fn on_logout_linger_and_keep_while_running() {
         let out = env.ssh(&user, &["echo first"]);
         assert!(out.status.success(), "{}", out.describe());
         let init = |h: &HutchEnv| h.state(&name).and_then(|s| s["init_pid"].as_i64());
-        let first = wait_until(Duration::from_secs(5), || init(&hutch)).expect("the container lingers after logout");
+        let first = wait_until(Duration::from_secs(5), || init(&hutch))
+            .expect("the container lingers after logout");
         let out = env.ssh(&user, &["echo second"]);
         assert!(out.status.success(), "{}", out.describe());
-        assert_eq!(init(&hutch), Some(first), "a login within the linger time got a new container");
+        assert_eq!(
+            init(&hutch),
+            Some(first),
+            "a login within the linger time got a new container"
+        );
         let t = Instant::now();
         let left = hutch.wait_gone(&name, Duration::from_secs(20));
         assert!(left.is_empty(), "after the linger time: {left:?}");
-        eprintln!("lingered {:?} after the last logout (linger 3s)", t.elapsed());
+        eprintln!(
+            "lingered {:?} after the last logout (linger 3s)",
+            t.elapsed()
+        );
 
         hutch.write_policy(&format!("{POLICY}on_logout = \"keep-while-running\"\n"));
-        let out = env.ssh(&user, &["setsid sleep 4 </dev/null >/dev/null 2>&1 & echo started"]);
+        let out = env.ssh(
+            &user,
+            &["setsid sleep 4 </dev/null >/dev/null 2>&1 & echo started"],
+        );
         assert!(out.stdout_str().contains("started"), "{}", out.describe());
         std::thread::sleep(Duration::from_secs(2));
-        assert!(hutch.state(&name).is_some(), "torn down while a job still ran");
+        assert!(
+            hutch.state(&name).is_some(),
+            "torn down while a job still ran"
+        );
         let left = hutch.wait_gone(&name, Duration::from_secs(20));
         assert!(left.is_empty(), "after the job ended: {left:?}");
     }

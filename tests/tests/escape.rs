@@ -43,7 +43,11 @@ fn parse(text: &str) -> (Vec<Attempt>, bool) {
             let name = f.next().unwrap_or("").to_string();
             let verdict = f.next().unwrap_or("");
             let detail = f.next().unwrap_or("").to_string();
-            out.push(Attempt { name, escaped: verdict != "blocked", detail });
+            out.push(Attempt {
+                name,
+                escaped: verdict != "blocked",
+                detail,
+            });
         } else if line.starts_with("HUTCH-END ") {
             ended = true;
         }
@@ -60,8 +64,18 @@ fn give(path: &Path, user: &TestUser, mode: u32) {
 fn build_attack(dir: &Path) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("escape/attack.c");
     let bin = dir.join("attack");
-    let out = output(Command::new("gcc").args(["-static", "-O1", "-w", "-o"]).arg(&bin).arg(&src));
-    assert!(out.status.success(), "building {}: {}", src.display(), out.describe());
+    let out = output(
+        Command::new("gcc")
+            .args(["-static", "-O1", "-w", "-o"])
+            .arg(&bin)
+            .arg(&src),
+    );
+    assert!(
+        out.status.success(),
+        "building {}: {}",
+        src.display(),
+        out.describe()
+    );
     bin
 }
 
@@ -105,9 +119,18 @@ fn escape_suite() {
     let capbin = attacker.home.join("cap-attack");
     std::fs::copy(&attack, &capbin).unwrap();
     std::fs::set_permissions(&capbin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let setcap = output(Command::new("setcap").arg("cap_setuid,cap_dac_override,cap_sys_admin+ep").arg(&capbin));
+    let setcap = output(
+        Command::new("setcap")
+            .arg("cap_setuid,cap_dac_override,cap_sys_admin+ep")
+            .arg(&capbin),
+    );
     let node = attacker.home.join("null-node");
-    let _ = nix::sys::stat::mknod(&node, nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::from_bits_truncate(0o666), nix::sys::stat::makedev(1, 3));
+    let _ = nix::sys::stat::mknod(
+        &node,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    );
     std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o666)).unwrap();
 
     let mut results: Vec<Attempt> = Vec::new();
@@ -118,21 +141,37 @@ fn escape_suite() {
         // The victim: its container holds things to reach.
         let serve = format!("~/attack serve {} {VICTIM_PORT}", victim.name);
         let v = env.ssh_pty(&victim, &[&serve]);
-        assert!(v.expect("SERVING", Duration::from_secs(60)).is_some(), "victim did not start: {}", v.output());
+        assert!(
+            v.expect("SERVING", Duration::from_secs(60)).is_some(),
+            "victim did not start: {}",
+            v.output()
+        );
         let victim_pid = victim
             .processes()
             .into_iter()
-            .find(|p| proc::cmdline(*p).unwrap_or_default().contains("attack serve"))
+            .find(|p| {
+                proc::cmdline(*p)
+                    .unwrap_or_default()
+                    .contains("attack serve")
+            })
             .expect("the victim's server process");
 
         // Hold the attacker's container open, and put a setuid-root binary in
         // its writable layer (through the init's root, as only root can).
         let hold = env.ssh_pty(&attacker, &["echo HOLDING; sleep 600"]);
-        assert!(hold.expect("HOLDING", Duration::from_secs(60)).is_some(), "attacker hold: {}", hold.output());
-        let init_pid = hutch.state(&attacker.name).and_then(|s| s["init_pid"].as_i64()).expect("init_pid in state.json");
+        assert!(
+            hold.expect("HOLDING", Duration::from_secs(60)).is_some(),
+            "attacker hold: {}",
+            hold.output()
+        );
+        let init_pid = hutch
+            .state(&attacker.name)
+            .and_then(|s| s["init_pid"].as_i64())
+            .expect("init_pid in state.json");
         let layer_suid = PathBuf::from(format!("/proc/{init_pid}/root/var/tmp/suid-layer"));
         let layer_ok = std::fs::copy(&attack, &layer_suid).is_ok()
-            && std::fs::set_permissions(&layer_suid, std::fs::Permissions::from_mode(0o4755)).is_ok();
+            && std::fs::set_permissions(&layer_suid, std::fs::Permissions::from_mode(0o4755))
+                .is_ok();
 
         // The batch: every attempt of attack.c, then the setuid checks.
         let script = format!(
@@ -158,27 +197,49 @@ fn escape_suite() {
         let s = env.ssh_pty(&attacker, &[&script]);
         let (_, text) = s.wait(Duration::from_secs(180));
         let (attempts, ended) = parse(&text);
-        assert!(ended && text.contains("HUTCH-BATCH-DONE"), "the attack batch did not finish:\n{text}");
+        assert!(
+            ended && text.contains("HUTCH-BATCH-DONE"),
+            "the attack batch did not finish:\n{text}"
+        );
         results.extend(attempts);
 
-        let uid_check = |tag: &str, name: &str, results: &mut Vec<Attempt>| match euid_line(&text, tag) {
-            Some((euid, caps)) => results.push(Attempt {
-                name: name.into(),
-                escaped: euid == 0 || caps.trim_start_matches('0').len() > 0,
-                detail: format!("euid {euid}, CapEff {caps}"),
-            }),
-            None => results.push(Attempt { name: name.into(), escaped: false, detail: "did not run (exec refused)".into() }),
-        };
+        let uid_check =
+            |tag: &str, name: &str, results: &mut Vec<Attempt>| match euid_line(&text, tag) {
+                Some((euid, caps)) => results.push(Attempt {
+                    name: name.into(),
+                    escaped: euid == 0 || caps.trim_start_matches('0').len() > 0,
+                    detail: format!("euid {euid}, CapEff {caps}"),
+                }),
+                None => results.push(Attempt {
+                    name: name.into(),
+                    escaped: false,
+                    detail: "did not run (exec refused)".into(),
+                }),
+            };
         uid_check("SUID-EUID ", "setuid-root-binary-in-home", &mut results);
         if setcap.status.success() {
             uid_check("CAP-EUID ", "file-caps-binary-in-home", &mut results);
         }
         if layer_ok {
-            uid_check("LAYER-EUID ", "setuid-root-binary-in-writable-layer", &mut results);
+            uid_check(
+                "LAYER-EUID ",
+                "setuid-root-binary-in-writable-layer",
+                &mut results,
+            );
         }
-        for (tag, name) in [("TEMPLATE-SUID-MOUNT=", "template-setuid-mount"), ("TEMPLATE-SU=", "template-setuid-su")] {
-            let v = text.lines().find_map(|l| l.trim_end_matches('\r').strip_prefix(tag)).unwrap_or("missing");
-            results.push(Attempt { name: name.into(), escaped: v == "escaped", detail: format!("{tag}{v}") });
+        for (tag, name) in [
+            ("TEMPLATE-SUID-MOUNT=", "template-setuid-mount"),
+            ("TEMPLATE-SU=", "template-setuid-su"),
+        ] {
+            let v = text
+                .lines()
+                .find_map(|l| l.trim_end_matches('\r').strip_prefix(tag))
+                .unwrap_or("missing");
+            results.push(Attempt {
+                name: name.into(),
+                escaped: v == "escaped",
+                detail: format!("{tag}{v}"),
+            });
         }
 
         // A symlink planted in the home between sessions: the policy mounts
@@ -186,11 +247,21 @@ fn escape_suite() {
         // pm is a symlink to ../../../etc and a file to find in /etc later.
         let plant = "touch ~/.pm-src/hutch-planted; mv ~/sub ~/sub-old && mkdir ~/sub && ln -s ../../../etc ~/sub/pm && echo PLANTED";
         let out = env.ssh(&attacker, &[plant]);
-        assert!(out.stdout_str().contains("PLANTED"), "planting the symlink: {}", out.describe());
+        assert!(
+            out.stdout_str().contains("PLANTED"),
+            "planting the symlink: {}",
+            out.describe()
+        );
         drop(hold);
         let left = hutch.wait_gone(&attacker.name, Duration::from_secs(30));
-        assert!(left.is_empty(), "the attacker's container did not go: {left:?}");
-        let out = env.ssh(&attacker, &["test -e /etc/hutch-planted && echo REDIRECTED || echo NOT-REDIRECTED"]);
+        assert!(
+            left.is_empty(),
+            "the attacker's container did not go: {left:?}"
+        );
+        let out = env.ssh(
+            &attacker,
+            &["test -e /etc/hutch-planted && echo REDIRECTED || echo NOT-REDIRECTED"],
+        );
         let stdout = out.stdout_str();
         results.push(Attempt {
             name: "home-symlink-redirects-mount".into(),
@@ -211,7 +282,10 @@ fn escape_suite() {
         }
         // End the victim's server (the test's own process, by pid): its
         // session then ends like any other.
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim_pid), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(victim_pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
         let _ = v.wait(Duration::from_secs(15));
         // Before the sshd goes: its drop kills what sits in its netns, the keepers included.
         for n in [&attacker.name, &victim.name] {
@@ -222,7 +296,12 @@ fn escape_suite() {
 
     let escapes: Vec<&Attempt> = results.iter().filter(|a| a.escaped).collect();
     for a in &results {
-        eprintln!("{:<40} {:<8} {}", a.name, if a.escaped { "ESCAPE" } else { "blocked" }, a.detail);
+        eprintln!(
+            "{:<40} {:<8} {}",
+            a.name,
+            if a.escaped { "ESCAPE" } else { "blocked" },
+            a.detail
+        );
     }
     let mut names: Vec<&str> = results.iter().map(|a| a.name.as_str()).collect();
     names.sort_unstable();
@@ -231,7 +310,15 @@ fn escape_suite() {
     println!("{} attempts, {} escapes", results.len(), escapes.len());
     eprintln!("{} attempts, {} escapes", results.len(), escapes.len());
     assert!(results.len() >= 50, "only {} attempts ran", results.len());
-    assert!(escapes.is_empty(), "escapes:\n{}", escapes.iter().map(|a| format!("  {}: {}", a.name, a.detail)).collect::<Vec<_>>().join("\n"));
+    assert!(
+        escapes.is_empty(),
+        "escapes:\n{}",
+        escapes
+            .iter()
+            .map(|a| format!("  {}: {}", a.name, a.detail))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let names = [attacker.name.clone(), victim.name.clone()];
     drop(attacker);
     drop(victim);

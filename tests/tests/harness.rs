@@ -31,33 +31,67 @@ fn sshd_env_stock_stack() {
         // Clients run in the private netns: the host's loopback has no sshd
         // on the port (or at least not ours).
         let out = env.ssh(&user, &["id -un; cat /proc/self/net/tcp | wc -l"]);
-        assert!(out.stdout_str().starts_with(&format!("{name}\n")), "{}", out.describe());
+        assert!(
+            out.stdout_str().starts_with(&format!("{name}\n")),
+            "{}",
+            out.describe()
+        );
 
         // scp up and down (SFTP protocol, internal-sftp) and legacy scp.
         let local = TestDir::new("htscp");
         std::fs::write(local.join("up"), "payload\n").unwrap();
         let out = env.scp_to(&user, &local.join("up"), "up.txt");
         assert!(out.status.success(), "{}", out.describe());
-        assert_eq!(std::fs::read_to_string(user.home.join("up.txt")).unwrap(), "payload\n");
+        assert_eq!(
+            std::fs::read_to_string(user.home.join("up.txt")).unwrap(),
+            "payload\n"
+        );
         let out = env.scp_from(&user, "up.txt", &local.join("down"));
         assert!(out.status.success(), "{}", out.describe());
-        assert_eq!(std::fs::read_to_string(local.join("down")).unwrap(), "payload\n");
-        let out = env.scp(&user, &["-O", &env.remote(&user, "up.txt"), &local.join("legacy").to_string_lossy()]);
+        assert_eq!(
+            std::fs::read_to_string(local.join("down")).unwrap(),
+            "payload\n"
+        );
+        let out = env.scp(
+            &user,
+            &[
+                "-O",
+                &env.remote(&user, "up.txt"),
+                &local.join("legacy").to_string_lossy(),
+            ],
+        );
         assert!(out.status.success(), "{}", out.describe());
-        assert_eq!(std::fs::read_to_string(local.join("legacy")).unwrap(), "payload\n");
+        assert_eq!(
+            std::fs::read_to_string(local.join("legacy")).unwrap(),
+            "payload\n"
+        );
 
         // sftp batch and rsync.
         let out = env.sftp(&user, "mkdir d\nput /etc/hostname d/h\nls d\n");
         assert!(out.status.success(), "{}", out.describe());
         assert!(user.home.join("d/h").exists());
-        let out = env.rsync(&user, &["-a", &format!("{}/", local.path().display()), &env.remote(&user, "r/")]);
+        let out = env.rsync(
+            &user,
+            &[
+                "-a",
+                &format!("{}/", local.path().display()),
+                &env.remote(&user, "r/"),
+            ],
+        );
         assert!(out.status.success(), "{}", out.describe());
-        assert_eq!(std::fs::read_to_string(user.home.join("r/down")).unwrap(), "payload\n");
+        assert_eq!(
+            std::fs::read_to_string(user.home.join("r/down")).unwrap(),
+            "payload\n"
+        );
 
         // Interactive: a pty on both sides, `tty` names a pts, exit 7.
         let t = Instant::now();
         let mut s = env.ssh_pty(&user, &[]);
-        assert!(s.expect("$ ", Duration::from_secs(20)).is_some(), "no prompt: {}", s.output());
+        assert!(
+            s.expect("$ ", Duration::from_secs(20)).is_some(),
+            "no prompt: {}",
+            s.output()
+        );
         eprintln!("pty login to prompt: {:?}", t.elapsed());
         s.send("tty; exit 7\n");
         let (code, text) = s.wait(Duration::from_secs(20));
@@ -66,15 +100,24 @@ fn sshd_env_stock_stack() {
 
         // Logs: sshd's own and PAM's through /dev/log.
         let log = env.sshd_log();
-        assert!(log.contains(&format!("Accepted publickey for {name}")), "{log}");
-        let line = env
-            .syslog()
-            .wait_for(|l| l.contains("session opened for user") && l.contains(&name), Duration::from_secs(5));
+        assert!(
+            log.contains(&format!("Accepted publickey for {name}")),
+            "{log}"
+        );
+        let line = env.syslog().wait_for(
+            |l| l.contains("session opened for user") && l.contains(&name),
+            Duration::from_secs(5),
+        );
         assert!(line.is_some(), "syslog: {:#?}", env.syslog().lines());
-        assert!(line.unwrap().contains(&format!("pam_unix({service}:session)")));
+        assert!(line
+            .unwrap()
+            .contains(&format!("pam_unix({service}:session)")));
         assert!(env
             .syslog()
-            .wait_for_substr(&format!("session closed for user {name}"), Duration::from_secs(5))
+            .wait_for_substr(
+                &format!("session closed for user {name}"),
+                Duration::from_secs(5)
+            )
             .is_some());
 
         // The sshd really is in a netns of its own.
@@ -84,9 +127,17 @@ fn sshd_env_stock_stack() {
         );
     }
     // After drop: no user, no sshd, no processes, no mounts.
-    assert!(nix::unistd::User::from_name(&name).unwrap().is_none(), "user {name} remains");
+    assert!(
+        nix::unistd::User::from_name(&name).unwrap().is_none(),
+        "user {name} remains"
+    );
     assert!(!Path::new(&format!("/home/{name}")).exists());
-    assert!(!Path::new(&format!("/proc/{pid}")).exists() || hutch_tests::proc::cmdline(pid).unwrap_or_default().is_empty());
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists()
+            || hutch_tests::proc::cmdline(pid)
+                .unwrap_or_default()
+                .is_empty()
+    );
     assert_no_leftovers(&name, Duration::from_secs(5));
     assert_no_leftovers(&service, Duration::from_secs(5));
 }
@@ -101,18 +152,30 @@ fn sshd_env_external_sftp_and_symlink_home() {
     let name = unique("ht");
     {
         let user = TestUser::create(&name, Path::new("/bin/bash"));
-        let env = SshdEnv::start(SshdOpts { sftp: Sftp::External, ..Default::default() });
+        let env = SshdEnv::start(SshdOpts {
+            sftp: Sftp::External,
+            ..Default::default()
+        });
         let out = env.sftp(&user, "put /etc/hostname x\nls -l x\n");
         assert!(out.status.success(), "{}", out.describe());
         assert!(user.home.join("x").exists());
 
         let target = TestDir::new("htlink");
         let lname = unique("ht");
-        let linked = TestUser::create_with_home_symlink(&lname, Path::new("/bin/bash"), target.path());
-        assert!(std::fs::symlink_metadata(&linked.home).unwrap().file_type().is_symlink());
+        let linked =
+            TestUser::create_with_home_symlink(&lname, Path::new("/bin/bash"), target.path());
+        assert!(std::fs::symlink_metadata(&linked.home)
+            .unwrap()
+            .file_type()
+            .is_symlink());
         env.authorize(&linked);
         let out = env.ssh(&linked, &["pwd -P"]);
-        assert_eq!(out.stdout_str().trim(), target.path().to_string_lossy(), "{}", out.describe());
+        assert_eq!(
+            out.stdout_str().trim(),
+            target.path().to_string_lossy(),
+            "{}",
+            out.describe()
+        );
         drop(env);
         drop(linked);
         assert!(target.path().exists(), "the symlink target must survive");
@@ -136,9 +199,17 @@ fn su_in_private_namespace() {
         let stack = "auth sufficient pam_rootok.so\naccount required pam_unix.so\nsession required pam_unix.so\n";
         let out = su_in_private_ns_with_log(stack, &user.name, "id -un; tty || true", &log);
         assert!(out.status.success(), "{}", out.describe());
-        assert!(out.stdout_str().starts_with(&format!("{name}\n")), "{}", out.describe());
         assert!(
-            log.wait_for_substr(&format!("session opened for user {name}"), Duration::from_secs(5)).is_some(),
+            out.stdout_str().starts_with(&format!("{name}\n")),
+            "{}",
+            out.describe()
+        );
+        assert!(
+            log.wait_for_substr(
+                &format!("session opened for user {name}"),
+                Duration::from_secs(5)
+            )
+            .is_some(),
             "{:#?}",
             log.lines()
         );
@@ -172,7 +243,13 @@ fn debian_rootfs_is_cached() {
     let t = Instant::now();
     let r = debian_rootfs();
     eprintln!("debian_rootfs: {:?} ({})", t.elapsed(), r.display());
-    for p in ["bin/bash", "usr/lib/openssh/sftp-server", "usr/bin/rsync", "bin/ps", "usr/bin/scp"] {
+    for p in [
+        "bin/bash",
+        "usr/lib/openssh/sftp-server",
+        "usr/bin/rsync",
+        "bin/ps",
+        "usr/bin/scp",
+    ] {
         assert!(r.join(p).exists(), "{} lacks {p}", r.display());
     }
 }
@@ -191,11 +268,21 @@ fn cleanup_on_panic() {
         let user = TestUser::create(&n, Path::new("/bin/bash"));
         let env = SshdEnv::start(SshdOpts::default());
         *service.lock().unwrap() = env.service.clone();
-        let out = env.ssh(&user, &["setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo started"]);
+        let out = env.ssh(
+            &user,
+            &["setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo started"],
+        );
         assert!(out.stdout_str().contains("started"), "{}", out.describe());
         let s = env.ssh_pty(&user, &[]);
-        assert!(s.expect("$ ", Duration::from_secs(20)).is_some(), "{}", s.output());
-        assert!(!leftovers(&n).is_empty(), "a live session shows up as leftovers");
+        assert!(
+            s.expect("$ ", Duration::from_secs(20)).is_some(),
+            "{}",
+            s.output()
+        );
+        assert!(
+            !leftovers(&n).is_empty(),
+            "a live session shows up as leftovers"
+        );
         panic!("deliberate");
     }));
     assert!(r.is_err());

@@ -75,7 +75,14 @@ impl Drop for Proc {
 
 fn nsenter(pid: i32) -> Command {
     let mut c = Command::new("timeout");
-    c.args(["-k", "2", "20", "nsenter", &format!("--net=/proc/{pid}/ns/net"), "--"]);
+    c.args([
+        "-k",
+        "2",
+        "20",
+        "nsenter",
+        &format!("--net=/proc/{pid}/ns/net"),
+        "--",
+    ]);
     c
 }
 
@@ -121,7 +128,9 @@ fn connect_from(pid: i32, ip: &str, port: u16, src: Option<&str>) -> String {
 fn connect_as(env: &SshdEnv, user: &TestUser, ip: &str, port: u16) -> String {
     let out = env.ssh(
         user,
-        &[&format!("timeout 4 bash -c 'exec 3<>/dev/tcp/{ip}/{port} && head -n1 <&3' 2>&1 || echo ERR:$?")],
+        &[&format!(
+            "timeout 4 bash -c 'exec 3<>/dev/tcp/{ip}/{port} && head -n1 <&3' 2>&1 || echo ERR:$?"
+        )],
     );
     trimmed(&out)
 }
@@ -161,9 +170,16 @@ fn veth_isolation_nat_leases() {
     let host = env.pid();
 
     // The "uplink": a namespace of its own, reached from the sshd's through up0.
-    let uplink = Proc(Command::new("unshare").args(["--net", "sleep", "infinity"]).spawn().expect("uplink ns"));
+    let uplink = Proc(
+        Command::new("unshare")
+            .args(["--net", "sleep", "infinity"])
+            .spawn()
+            .expect("uplink ns"),
+    );
     let upid = uplink.0.id() as i32;
-    wait_until(Duration::from_secs(5), || (proc::ns_id(upid, "net") != proc::ns_id(host, "net")).then_some(()));
+    wait_until(Duration::from_secs(5), || {
+        (proc::ns_id(upid, "net") != proc::ns_id(host, "net")).then_some(())
+    });
     let out = sh_in(
         host,
         &format!(
@@ -172,48 +188,91 @@ fn veth_isolation_nat_leases() {
         ),
     );
     assert!(out.status.success(), "{}", out.describe());
-    let out = sh_in(upid, "ip link set lo up\nip addr add 192.0.2.2/24 dev up0p\nip link set up0p up");
+    let out = sh_in(
+        upid,
+        "ip link set lo up\nip addr add 192.0.2.2/24 dev up0p\nip link set up0p up",
+    );
     assert!(out.status.success(), "{}", out.describe());
     let _host_srv = server_in(host, &["0.0.0.0:8081", "0.0.0.0:25", "127.0.0.1:8082"]);
     let _up_srv = server_in(upid, &["192.0.2.2:8080"]);
 
     // B holds a session open while A works.
     let mut b_session = env.ssh_pty(&b, &[]);
-    assert!(b_session.expect("$ ", Duration::from_secs(30)).is_some(), "no prompt for b: {}", b_session.output());
+    assert!(
+        b_session.expect("$ ", Duration::from_secs(30)).is_some(),
+        "no prompt for b: {}",
+        b_session.output()
+    );
 
     // The gateway sees A with A's leased address.
     let t = std::time::Instant::now();
     let seen = connect_as(&env, &a, "10.77.0.1", 8081);
     eprintln!("first login of a with veth: {:?}", t.elapsed());
-    let (a_addr, a_pid) = lease_of(&lease_file, &a.name).unwrap_or_else(|| panic!("no lease for a: {}", leases(&lease_file)));
+    let (a_addr, a_pid) = lease_of(&lease_file, &a.name)
+        .unwrap_or_else(|| panic!("no lease for a: {}", leases(&lease_file)));
     let (b_addr, _) = lease_of(&lease_file, &b.name).expect("lease for b");
-    assert_eq!(seen, a_addr, "gateway reply; syslog {:#?}", env.syslog().lines());
+    assert_eq!(
+        seen,
+        a_addr,
+        "gateway reply; syslog {:#?}",
+        env.syslog().lines()
+    );
     assert_ne!(a_addr, b_addr, "concurrent users share an address");
     assert!(a_pid > 0);
 
     // resolv.conf from the policy, eth0's MAC from the address.
-    let out = env.ssh(&a, &["cat /etc/resolv.conf; cat /sys/class/net/eth0/address"]);
-    assert!(out.stdout_str().contains("nameserver 10.77.0.1"), "{}", out.describe());
+    let out = env.ssh(
+        &a,
+        &["cat /etc/resolv.conf; cat /sys/class/net/eth0/address"],
+    );
+    assert!(
+        out.stdout_str().contains("nameserver 10.77.0.1"),
+        "{}",
+        out.describe()
+    );
 
     // NAT: the uplink sees the sshd namespace's uplink address, not A's.
     assert_eq!(connect_as(&env, &a, "192.0.2.2", 8080), "192.0.2.1");
     // Denied: port 25 anywhere, the denied CIDR, the metadata address.
-    for (ip, port) in [("10.77.0.1", 25), ("198.51.100.1", 8081), ("169.254.169.254", 8081)] {
+    for (ip, port) in [
+        ("10.77.0.1", 25),
+        ("198.51.100.1", 8081),
+        ("169.254.169.254", 8081),
+    ] {
         let r = connect_as(&env, &a, ip, port);
-        assert!(r.contains("ERR") && !r.contains("refused"), "{ip}:{port} reachable: {r}");
+        assert!(
+            r.contains("ERR") && !r.contains("refused"),
+            "{ip}:{port} reachable: {r}"
+        );
     }
     // Not B: a closed port of a reachable host would be refused at once;
     // isolation leaves B unreachable (no ARP answer).
     let r = connect_as(&env, &a, &b_addr, 22);
-    assert!(r.contains("ERR") && !r.contains("refused"), "b reachable from a: {r}");
+    assert!(
+        r.contains("ERR") && !r.contains("refused"),
+        "b reachable from a: {r}"
+    );
     let r = connect_as(&env, &a, "10.77.0.1", 9);
-    assert!(r.contains("refused"), "control: a closed port of the gateway is refused: {r}");
+    assert!(
+        r.contains("refused"),
+        "control: a closed port of the gateway is refused: {r}"
+    );
 
     // ssh -L: 127.0.0.1 is the container's own lo, so the host-only service
     // is out of reach; the gateway is reached from the container (its reply
     // names A's address).
     // (nsenter execs ssh itself, so the pid killed on drop is the ssh's.)
-    let argv = env.ssh_argv(&a, &["-N", "-L", "9001:127.0.0.1:8082", "-L", "9002:10.77.0.1:8081"], &[]);
+    let argv = env.ssh_argv(
+        &a,
+        &[
+            "-N",
+            "-L",
+            "9001:127.0.0.1:8082",
+            "-L",
+            "9002:10.77.0.1:8081",
+        ],
+        &[],
+    );
     let fwd = Proc(
         Command::new(&argv[0])
             .args(&argv[1..])
@@ -227,9 +286,16 @@ fn veth_isolation_nat_leases() {
         let r = connect_from(host, "127.0.0.1", 9002, None);
         (!r.starts_with("ERR")).then_some(r)
     });
-    assert_eq!(via.as_deref(), Some(a_addr.as_str()), "forward to the gateway");
+    assert_eq!(
+        via.as_deref(),
+        Some(a_addr.as_str()),
+        "forward to the gateway"
+    );
     let r = connect_from(host, "127.0.0.1", 9001, None);
-    assert!(r.starts_with("ERR"), "ssh -L reached a host-only service: {r}");
+    assert!(
+        r.starts_with("ERR"),
+        "ssh -L reached a host-only service: {r}"
+    );
 
     // Spoofing, tested with root in A's container netns (the user has no
     // CAP_NET_RAW/ADMIN), while the forwarding session keeps it alive: the real source passes, another is dropped, and
@@ -237,12 +303,21 @@ fn veth_isolation_nat_leases() {
     let st = hutch.state(&a.name).expect("state of a");
     let init = st["init_pid"].as_i64().unwrap() as i32;
     let real = connect_from(init, "10.77.0.1", 8081, Some(&a_addr));
-    assert_eq!(real, a_addr, "init {init} ({:?}): {}", proc::cmdline(init), sh_in(init, "ip addr; ip route").describe());
+    assert_eq!(
+        real,
+        a_addr,
+        "init {init} ({:?}): {}",
+        proc::cmdline(init),
+        sh_in(init, "ip addr; ip route").describe()
+    );
     let out = sh_in(init, "ip addr add 10.77.250.250/32 dev eth0");
     assert!(out.status.success(), "{}", out.describe());
     let r = connect_from(init, "10.77.0.1", 8081, Some("10.77.250.250"));
     assert!(r.starts_with("ERR"), "spoofed source passed: {r}");
-    let out = sh_in(init, "ip link set eth0 address 02:00:00:00:00:99; ip neigh flush all");
+    let out = sh_in(
+        init,
+        "ip link set eth0 address 02:00:00:00:00:99; ip neigh flush all",
+    );
     assert!(out.status.success(), "{}", out.describe());
     let r = connect_from(init, "10.77.0.1", 8081, Some(&a_addr));
     assert!(r.starts_with("ERR"), "spoofed MAC passed: {r}");
@@ -250,7 +325,10 @@ fn veth_isolation_nat_leases() {
     drop(fwd); // A's last session
 
     // Teardown: A's container goes, its lease is freed, its table and port too.
-    let port = format!("hv{:08x}", u32::from(a_addr.parse::<std::net::Ipv4Addr>().unwrap()));
+    let port = format!(
+        "hv{:08x}",
+        u32::from(a_addr.parse::<std::net::Ipv4Addr>().unwrap())
+    );
     let left = hutch.wait_gone(&a.name, Duration::from_secs(15));
     assert!(left.is_empty(), "{left:?}");
     assert_eq!(lease_of(&lease_file, &a.name), Some((a_addr.clone(), 0)));
@@ -281,7 +359,15 @@ fn veth_isolation_nat_leases() {
     }
 
     // What the networking costs a cold login: the keeper's own figures.
-    let ms = |line: &str, key: &str| -> Option<f64> { line.split(key).nth(1)?.split(" ms").next()?.trim().parse().ok() };
+    let ms = |line: &str, key: &str| -> Option<f64> {
+        line.split(key)
+            .nth(1)?
+            .split(" ms")
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    };
     let mut shares: Vec<f64> = Vec::new();
     let lines = env.syslog().lines();
     for (i, l) in lines.iter().enumerate() {
@@ -296,7 +382,11 @@ fn veth_isolation_nat_leases() {
     }
     shares.sort_by(|x, y| x.partial_cmp(y).unwrap());
     assert!(!shares.is_empty(), "no network timing logged");
-    eprintln!("networking share of container start-up: median {:.0}% over {} starts", shares[shares.len() / 2] * 100.0, shares.len());
+    eprintln!(
+        "networking share of container start-up: median {:.0}% over {} starts",
+        shares[shares.len() / 2] * 100.0,
+        shares.len()
+    );
     drop(uplink);
 }
 
@@ -322,34 +412,67 @@ fn veth_egress_allow() {
     env.authorize(&a);
     let host = env.pid();
 
-    let uplink = Proc(Command::new("unshare").args(["--net", "sleep", "infinity"]).spawn().expect("uplink ns"));
+    let uplink = Proc(
+        Command::new("unshare")
+            .args(["--net", "sleep", "infinity"])
+            .spawn()
+            .expect("uplink ns"),
+    );
     let upid = uplink.0.id() as i32;
-    wait_until(Duration::from_secs(5), || (proc::ns_id(upid, "net") != proc::ns_id(host, "net")).then_some(()));
+    wait_until(Duration::from_secs(5), || {
+        (proc::ns_id(upid, "net") != proc::ns_id(host, "net")).then_some(())
+    });
     let out = sh_in(host, &format!("ip link add up0 type veth peer name up0p netns {upid}\nip addr add 192.0.2.1/24 dev up0\nip link set up0 up"));
     assert!(out.status.success(), "{}", out.describe());
-    let out = sh_in(upid, "ip link set lo up\nip addr add 192.0.2.2/24 dev up0p\nip link set up0p up");
+    let out = sh_in(
+        upid,
+        "ip link set lo up\nip addr add 192.0.2.2/24 dev up0p\nip link set up0p up",
+    );
     assert!(out.status.success(), "{}", out.describe());
     let _host_srv = server_in(host, &["0.0.0.0:8081"]);
-    let _up_srv = server_in(upid, &["192.0.2.2:8080", "192.0.2.2:8081", "192.0.2.2:8083"]);
+    let _up_srv = server_in(
+        upid,
+        &["192.0.2.2:8080", "192.0.2.2:8081", "192.0.2.2:8083"],
+    );
 
     // Controls from the sshd's namespace: every service answers.
     for port in [8080, 8081, 8083] {
-        assert_eq!(connect_from(host, "192.0.2.2", port, None), "192.0.2.1", "control {port}");
+        assert_eq!(
+            connect_from(host, "192.0.2.2", port, None),
+            "192.0.2.1",
+            "control {port}"
+        );
     }
 
     // The gateway, and the allowed port (through the NAT).
     let seen = connect_as(&env, &a, "10.77.0.1", 8081);
-    let (a_addr, _) = lease_of(&lease_file, &a.name).unwrap_or_else(|| panic!("no lease for a: {}", leases(&lease_file)));
-    assert_eq!(seen, a_addr, "gateway reply; syslog {:#?}", env.syslog().lines());
+    let (a_addr, _) = lease_of(&lease_file, &a.name)
+        .unwrap_or_else(|| panic!("no lease for a: {}", leases(&lease_file)));
+    assert_eq!(
+        seen,
+        a_addr,
+        "gateway reply; syslog {:#?}",
+        env.syslog().lines()
+    );
     assert_eq!(connect_as(&env, &a, "192.0.2.2", 8080), "192.0.2.1");
     // Dropped: another port of the allowed host, an allowed port that is
     // also denied, and the host's uplink address (not the gateway).
-    for (ip, port) in [("192.0.2.2", 8081), ("192.0.2.2", 8083), ("192.0.2.1", 8081)] {
+    for (ip, port) in [
+        ("192.0.2.2", 8081),
+        ("192.0.2.2", 8083),
+        ("192.0.2.1", 8081),
+    ] {
         let r = connect_as(&env, &a, ip, port);
-        assert!(r.contains("ERR") && !r.contains("refused"), "{ip}:{port} reachable: {r}");
+        assert!(
+            r.contains("ERR") && !r.contains("refused"),
+            "{ip}:{port} reachable: {r}"
+        );
     }
     let r = connect_as(&env, &a, "10.77.0.1", 9);
-    assert!(r.contains("refused"), "control: a closed port of the gateway is refused: {r}");
+    assert!(
+        r.contains("refused"),
+        "control: a closed port of the gateway is refused: {r}"
+    );
 
     assert!(hutch.wait_gone(&a.name, Duration::from_secs(15)).is_empty());
     let tables = trimmed(&sh_in(host, "nft list tables"));
@@ -394,7 +517,11 @@ fn download(env: &SshdEnv, user: &TestUser, n: u64) -> f64 {
         user,
         &["s=$(date +%s%N); n=$(timeout 30 cat </dev/tcp/10.77.0.1/8092 | wc -c); e=$(date +%s%N); echo $n $(( (e - s) / 1000000 ))"],
     );
-    let f: Vec<u64> = out.stdout_str().split_whitespace().map(|x| x.parse().unwrap()).collect();
+    let f: Vec<u64> = out
+        .stdout_str()
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
     assert_eq!(f.len(), 2, "{}", out.describe());
     assert_eq!(f[0], n, "{}", out.describe());
     f[0] as f64 / (f[1] as f64 / 1000.0)
@@ -409,7 +536,11 @@ fn upload(env: &SshdEnv, user: &TestUser, n: u64) -> f64 {
         user,
         &[&format!("exec 3<>/dev/tcp/10.77.0.1/8091 && head -c {n} /dev/zero >&3 && timeout 60 head -n 1 <&3")],
     );
-    let f: Vec<f64> = out.stdout_str().split_whitespace().map(|x| x.parse().unwrap()).collect();
+    let f: Vec<f64> = out
+        .stdout_str()
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
     assert_eq!(f.len(), 2, "{}", out.describe());
     assert_eq!(f[0] as u64, n, "{}", out.describe());
     f[0] / f[1]
@@ -420,12 +551,21 @@ fn upload(env: &SshdEnv, user: &TestUser, n: u64) -> f64 {
 fn shaper_in(pid: i32, down: u64, up: u64) -> Proc {
     use std::io::BufRead;
     let mut c = nsenter_long(pid)
-        .args(["python3", "-c", SHAPER, "0.0.0.0", &down.to_string(), &up.to_string()])
+        .args([
+            "python3",
+            "-c",
+            SHAPER,
+            "0.0.0.0",
+            &down.to_string(),
+            &up.to_string(),
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .expect("shaper server");
     let mut line = String::new();
-    std::io::BufReader::new(c.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    std::io::BufReader::new(c.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let p = Proc(c);
     assert_eq!(line.trim(), "ready");
     p
@@ -455,16 +595,24 @@ fn veth_bandwidth() {
     // Download: 4 MB at 16 mbit/s = 2 MB/s, about 2 s.
     let down = download(&env, &a, n);
     eprintln!("download: {:.0} B/s (limit 2000000)", down);
-    assert!((down - 2_000_000.0).abs() <= 0.2 * 2_000_000.0, "download {down:.0} B/s vs 2000000");
+    assert!(
+        (down - 2_000_000.0).abs() <= 0.2 * 2_000_000.0,
+        "download {down:.0} B/s vs 2000000"
+    );
     // Upload: 4 MB at 8 mbit/s = 1 MB/s, about 4 s, timed by the receiver.
     let up = upload(&env, &a, n);
     eprintln!("upload: {:.0} B/s (limit 1000000)", up);
-    assert!((up - 1_000_000.0).abs() <= 0.2 * 1_000_000.0, "upload {up:.0} B/s vs 1000000");
+    assert!(
+        (up - 1_000_000.0).abs() <= 0.2 * 1_000_000.0,
+        "upload {up:.0} B/s vs 1000000"
+    );
 
     assert!(hutch.wait_gone(&a.name, Duration::from_secs(15)).is_empty());
     // The host end of the veth (and its tbf) goes when the kernel's
     // asynchronous teardown of the container's namespace gets to it.
-    let gone = wait_until(Duration::from_secs(15), || (!trimmed(&sh_in(host, "tc qdisc show")).contains("tbf")).then_some(()));
+    let gone = wait_until(Duration::from_secs(15), || {
+        (!trimmed(&sh_in(host, "tc qdisc show")).contains("tbf")).then_some(())
+    });
     assert!(gone.is_some(), "{}", trimmed(&sh_in(host, "tc qdisc show")));
 }
 
@@ -479,7 +627,10 @@ fn veth_crash_recovery() {
     }
     let hutch = HutchEnv::new("");
     let lease_file = hutch.dir.join("leases");
-    hutch.write_policy(&format!("[host.net]\nleases = \"{}\"\n\n[defaults]\nnetwork = \"veth\"\npids = 512\n", lease_file.display()));
+    hutch.write_policy(&format!(
+        "[host.net]\nleases = \"{}\"\n\n[defaults]\nnetwork = \"veth\"\npids = 512\n",
+        lease_file.display()
+    ));
     let a = hutch.user();
     let env = hutch.sshd(Sftp::Internal);
     env.authorize(&a);
@@ -487,20 +638,43 @@ fn veth_crash_recovery() {
     let _srv = server_in(host, &["0.0.0.0:8081"]);
 
     let s = env.ssh_pty(&a, &[]);
-    assert!(s.expect("$ ", Duration::from_secs(30)).is_some(), "no prompt: {}", s.output());
-    let keeper = hutch.state(&a.name).expect("state")["keeper_pid"].as_i64().unwrap() as i32;
+    assert!(
+        s.expect("$ ", Duration::from_secs(30)).is_some(),
+        "no prompt: {}",
+        s.output()
+    );
+    let keeper = hutch.state(&a.name).expect("state")["keeper_pid"]
+        .as_i64()
+        .unwrap() as i32;
     let (addr, held) = lease_of(&lease_file, &a.name).expect("lease");
     assert_eq!(held, keeper);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(keeper), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(keeper),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let _ = s.wait(Duration::from_secs(30));
     let table = format!("hutch-{}", a.name);
-    assert!(trimmed(&sh_in(host, "nft list tables")).contains(&table), "the killed keeper's table should still be there");
+    assert!(
+        trimmed(&sh_in(host, "nft list tables")).contains(&table),
+        "the killed keeper's table should still be there"
+    );
 
-    assert_eq!(connect_as(&env, &a, "10.77.0.1", 8081), addr, "syslog {:#?}", env.syslog().lines());
+    assert_eq!(
+        connect_as(&env, &a, "10.77.0.1", 8081),
+        addr,
+        "syslog {:#?}",
+        env.syslog().lines()
+    );
     assert!(hutch.wait_gone(&a.name, Duration::from_secs(15)).is_empty());
     assert!(!trimmed(&sh_in(host, "nft list tables")).contains(&table));
     assert_eq!(lease_of(&lease_file, &a.name), Some((addr, 0)));
-    for l in env.syslog().lines().iter().filter(|l| l.contains("network up")) {
+    for l in env
+        .syslog()
+        .lines()
+        .iter()
+        .filter(|l| l.contains("network up"))
+    {
         eprintln!("{l}");
     }
 }
@@ -536,7 +710,12 @@ fn macvlan_vlan_phys() {
     // again proves the explicit give-back.
     let out = sh_in(host, "ip link add par0 type veth peer name par0p\nip link set par0 up\nip link add ph0 type veth peer name ph0p");
     assert!(out.status.success(), "{}", out.describe());
-    let vlan_ok = sh_in(host, "ip link add link par0 name vprobe type vlan id 2 && ip link del vprobe").status.success();
+    let vlan_ok = sh_in(
+        host,
+        "ip link add link par0 name vprobe type vlan id 2 && ip link del vprobe",
+    )
+    .status
+    .success();
     let mut cases = vec![(&m, "macvlan"), (&p, "veth")];
     if vlan_ok {
         cases.push((&v, "vlan"));
@@ -545,11 +724,25 @@ fn macvlan_vlan_phys() {
     }
     for (u, kind) in cases {
         env.authorize(u);
-        let out = env.ssh(u, &["ip -d -o link show eth0; ip -4 -o addr show eth0; ip route show default"]);
+        let out = env.ssh(
+            u,
+            &["ip -d -o link show eth0; ip -4 -o addr show eth0; ip route show default"],
+        );
         let text = out.stdout_str();
-        let (addr, _) = lease_of(&lease_file, &u.name).unwrap_or_else(|| panic!("no lease: {}\n{:#?}", out.describe(), env.syslog().lines()));
-        assert!(text.contains(&format!(" {kind} ")) || text.contains(&format!("\n    {kind} ")) || text.contains(kind), "{kind}: {}", out.describe());
-        assert!(text.contains(&format!("inet {addr}/16")), "{}", out.describe());
+        let (addr, _) = lease_of(&lease_file, &u.name)
+            .unwrap_or_else(|| panic!("no lease: {}\n{:#?}", out.describe(), env.syslog().lines()));
+        assert!(
+            text.contains(&format!(" {kind} "))
+                || text.contains(&format!("\n    {kind} "))
+                || text.contains(kind),
+            "{kind}: {}",
+            out.describe()
+        );
+        assert!(
+            text.contains(&format!("inet {addr}/16")),
+            "{}",
+            out.describe()
+        );
         assert!(text.contains("default via 10.77.0.1"), "{}", out.describe());
         assert!(hutch.wait_gone(&u.name, Duration::from_secs(15)).is_empty());
     }
@@ -557,11 +750,20 @@ fn macvlan_vlan_phys() {
     env.authorize(&bad);
     let out = env.ssh(&bad, &["echo inside"]);
     assert!(!out.stdout_str().contains("inside"), "{}", out.describe());
-    assert!(env.syslog().contains("nope0"), "{:#?}", env.syslog().lines());
-    assert!(hutch.wait_gone(&bad.name, Duration::from_secs(15)).is_empty());
+    assert!(
+        env.syslog().contains("nope0"),
+        "{:#?}",
+        env.syslog().lines()
+    );
+    assert!(hutch
+        .wait_gone(&bad.name, Duration::from_secs(15))
+        .is_empty());
 
     let links = trimmed(&sh_in(host, "ip -o link show"));
-    assert!(links.contains(": ph0@ph0p:"), "phys not given back: {links}");
+    assert!(
+        links.contains(": ph0@ph0p:"),
+        "phys not given back: {links}"
+    );
     assert!(!links.contains("eth0"), "{links}");
     for l in leases(&lease_file).lines() {
         assert!(l.ends_with(" 0"), "lease still held: {l}");
@@ -596,19 +798,31 @@ fn device_mode_egress_and_bandwidth() {
     let got = connect_as(&env, &a, "10.77.0.1", 8080);
     let (addr, _) = lease_of(&lease_file, &a.name).expect("a lease");
     assert_eq!(got, addr, "the gateway answers the container's own address");
-    assert!(connect_as(&env, &a, "10.77.0.1", 2525).starts_with("ERR"), "tcp/2525 is denied");
+    assert!(
+        connect_as(&env, &a, "10.77.0.1", 2525).starts_with("ERR"),
+        "tcp/2525 is denied"
+    );
     // A source address other than the lease goes nowhere, even from root in
     // the container's namespace (the user holds no capability to try).
     let holder = env.ssh_pty(&a, &[]);
-    assert!(holder.expect("$ ", Duration::from_secs(30)).is_some(), "no prompt: {}", holder.output());
+    assert!(
+        holder.expect("$ ", Duration::from_secs(30)).is_some(),
+        "no prompt: {}",
+        holder.output()
+    );
     let state = wait_until(Duration::from_secs(10), || {
-        hutch.state(&a.name).filter(|st| st["sessions"].as_array().map(|s| s.len()) == Some(1))
+        hutch
+            .state(&a.name)
+            .filter(|st| st["sessions"].as_array().map(|s| s.len()) == Some(1))
     })
     .expect("state.json with the session");
     let init = state["init_pid"].as_i64().unwrap() as i32;
     assert_eq!(connect_from(init, "10.77.0.1", 8080, None), addr);
     let spoofed = connect_from(init, "10.77.0.1", 8080, Some("10.77.9.9"));
-    assert!(spoofed.starts_with("ERR"), "a spoofed source got through: {spoofed}");
+    assert!(
+        spoofed.starts_with("ERR"),
+        "a spoofed source got through: {spoofed}"
+    );
 
     let (down_n, up_n): (u64, u64) = (9_000_000, 4_000_000);
     let _shaper = shaper_in(host, down_n, up_n);
@@ -617,16 +831,30 @@ fn device_mode_egress_and_bandwidth() {
     // first 3 MB (over the next 6 MB, ~3 s), from root in the container's
     // namespace (the host's python).
     let out = output(nsenter(init).args(["python3", "-c", STEADY_CLIENT, "10.77.0.1", "3000000"]));
-    let f: Vec<f64> = trimmed(&out).split_whitespace().map(|x| x.parse().unwrap()).collect();
-    assert_eq!(f.first().map(|b| *b as u64), Some(down_n), "{}", out.describe());
+    let f: Vec<f64> = trimmed(&out)
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert_eq!(
+        f.first().map(|b| *b as u64),
+        Some(down_n),
+        "{}",
+        out.describe()
+    );
     let down = f[1];
     eprintln!("macvlan download after the bucket: {down:.0} B/s (limit 2000000, policer)");
-    assert!((down - 2_000_000.0).abs() <= 0.2 * 2_000_000.0, "download {down:.0} B/s vs 2000000");
+    assert!(
+        (down - 2_000_000.0).abs() <= 0.2 * 2_000_000.0,
+        "download {down:.0} B/s vs 2000000"
+    );
     drop(holder);
     // Upload, shaped by the tbf on eth0, from the user's own session.
     let up = upload(&env, &a, up_n);
     eprintln!("macvlan upload: {up:.0} B/s (limit 1000000, tbf)");
-    assert!((up - 1_000_000.0).abs() <= 0.2 * 1_000_000.0, "upload {up:.0} B/s vs 1000000");
+    assert!(
+        (up - 1_000_000.0).abs() <= 0.2 * 1_000_000.0,
+        "upload {up:.0} B/s vs 1000000"
+    );
 
     assert!(hutch.wait_gone(&a.name, Duration::from_secs(15)).is_empty());
     let links = trimmed(&sh_in(host, "ip -o link show"));

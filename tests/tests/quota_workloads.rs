@@ -46,7 +46,9 @@ impl Drop for Bg {
 /// The user's cgroup counters, if the container is up.
 fn stats(hutch: &HutchEnv, user: &str) -> Option<Stats> {
     let root = CgroupRoot::open(&hutch.cgroup_root).ok()?;
-    root.existing(&hutch_runtime::paths::user_cgroup(user))?.stats().ok()
+    root.existing(&hutch_runtime::paths::user_cgroup(user))?
+        .stats()
+        .ok()
 }
 
 /// `hutchctl stats USER --json`, the user's counters.
@@ -78,11 +80,15 @@ fn quota_fork_bomb_stops_at_pids_limit() {
         let env = hutch.sshd(Sftp::Internal);
         let bomb = Bg::start(&env, &user, "b(){ b | b & }; b; sleep 60");
         let full = wait_until(Duration::from_secs(30), || {
-            stats(&hutch, &name).filter(|s| s.pids_current == Some(64) && s.pids_limit_hits.unwrap_or(0) > 0)
+            stats(&hutch, &name)
+                .filter(|s| s.pids_current == Some(64) && s.pids_limit_hits.unwrap_or(0) > 0)
         });
         let s = stats(&hutch, &name);
         eprintln!("fork bomb: {s:?}");
-        assert!(full.is_some(), "the bomb did not reach the pids limit: {s:?}");
+        assert!(
+            full.is_some(),
+            "the bomb did not reach the pids limit: {s:?}"
+        );
         std::thread::sleep(Duration::from_secs(2));
         let s = stats(&hutch, &name).unwrap();
         assert_eq!(s.pids_current, Some(64), "pids beyond the limit: {s:?}");
@@ -98,8 +104,13 @@ fn quota_fork_bomb_stops_at_pids_limit() {
         eprintln!("during the bomb: host fork+exec {host:?}, other user's login {other_login:?}");
         assert_eq!(trimmed(&out), "alive", "{}", out.describe());
         assert!(host < Duration::from_secs(1), "host fork took {host:?}");
-        assert!(other_login < Duration::from_secs(20), "other login took {other_login:?}");
-        let hits = ctl_stats(&hutch, &name)["pids_limit_hits"].as_u64().unwrap_or(0);
+        assert!(
+            other_login < Duration::from_secs(20),
+            "other login took {other_login:?}"
+        );
+        let hits = ctl_stats(&hutch, &name)["pids_limit_hits"]
+            .as_u64()
+            .unwrap_or(0);
         eprintln!("hutchctl stats: pids_limit_hits = {hits}");
         assert!(hits > 0);
 
@@ -131,24 +142,51 @@ fn quota_memory_hog_is_oom_killed_inside() {
         let env = hutch.sshd(Sftp::Internal);
         let mut sentinel = Command::new("sleep").arg("120").spawn().unwrap();
         let hold = Bg::start(&env, &user, "sleep 120");
-        let st = wait_until(Duration::from_secs(30), || hutch.state(&name).filter(|s| s["sessions"].as_array().is_some_and(|a| !a.is_empty())))
-            .expect("the holding session");
+        let st = wait_until(Duration::from_secs(30), || {
+            hutch
+                .state(&name)
+                .filter(|s| s["sessions"].as_array().is_some_and(|a| !a.is_empty()))
+        })
+        .expect("the holding session");
         let before = ctl_stats(&hutch, &name)["oom_kills"].as_u64().unwrap_or(0);
         // tail holds one "line" of 256 MiB of NULs in memory.
-        let out = env.ssh(&user, &["head -c 256M /dev/zero | tail -n 1 >/dev/null; echo rc=$?; echo shell-alive"]);
+        let out = env.ssh(
+            &user,
+            &["head -c 256M /dev/zero | tail -n 1 >/dev/null; echo rc=$?; echo shell-alive"],
+        );
         eprintln!("memory hog: {}", out.stdout_str().replace('\n', " "));
-        assert!(out.stdout_str().contains("rc=137"), "the hog was not SIGKILLed: {}", out.describe());
-        assert!(out.stdout_str().contains("shell-alive"), "{}", out.describe());
+        assert!(
+            out.stdout_str().contains("rc=137"),
+            "the hog was not SIGKILLed: {}",
+            out.describe()
+        );
+        assert!(
+            out.stdout_str().contains("shell-alive"),
+            "{}",
+            out.describe()
+        );
         let after = ctl_stats(&hutch, &name);
         eprintln!("hutchctl stats after the hog: {after}");
-        assert!(after["oom_kills"].as_u64().unwrap_or(0) > before, "OOM counter did not go up: {before} -> {after}");
+        assert!(
+            after["oom_kills"].as_u64().unwrap_or(0) > before,
+            "OOM counter did not go up: {before} -> {after}"
+        );
         assert!(after["memory_peak"].as_u64().unwrap_or(u64::MAX) <= 64 << 20);
         // Nothing outside touched.
-        assert!(sentinel.try_wait().unwrap().is_none(), "a host process died");
+        assert!(
+            sentinel.try_wait().unwrap().is_none(),
+            "a host process died"
+        );
         let st2 = hutch.state(&name).expect("container still up");
-        assert_eq!(st["init_pid"], st2["init_pid"], "the container's init changed");
+        assert_eq!(
+            st["init_pid"], st2["init_pid"],
+            "the container's init changed"
+        );
         let keeper = st2["keeper_pid"].as_i64().unwrap() as i32;
-        assert!(Path::new(&format!("/proc/{keeper}")).exists(), "the keeper died");
+        assert!(
+            Path::new(&format!("/proc/{keeper}")).exists(),
+            "the keeper died"
+        );
         let out = env.ssh(&user, &["echo still-here"]);
         assert_eq!(trimmed(&out), "still-here", "{}", out.describe());
         let _ = sentinel.kill();
@@ -173,10 +211,20 @@ fn quota_cpu_hog_held_to_quota() {
     let name = user.name.clone();
     {
         let env = hutch.sshd(Sftp::Internal);
-        let hog = Bg::start(&env, &user, "for i in 1 2; do (while :; do :; done) & done; sleep 60");
+        let hog = Bg::start(
+            &env,
+            &user,
+            "for i in 1 2; do (while :; do :; done) & done; sleep 60",
+        );
         // Warm up until both loops run.
-        let started = wait_until(Duration::from_secs(30), || stats(&hutch, &name).filter(|s| s.cpu_usage_us.unwrap_or(0) > 300_000));
-        assert!(started.is_some(), "the hog never ran: {:?}", stats(&hutch, &name));
+        let started = wait_until(Duration::from_secs(30), || {
+            stats(&hutch, &name).filter(|s| s.cpu_usage_us.unwrap_or(0) > 300_000)
+        });
+        assert!(
+            started.is_some(),
+            "the hog never ran: {:?}",
+            stats(&hutch, &name)
+        );
         // The quota is the cap under test: give the test's own cgroup root a
         // large share so that the shared box's other load does not starve
         // the hog below it.
@@ -199,10 +247,16 @@ fn quota_cpu_hog_held_to_quota() {
             a.cpu_throttled_periods,
             b.cpu_throttled_periods
         );
-        assert!(within(cpus, 0.5, 0.15), "CPU {cpus:.3} not within ±15% of 0.5");
+        assert!(
+            within(cpus, 0.5, 0.15),
+            "CPU {cpus:.3} not within ±15% of 0.5"
+        );
         assert!(b.cpu_throttled_periods > a.cpu_throttled_periods);
         let js = ctl_stats(&hutch, &name);
-        assert!(js["cpu_throttled_periods"].as_u64().unwrap_or(0) > 0, "{js}");
+        assert!(
+            js["cpu_throttled_periods"].as_u64().unwrap_or(0) > 0,
+            "{js}"
+        );
         drop(hog);
         assert!(hutch.wait_gone(&name, Duration::from_secs(20)).is_empty());
     }
@@ -225,7 +279,11 @@ impl LoopHome {
         run_ok(Command::new("truncate").args(["-s", "256M"]).arg(&img));
         let out = run_ok(Command::new("losetup").args(["-f", "--show"]).arg(&img));
         let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let mut guard = LoopHome { dir, dev, mnt: PathBuf::new() };
+        let mut guard = LoopHome {
+            dir,
+            dev,
+            mnt: PathBuf::new(),
+        };
         run_ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&guard.dev));
         run_ok(Command::new("mount").arg(&guard.dev).arg(home));
         guard.mnt = home.to_path_buf();
@@ -249,7 +307,13 @@ impl Drop for LoopHome {
 fn dd_rate(stderr: &str) -> Option<(f64, f64)> {
     let line = stderr.lines().find(|l| l.contains("copied"))?;
     let bytes: f64 = line.split_whitespace().next()?.parse().ok()?;
-    let secs: f64 = line.split("copied, ").nth(1)?.split_whitespace().next()?.parse().ok()?;
+    let secs: f64 = line
+        .split("copied, ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
     Some((bytes, secs))
 }
 
@@ -281,7 +345,11 @@ fn quota_io_bandwidth_and_iops_on_loop_device() {
             let rdev = std::fs::metadata(&disk.dev).unwrap().rdev();
             let (maj, min) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
             let node = format!("/proc/{}/root{}", env.pid(), disk.dev);
-            run_ok(Command::new("mknod").arg(&node).args(["b", &maj.to_string(), &min.to_string()]));
+            run_ok(Command::new("mknod").arg(&node).args([
+                "b",
+                &maj.to_string(),
+                &min.to_string(),
+            ]));
         }
         // 12 MiB at 4 MiB/s: ~3 s each way; 300 ops of 4 KiB at 100/s: ~3 s.
         let script = "dd if=/dev/zero of=$HOME/bw bs=64k count=192 oflag=direct 2>&1 | tail -1; \
@@ -289,18 +357,41 @@ fn quota_io_bandwidth_and_iops_on_loop_device() {
                       dd if=/dev/zero of=$HOME/ops bs=4k count=300 oflag=direct 2>&1 | tail -1; \
                       dd if=$HOME/ops of=/dev/null bs=4k iflag=direct 2>&1 | tail -1";
         let hold = Bg::start(&env, &user, "sleep 120");
-        wait_until(Duration::from_secs(30), || hutch.state(&name).filter(|s| s["sessions"].as_array().is_some_and(|a| !a.is_empty())))
-            .expect("the holding session");
-        let blk = hutch.user_cgroups(&name).into_iter().find(|d| d.join("blkio.throttle.write_bps_device").exists());
-        let limits = blk.map(|d| std::fs::read_to_string(d.join("blkio.throttle.write_bps_device")).unwrap_or_default());
-        let out = env.ssh(&user, &["stat -c '%D' ~; grep \" $HOME \" /proc/self/mountinfo"]);
-        eprintln!("blkio write limits: {limits:?}; home in the container: {}", out.stdout_str().replace('\n', " | "));
+        wait_until(Duration::from_secs(30), || {
+            hutch
+                .state(&name)
+                .filter(|s| s["sessions"].as_array().is_some_and(|a| !a.is_empty()))
+        })
+        .expect("the holding session");
+        let blk = hutch
+            .user_cgroups(&name)
+            .into_iter()
+            .find(|d| d.join("blkio.throttle.write_bps_device").exists());
+        let limits = blk.map(|d| {
+            std::fs::read_to_string(d.join("blkio.throttle.write_bps_device")).unwrap_or_default()
+        });
+        let out = env.ssh(
+            &user,
+            &["stat -c '%D' ~; grep \" $HOME \" /proc/self/mountinfo"],
+        );
+        eprintln!(
+            "blkio write limits: {limits:?}; home in the container: {}",
+            out.stdout_str().replace('\n', " | ")
+        );
         let out = env.ssh(&user, &[script]);
         assert!(out.status.success(), "{}", out.describe());
         let lines: Vec<String> = out.stdout_str().lines().map(str::to_string).collect();
         assert_eq!(lines.len(), 4, "{}", out.describe());
-        let rates: Vec<(f64, f64)> = lines.iter().map(|l| dd_rate(l).unwrap_or_else(|| panic!("dd said {l:?}"))).collect();
-        let names = ["write bandwidth", "read bandwidth", "write IOPS", "read IOPS"];
+        let rates: Vec<(f64, f64)> = lines
+            .iter()
+            .map(|l| dd_rate(l).unwrap_or_else(|| panic!("dd said {l:?}")))
+            .collect();
+        let names = [
+            "write bandwidth",
+            "read bandwidth",
+            "write IOPS",
+            "read IOPS",
+        ];
         let mut bad = Vec::new();
         for (i, (bytes, secs)) in rates.iter().enumerate() {
             let (measured, want, unit) = if i < 2 {
@@ -315,7 +406,10 @@ fn quota_io_bandwidth_and_iops_on_loop_device() {
         }
         let js = ctl_stats(&hutch, &name);
         eprintln!("hutchctl stats: {js}");
-        assert!(js["io_write_bytes"].as_u64().unwrap_or(0) >= 12 << 20, "{js}");
+        assert!(
+            js["io_write_bytes"].as_u64().unwrap_or(0) >= 12 << 20,
+            "{js}"
+        );
         assert!(js["io_read_ops"].as_u64().unwrap_or(0) >= 300, "{js}");
         assert!(bad.is_empty(), "outside ±20%: {bad:?}");
         drop(hold);
@@ -343,23 +437,45 @@ fn quota_writable_size_and_max_sessions() {
         let out = env.ssh(&user, &["dd if=/dev/zero of=/var/tmp/fill bs=1M count=64; echo rc=$?; stat -c %s /var/tmp/fill"]);
         let text = format!("{}{}", out.stdout_str(), out.stderr_str());
         eprintln!("writable layer: {}", text.replace('\n', " | "));
-        assert!(text.contains("No space left on device"), "{}", out.describe());
-        let size: u64 = out.stdout_str().lines().last().and_then(|l| l.trim().parse().ok()).expect("size");
+        assert!(
+            text.contains("No space left on device"),
+            "{}",
+            out.describe()
+        );
+        let size: u64 = out
+            .stdout_str()
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .expect("size");
         assert!((8 << 20..=16 << 20).contains(&size), "{size}");
 
         let _a = Bg::start(&env, &user, "sleep 120");
         let _b = Bg::start(&env, &user, "sleep 120");
-        wait_until(Duration::from_secs(30), || hutch.state(&name).filter(|s| s["sessions"].as_array().is_some_and(|a| a.len() == 2)))
-            .expect("two sessions");
+        wait_until(Duration::from_secs(30), || {
+            hutch
+                .state(&name)
+                .filter(|s| s["sessions"].as_array().is_some_and(|a| a.len() == 2))
+        })
+        .expect("two sessions");
         let out = env.ssh(&user, &["echo IN"]);
         eprintln!("third login: {}", out.describe());
         assert!(!out.stdout_str().contains("IN"), "{}", out.describe());
         let msg = "the most the policy allows (2)";
-        let line = env.syslog().wait_for(|l| l.contains("pam_hutch") && l.contains(&name) && l.contains(msg), Duration::from_secs(10));
+        let line = env.syslog().wait_for(
+            |l| l.contains("pam_hutch") && l.contains(&name) && l.contains(msg),
+            Duration::from_secs(10),
+        );
         assert!(line.is_some(), "{:#?}", env.syslog().lines());
         eprintln!("syslog: {}", line.unwrap());
         let seen = format!("{}{}", out.stdout_str(), out.stderr_str());
-        assert!(seen.contains(&format!("hutch: login refused: {name} already has 2 sessions, {msg}")), "the client was not told: {}", out.describe());
+        assert!(
+            seen.contains(&format!(
+                "hutch: login refused: {name} already has 2 sessions, {msg}"
+            )),
+            "the client was not told: {}",
+            out.describe()
+        );
         drop((_a, _b));
         assert!(hutch.wait_gone(&name, Duration::from_secs(20)).is_empty());
     }
@@ -382,13 +498,24 @@ fn quota_hutch_is_never_charged_to_the_user() {
     {
         let env = hutch.sshd(Sftp::Internal);
         let _hold = Bg::start(&env, &user, "sleep 120");
-        let st = wait_until(Duration::from_secs(30), || hutch.state(&name).filter(|s| s["sessions"].as_array().is_some_and(|a| !a.is_empty())))
-            .expect("the holding session");
+        let st = wait_until(Duration::from_secs(30), || {
+            hutch
+                .state(&name)
+                .filter(|s| s["sessions"].as_array().is_some_and(|a| !a.is_empty()))
+        })
+        .expect("the holding session");
         let keeper = st["keeper_pid"].as_i64().unwrap();
         let cg = std::fs::read_to_string(format!("/proc/{keeper}/cgroup")).unwrap();
-        let mem = cg.lines().find(|l| l.split(':').nth(1) == Some("memory")).unwrap().to_string();
+        let mem = cg
+            .lines()
+            .find(|l| l.split(':').nth(1) == Some("memory"))
+            .unwrap()
+            .to_string();
         eprintln!("keeper {keeper}: {mem}");
-        assert!(mem.ends_with(&format!("{}/keepers/procs", hutch.cgroup_root)), "{cg}");
+        assert!(
+            mem.ends_with(&format!("{}/keepers/procs", hutch.cgroup_root)),
+            "{cg}"
+        );
         assert!(!cg.contains(&format!("/users/{name}")), "{cg}");
 
         // Read every template file from inside.
@@ -399,11 +526,24 @@ fn quota_hutch_is_never_charged_to_the_user() {
             .into_iter()
             .find_map(|d| std::fs::read_to_string(d.join("memory.stat")).ok())
             .expect("user memory.stat");
-        let key = |k: &str| memstat.lines().find_map(|l| l.strip_prefix(&format!("{k} "))).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let key = |k: &str| {
+            memstat
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{k} ")))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         let (shmem, cache) = (key("total_shmem"), key("total_cache"));
         eprintln!("template bytes read by the user: {read}; user's total_shmem {shmem}, total_cache {cache}");
-        assert!(read > 50 << 20, "read only {read} bytes: {}", out.describe());
-        assert!(shmem < read / 10, "the template's pages were charged to the user: shmem {shmem} of {read} read");
+        assert!(
+            read > 50 << 20,
+            "read only {read} bytes: {}",
+            out.describe()
+        );
+        assert!(
+            shmem < read / 10,
+            "the template's pages were charged to the user: shmem {shmem} of {read} read"
+        );
         drop(_hold);
         assert!(hutch.wait_gone(&name, Duration::from_secs(20)).is_empty());
     }
@@ -422,7 +562,11 @@ fn quota_missing_controller_strict_and_not() {
     }
     let _s = serial();
     let hutch = HutchEnv::new("[defaults]\nswap = \"64M\"\npids = 77\nstrict = true\n");
-    if CgroupRoot::open(&hutch.cgroup_root).expect("cgroups").mode() != hutch_runtime::cgroup::Mode::V1 {
+    if CgroupRoot::open(&hutch.cgroup_root)
+        .expect("cgroups")
+        .mode()
+        != hutch_runtime::cgroup::Mode::V1
+    {
         eprintln!("skipping: a v2 host can limit swap alone; nothing is missing");
         return;
     }
@@ -432,21 +576,42 @@ fn quota_missing_controller_strict_and_not() {
         let env = hutch.sshd(Sftp::Internal);
         let out = env.ssh(&user, &["echo IN"]);
         assert!(!out.stdout_str().contains("IN"), "{}", out.describe());
-        assert!(out.stdout_str().contains("memory.memsw"), "the user was not told: {}", out.describe());
-        let line = env.syslog().wait_for(|l| l.contains("pam_hutch") && l.contains(&name) && l.contains("memory.memsw"), Duration::from_secs(10));
+        assert!(
+            out.stdout_str().contains("memory.memsw"),
+            "the user was not told: {}",
+            out.describe()
+        );
+        let line = env.syslog().wait_for(
+            |l| l.contains("pam_hutch") && l.contains(&name) && l.contains("memory.memsw"),
+            Duration::from_secs(10),
+        );
         assert!(line.is_some(), "{:#?}", env.syslog().lines());
         eprintln!("strict: {}", line.unwrap());
         assert!(hutch.wait_gone(&name, Duration::from_secs(10)).is_empty());
 
         hutch.write_policy("[defaults]\nswap = \"64M\"\npids = 77\n");
         let _hold = Bg::start(&env, &user, "sleep 120");
-        wait_until(Duration::from_secs(30), || hutch.state(&name).filter(|s| s["sessions"].as_array().is_some_and(|a| !a.is_empty())))
-            .expect("not strict: the login goes through");
-        let warn = env.syslog().wait_for(|l| l.contains(&name) && l.contains("memory.memsw") && l.contains("not applied"), Duration::from_secs(10));
+        wait_until(Duration::from_secs(30), || {
+            hutch
+                .state(&name)
+                .filter(|s| s["sessions"].as_array().is_some_and(|a| !a.is_empty()))
+        })
+        .expect("not strict: the login goes through");
+        let warn = env.syslog().wait_for(
+            |l| l.contains(&name) && l.contains("memory.memsw") && l.contains("not applied"),
+            Duration::from_secs(10),
+        );
         assert!(warn.is_some(), "{:#?}", env.syslog().lines());
         eprintln!("not strict: {}", warn.unwrap());
-        let pids = hutch.user_cgroups(&name).into_iter().find_map(|d| std::fs::read_to_string(d.join("pids.max")).ok());
-        assert_eq!(pids.as_deref().map(str::trim), Some("77"), "the rest of the limits applies");
+        let pids = hutch
+            .user_cgroups(&name)
+            .into_iter()
+            .find_map(|d| std::fs::read_to_string(d.join("pids.max")).ok());
+        assert_eq!(
+            pids.as_deref().map(str::trim),
+            Some("77"),
+            "the rest of the limits applies"
+        );
         drop(_hold);
         assert!(hutch.wait_gone(&name, Duration::from_secs(20)).is_empty());
     }

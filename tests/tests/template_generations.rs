@@ -335,7 +335,10 @@ fn template_memory_is_charged_to_hutch() {
     // periodic flush, ~2 s, behind): look until they catch up.
     let want = size as f64 * 0.9;
     let stat = || memory_stat(&keepers.dirs(), "shmem").expect("memory.stat shmem of keepers");
-    let shmem = wait_until(Duration::from_secs(10), || Some(stat()).filter(|&s| s as f64 >= want)).unwrap_or_else(stat);
+    let shmem = wait_until(Duration::from_secs(10), || {
+        Some(stat()).filter(|&s| s as f64 >= want)
+    })
+    .unwrap_or_else(stat);
     eprintln!(
         "template {} MiB; shmem of <root>/keepers: {} MiB",
         size / MIB,
@@ -509,7 +512,10 @@ fn containers_share_template(n: usize) -> SharingReport {
     let root = hutch_runtime::cgroup::CgroupRoot::open(&hutch.cgroup_root).unwrap();
     // Lazily flushed memcg statistics: give them time to catch up (as above).
     let total = || memory_stat(&root.dirs(), "shmem").expect("memory.stat of the cgroup root");
-    let cgroup_total = wait_until(Duration::from_secs(10), || Some(total()).filter(|&t| t >= template_bytes * 9 / 10)).unwrap_or_else(total);
+    let cgroup_total = wait_until(Duration::from_secs(10), || {
+        Some(total()).filter(|&t| t >= template_bytes * 9 / 10)
+    })
+    .unwrap_or_else(total);
 
     let t = Instant::now();
     for u in &users {

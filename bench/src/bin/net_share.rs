@@ -16,15 +16,17 @@
 
 use std::time::Duration;
 
-use hutch_runtime::join::JoinOptions;
 use hutch_bench::{median, open_in_child};
+use hutch_runtime::join::JoinOptions;
 use hutch_tests::HutchEnv;
 
 /// Moves this process into a new network namespace with lo up. Must run
 /// before any thread or keeper exists.
 fn private_netns() -> anyhow::Result<()> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
-    let st = std::process::Command::new("ip").args(["link", "set", "lo", "up"]).status()?;
+    let st = std::process::Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()?;
     anyhow::ensure!(st.success(), "ip link set lo up: {st}");
     Ok(())
 }
@@ -35,7 +37,10 @@ fn main() -> anyhow::Result<()> {
     }
     // First of all: never make a bridge in the host's namespace.
     private_netns()?;
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(15);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(15);
     if std::env::var_os("HUTCH_BIN_DIR").is_none() {
         if let Some(dir) = std::env::current_exe()?.parent() {
             std::env::set_var("HUTCH_BIN_DIR", dir);
@@ -44,7 +49,12 @@ fn main() -> anyhow::Result<()> {
     let base = "[defaults]\nhostname = \"bench-{user}\"\nmemory = \"1G\"\npids = 512\n";
     let hutch = HutchEnv::new(&format!("{base}network = \"none\"\n"));
     let leases = hutch.dir.join("leases");
-    let policy = |mode: &str| format!("[host.net]\nleases = \"{}\"\n\n{base}network = \"{mode}\"\n", leases.display());
+    let policy = |mode: &str| {
+        format!(
+            "[host.net]\nleases = \"{}\"\n\n{base}network = \"{mode}\"\n",
+            leases.display()
+        )
+    };
     let user = hutch.user();
     let opts = JoinOptions {
         config: hutch.config.clone(),
@@ -60,13 +70,17 @@ fn main() -> anyhow::Result<()> {
     for round in 0..=n {
         for (i, mode) in modes.iter().enumerate() {
             hutch.write_policy(&policy(mode));
-            let ms = open_in_child(&opts, &user.name).map_err(|e| anyhow::anyhow!("{mode}: {e}"))?;
+            let ms =
+                open_in_child(&opts, &user.name).map_err(|e| anyhow::anyhow!("{mode}: {e}"))?;
             let left = hutch.wait_gone(&user.name, Duration::from_secs(30));
             anyhow::ensure!(left.is_empty(), "{mode}: container not torn down: {left:?}");
             if *mode == "veth" {
                 // Proof the mode took: the user holds a (now free) lease.
                 let l = std::fs::read_to_string(&leases).unwrap_or_default();
-                anyhow::ensure!(l.lines().any(|l| l.starts_with(&format!("{} ", user.name))), "veth: no lease for the user: {l:?}");
+                anyhow::ensure!(
+                    l.lines().any(|l| l.starts_with(&format!("{} ", user.name))),
+                    "veth: no lease for the user: {l:?}"
+                );
             }
             if round > 0 {
                 times[i].push(ms);
@@ -79,7 +93,11 @@ fn main() -> anyhow::Result<()> {
     println!("cold container start (open_session, keeper start to ready), medians of {n} runs each, debug={}", cfg!(debug_assertions));
     println!("  network = \"none\": {none:8.2} ms");
     println!("  network = \"veth\": {veth:8.2} ms");
-    println!("  networking: {:8.2} ms, {:.1}% of a veth cold start", veth - none, (veth - none) / veth * 100.0);
+    println!(
+        "  networking: {:8.2} ms, {:.1}% of a veth cold start",
+        veth - none,
+        (veth - none) / veth * 100.0
+    );
     drop(user);
     Ok(())
 }

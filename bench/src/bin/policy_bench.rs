@@ -18,10 +18,19 @@ const BUDGET: Duration = Duration::from_millis(2);
 fn big_policy() -> String {
     let mut text = String::from("[defaults]\nmemory = \"1G\"\npids = 512\n");
     for p in 0..50 {
-        text.push_str(&format!("[plans.p{p}]\nmemory = \"{}M\"\ncpu = \"{}%\"\n", 256 + p, 50 + p));
+        text.push_str(&format!(
+            "[plans.p{p}]\nmemory = \"{}M\"\ncpu = \"{}%\"\n",
+            256 + p,
+            50 + p
+        ));
     }
     for g in 0..1000 {
-        text.push_str(&format!("[groups.g{g}]\nplan = \"p{}\"\npriority = {}\npids = {}\n", g % 50, g % 7, 100 + g));
+        text.push_str(&format!(
+            "[groups.g{g}]\nplan = \"p{}\"\npriority = {}\npids = {}\n",
+            g % 50,
+            g % 7,
+            100 + g
+        ));
     }
     for u in 0..10_000 {
         text.push_str(&format!("[users.u{u}]\nmemory = \"{}M\"\n", 300 + u % 1000));
@@ -57,7 +66,10 @@ fn login(load: impl Fn() -> Result<Policy>) -> Result<(Duration, Decision)> {
 }
 
 fn main() -> Result<()> {
-    let rounds: usize = std::env::args().nth(1).map_or(Ok(21), |s| s.parse()).context("ROUNDS must be a number")?;
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .map_or(Ok(21), |s| s.parse())
+        .context("ROUNDS must be a number")?;
     let dir = tempfile::tempdir().context("making a temporary directory")?;
     let config = dir.path().join("hutch.toml");
     let cache_dir = dir.path().join("policy-cache");
@@ -80,9 +92,14 @@ fn main() -> Result<()> {
 
     let (first, used) = Policy::load_cached_traced(&config, &cache_dir);
     first?;
-    ensure!(used == CacheUse::Written, "the first cached load should write the cache, not {used:?}");
+    ensure!(
+        used == CacheUse::Written,
+        "the first cached load should write the cache, not {used:?}"
+    );
     let cache_file = hutch_policy::cache_path(&config, &cache_dir);
-    let cache_size = std::fs::metadata(&cache_file).with_context(|| format!("reading {}", cache_file.display()))?.len();
+    let cache_size = std::fs::metadata(&cache_file)
+        .with_context(|| format!("reading {}", cache_file.display()))?
+        .len();
     let mut cached = Vec::new();
     for _ in 0..rounds.max(101) {
         let (t, d) = login(|| {
@@ -90,15 +107,28 @@ fn main() -> Result<()> {
             ensure!(used == CacheUse::Hit, "expected a cache hit, got {used:?}");
             Ok(p?)
         })?;
-        ensure!(Some(&d) == expect.as_ref(), "the cached policy decided differently: {d:?}");
+        ensure!(
+            Some(&d) == expect.as_ref(),
+            "the cached policy decided differently: {d:?}"
+        );
         cached.push(t);
     }
 
     let (p, c) = (median(parsed), median(cached));
-    println!("policy: {} bytes, 10000 users, 1000 groups, 50 plans; cache {cache_size} bytes", text.len());
+    println!(
+        "policy: {} bytes, 10000 users, 1000 groups, 50 plans; cache {cache_size} bytes",
+        text.len()
+    );
     println!("TOML parser alone (plain table):     {toml_alone:>10.2?}");
     println!("parse + validate + resolve, median:  {p:>10.2?}   ({rounds} logins)");
-    println!("cached load + resolve, median:       {c:>10.2?}   ({} logins)", rounds.max(101));
-    println!("speed-up: {:.1}x; cached is {:.0}% of the {BUDGET:?} budget", p.as_secs_f64() / c.as_secs_f64(), 100.0 * c.as_secs_f64() / BUDGET.as_secs_f64());
+    println!(
+        "cached load + resolve, median:       {c:>10.2?}   ({} logins)",
+        rounds.max(101)
+    );
+    println!(
+        "speed-up: {:.1}x; cached is {:.0}% of the {BUDGET:?} budget",
+        p.as_secs_f64() / c.as_secs_f64(),
+        100.0 * c.as_secs_f64() / BUDGET.as_secs_f64()
+    );
     Ok(())
 }

@@ -14,20 +14,36 @@ use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
+use hutch_bench::{median, open_in_child};
 use hutch_runtime::join::{open_session, JoinOptions, SessionInfo};
 use hutch_runtime::sys::{self, Forked};
-use hutch_bench::{median, open_in_child};
 use hutch_tests::HutchEnv;
 
 fn floor_once(lower: &std::path::Path, scratch: &std::path::Path) -> Result<f64, String> {
     use nix::mount::{mount, MsFlags};
     let t = Instant::now();
-    let flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWNET;
+    let flags = libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWNET;
     match sys::clone_fork(flags).map_err(|e| e.to_string())? {
         Forked::Child => {
             let ok = (|| -> nix::Result<()> {
-                mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)?;
-                mount(Some("t"), scratch, Some("tmpfs"), MsFlags::empty(), Some("size=64m"))?;
+                mount(
+                    None::<&str>,
+                    "/",
+                    None::<&str>,
+                    MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                    None::<&str>,
+                )?;
+                mount(
+                    Some("t"),
+                    scratch,
+                    Some("tmpfs"),
+                    MsFlags::empty(),
+                    Some("size=64m"),
+                )?;
                 for d in ["u", "w", "m"] {
                     std::fs::create_dir(scratch.join(d)).map_err(|_| nix::errno::Errno::EIO)?;
                 }
@@ -37,7 +53,13 @@ fn floor_once(lower: &std::path::Path, scratch: &std::path::Path) -> Result<f64,
                     scratch.join("u").display(),
                     scratch.join("w").display()
                 );
-                mount(Some("o"), &scratch.join("m"), Some("overlay"), MsFlags::empty(), Some(data.as_str()))
+                mount(
+                    Some("o"),
+                    &scratch.join("m"),
+                    Some("overlay"),
+                    MsFlags::empty(),
+                    Some(data.as_str()),
+                )
             })();
             sys::exit_now(if ok.is_ok() { 0 } else { 1 })
         }
@@ -55,13 +77,17 @@ fn main() -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         anyhow::bail!("run as root");
     }
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(15);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(15);
     if std::env::var_os("HUTCH_BIN_DIR").is_none() {
         if let Some(dir) = std::env::current_exe()?.parent() {
             std::env::set_var("HUTCH_BIN_DIR", dir);
         }
     }
-    let hutch = HutchEnv::new("[defaults]\nhostname = \"bench-{user}\"\nmemory = \"1G\"\npids = 512\n");
+    let hutch =
+        HutchEnv::new("[defaults]\nhostname = \"bench-{user}\"\nmemory = \"1G\"\npids = 512\n");
     let user = hutch.user();
     let opts = JoinOptions {
         config: hutch.config.clone(),
@@ -96,7 +122,11 @@ fn main() -> anyhow::Result<()> {
     let holder = match sys::fork()? {
         Forked::Child => {
             drop(hold_w);
-            let info = SessionInfo { service: "bench".into(), tty: None, rhost: None };
+            let info = SessionInfo {
+                service: "bench".into(),
+                tty: None,
+                rhost: None,
+            };
             let s = open_session(&opts, &user.name, &info);
             let mut b = [0u8; 1];
             let _ = std::fs::File::from(hold_r).read(&mut b);
@@ -106,7 +136,9 @@ fn main() -> anyhow::Result<()> {
         Forked::Parent(pid) => pid,
     };
     drop(hold_r);
-    hutch_tests::wait_until(Duration::from_secs(30), || hutch.state(&user.name).map(|_| ()));
+    hutch_tests::wait_until(Duration::from_secs(30), || {
+        hutch.state(&user.name).map(|_| ())
+    });
     for _ in 0..(n * 3) {
         join.push(open_in_child(&opts, &user.name).map_err(anyhow::Error::msg)?);
     }
@@ -115,15 +147,25 @@ fn main() -> anyhow::Result<()> {
     hutch.wait_gone(&user.name, Duration::from_secs(30));
 
     let (c, j) = (median(&mut create), median(&mut join));
-    println!("open_session, medians of {n} (join: {}) runs, debug={}", n * 3, cfg!(debug_assertions));
+    println!(
+        "open_session, medians of {n} (join: {}) runs, debug={}",
+        n * 3,
+        cfg!(debug_assertions)
+    );
     if !floor.is_empty() {
         let f = median(&mut floor);
         println!("  floor  (clone 5 namespaces + tmpfs + overlay, no cgroup): {f:8.2} ms");
-        println!("  create (keeper + cgroup + container + join):            {c:8.2} ms   {:.1}x floor", c / f);
+        println!(
+            "  create (keeper + cgroup + container + join):            {c:8.2} ms   {:.1}x floor",
+            c / f
+        );
     } else {
         println!("  create (keeper + cgroup + container + join):            {c:8.2} ms");
     }
-    println!("  join   (second session of the same user):               {j:8.2} ms   {:.3}x create", j / c);
+    println!(
+        "  join   (second session of the same user):               {j:8.2} ms   {:.3}x create",
+        j / c
+    );
     drop(user);
     Ok(())
 }

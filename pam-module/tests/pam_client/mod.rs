@@ -32,7 +32,12 @@ extern "C" {
 }
 
 /// No conversation: a session module must never prompt.
-extern "C" fn no_conv(_: c_int, _: *const *const c_void, _: *mut *mut c_void, _: *mut c_void) -> c_int {
+extern "C" fn no_conv(
+    _: c_int,
+    _: *const *const c_void,
+    _: *mut *mut c_void,
+    _: *mut c_void,
+) -> c_int {
     PAM_CONV_ERR
 }
 
@@ -58,16 +63,31 @@ pub struct Transaction {
 
 impl Transaction {
     pub fn start(confdir: &Path, service: &str, user: &str) -> Transaction {
-        let conv = Box::new(PamConv { conv: no_conv, appdata_ptr: ptr::null_mut() });
+        let conv = Box::new(PamConv {
+            conv: no_conv,
+            appdata_ptr: ptr::null_mut(),
+        });
         let (service, user) = (CString::new(service).unwrap(), CString::new(user).unwrap());
         let confdir = CString::new(confdir.as_os_str().as_encoded_bytes()).unwrap();
         let mut pamh = ptr::null_mut();
         // SAFETY: all strings are NUL-terminated and outlive the call; `conv`
         // is boxed and kept in the Transaction, which outlives the handle
         // (pam_end in Drop); `pamh` is a valid out pointer.
-        let code = unsafe { pam_start_confdir(service.as_ptr(), user.as_ptr(), &*conv, confdir.as_ptr(), &mut pamh) };
+        let code = unsafe {
+            pam_start_confdir(
+                service.as_ptr(),
+                user.as_ptr(),
+                &*conv,
+                confdir.as_ptr(),
+                &mut pamh,
+            )
+        };
         assert_eq!(code, PAM_SUCCESS, "pam_start_confdir");
-        Transaction { pamh, last: PAM_SUCCESS, _conv: conv }
+        Transaction {
+            pamh,
+            last: PAM_SUCCESS,
+            _conv: conv,
+        }
     }
 
     pub fn open_session(&mut self) -> c_int {

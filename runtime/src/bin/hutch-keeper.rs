@@ -19,7 +19,10 @@ fn main() {
             "--config" => config = args.next().map(PathBuf::from).unwrap_or_else(|| usage()),
             "--service" => service = args.next().unwrap_or_else(|| usage()),
             "--ready-fd" => {
-                let n: i32 = args.next().and_then(|n| n.parse().ok()).unwrap_or_else(|| usage());
+                let n: i32 = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| usage());
                 ready = hutch_runtime::sys::take_inherited_fd(n);
             }
             "-h" | "--help" => usage(),
@@ -32,6 +35,11 @@ fn main() {
         eprintln!("hutch-keeper: must run as root");
         std::process::exit(1);
     }
-    let code = hutch_runtime::keeper::main(hutch_runtime::keeper::Options { config, user, service, ready });
+    let code = hutch_runtime::keeper::main(hutch_runtime::keeper::Options {
+        config,
+        user,
+        service,
+        ready,
+    });
     std::process::exit(code);
 }

@@ -44,7 +44,11 @@ const EXIT: u8 = 0x95; // BPF_JMP | BPF_EXIT
 
 /// One `struct bpf_insn` in memory order.
 fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
-    let regs = if cfg!(target_endian = "little") { (src << 4) | dst } else { (dst << 4) | src };
+    let regs = if cfg!(target_endian = "little") {
+        (src << 4) | dst
+    } else {
+        (dst << 4) | src
+    };
     let o = off.to_ne_bytes();
     let i = imm.to_ne_bytes();
     u64::from_ne_bytes([code, regs, o[0], o[1], i[0], i[1], i[2], i[3]])
@@ -100,7 +104,11 @@ pub fn program(rules: &[DeviceRule]) -> Vec<u64> {
         block.push((EXIT, 0, 0, 0));
         let n = block.len();
         for (i, (code, dst, src, imm)) in block.into_iter().enumerate() {
-            let off = if code == JNE_K || code == JNE_X { (n - 1 - i) as i16 } else { 0 };
+            let off = if code == JNE_K || code == JNE_X {
+                (n - 1 - i) as i16
+            } else {
+                0
+            };
             p.push(insn(code, dst, src, off, imm));
         }
     }
@@ -114,7 +122,10 @@ pub fn program(rules: &[DeviceRule]) -> Vec<u64> {
 /// tests), nothing done. A load or attach failure is a
 /// [`CgroupError::MissingController`] naming [`CONTROLLER`].
 pub fn attach(dir: &Path, rules: &[DeviceRule]) -> Result<bool, CgroupError> {
-    let fd = std::fs::File::open(dir).map_err(|source| CgroupError::Read { path: dir.to_path_buf(), source })?;
+    let fd = std::fs::File::open(dir).map_err(|source| CgroupError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let fs = nix::sys::statfs::fstatfs(fd.as_fd()).map_err(|e| CgroupError::Read {
         path: dir.to_path_buf(),
         source: e.into(),
@@ -128,8 +139,13 @@ pub fn attach(dir: &Path, rules: &[DeviceRule]) -> Result<bool, CgroupError> {
     };
     let prog = crate::sys::bpf_load_cgroup_device(&program(rules), c"Apache", b"hutch_devices")
         .map_err(|e| missing("loading the device program", e))?;
-    crate::sys::bpf_prog_attach(fd.as_fd(), prog.as_fd(), BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI)
-        .map_err(|e| missing("attaching the device program", e))?;
+    crate::sys::bpf_prog_attach(
+        fd.as_fd(),
+        prog.as_fd(),
+        BPF_CGROUP_DEVICE,
+        BPF_F_ALLOW_MULTI,
+    )
+    .map_err(|e| missing("attaching the device program", e))?;
     // The attachment holds the program; our descriptor (dropped here) may go.
     Ok(true)
 }
@@ -181,7 +197,12 @@ mod tests {
             DeviceRule::char(1, Some(3), "rwm"),
             DeviceRule::char(136, None, "rwm"),
             DeviceRule::char(5, Some(0), "rw"),
-            DeviceRule { kind: DeviceKind::Block, major: Some(8), minor: None, access: "r".into() },
+            DeviceRule {
+                kind: DeviceKind::Block,
+                major: Some(8),
+                minor: None,
+                access: "r".into(),
+            },
         ];
         let p = program(&rules);
         let rw = ACC_READ | ACC_WRITE;
@@ -191,11 +212,27 @@ mod tests {
         assert_eq!(run(&p, BPF_DEVCG_DEV_CHAR, rw, 136, 42), 1, "pty wildcard");
         assert_eq!(run(&p, BPF_DEVCG_DEV_BLOCK, rw, 136, 42), 0, "wrong type");
         assert_eq!(run(&p, BPF_DEVCG_DEV_CHAR, rw, 5, 0), 1);
-        assert_eq!(run(&p, BPF_DEVCG_DEV_CHAR, ACC_MKNOD, 5, 0), 0, "no m for 5:0");
+        assert_eq!(
+            run(&p, BPF_DEVCG_DEV_CHAR, ACC_MKNOD, 5, 0),
+            0,
+            "no m for 5:0"
+        );
         assert_eq!(run(&p, BPF_DEVCG_DEV_BLOCK, ACC_READ, 8, 1), 1);
-        assert_eq!(run(&p, BPF_DEVCG_DEV_BLOCK, rw, 8, 1), 0, "write not allowed");
-        assert_eq!(run(&p, BPF_DEVCG_DEV_BLOCK, ACC_READ, 7, 0), 0, "loop device");
-        assert_eq!(run(&program(&[]), BPF_DEVCG_DEV_CHAR, ACC_READ, 1, 3), 0, "empty list denies all");
+        assert_eq!(
+            run(&p, BPF_DEVCG_DEV_BLOCK, rw, 8, 1),
+            0,
+            "write not allowed"
+        );
+        assert_eq!(
+            run(&p, BPF_DEVCG_DEV_BLOCK, ACC_READ, 7, 0),
+            0,
+            "loop device"
+        );
+        assert_eq!(
+            run(&program(&[]), BPF_DEVCG_DEV_CHAR, ACC_READ, 1, 3),
+            0,
+            "empty list denies all"
+        );
     }
 
     #[test]

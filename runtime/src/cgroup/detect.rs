@@ -299,7 +299,10 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "unified"]
+            [
+                "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids",
+                "unified"
+            ]
         );
         assert_eq!(m[3].mount_point, Path::new("/sys/fs/cgroup/memory"));
         assert_eq!(limits_mode(&m).unwrap(), Mode::V1);

@@ -74,7 +74,12 @@ pub enum DeviceKind {
 impl DeviceRule {
     /// A rule for the character device `major:minor` (`None` = any).
     pub fn char(major: u32, minor: Option<u32>, access: &str) -> DeviceRule {
-        DeviceRule { kind: DeviceKind::Char, major: Some(major), minor, access: access.to_string() }
+        DeviceRule {
+            kind: DeviceKind::Char,
+            major: Some(major),
+            minor,
+            access: access.to_string(),
+        }
     }
 }
 
@@ -85,7 +90,13 @@ impl std::fmt::Display for DeviceRule {
             DeviceKind::Block => 'b',
         };
         let num = |n: Option<u32>| n.map_or("*".to_string(), |n| n.to_string());
-        write!(f, "{kind} {}:{} {}", num(self.major), num(self.minor), self.access)
+        write!(
+            f,
+            "{kind} {}:{} {}",
+            num(self.major),
+            num(self.minor),
+            self.access
+        )
     }
 }
 
@@ -372,7 +383,9 @@ impl CgroupRoot {
                     let leaf = group.join(LEAF);
                     // The unified mount of a hybrid host has no controllers,
                     // but a device program attached there binds all the same.
-                    if let (Some(rules), true, false) = (bpf_devices, h.mount.unified, leaf.exists()) {
+                    if let (Some(rules), true, false) =
+                        (bpf_devices, h.mount.unified, leaf.exists())
+                    {
                         bpfdev::attach(&group, rules)?;
                     }
                     if h.has("cpuset") {
@@ -406,8 +419,17 @@ impl CgroupRoot {
                 // own cgroup, never those of the cgroups below. The processes
                 // live in the leaf, so the rules go there too.
                 if let (Some(blk), false) = (&dirs.blkio, limits.io.is_empty()) {
-                    let leaf = v1::Dirs { blkio: Some(blk.join(LEAF)), ..v1::Dirs::default() };
-                    v1::write_limits(&leaf, &Limits { io: limits.io.clone(), ..Limits::default() })?;
+                    let leaf = v1::Dirs {
+                        blkio: Some(blk.join(LEAF)),
+                        ..v1::Dirs::default()
+                    };
+                    v1::write_limits(
+                        &leaf,
+                        &Limits {
+                            io: limits.io.clone(),
+                            ..Limits::default()
+                        },
+                    )?;
                 }
                 Ok(())
             }
@@ -482,7 +504,8 @@ impl Cgroup {
     /// namespace), so that [`Cgroup::detach`] can put it back.
     pub fn attach_from(&self, pid: i32) -> Result<Origin, CgroupError> {
         let path = PathBuf::from(format!("/proc/{pid}/cgroup"));
-        let text = std::fs::read_to_string(&path).map_err(|source| CgroupError::Read { path, source })?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|source| CgroupError::Read { path, source })?;
         let members = detect::parse_proc_cgroup(&text);
         let dirs = self
             .hiers
@@ -500,7 +523,12 @@ impl Cgroup {
     /// (a group of the same root). A pid that is no longer in the leaf
     /// (gone, or reused by another process) is left alone. Returns how many
     /// hierarchies it was moved in.
-    pub fn detach(&self, pid: i32, origin: &Origin, fallback: Option<&Cgroup>) -> Result<usize, CgroupError> {
+    pub fn detach(
+        &self,
+        pid: i32,
+        origin: &Origin,
+        fallback: Option<&Cgroup>,
+    ) -> Result<usize, CgroupError> {
         let fallbacks = fallback.map(Cgroup::leaf_dirs).unwrap_or_default();
         let mut moved = 0;
         for (i, leaf) in self.leaf_dirs().iter().enumerate() {
@@ -509,7 +537,10 @@ impl Cgroup {
             }
             let back = match origin.dirs.get(i) {
                 Some(Some(to)) => fsio::write(to, "cgroup.procs", &pid.to_string()),
-                _ => Err(CgroupError::NoHierarchy(format!("pid {pid} had no cgroup in {}", leaf.display()))),
+                _ => Err(CgroupError::NoHierarchy(format!(
+                    "pid {pid} had no cgroup in {}",
+                    leaf.display()
+                ))),
             };
             match (back, fallbacks.get(i)) {
                 (Ok(()), _) => {}
@@ -688,7 +719,8 @@ pub fn without_controller(limits: &Limits, controller: &str) -> (Limits, Vec<&'s
         drop_if(l.pids_max.take().is_some(), "pids");
     } else if c == "blkio" || c == "io" {
         drop_if(!std::mem::take(&mut l.io).is_empty(), "io");
-        drop_if(l.io_weight.take().is_some(), "io_weight");    } else if c == "devices" {
+        drop_if(l.io_weight.take().is_some(), "io_weight");
+    } else if c == "devices" {
         drop_if(l.devices.take().is_some(), "devices");
     }
     (l, dropped)
@@ -818,22 +850,47 @@ mod tests {
     fn create_with_missing_controller() {
         let t = tempfile::tempdir().unwrap();
         let mem = t.path().join("memory");
-        fake(&mem, &[("cgroup.procs", ""), ("memory.limit_in_bytes", "9223372036854771712")]);
+        fake(
+            &mem,
+            &[
+                ("cgroup.procs", ""),
+                ("memory.limit_in_bytes", "9223372036854771712"),
+            ],
+        );
         let mi = format!(
             "35 31 0:32 / {} rw - cgroup cgroup rw,memory\n",
             mem.display()
         );
         let root = CgroupRoot::open_at("/h", "4:memory:/\n", &mi).unwrap();
-        let limits = Limits { memory_max: Some(1 << 20), pids_max: Some(50), ..Limits::default() };
+        let limits = Limits {
+            memory_max: Some(1 << 20),
+            pids_max: Some(50),
+            ..Limits::default()
+        };
         let e = root.create_with("u", &limits, true).unwrap_err();
-        assert!(matches!(e, CgroupError::MissingController { ref controller, .. } if controller == "pids"), "{e}");
+        assert!(
+            matches!(e, CgroupError::MissingController { ref controller, .. } if controller == "pids"),
+            "{e}"
+        );
         assert!(!mem.join("h/u").exists(), "a refused group is removed");
         // The fake kernel has no files below the root: pre-make the group's.
-        fake(&mem.join("h/u"), &[("cgroup.procs", ""), ("memory.limit_in_bytes", "9223372036854771712")]);
+        fake(
+            &mem.join("h/u"),
+            &[
+                ("cgroup.procs", ""),
+                ("memory.limit_in_bytes", "9223372036854771712"),
+            ],
+        );
         let (cg, warnings) = root.create_with("u", &limits, false).unwrap();
         assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert!(warnings[0].contains("pids") && warnings[0].contains("not applied"), "{warnings:?}");
-        assert_eq!(std::fs::read_to_string(mem.join("h/u/memory.limit_in_bytes")).unwrap(), "1048576");
+        assert!(
+            warnings[0].contains("pids") && warnings[0].contains("not applied"),
+            "{warnings:?}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(mem.join("h/u/memory.limit_in_bytes")).unwrap(),
+            "1048576"
+        );
         assert_eq!(cg.rel(), "u");
         let (l, d) = without_controller(&limits, "cpu");
         assert_eq!((l, d), (limits.clone(), vec![]));
@@ -854,10 +911,27 @@ mod tests {
         for d in ["", "h/u", "h/u/procs"] {
             fake(&blk.join(d), &files);
         }
-        let mi = format!("35 31 0:32 / {} rw - cgroup cgroup rw,blkio\n", blk.display());
+        let mi = format!(
+            "35 31 0:32 / {} rw - cgroup cgroup rw,blkio\n",
+            blk.display()
+        );
         let root = CgroupRoot::open_at("/h", "7:blkio:/\n", &mi).unwrap();
-        let io = IoDeviceLimit { major: 7, minor: 3, read_bps: None, write_bps: Some(4 << 20), read_iops: None, write_iops: Some(100) };
-        root.create("u", &Limits { io: vec![io], ..Limits::default() }).unwrap();
+        let io = IoDeviceLimit {
+            major: 7,
+            minor: 3,
+            read_bps: None,
+            write_bps: Some(4 << 20),
+            read_iops: None,
+            write_iops: Some(100),
+        };
+        root.create(
+            "u",
+            &Limits {
+                io: vec![io],
+                ..Limits::default()
+            },
+        )
+        .unwrap();
         for d in ["h/u", "h/u/procs"] {
             let r = |f: &str| std::fs::read_to_string(blk.join(d).join(f)).unwrap();
             assert_eq!(r("blkio.throttle.write_bps_device"), "7:3 4194304", "{d}");
@@ -870,21 +944,42 @@ mod tests {
     fn v1_devices_group_then_leaf() {
         let t = tempfile::tempdir().unwrap();
         let dev = t.path().join("devices");
-        let files = [("cgroup.procs", ""), ("devices.deny", ""), ("devices.allow", ""), ("devices.list", "a *:* rwm\n")];
+        let files = [
+            ("cgroup.procs", ""),
+            ("devices.deny", ""),
+            ("devices.allow", ""),
+            ("devices.list", "a *:* rwm\n"),
+        ];
         fake(&dev, &files);
         // The fake kernel makes no files in new directories: pre-make the group's.
         fake(&dev.join("h/u"), &files);
-        let mi = format!("36 31 0:33 / {} rw - cgroup cgroup rw,devices\n", dev.display());
+        let mi = format!(
+            "36 31 0:33 / {} rw - cgroup cgroup rw,devices\n",
+            dev.display()
+        );
         let root = CgroupRoot::open_at("/h", "5:devices:/\n", &mi).unwrap();
-        let rules = vec![DeviceRule::char(1, Some(3), "rwm"), DeviceRule::char(136, None, "rwm")];
-        let limits = Limits { devices: Some(rules.clone()), ..Limits::default() };
+        let rules = vec![
+            DeviceRule::char(1, Some(3), "rwm"),
+            DeviceRule::char(136, None, "rwm"),
+        ];
+        let limits = Limits {
+            devices: Some(rules.clone()),
+            ..Limits::default()
+        };
         // The fake kernel gives the new leaf no control files: the group is
         // written first, then the leaf write fails as a missing controller.
         let e = root.create("u", &limits).unwrap_err();
-        assert!(matches!(e, CgroupError::MissingController { ref controller, .. } if controller == "devices"), "{e}");
+        assert!(
+            matches!(e, CgroupError::MissingController { ref controller, .. } if controller == "devices"),
+            "{e}"
+        );
         let r = |p: &str| std::fs::read_to_string(dev.join(p)).unwrap();
         assert_eq!(r("h/u/devices.deny"), "a");
-        assert_eq!(r("h/u/devices.allow"), "c 136:* rwm", "the last rule is written last");
+        assert_eq!(
+            r("h/u/devices.allow"),
+            "c 136:* rwm",
+            "the last rule is written last"
+        );
         // An existing group with its leaf: only the leaf is written (the
         // kernel refuses `deny a` on a group with children).
         fake(&dev.join("h/u"), &files);

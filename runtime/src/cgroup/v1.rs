@@ -503,7 +503,12 @@ mod tests {
         let rules = [
             DeviceRule::char(1, Some(3), "rwm"),
             DeviceRule::char(136, None, "rw"),
-            DeviceRule { kind: DeviceKind::Block, major: None, minor: None, access: "m".into() },
+            DeviceRule {
+                kind: DeviceKind::Block,
+                major: None,
+                minor: None,
+                access: "m".into(),
+            },
         ];
         assert_eq!(
             device_writes(&rules),
@@ -515,8 +520,13 @@ mod tests {
             ]
         );
         let d = Dirs::default();
-        let l = Limits { devices: Some(vec![]), ..Limits::default() };
-        assert!(matches!(check_controllers(&d, &l), Err(CgroupError::MissingController { ref controller, .. }) if controller == "devices"));
+        let l = Limits {
+            devices: Some(vec![]),
+            ..Limits::default()
+        };
+        assert!(
+            matches!(check_controllers(&d, &l), Err(CgroupError::MissingController { ref controller, .. }) if controller == "devices")
+        );
     }
 
     /// A swap limit without memsw (no swap accounting) and a limit without its hierarchy are missing controllers.

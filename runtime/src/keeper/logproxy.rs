@@ -50,7 +50,12 @@ pub struct Bucket {
 
 impl Bucket {
     pub fn new(rate: u32, burst: u32, now: Instant) -> Bucket {
-        Bucket { rate: rate as f64, burst: burst as f64, tokens: burst as f64, last: now }
+        Bucket {
+            rate: rate as f64,
+            burst: burst as f64,
+            tokens: burst as f64,
+            last: now,
+        }
     }
 
     /// Takes one token if there is one.
@@ -71,13 +76,20 @@ impl Bucket {
 /// when absent or malformed, as RFC 3164 says) and the rest.
 pub fn split_pri(msg: &[u8]) -> (u8, &[u8]) {
     let default = (LOG_USER | LOG_NOTICE, msg);
-    let Some(rest) = msg.strip_prefix(b"<") else { return default };
-    let Some(end) = rest.iter().take(4).position(|&b| b == b'>') else { return default };
+    let Some(rest) = msg.strip_prefix(b"<") else {
+        return default;
+    };
+    let Some(end) = rest.iter().take(4).position(|&b| b == b'>') else {
+        return default;
+    };
     let digits = &rest[..end];
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return default;
     }
-    match std::str::from_utf8(digits).ok().and_then(|d| d.parse::<u16>().ok()) {
+    match std::str::from_utf8(digits)
+        .ok()
+        .and_then(|d| d.parse::<u16>().ok())
+    {
         Some(p) if p <= 191 => (p as u8, &rest[end + 1..]),
         _ => default,
     }
@@ -85,8 +97,10 @@ pub fn split_pri(msg: &[u8]) -> (u8, &[u8]) {
 
 /// True when `b` starts with an RFC 3164 timestamp (`Mmm dd hh:mm:ss `).
 fn has_timestamp(b: &[u8]) -> bool {
-    const MONTHS: [&[u8]; 12] =
-        [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
+    const MONTHS: [&[u8]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
     b.len() >= 16
         && MONTHS.contains(&&b[..3])
         && b[3] == b' '
@@ -102,14 +116,28 @@ fn has_timestamp(b: &[u8]) -> bool {
 /// newlines and NULs inside become spaces, so one datagram stays one line.
 pub fn rewrite(msg: &[u8], uid: Option<u32>, user: &str) -> Vec<u8> {
     let (pri, rest) = split_pri(msg);
-    let pri = if uid == Some(0) { pri } else { LOG_USER | (pri & 7) };
-    let mut rest = if has_timestamp(rest) { &rest[16..] } else { rest };
+    let pri = if uid == Some(0) {
+        pri
+    } else {
+        LOG_USER | (pri & 7)
+    };
+    let mut rest = if has_timestamp(rest) {
+        &rest[16..]
+    } else {
+        rest
+    };
     while let [head @ .., b'\n' | b'\0' | b'\r'] = rest {
         rest = head;
     }
     let rest = &rest[..rest.len().min(MAX_LINE)];
     let mut out = format!("<{pri}>hutch[{user}]: ").into_bytes();
-    out.extend(rest.iter().map(|&b| if matches!(b, b'\n' | b'\r' | b'\0') { b' ' } else { b }));
+    out.extend(rest.iter().map(|&b| {
+        if matches!(b, b'\n' | b'\r' | b'\0') {
+            b' '
+        } else {
+            b
+        }
+    }));
     out
 }
 
@@ -166,7 +194,12 @@ impl LogProxy {
             let mut cmsg = nix::cmsg_space!(nix::sys::socket::UnixCredentials);
             let (n, uid) = {
                 let mut iov = [IoSliceMut::new(&mut buf)];
-                match recvmsg::<()>(self.sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_DONTWAIT) {
+                match recvmsg::<()>(
+                    self.sock.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut cmsg),
+                    MsgFlags::MSG_DONTWAIT,
+                ) {
                     Ok(m) => {
                         let uid = m.cmsgs().ok().and_then(|mut c| {
                             c.find_map(|c| match c {
@@ -222,7 +255,9 @@ impl LogProxy {
     /// Sends one line to the host's syslog; never blocks, drops on failure.
     fn forward(&mut self, line: &[u8]) {
         if self.out.is_none() {
-            self.out = UnixDatagram::unbound().ok().filter(|s| s.set_nonblocking(true).is_ok());
+            self.out = UnixDatagram::unbound()
+                .ok()
+                .filter(|s| s.set_nonblocking(true).is_ok());
         }
         if let Some(out) = &self.out {
             let _ = out.send_to(line, &self.host);
@@ -258,7 +293,11 @@ mod tests {
     #[test]
     fn user_lines_are_tagged_and_demoted() {
         // authpriv.info (10<<3|6 = 86) from uid 1000.
-        let l = rewrite(b"<86>Nov 29 03:58:01 sshd[1]: Accepted password for root\n", Some(1000), "alice");
+        let l = rewrite(
+            b"<86>Nov 29 03:58:01 sshd[1]: Accepted password for root\n",
+            Some(1000),
+            "alice",
+        );
         assert_eq!(l, b"<14>hutch[alice]: sshd[1]: Accepted password for root");
         let l = rewrite(b"<13>x\n<86>sshd: forged\0", None, "alice");
         assert_eq!(l, b"<13>hutch[alice]: x <86>sshd: forged");
@@ -282,7 +321,11 @@ mod tests {
         let t1 = t0 + Duration::from_millis(100);
         assert_eq!((0..1000).filter(|_| b.take(t1)).count(), 10);
         let t2 = t1 + Duration::from_secs(60);
-        assert_eq!((0..1000).filter(|_| b.take(t2)).count(), 500, "never more than the burst");
+        assert_eq!(
+            (0..1000).filter(|_| b.take(t2)).count(),
+            500,
+            "never more than the burst"
+        );
     }
 
     /// End to end on sockets: uid from SCM_CREDENTIALS (the test's own), tagging, the drop count reported once.
@@ -291,17 +334,22 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let host = UnixDatagram::bind(t.path().join("host")).unwrap();
         host.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let mut p = LogProxy::bind(&t.path().join(SOCKET_NAME), "alice", &t.path().join("host")).unwrap();
+        let mut p =
+            LogProxy::bind(&t.path().join(SOCKET_NAME), "alice", &t.path().join("host")).unwrap();
         let mode = std::fs::metadata(p.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o666);
         let c = UnixDatagram::unbound().unwrap();
-        c.send_to(b"<86>fake-sshd: Accepted password for root", p.path()).unwrap();
+        c.send_to(b"<86>fake-sshd: Accepted password for root", p.path())
+            .unwrap();
         p.readable();
         let mut buf = [0u8; 1024];
         let n = host.recv(&mut buf).unwrap();
         let me = nix::unistd::getuid().as_raw();
         let pri = if me == 0 { 86 } else { 14 };
-        assert_eq!(&buf[..n], format!("<{pri}>hutch[alice]: fake-sshd: Accepted password for root").as_bytes());
+        assert_eq!(
+            &buf[..n],
+            format!("<{pri}>hutch[alice]: fake-sshd: Accepted password for root").as_bytes()
+        );
         // Exhaust the bucket, then one report after the interval.
         p.bucket = Bucket::new(RATE, 0, Instant::now());
         for _ in 0..5 {
@@ -313,7 +361,10 @@ mod tests {
         p.last_report = Instant::now() - REPORT_EVERY;
         p.tick();
         let n = host.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"<12>hutch[alice]: dropped 5 lines (rate limit 100/s, burst 500)");
+        assert_eq!(
+            &buf[..n],
+            b"<12>hutch[alice]: dropped 5 lines (rate limit 100/s, burst 500)"
+        );
         assert_eq!(p.next_tick(), None);
         c.send_to(b"<13>flood", p.path()).unwrap();
         p.readable();
@@ -321,6 +372,10 @@ mod tests {
         drop(p);
         assert!(!path.exists(), "removed on drop");
         let n = host.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"<12>hutch[alice]: dropped 1 lines (rate limit 100/s, burst 500)", "pending drops reported on drop");
+        assert_eq!(
+            &buf[..n],
+            b"<12>hutch[alice]: dropped 1 lines (rate limit 100/s, burst 500)",
+            "pending drops reported on drop"
+        );
     }
 }

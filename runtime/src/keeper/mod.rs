@@ -66,7 +66,10 @@ pub fn main(opts: Options) -> i32 {
                 libc::LOG_INFO,
                 &format!(
                     "{}: container up in {ms:.1} ms (init pid {}, template {} generation {})",
-                    keeper.account.name, keeper.container.init, keeper.state.template, keeper.state.generation
+                    keeper.account.name,
+                    keeper.container.init,
+                    keeper.state.template,
+                    keeper.state.generation
                 ),
             );
             if let Some(mut r) = ready.take() {
@@ -77,7 +80,10 @@ pub fn main(opts: Options) -> i32 {
         }
         Err(e) => {
             let msg = format!("{}: {e}", opts.user);
-            sys::syslog(libc::LOG_ERR, &format!("cannot make the container of {msg}"));
+            sys::syslog(
+                libc::LOG_ERR,
+                &format!("cannot make the container of {msg}"),
+            );
             match ready.take() {
                 Some(mut r) => {
                     let _ = writeln!(r, "ERR {}", e.replace('\n', " "));
@@ -124,7 +130,10 @@ struct Keeper {
 }
 
 fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Converts the policy's limits into the cgroup layer's, finding each I/O
@@ -132,11 +141,15 @@ fn now_unix() -> u64 {
 pub fn cgroup_limits(l: &hutch_policy::Limits) -> Result<cgroup::Limits, String> {
     let mut io = Vec::new();
     for d in &l.io {
-        let md = fs::metadata(&d.device).map_err(|e| format!("I/O limit on {}: {e}", d.device.display()))?;
+        let md = fs::metadata(&d.device)
+            .map_err(|e| format!("I/O limit on {}: {e}", d.device.display()))?;
         use std::os::unix::fs::MetadataExt;
         let rdev = md.rdev();
         if rdev == 0 {
-            return Err(format!("I/O limit on {}: not a block device", d.device.display()));
+            return Err(format!(
+                "I/O limit on {}: not a block device",
+                d.device.display()
+            ));
         }
         io.push(cgroup::IoDeviceLimit {
             major: nix::sys::stat::major(rdev) as u32,
@@ -165,20 +178,35 @@ pub fn cgroup_limits(l: &hutch_policy::Limits) -> Result<cgroup::Limits, String>
 /// nodes of its /dev (null zero full random urandom tty), ptmx and the pts.
 pub fn container_devices() -> Vec<cgroup::DeviceRule> {
     let c = |major, minor| cgroup::DeviceRule::char(major, minor, "rwm");
-    vec![c(1, Some(3)), c(1, Some(5)), c(1, Some(7)), c(1, Some(8)), c(1, Some(9)), c(5, Some(0)), c(5, Some(2)), c(136, None)]
+    vec![
+        c(1, Some(3)),
+        c(1, Some(5)),
+        c(1, Some(7)),
+        c(1, Some(8)),
+        c(1, Some(9)),
+        c(5, Some(0)),
+        c(5, Some(2)),
+        c(136, None),
+    ]
 }
 
 /// Makes `dir` (and parents) owned by root with mode 0700 for the last part.
 pub fn make_private_dir(dir: &Path) -> io::Result<()> {
     if let Some(parent) = dir.parent() {
-        fs::DirBuilder::new().recursive(true).mode(0o755).create(parent)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)?;
     }
     match fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             let md = fs::symlink_metadata(dir)?;
             if !md.is_dir() {
-                return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} is not a directory", dir.display())));
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} is not a directory", dir.display()),
+                ));
             }
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
         }
@@ -197,19 +225,31 @@ impl Keeper {
             Decision::Refuse(why) => return Err(format!("policy: {why}")),
         };
         let paths = UserPaths::new(&host, user);
-        make_private_dir(&paths.dir).map_err(|e| format!("creating {}: {e}", paths.dir.display()))?;
+        make_private_dir(&paths.dir)
+            .map_err(|e| format!("creating {}: {e}", paths.dir.display()))?;
 
         // 1. hutch's own cgroup for the keeper (and so for the template's memory).
         let root = CgroupRoot::open(&host.cgroup_root).map_err(|e| format!("cgroup: {e}"))?;
-        let keepers = root.create(paths::KEEPER_CGROUP, &cgroup::Limits::default()).map_err(|e| format!("cgroup: {e}"))?;
-        keepers.attach(std::process::id() as i32).map_err(|e| format!("cgroup: moving the keeper: {e}"))?;
+        let keepers = root
+            .create(paths::KEEPER_CGROUP, &cgroup::Limits::default())
+            .map_err(|e| format!("cgroup: {e}"))?;
+        keepers
+            .attach(std::process::id() as i32)
+            .map_err(|e| format!("cgroup: moving the keeper: {e}"))?;
 
         // 2. What a crashed predecessor left.
         let rel = paths::user_cgroup(user);
         if let Some(stale) = root.existing(&rel) {
-            sys::syslog(libc::LOG_NOTICE, &format!("{user}: removing the cgroup a previous keeper left"));
-            stale.kill_all().map_err(|e| format!("cleaning the previous container: {e}"))?;
-            stale.remove().map_err(|e| format!("cleaning the previous container: {e}"))?;
+            sys::syslog(
+                libc::LOG_NOTICE,
+                &format!("{user}: removing the cgroup a previous keeper left"),
+            );
+            stale
+                .kill_all()
+                .map_err(|e| format!("cleaning the previous container: {e}"))?;
+            stale
+                .remove()
+                .map_err(|e| format!("cleaning the previous container: {e}"))?;
         }
         let _ = fs::remove_file(paths.socket());
 
@@ -217,17 +257,30 @@ impl Keeper {
         let store = TemplateStore::new(&host.lib_dir, &host.run_dir);
         // Pinned until state.json names the generation: a teardown elsewhere
         // must not unload it meanwhile (TemplateStore::release waits on the pin).
-        let (loaded, pin) = store.ensure_loaded_pinned(&up.template).map_err(|e| format!("template: {e}"))?;
+        let (loaded, pin) = store
+            .ensure_loaded_pinned(&up.template)
+            .map_err(|e| format!("template: {e}"))?;
 
         // 3b. The container's /dev/log: the keeper's proxy to the host's syslog.
-        let log = logproxy::LogProxy::bind(&paths.dir.join(logproxy::SOCKET_NAME), user, Path::new("/dev/log"))
-            .map_err(|e| format!("binding {}: {e}", paths.dir.join(logproxy::SOCKET_NAME).display()))?;
+        let log = logproxy::LogProxy::bind(
+            &paths.dir.join(logproxy::SOCKET_NAME),
+            user,
+            Path::new("/dev/log"),
+        )
+        .map_err(|e| {
+            format!(
+                "binding {}: {e}",
+                paths.dir.join(logproxy::SOCKET_NAME).display()
+            )
+        })?;
 
         // 4. The user's cgroup, limits applied before anything runs in it.
         let limits = cgroup_limits(&up.limits).map_err(|e| format!("cgroup: {e}"))?;
         // A controller the host lacks: `strict` refuses the login naming it,
         // otherwise one warning and the rest applies.
-        let (cg, warnings) = root.create_with(&rel, &limits, up.limits.strict).map_err(|e| format!("cgroup: {e}"))?;
+        let (cg, warnings) = root
+            .create_with(&rel, &limits, up.limits.strict)
+            .map_err(|e| format!("cgroup: {e}"))?;
         for w in warnings {
             sys::syslog(libc::LOG_WARNING, &format!("{user}: {w}"));
         }
@@ -235,10 +288,14 @@ impl Keeper {
         // 5. The container.
         let staging = paths.staging();
         make_private_dir(&staging).map_err(|e| format!("creating {}: {e}", staging.display()))?;
-        let mut spec = ContainerSpec { rootfs: rootfs_spec(&account, &up, &loaded.path, &staging) };
+        let mut spec = ContainerSpec {
+            rootfs: rootfs_spec(&account, &up, &loaded.path, &staging),
+        };
         spec.rootfs.syslog_socket = log.path().to_path_buf();
         spec.rootfs.resolv_conf = crate::net::resolv_conf(&host, &up.network);
-        let container = match container::spawn(&spec, |pid| cg.attach(pid.as_raw()).map_err(|e| e.to_string())) {
+        let container = match container::spawn(&spec, |pid| {
+            cg.attach(pid.as_raw()).map_err(|e| e.to_string())
+        }) {
             Ok(c) => c,
             Err(e) => {
                 let _ = cg.kill_all();
@@ -249,8 +306,16 @@ impl Keeper {
         };
 
         // 5b. The network (veth, lease, firewall tables), from the keeper's own netns.
-        let netns = container::JOIN_ORDER.iter().position(|n| *n == "net").expect("net is joined");
-        let net = match crate::net::setup(&host, user, &up.network, container.namespaces[netns].as_fd()) {
+        let netns = container::JOIN_ORDER
+            .iter()
+            .position(|n| *n == "net")
+            .expect("net is joined");
+        let net = match crate::net::setup(
+            &host,
+            user,
+            &up.network,
+            container.namespaces[netns].as_fd(),
+        ) {
             Ok(n) => n,
             Err(e) => {
                 let _ = cg.kill_all();
@@ -260,15 +325,26 @@ impl Keeper {
             }
         };
         if let Some(n) = &net {
-            let steps: Vec<String> = n.steps.iter().map(|(s, d)| format!("{s} {:.1}", d.as_secs_f64() * 1000.0)).collect();
+            let steps: Vec<String> = n
+                .steps
+                .iter()
+                .map(|(s, d)| format!("{s} {:.1}", d.as_secs_f64() * 1000.0))
+                .collect();
             sys::syslog(
                 libc::LOG_INFO,
-                &format!("{user}: network up in {:.1} ms (address {}, port {}; ms: {})", n.took.as_secs_f64() * 1000.0, n.addr, n.port, steps.join(", ")),
+                &format!(
+                    "{user}: network up in {:.1} ms (address {}, port {}; ms: {})",
+                    n.took.as_secs_f64() * 1000.0,
+                    n.addr,
+                    n.port,
+                    steps.join(", ")
+                ),
             );
         }
 
         // 6. The socket.
-        let listener = UnixListener::bind(paths.socket()).map_err(|e| format!("binding {}: {e}", paths.socket().display()));
+        let listener = UnixListener::bind(paths.socket())
+            .map_err(|e| format!("binding {}: {e}", paths.socket().display()));
         let listener = match listener {
             Ok(l) => l,
             Err(e) => {
@@ -286,7 +362,8 @@ impl Keeper {
         for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
             mask.add(s);
         }
-        mask.thread_block().map_err(|e| format!("blocking signals: {e}"))?;
+        mask.thread_block()
+            .map_err(|e| format!("blocking signals: {e}"))?;
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
             .map_err(|e| format!("signalfd: {e}"))?;
 
@@ -328,7 +405,14 @@ impl Keeper {
         let mut st = self.state.clone();
         st.sessions = self.sessions.iter().map(|s| s.state.clone()).collect();
         if let Err(e) = st.write(&self.paths.state()) {
-            sys::syslog(libc::LOG_WARNING, &format!("{}: writing {}: {e}", self.account.name, self.paths.state().display()));
+            sys::syslog(
+                libc::LOG_WARNING,
+                &format!(
+                    "{}: writing {}: {e}",
+                    self.account.name,
+                    self.paths.state().display()
+                ),
+            );
         }
     }
 
@@ -340,7 +424,11 @@ impl Keeper {
         loop {
             let timeout = match self.idle_since {
                 Some(since) if self.sessions.is_empty() => {
-                    let wait = if self.next_id == 1 { grace } else { self.policy.linger };
+                    let wait = if self.next_id == 1 {
+                        grace
+                    } else {
+                        self.policy.linger
+                    };
                     let left = wait.saturating_sub(since.elapsed());
                     if left.is_zero() {
                         if self.next_id > 1 && self.keeps_running() {
@@ -392,7 +480,9 @@ impl Keeper {
             drop(fds);
             if ready[0] {
                 if let Ok(Some(sig)) = self.signals.read_signal() {
-                    let name = Signal::try_from(sig.ssi_signo as i32).map(|s| s.as_str()).unwrap_or("signal");
+                    let name = Signal::try_from(sig.ssi_signo as i32)
+                        .map(|s| s.as_str())
+                        .unwrap_or("signal");
                     self.teardown(&format!("{name} received"));
                     return;
                 }
@@ -403,7 +493,11 @@ impl Keeper {
             }
             let base = if self.listener.is_some() { 3 } else { 2 };
             if let Some(l) = &mut self.log {
-                if ready.get(base + self.sessions.len()).copied().unwrap_or(false) {
+                if ready
+                    .get(base + self.sessions.len())
+                    .copied()
+                    .unwrap_or(false)
+                {
                     l.readable();
                 } else {
                     l.tick();
@@ -431,7 +525,10 @@ impl Keeper {
             return false;
         }
         let init = self.container.init.as_raw();
-        self.cgroup.pids().map(|p| p.iter().any(|&pid| pid != init)).unwrap_or(false)
+        self.cgroup
+            .pids()
+            .map(|p| p.iter().any(|&pid| pid != init))
+            .unwrap_or(false)
     }
 
     /// Handles a readable session connection: `CLOSE`, or end of stream.
@@ -441,17 +538,24 @@ impl Keeper {
         let said = proto::recv(&self.sessions[i].conn);
         {
             let s = self.sessions.remove(i);
-            if matches!(&said, Ok(Some((line, _))) if Request::parse(line) == Some(Request::Close)) {
+            if matches!(&said, Ok(Some((line, _))) if Request::parse(line) == Some(Request::Close))
+            {
                 // The PAM host closing the session waits for this answer,
                 // so its pid is still its own: move it back out of the
                 // container's cgroup, or a teardown that follows would kill
                 // it before it exits (su would lose the shell's exit status).
-                let answer = match self.cgroup.detach(s.state.pid, &s.origin, Some(&self.keepers)) {
+                let answer = match self
+                    .cgroup
+                    .detach(s.state.pid, &s.origin, Some(&self.keepers))
+                {
                     Ok(_) => "OK\n".to_string(),
                     Err(e) => {
                         sys::syslog(
                             libc::LOG_WARNING,
-                            &format!("{}: moving pid {} out of the container's cgroup: {e}", self.account.name, s.state.pid),
+                            &format!(
+                                "{}: moving pid {} out of the container's cgroup: {e}",
+                                self.account.name, s.state.pid
+                            ),
                         );
                         format!("ERR\t{e}\n")
                     }
@@ -460,7 +564,13 @@ impl Keeper {
             }
             sys::syslog(
                 libc::LOG_INFO,
-                &format!("{}: session {} ({}) closed, {} left", self.account.name, s.id, s.state.service, self.sessions.len()),
+                &format!(
+                    "{}: session {} ({}) closed, {} left",
+                    self.account.name,
+                    s.id,
+                    s.state.service,
+                    self.sessions.len()
+                ),
             );
             if self.sessions.is_empty() {
                 self.idle_since = Some(Instant::now());
@@ -496,7 +606,11 @@ impl Keeper {
             _ => return None,
         };
         match Request::parse(&line) {
-            Some(Request::Open { service, tty, rhost }) => {
+            Some(Request::Open {
+                service,
+                tty,
+                rhost,
+            }) => {
                 self.open(conn, cred.pid(), service, tty, rhost);
                 None
             }
@@ -525,25 +639,47 @@ impl Keeper {
                 let _ = proto::send(
                     &conn,
                     // Tab-separated like OK: the module passes the text on to the user.
-                    &format!("ERR\t{user} already has {} sessions, the most the policy allows ({max})\n", self.sessions.len()),
+                    &format!(
+                        "ERR\t{user} already has {} sessions, the most the policy allows ({max})\n",
+                        self.sessions.len()
+                    ),
                     &[],
                 );
-                sys::syslog(libc::LOG_NOTICE, &format!("{user}: session refused: limit of {max} sessions reached"));
+                sys::syslog(
+                    libc::LOG_NOTICE,
+                    &format!("{user}: session refused: limit of {max} sessions reached"),
+                );
                 return;
             }
         }
         let origin = match self.cgroup.attach_from(pid) {
             Ok(o) => o,
             Err(e) => {
-                let _ = proto::send(&conn, &format!("ERR moving pid {pid} into the container's cgroup: {e}\n"), &[]);
+                let _ = proto::send(
+                    &conn,
+                    &format!("ERR moving pid {pid} into the container's cgroup: {e}\n"),
+                    &[],
+                );
                 return;
             }
         };
         let id = self.next_id;
         self.next_id += 1;
-        let fds: Vec<_> = self.container.namespaces.iter().map(|f| f.as_fd()).collect();
-        if let Err(e) = proto::send(&conn, &format!("OK\t{}\t{id}\n", self.container.init.as_raw()), &fds) {
-            sys::syslog(libc::LOG_WARNING, &format!("{user}: answering session {id}: {e}"));
+        let fds: Vec<_> = self
+            .container
+            .namespaces
+            .iter()
+            .map(|f| f.as_fd())
+            .collect();
+        if let Err(e) = proto::send(
+            &conn,
+            &format!("OK\t{}\t{id}\n", self.container.init.as_raw()),
+            &fds,
+        ) {
+            sys::syslog(
+                libc::LOG_WARNING,
+                &format!("{user}: answering session {id}: {e}"),
+            );
             return;
         }
         let _ = conn.set_read_timeout(None);
@@ -554,7 +690,14 @@ impl Keeper {
         self.sessions.push(Session {
             id,
             conn,
-            state: SessionState { id, service, tty, rhost, pid, since: now_unix() },
+            state: SessionState {
+                id,
+                service,
+                tty,
+                rhost,
+                pid,
+                since: now_unix(),
+            },
             origin,
         });
         self.idle_since = None;
@@ -625,7 +768,11 @@ impl Keeper {
         let _ = waitpid(self.container.init, None);
         sys::syslog(
             libc::LOG_DEBUG,
-            &format!("{}: init reaped after {:.1} ms", self.account.name, started.elapsed().as_secs_f64() * 1000.0),
+            &format!(
+                "{}: init reaped after {:.1} ms",
+                self.account.name,
+                started.elapsed().as_secs_f64() * 1000.0
+            ),
         );
     }
 
@@ -637,7 +784,10 @@ impl Keeper {
         self.log = None;
         self.sessions.clear();
         if let Err(e) = self.cgroup.kill_all() {
-            sys::syslog(libc::LOG_WARNING, &format!("{}: killing the container: {e}", self.account.name));
+            sys::syslog(
+                libc::LOG_WARNING,
+                &format!("{}: killing the container: {e}", self.account.name),
+            );
             let _ = nix::sys::signal::kill(self.container.init, Signal::SIGKILL);
         }
         let killed = started.elapsed();
@@ -651,10 +801,16 @@ impl Keeper {
             removed = self.cgroup.remove();
         }
         if let Err(e) = removed {
-            sys::syslog(libc::LOG_WARNING, &format!("{}: removing the cgroup: {e}", self.account.name));
+            sys::syslog(
+                libc::LOG_WARNING,
+                &format!("{}: removing the cgroup: {e}", self.account.name),
+            );
         }
         if let Some(n) = self.net.take() {
-            let netns = container::JOIN_ORDER.iter().position(|n| *n == "net").expect("net is joined");
+            let netns = container::JOIN_ORDER
+                .iter()
+                .position(|n| *n == "net")
+                .expect("net is joined");
             for e in n.release(Some(self.container.namespaces[netns].as_fd())) {
                 sys::syslog(libc::LOG_WARNING, &format!("{}: {e}", self.account.name));
             }
@@ -662,13 +818,25 @@ impl Keeper {
         let _ = fs::remove_file(self.paths.state());
         let _ = fs::remove_dir(self.paths.staging());
         // An older generation goes with the last container on it.
-        match self.store.release(&self.state.template, self.state.generation) {
+        match self
+            .store
+            .release(&self.state.template, self.state.generation)
+        {
             Ok(true) => sys::syslog(
                 libc::LOG_INFO,
-                &format!("{}: template {} generation {} unloaded (its last container is gone)", self.account.name, self.state.template, self.state.generation),
+                &format!(
+                    "{}: template {} generation {} unloaded (its last container is gone)",
+                    self.account.name, self.state.template, self.state.generation
+                ),
             ),
             Ok(false) => {}
-            Err(e) => sys::syslog(libc::LOG_WARNING, &format!("{}: releasing the template generation: {e}", self.account.name)),
+            Err(e) => sys::syslog(
+                libc::LOG_WARNING,
+                &format!(
+                    "{}: releasing the template generation: {e}",
+                    self.account.name
+                ),
+            ),
         }
         sys::syslog(
             libc::LOG_INFO,
@@ -691,7 +859,13 @@ pub fn lock_user(path: &Path, block: bool) -> io::Result<Option<File>> {
         if let Some(parent) = path.parent() {
             make_private_dir(parent)?;
         }
-        let f = match fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path) {
+        let f = match fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+        {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
@@ -713,7 +887,10 @@ pub fn lock_user(path: &Path, block: bool) -> io::Result<Option<File>> {
             return Ok(Some(f));
         }
     }
-    Err(io::Error::other(format!("{} keeps changing under us", path.display())))
+    Err(io::Error::other(format!(
+        "{} keeps changing under us",
+        path.display()
+    )))
 }
 
 /// The root filesystem of `account`'s container.
@@ -722,7 +899,12 @@ fn rootfs_spec(account: &Account, up: &UserPolicy, lower: &Path, staging: &Path)
     // The login shell (hutch-shell) is bound at its host path, unless the
     // template has a file there already (a plain /bin/bash login shell).
     let mut host_files = Vec::new();
-    if account.shell.is_absolute() && fs::symlink_metadata(lower.join(account.shell.strip_prefix("/").unwrap_or(&account.shell))).is_err() {
+    if account.shell.is_absolute()
+        && fs::symlink_metadata(
+            lower.join(account.shell.strip_prefix("/").unwrap_or(&account.shell)),
+        )
+        .is_err()
+    {
         host_files.push(account.shell.clone());
     }
     RootfsSpec {

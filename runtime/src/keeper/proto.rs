@@ -27,22 +27,48 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// A request to the keeper.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    Open { service: String, tty: String, rhost: String },
+    Open {
+        service: String,
+        tty: String,
+        rhost: String,
+    },
     Close,
     Status,
     Stop,
 }
 
 fn clean(field: &str) -> String {
-    let s: String = field.chars().map(|c| if c == '\t' || c == '\n' || c.is_control() { ' ' } else { c }).collect();
-    if s.is_empty() { "-".to_string() } else { s }
+    let s: String = field
+        .chars()
+        .map(|c| {
+            if c == '\t' || c == '\n' || c.is_control() {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    if s.is_empty() {
+        "-".to_string()
+    } else {
+        s
+    }
 }
 
 impl Request {
     pub fn render(&self) -> String {
         match self {
-            Request::Open { service, tty, rhost } => {
-                format!("OPEN\t{}\t{}\t{}\n", clean(service), clean(tty), clean(rhost))
+            Request::Open {
+                service,
+                tty,
+                rhost,
+            } => {
+                format!(
+                    "OPEN\t{}\t{}\t{}\n",
+                    clean(service),
+                    clean(tty),
+                    clean(rhost)
+                )
             }
             Request::Close => "CLOSE\n".into(),
             Request::Status => "STATUS\n".into(),
@@ -72,8 +98,14 @@ pub fn send(stream: &UnixStream, line: &str, fds: &[BorrowedFd<'_>]) -> io::Resu
     let bytes = line.as_bytes();
     let cmsg = [ControlMessage::ScmRights(&raw)];
     let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
-    let sent = sendmsg::<()>(stream.as_raw_fd(), &[IoSlice::new(bytes)], cmsgs, MsgFlags::MSG_NOSIGNAL, None)
-        .map_err(io::Error::from)?;
+    let sent = sendmsg::<()>(
+        stream.as_raw_fd(),
+        &[IoSlice::new(bytes)],
+        cmsgs,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map_err(io::Error::from)?;
     if sent < bytes.len() {
         (&*stream).write_all(&bytes[sent..])?;
     }
@@ -91,21 +123,35 @@ pub fn recv(stream: &UnixStream) -> io::Result<Option<(String, Vec<OwnedFd>)>> {
         let mut buf = [0u8; 4096];
         let n = {
             let mut iov = [IoSliceMut::new(&mut buf)];
-            recvmsg::<()>(stream.as_raw_fd(), &mut iov, None, MsgFlags::MSG_PEEK).map_err(io::Error::from)?.bytes
+            recvmsg::<()>(stream.as_raw_fd(), &mut iov, None, MsgFlags::MSG_PEEK)
+                .map_err(io::Error::from)?
+                .bytes
         };
         if n == 0 {
             return if line.is_empty() {
                 Ok(None)
             } else {
-                Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed in the middle of a line"))
+                Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed in the middle of a line",
+                ))
             };
         }
-        let take = buf[..n].iter().position(|&b| b == b'\n').map(|p| p + 1).unwrap_or(n);
+        let take = buf[..n]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|p| p + 1)
+            .unwrap_or(n);
         let mut buf2 = vec![0u8; take];
         let mut cspace = nix::cmsg_space!([RawFd; MAX_FDS]);
         let mut iov = [IoSliceMut::new(&mut buf2)];
-        let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut cspace), MsgFlags::MSG_CMSG_CLOEXEC)
-            .map_err(io::Error::from)?;
+        let msg = recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut cspace),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(io::Error::from)?;
         let got = msg.bytes;
         for c in msg.cmsgs().map_err(io::Error::from)? {
             if let ControlMessageOwned::ScmRights(raw) = c {
@@ -117,11 +163,15 @@ pub fn recv(stream: &UnixStream) -> io::Result<Option<(String, Vec<OwnedFd>)>> {
         line.extend_from_slice(&buf2[..got]);
         if line.last() == Some(&b'\n') {
             line.pop();
-            let text = String::from_utf8(line).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "message is not UTF-8"))?;
+            let text = String::from_utf8(line)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "message is not UTF-8"))?;
             return Ok(Some((text, fds)));
         }
         if line.len() > MAX_LINE {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "message too long"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "message too long",
+            ));
         }
     }
 }
@@ -141,12 +191,24 @@ mod tests {
     /// Requests render and parse back; tabs and newlines in fields cannot break framing.
     #[test]
     fn request_round_trip() {
-        let r = Request::Open { service: "sshd".into(), tty: "ssh".into(), rhost: "127.0.0.1".into() };
+        let r = Request::Open {
+            service: "sshd".into(),
+            tty: "ssh".into(),
+            rhost: "127.0.0.1".into(),
+        };
         assert_eq!(Request::parse(&r.render()), Some(r));
-        let evil = Request::Open { service: "a\tb\nc".into(), tty: String::new(), rhost: "x".into() };
+        let evil = Request::Open {
+            service: "a\tb\nc".into(),
+            tty: String::new(),
+            rhost: "x".into(),
+        };
         assert_eq!(
             Request::parse(&evil.render()),
-            Some(Request::Open { service: "a b c".into(), tty: "-".into(), rhost: "x".into() })
+            Some(Request::Open {
+                service: "a b c".into(),
+                tty: "-".into(),
+                rhost: "x".into()
+            })
         );
         assert_eq!(Request::parse("BOGUS"), None);
     }

@@ -40,14 +40,28 @@ impl State {
     /// Writes atomically (temporary file + rename), mode 0600.
     pub fn write(&self, path: &Path) -> io::Result<()> {
         let tmp = path.with_extension("json.tmp");
-        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        f.write_all(serde_json::to_string_pretty(self).map_err(io::Error::other)?.as_bytes())?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(
+            serde_json::to_string_pretty(self)
+                .map_err(io::Error::other)?
+                .as_bytes(),
+        )?;
         f.write_all(b"\n")?;
         fs::rename(&tmp, path)
     }
 
     pub fn read(path: &Path) -> io::Result<State> {
         let text = fs::read_to_string(path)?;
-        serde_json::from_str(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
+        serde_json::from_str(&text).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        })
     }
 }

@@ -37,9 +37,16 @@ pub const CONTAINER_IF: &str = "eth0";
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     #[error("leasing an address from {file}: {source}")]
-    Lease { file: PathBuf, source: std::io::Error },
+    Lease {
+        file: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{op} {object}: {source}")]
-    Netlink { op: &'static str, object: String, source: std::io::Error },
+    Netlink {
+        op: &'static str,
+        object: String,
+        source: std::io::Error,
+    },
     #[error("installing the firewall table of {user}: {msg}")]
     Nft { user: String, msg: String },
     #[error("enabling IPv4 forwarding for NAT: {0}")]
@@ -78,13 +85,24 @@ pub struct NetHandle {
 /// Sets up `user`'s network in the container whose network namespace is
 /// `netns`. `None` for `loopback` (nothing to undo). On error everything
 /// done so far is undone.
-pub fn setup(host: &HostSettings, user: &str, network: &Network, netns: BorrowedFd<'_>) -> Result<Option<NetHandle>, NetError> {
+pub fn setup(
+    host: &HostSettings,
+    user: &str,
+    network: &Network,
+    netns: BorrowedFd<'_>,
+) -> Result<Option<NetHandle>, NetError> {
     match network {
         Network::Loopback => Ok(None),
         Network::Veth(v) => setup_veth(&host.net, host.leases_file(), user, v, netns).map(Some),
-        Network::Macvlan(d) => setup_device(&host.net, host.leases_file(), user, Mode::Macvlan, d, netns).map(Some),
-        Network::Vlan(d) => setup_device(&host.net, host.leases_file(), user, Mode::Vlan, d, netns).map(Some),
-        Network::Phys(d) => setup_device(&host.net, host.leases_file(), user, Mode::Phys, d, netns).map(Some),
+        Network::Macvlan(d) => {
+            setup_device(&host.net, host.leases_file(), user, Mode::Macvlan, d, netns).map(Some)
+        }
+        Network::Vlan(d) => {
+            setup_device(&host.net, host.leases_file(), user, Mode::Vlan, d, netns).map(Some)
+        }
+        Network::Phys(d) => {
+            setup_device(&host.net, host.leases_file(), user, Mode::Phys, d, netns).map(Some)
+        }
     }
 }
 
@@ -97,11 +115,21 @@ enum Mode {
 
 /// Takes the user's lease and makes the handle that undoes it; `port`
 /// names the host-side interface from the address.
-fn leased(net: &NetHost, leases: PathBuf, user: &str, started: Instant, tables: bool, port: impl FnOnce(Ipv4Addr) -> String) -> Result<NetHandle, NetError> {
+fn leased(
+    net: &NetHost,
+    leases: PathBuf,
+    user: &str,
+    started: Instant,
+    tables: bool,
+    port: impl FnOnce(Ipv4Addr) -> String,
+) -> Result<NetHandle, NetError> {
     let keeper = std::process::id() as i32;
     let addr = LeaseFile::new(&leases)
         .acquire(net.pool, &[net.gateway], user, keeper)
-        .map_err(|source| NetError::Lease { file: leases.clone(), source })?;
+        .map_err(|source| NetError::Lease {
+            file: leases.clone(),
+            source,
+        })?;
     Ok(NetHandle {
         user: user.into(),
         addr,
@@ -120,7 +148,14 @@ fn leased(net: &NetHost, leases: PathBuf, user: &str, started: Instant, tables: 
 /// No host port: the egress lists, anti-spoofing and the download limit are
 /// a table inside the container's namespace ([`nft::device_script`]), the
 /// upload limit a tbf on its eth0.
-fn setup_device(net: &NetHost, leases: PathBuf, user: &str, mode: Mode, d: &DevicePolicy, netns: BorrowedFd<'_>) -> Result<NetHandle, NetError> {
+fn setup_device(
+    net: &NetHost,
+    leases: PathBuf,
+    user: &str,
+    mode: Mode,
+    d: &DevicePolicy,
+    netns: BorrowedFd<'_>,
+) -> Result<NetHandle, NetError> {
     let started = Instant::now();
     let mut handle = leased(net, leases, user, started, false, |_| d.device.clone())?;
     let addr = handle.addr;
@@ -129,10 +164,26 @@ fn setup_device(net: &NetHost, leases: PathBuf, user: &str, mode: Mode, d: &Devi
         let dev = nl
             .link_index(&d.device)
             .map_err(nl_err("looking up", d.device.clone()))?
-            .ok_or_else(|| nl_err("looking up", d.device.clone())(std::io::Error::from_raw_os_error(libc::ENODEV)))?;
+            .ok_or_else(|| {
+                nl_err("looking up", d.device.clone())(std::io::Error::from_raw_os_error(
+                    libc::ENODEV,
+                ))
+            })?;
         match mode {
-            Mode::Macvlan => nl.add_child(dev, CONTAINER_IF, netlink::ChildKind::Macvlan, Some(addr::mac_of(addr)), netns),
-            Mode::Vlan => nl.add_child(dev, CONTAINER_IF, netlink::ChildKind::Vlan(d.vlan_id), None, netns),
+            Mode::Macvlan => nl.add_child(
+                dev,
+                CONTAINER_IF,
+                netlink::ChildKind::Macvlan,
+                Some(addr::mac_of(addr)),
+                netns,
+            ),
+            Mode::Vlan => nl.add_child(
+                dev,
+                CONTAINER_IF,
+                netlink::ChildKind::Vlan(d.vlan_id),
+                None,
+                netns,
+            ),
             Mode::Phys => nl.move_link(dev, netns, CONTAINER_IF),
         }
         .map_err(nl_err("moving into the container", d.device.clone()))?;
@@ -140,11 +191,25 @@ fn setup_device(net: &NetHost, leases: PathBuf, user: &str, mode: Mode, d: &Devi
             Mode::Phys => handle.give_back = Some(d.device.clone()),
             Mode::Macvlan | Mode::Vlan => handle.delete_inside = true,
         }
-        configure_inside(netns, addr, net.pool.prefix, net.gateway, d.traffic.rate_out)
-            .map_err(nl_err("configuring eth0 in the container of", user.to_string()))?;
+        configure_inside(
+            netns,
+            addr,
+            net.pool.prefix,
+            net.gateway,
+            d.traffic.rate_out,
+        )
+        .map_err(nl_err(
+            "configuring eth0 in the container of",
+            user.to_string(),
+        ))?;
         let script = nft::device_script(addr, net.gateway, &d.traffic);
-        netlink::in_netns(netns, |_| nft::apply(&script).map_err(std::io::Error::other))
-            .map_err(|e| NetError::Nft { user: user.to_string(), msg: e.to_string() })
+        netlink::in_netns(netns, |_| {
+            nft::apply(&script).map_err(std::io::Error::other)
+        })
+        .map_err(|e| NetError::Nft {
+            user: user.to_string(),
+            msg: e.to_string(),
+        })
     })();
     match r {
         Ok(()) => {
@@ -153,7 +218,10 @@ fn setup_device(net: &NetHost, leases: PathBuf, user: &str, mode: Mode, d: &Devi
         }
         Err(e) => {
             for msg in handle.release(Some(netns)) {
-                crate::sys::syslog(libc::LOG_WARNING, &format!("{user}: undoing the network: {msg}"));
+                crate::sys::syslog(
+                    libc::LOG_WARNING,
+                    &format!("{user}: undoing the network: {msg}"),
+                );
             }
             Err(e)
         }
@@ -162,9 +230,17 @@ fn setup_device(net: &NetHost, leases: PathBuf, user: &str, mode: Mode, d: &Devi
 
 /// From a thread inside the container's namespace: the upload limit, the
 /// address, eth0 and lo up, the default route.
-fn configure_inside(netns: BorrowedFd<'_>, addr: Ipv4Addr, prefix: u8, gw: Ipv4Addr, rate_out: Option<u64>) -> std::io::Result<()> {
+fn configure_inside(
+    netns: BorrowedFd<'_>,
+    addr: Ipv4Addr,
+    prefix: u8,
+    gw: Ipv4Addr,
+    rate_out: Option<u64>,
+) -> std::io::Result<()> {
     netlink::in_netns(netns, move |nl| {
-        let i = nl.link_index(CONTAINER_IF)?.ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
+        let i = nl
+            .link_index(CONTAINER_IF)?
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
         if let Some(rate) = rate_out {
             nl.set_tbf(i, rate)?;
         }
@@ -177,7 +253,13 @@ fn configure_inside(netns: BorrowedFd<'_>, addr: Ipv4Addr, prefix: u8, gw: Ipv4A
     })
 }
 
-fn setup_veth(net: &NetHost, leases: PathBuf, user: &str, v: &Traffic, netns: BorrowedFd<'_>) -> Result<NetHandle, NetError> {
+fn setup_veth(
+    net: &NetHost,
+    leases: PathBuf,
+    user: &str,
+    v: &Traffic,
+    netns: BorrowedFd<'_>,
+) -> Result<NetHandle, NetError> {
     let started = Instant::now();
     let mut handle = leased(net, leases, user, started, true, addr::host_ifname)?;
     let mut made_port = false;
@@ -224,18 +306,27 @@ fn configure(
     }
     // The port of this address's previous container, whose namespace the
     // kernel is still destroying (or a crashed keeper's): see host_ifname.
-    if let Some(i) = nl.link_index(&h.port).map_err(nl_err("looking up", h.port.clone()))? {
-        nl.del_link(i).map_err(nl_err("deleting the stale", h.port.clone()))?;
+    if let Some(i) = nl
+        .link_index(&h.port)
+        .map_err(nl_err("looking up", h.port.clone()))?
+    {
+        nl.del_link(i)
+            .map_err(nl_err("deleting the stale", h.port.clone()))?;
     }
     let mac = addr::mac_of(h.addr);
-    nl.add_veth(&h.port, CONTAINER_IF, mac, netns).map_err(nl_err("creating the veth pair", h.port.clone()))?;
+    nl.add_veth(&h.port, CONTAINER_IF, mac, netns)
+        .map_err(nl_err("creating the veth pair", h.port.clone()))?;
     *made_port = true;
     let port = nl
         .link_index(&h.port)
         .map_err(nl_err("looking up", h.port.clone()))?
-        .ok_or_else(|| nl_err("looking up", h.port.clone())(std::io::Error::from_raw_os_error(libc::ENODEV)))?;
-    nl.set_controller(port, bridge).map_err(nl_err("attaching to the bridge", h.port.clone()))?;
-    nl.set_port_isolated(port).map_err(nl_err("isolating the bridge port", h.port.clone()))?;
+        .ok_or_else(|| {
+            nl_err("looking up", h.port.clone())(std::io::Error::from_raw_os_error(libc::ENODEV))
+        })?;
+    nl.set_controller(port, bridge)
+        .map_err(nl_err("attaching to the bridge", h.port.clone()))?;
+    nl.set_port_isolated(port)
+        .map_err(nl_err("isolating the bridge port", h.port.clone()))?;
     step("veth");
     let rules = nft::Rules {
         user: &h.user,
@@ -247,13 +338,21 @@ fn configure(
         gateway: net.gateway,
         nat_uplink: net.nat_uplink.as_deref(),
     };
-    nft::install(&rules).map_err(|msg| NetError::Nft { user: h.user.clone(), msg })?;
+    nft::install(&rules).map_err(|msg| NetError::Nft {
+        user: h.user.clone(),
+        msg,
+    })?;
     step("nft");
     if let Some(rate) = v.rate_in {
-        nl.set_tbf(port, rate).map_err(nl_err("limiting the download bandwidth on", h.port.clone()))?;
+        nl.set_tbf(port, rate)
+            .map_err(nl_err("limiting the download bandwidth on", h.port.clone()))?;
     }
-    nl.set_up(port).map_err(nl_err("setting up", h.port.clone()))?;
-    configure_inside(netns, h.addr, net.pool.prefix, net.gateway, v.rate_out).map_err(nl_err("configuring eth0 in the container of", h.user.clone()))?;
+    nl.set_up(port)
+        .map_err(nl_err("setting up", h.port.clone()))?;
+    configure_inside(netns, h.addr, net.pool.prefix, net.gateway, v.rate_out).map_err(nl_err(
+        "configuring eth0 in the container of",
+        h.user.clone(),
+    ))?;
     step("eth0");
     Ok(())
 }
@@ -261,29 +360,44 @@ fn configure(
 /// The bridge's index; made (with the gateway address, up) if missing.
 fn ensure_bridge(nl: &mut Netlink, net: &NetHost) -> Result<u32, NetError> {
     let b = &net.bridge;
-    let idx = match nl.link_index(b).map_err(nl_err("looking up the bridge", b.clone()))? {
+    let idx = match nl
+        .link_index(b)
+        .map_err(nl_err("looking up the bridge", b.clone()))?
+    {
         Some(i) => i,
         None => {
             match nl.add_bridge(b) {
-                Err(e) if e.raw_os_error() != Some(libc::EEXIST) => return Err(nl_err("creating the bridge", b.clone())(e)),
+                Err(e) if e.raw_os_error() != Some(libc::EEXIST) => {
+                    return Err(nl_err("creating the bridge", b.clone())(e))
+                }
                 _ => {}
             }
             nl.link_index(b)
                 .map_err(nl_err("looking up the bridge", b.clone()))?
-                .ok_or_else(|| nl_err("creating the bridge", b.clone())(std::io::Error::from_raw_os_error(libc::ENODEV)))?
+                .ok_or_else(|| {
+                    nl_err("creating the bridge", b.clone())(std::io::Error::from_raw_os_error(
+                        libc::ENODEV,
+                    ))
+                })?
         }
     };
-    nl.add_address(idx, net.gateway, net.pool.prefix).map_err(nl_err("adding the gateway address to", b.clone()))?;
-    nl.set_up(idx).map_err(nl_err("setting up the bridge", b.clone()))?;
+    nl.add_address(idx, net.gateway, net.pool.prefix)
+        .map_err(nl_err("adding the gateway address to", b.clone()))?;
+    nl.set_up(idx)
+        .map_err(nl_err("setting up the bridge", b.clone()))?;
     Ok(idx)
 }
 
 /// The container's /etc/resolv.conf under this policy, if hutch writes one.
 pub fn resolv_conf(host: &HostSettings, network: &Network) -> Option<String> {
     match network {
-        Network::Veth(_) if !host.net.dns.is_empty() => {
-            Some(host.net.dns.iter().map(|d| format!("nameserver {d}\n")).collect())
-        }
+        Network::Veth(_) if !host.net.dns.is_empty() => Some(
+            host.net
+                .dns
+                .iter()
+                .map(|d| format!("nameserver {d}\n"))
+                .collect(),
+        ),
         _ => None,
     }
 }
@@ -302,9 +416,12 @@ impl NetHandle {
                 let own = own;
                 std::thread::scope(|s| {
                     s.spawn(|| {
-                        nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+                        nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET)
+                            .map_err(std::io::Error::from)?;
                         let mut nl = Netlink::open()?;
-                        let i = nl.link_index(CONTAINER_IF)?.ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
+                        let i = nl
+                            .link_index(CONTAINER_IF)?
+                            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
                         nl.move_link(i, own.as_fd(), &name)
                     })
                     .join()
@@ -321,7 +438,10 @@ impl NetHandle {
                 None => Ok(()),
             });
             if let Err(e) = deleted {
-                errs.push(format!("deleting {CONTAINER_IF} (on {}) in the container: {e}", self.port));
+                errs.push(format!(
+                    "deleting {CONTAINER_IF} (on {}) in the container: {e}",
+                    self.port
+                ));
             }
         }
         if self.tables {
@@ -330,7 +450,10 @@ impl NetHandle {
             }
         }
         if let Err(e) = LeaseFile::new(&self.leases).release(&self.user, self.keeper) {
-            errs.push(format!("releasing the lease in {}: {e}", self.leases.display()));
+            errs.push(format!(
+                "releasing the lease in {}: {e}",
+                self.leases.display()
+            ));
         }
         errs
     }

@@ -8,12 +8,18 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST};
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL,
+    NLM_F_REQUEST,
+};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage,
 };
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
@@ -26,10 +32,14 @@ pub struct Netlink {
 /// Runs `f` with a netlink socket opened inside the namespace `netns`, on a
 /// short-lived thread (setns affects only the calling thread, which ends
 /// with `f`). The caller's own namespace is never changed.
-pub fn in_netns<T: Send>(netns: BorrowedFd<'_>, f: impl FnOnce(&mut Netlink) -> io::Result<T> + Send) -> io::Result<T> {
+pub fn in_netns<T: Send>(
+    netns: BorrowedFd<'_>,
+    f: impl FnOnce(&mut Netlink) -> io::Result<T> + Send,
+) -> io::Result<T> {
     std::thread::scope(|s| {
         s.spawn(|| {
-            nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+            nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(io::Error::from)?;
             let mut nl = Netlink::open()?;
             f(&mut nl)
         })
@@ -48,7 +58,11 @@ impl Netlink {
     }
 
     /// Sends one request and collects the answers up to the ACK (or DONE).
-    fn request(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<Vec<RouteNetlinkMessage>> {
+    fn request(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> io::Result<Vec<RouteNetlinkMessage>> {
         let mut hdr = NetlinkHeader::default();
         hdr.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
         self.seq = self.seq.wrapping_add(1);
@@ -65,8 +79,9 @@ impl Netlink {
             let n = self.sock.recv(&mut rbuf, 0)?;
             let mut off = 0;
             while off < n {
-                let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rbuf[off..n])
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("netlink answer: {e}")))?;
+                let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rbuf[off..n]).map_err(
+                    |e| io::Error::new(io::ErrorKind::InvalidData, format!("netlink answer: {e}")),
+                )?;
                 let len = m.header.length as usize;
                 if m.header.sequence_number != self.seq {
                     off += len.max(16).next_multiple_of(4);
@@ -103,24 +118,35 @@ impl Netlink {
     }
 
     fn new_link(&mut self, msg: LinkMessage) -> io::Result<()> {
-        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL).map(drop)
+        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+            .map(drop)
     }
 
     /// Creates a bridge.
     pub fn add_bridge(&mut self, name: &str) -> io::Result<()> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.into()));
-        msg.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
+        msg.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Bridge,
+            )]));
         self.new_link(msg)
     }
 
     /// Creates a veth pair: `host` here, `peer` (with MAC `peer_mac`) made
     /// directly in the namespace `peer_netns`.
-    pub fn add_veth(&mut self, host: &str, peer: &str, peer_mac: [u8; 6], peer_netns: BorrowedFd<'_>) -> io::Result<()> {
+    pub fn add_veth(
+        &mut self,
+        host: &str,
+        peer: &str,
+        peer_mac: [u8; 6],
+        peer_netns: BorrowedFd<'_>,
+    ) -> io::Result<()> {
         let mut p = LinkMessage::default();
         p.attributes.push(LinkAttribute::IfName(peer.into()));
         p.attributes.push(LinkAttribute::Address(peer_mac.to_vec()));
-        p.attributes.push(LinkAttribute::NetNsFd(peer_netns.as_fd().as_raw_fd()));
+        p.attributes
+            .push(LinkAttribute::NetNsFd(peer_netns.as_fd().as_raw_fd()));
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(host.into()));
         msg.attributes.push(LinkAttribute::LinkInfo(vec![
@@ -165,7 +191,9 @@ impl Netlink {
         msg.header.index = index;
         msg.attributes.push(LinkAttribute::LinkInfo(vec![
             LinkInfo::PortKind(InfoPortKind::Bridge),
-            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::Isolated(true)])),
+            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::Isolated(
+                true,
+            )])),
         ]));
         self.request(RouteNetlinkMessage::NewLink(msg), 0).map(drop)
     }
@@ -179,9 +207,16 @@ impl Netlink {
         msg.attributes.push(AddressAttribute::Local(addr.into()));
         msg.attributes.push(AddressAttribute::Address(addr.into()));
         let p = u32::from(prefix);
-        let bcast = if p >= 31 { addr } else { Ipv4Addr::from(u32::from(addr) | (u32::MAX >> p)) };
+        let bcast = if p >= 31 {
+            addr
+        } else {
+            Ipv4Addr::from(u32::from(addr) | (u32::MAX >> p))
+        };
         msg.attributes.push(AddressAttribute::Broadcast(bcast));
-        match self.request(RouteNetlinkMessage::NewAddress(msg), NLM_F_CREATE | NLM_F_EXCL) {
+        match self.request(
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        ) {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
             r => r.map(drop),
         }
@@ -195,8 +230,13 @@ impl Netlink {
         msg.header.protocol = RouteProtocol::Static;
         msg.header.scope = RouteScope::Universe;
         msg.header.kind = RouteType::Unicast;
-        msg.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
-        self.request(RouteNetlinkMessage::NewRoute(msg), NLM_F_CREATE | NLM_F_EXCL).map(drop)
+        msg.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
+        self.request(
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(drop)
     }
 }
 
@@ -234,14 +274,21 @@ impl Netlink {
             TcOption::Other(DefaultNla::new(TCA_TBF_BURST, burst.to_ne_bytes().to_vec())),
         ];
         if rate > u64::from(u32::MAX) {
-            opts.push(TcOption::Other(DefaultNla::new(TCA_TBF_RATE64, rate.to_ne_bytes().to_vec())));
+            opts.push(TcOption::Other(DefaultNla::new(
+                TCA_TBF_RATE64,
+                rate.to_ne_bytes().to_vec(),
+            )));
         }
         let mut msg = TcMessage::default();
         msg.header.index = index as i32;
         msg.header.parent = TcHandle::ROOT;
         msg.header.handle = TcHandle { major: 1, minor: 0 };
         msg.attributes = vec![TcAttribute::Kind("tbf".into()), TcAttribute::Options(opts)];
-        self.request(RouteNetlinkMessage::NewQueueDiscipline(msg), NLM_F_CREATE | NLM_F_REPLACE).map(drop)
+        self.request(
+            RouteNetlinkMessage::NewQueueDiscipline(msg),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .map(drop)
     }
 }
 
@@ -256,24 +303,47 @@ pub enum ChildKind {
 impl Netlink {
     /// Creates a macvlan or VLAN `name` on the link `parent`, made directly
     /// in the namespace `netns`.
-    pub fn add_child(&mut self, parent: u32, name: &str, kind: ChildKind, mac: Option<[u8; 6]>, netns: BorrowedFd<'_>) -> io::Result<()> {
+    pub fn add_child(
+        &mut self,
+        parent: u32,
+        name: &str,
+        kind: ChildKind,
+        mac: Option<[u8; 6]>,
+        netns: BorrowedFd<'_>,
+    ) -> io::Result<()> {
         use netlink_packet_route::link::{InfoMacVlan, InfoVlan, MacVlanMode};
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.into()));
         msg.attributes.push(LinkAttribute::Link(parent));
-        msg.attributes.push(LinkAttribute::NetNsFd(netns.as_fd().as_raw_fd()));
+        msg.attributes
+            .push(LinkAttribute::NetNsFd(netns.as_fd().as_raw_fd()));
         if let Some(mac) = mac {
             msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
         }
         msg.attributes.push(LinkAttribute::LinkInfo(match kind {
-            ChildKind::Macvlan => vec![LinkInfo::Kind(InfoKind::MacVlan), LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(MacVlanMode::Private)]))],
-            ChildKind::Vlan(id) => vec![LinkInfo::Kind(InfoKind::Vlan), LinkInfo::Data(InfoData::Vlan(vec![InfoVlan::Id(id)]))],
+            ChildKind::Macvlan => vec![
+                LinkInfo::Kind(InfoKind::MacVlan),
+                LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(
+                    MacVlanMode::Private,
+                )])),
+            ],
+            ChildKind::Vlan(id) => vec![
+                LinkInfo::Kind(InfoKind::Vlan),
+                LinkInfo::Data(InfoData::Vlan(vec![InfoVlan::Id(id)])),
+            ],
         }));
         self.new_link(msg)
     }
 
     /// Moves the link `index` into the namespace `netns`, named `name` there.
     pub fn move_link(&mut self, index: u32, netns: BorrowedFd<'_>, name: &str) -> io::Result<()> {
-        self.set_link(index, vec![LinkAttribute::NetNsFd(netns.as_fd().as_raw_fd()), LinkAttribute::IfName(name.into())], false)
+        self.set_link(
+            index,
+            vec![
+                LinkAttribute::NetNsFd(netns.as_fd().as_raw_fd()),
+                LinkAttribute::IfName(name.into()),
+            ],
+            false,
+        )
     }
 }

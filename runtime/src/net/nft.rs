@@ -43,7 +43,16 @@ pub struct Rules<'a> {
 
 /// `hutch-<user>`, with characters nft identifiers cannot hold as `_`.
 pub fn table_name(user: &str) -> String {
-    let clean: String = user.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' }).collect();
+    let clean: String = user
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     format!("hutch-{clean}")
 }
 
@@ -75,8 +84,13 @@ fn tables(r: &Rules<'_>) -> String {
     let mut s = format!("table bridge {t} {{\n  chain guard {{\n");
     s.push_str(&format!("    ether saddr != {mac} drop\n"));
     s.push_str("    ether type != { ip, arp } drop\n");
-    s.push_str(&format!("    ether type arp arp saddr ether != {mac} drop\n"));
-    s.push_str(&format!("    ether type arp arp saddr ip != {} drop\n", r.addr));
+    s.push_str(&format!(
+        "    ether type arp arp saddr ether != {mac} drop\n"
+    ));
+    s.push_str(&format!(
+        "    ether type arp arp saddr ip != {} drop\n",
+        r.addr
+    ));
     s.push_str(&format!("    ether type ip ip saddr != {} drop\n", r.addr));
     for e in r.egress_deny {
         s.push_str(&format!("    ether type ip{} drop\n", match_of(e)));
@@ -149,14 +163,18 @@ pub fn device_script(addr: Ipv4Addr, gateway: Ipv4Addr, t: &hutch_policy::Traffi
         s.push_str(&format!("   {} drop\n", match_of(e)));
     }
     if !t.egress_allow.is_empty() {
-        s.push_str(&format!("    ct state established,related accept\n    ip daddr {gateway} accept\n"));
+        s.push_str(&format!(
+            "    ct state established,related accept\n    ip daddr {gateway} accept\n"
+        ));
         for e in &t.egress_allow {
             s.push_str(&format!("   {} accept\n", match_of(e)));
         }
         s.push_str("    drop\n");
     }
     s.push_str("  }\n  chain input {\n    type filter hook input priority 0; policy accept;\n");
-    s.push_str(&format!("    iifname != \"{CONTAINER_IF}\" accept\n    meta nfproto ipv6 drop\n"));
+    s.push_str(&format!(
+        "    iifname != \"{CONTAINER_IF}\" accept\n    meta nfproto ipv6 drop\n"
+    ));
     if let Some(rate) = t.rate_in {
         // nft's byte limit holds one second at the rate (the kernel's bucket
         // is rate + burst): enough for TCP, so no burst on top.
@@ -183,7 +201,10 @@ mod tests {
     /// The script holds anti-spoof rules for the port's MAC and address, the deny list, and NAT only when asked.
     #[test]
     fn script() {
-        let deny: Vec<EgressRule> = ["169.254.169.254/32", "tcp/25", "10.0.0.0/8 udp/53"].iter().map(|s| s.parse().unwrap()).collect();
+        let deny: Vec<EgressRule> = ["169.254.169.254/32", "tcp/25", "10.0.0.0/8 udp/53"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
         let mut r = Rules {
             user: "al ice",
             port: "hv0a4d0002",
@@ -196,7 +217,8 @@ mod tests {
         };
         let s = install_script(&r);
         assert!(s.starts_with("create table bridge hutch-al_ice\ntable bridge hutch-al_ice {\n"));
-        assert!(reinstall_script(&r).starts_with("table bridge hutch-al_ice\ndelete table bridge hutch-al_ice\n"));
+        assert!(reinstall_script(&r)
+            .starts_with("table bridge hutch-al_ice\ndelete table bridge hutch-al_ice\n"));
         for want in [
             "ether saddr != 02:68:0a:4d:00:02 drop",
             "ip saddr != 10.77.0.2 drop",
@@ -219,8 +241,12 @@ mod tests {
     /// sources dropped, deny before allow, the policer only with rate_in.
     #[test]
     fn device_table() {
-        let rules = |l: &[&str]| -> Vec<EgressRule> { l.iter().map(|s| s.parse().unwrap()).collect() };
-        let mut t = hutch_policy::Traffic { egress_deny: rules(&["169.254.169.254/32", "tcp/25"]), ..Default::default() };
+        let rules =
+            |l: &[&str]| -> Vec<EgressRule> { l.iter().map(|s| s.parse().unwrap()).collect() };
+        let mut t = hutch_policy::Traffic {
+            egress_deny: rules(&["169.254.169.254/32", "tcp/25"]),
+            ..Default::default()
+        };
         let (addr, gw) = (Ipv4Addr::new(10, 77, 0, 9), Ipv4Addr::new(10, 77, 0, 1));
         let s = device_script(addr, gw, &t);
         for want in [
@@ -236,9 +262,16 @@ mod tests {
         t.egress_allow = rules(&["udp/53"]);
         t.rate_in = Some(1_250_000);
         let s = device_script(addr, gw, &t);
-        let (deny, allow) = (s.find("tcp dport 25 drop").unwrap(), s.find("udp dport 53 accept").unwrap());
+        let (deny, allow) = (
+            s.find("tcp dport 25 drop").unwrap(),
+            s.find("udp dport 53 accept").unwrap(),
+        );
         assert!(deny < allow, "deny must come first:\n{s}");
-        for want in ["ct state established,related accept\n    ip daddr 10.77.0.1 accept\n", "    drop\n  }\n  chain input", "limit rate over 1250000 bytes/second drop"] {
+        for want in [
+            "ct state established,related accept\n    ip daddr 10.77.0.1 accept\n",
+            "    drop\n  }\n  chain input",
+            "limit rate over 1250000 bytes/second drop",
+        ] {
             assert!(s.contains(want), "{want:?} missing in\n{s}");
         }
     }
@@ -247,7 +280,10 @@ mod tests {
     /// the gateway and the entries from the user's address, and drops the rest.
     #[test]
     fn allow_script() {
-        let allow: Vec<EgressRule> = ["192.0.2.2/32 tcp/8080", "udp/53"].iter().map(|s| s.parse().unwrap()).collect();
+        let allow: Vec<EgressRule> = ["192.0.2.2/32 tcp/8080", "udp/53"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
         let r = Rules {
             user: "bob",
             port: "hv0a4d0003",

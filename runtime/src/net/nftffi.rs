@@ -48,7 +48,11 @@ pub fn run(script: &str) -> Result<(), String> {
     // string it owns until the next call or free; it is copied before `ctx` drops.
     let err = unsafe {
         let p = nft_ctx_get_error_buffer(ctx.0);
-        if p.is_null() { String::new() } else { CStr::from_ptr(p).to_string_lossy().into_owned() }
+        if p.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(p).to_string_lossy().into_owned()
+        }
     };
     Err(format!("nft: {}", err.trim()))
 }

@@ -509,7 +509,10 @@ mod tests {
         let s2 = store.clone();
         let t = std::thread::spawn(move || tx.send(s2.release("t", 1).unwrap()).unwrap());
         let wait = std::time::Duration::from_millis(300);
-        assert!(rx.recv_timeout(wait).is_err(), "release went ahead under a pin");
+        assert!(
+            rx.recv_timeout(wait).is_err(),
+            "release went ahead under a pin"
+        );
         drop(pin);
         assert!(!rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap());
         t.join().unwrap();

@@ -36,14 +36,24 @@ pub fn parse(text: &str) -> Vec<Lease> {
 
 /// Renders the file.
 pub fn render(leases: &[Lease]) -> String {
-    leases.iter().map(|l| format!("{} {} {}\n", l.user, l.addr, l.pid)).collect()
+    leases
+        .iter()
+        .map(|l| format!("{} {} {}\n", l.user, l.addr, l.pid))
+        .collect()
 }
 
 /// Picks `user`'s address and marks it held by `pid`: the user's own lease
 /// if there is one (free, held by a dead keeper, or held by `pid`), else the
 /// lowest pool address no lease names, else the free lease of another user
 /// (stickiness gives way). `None`: the pool is exhausted.
-pub fn choose(leases: &mut Vec<Lease>, pool: Ipv4Net, reserved: &[Ipv4Addr], user: &str, pid: i32, alive: impl Fn(i32) -> bool) -> Option<Ipv4Addr> {
+pub fn choose(
+    leases: &mut Vec<Lease>,
+    pool: Ipv4Net,
+    reserved: &[Ipv4Addr],
+    user: &str,
+    pid: i32,
+    alive: impl Fn(i32) -> bool,
+) -> Option<Ipv4Addr> {
     let usable = |l: &Lease| l.pid == 0 || l.pid == pid || !alive(l.pid);
     leases.retain(|l| pool.contains(l.addr) && !reserved.contains(&l.addr));
     if let Some(l) = leases.iter_mut().find(|l| l.user == user) {
@@ -55,8 +65,15 @@ pub fn choose(leases: &mut Vec<Lease>, pool: Ipv4Net, reserved: &[Ipv4Addr], use
         // user's lock serialises keepers); refuse rather than share.
         return None;
     }
-    if let Some(addr) = pool.hosts().find(|a| !reserved.contains(a) && !leases.iter().any(|l| l.addr == *a)) {
-        leases.push(Lease { user: user.into(), addr, pid });
+    if let Some(addr) = pool
+        .hosts()
+        .find(|a| !reserved.contains(a) && !leases.iter().any(|l| l.addr == *a))
+    {
+        leases.push(Lease {
+            user: user.into(),
+            addr,
+            pid,
+        });
         return Some(addr);
     }
     let l = leases.iter_mut().find(|l| usable(l))?;
@@ -67,7 +84,9 @@ pub fn choose(leases: &mut Vec<Lease>, pool: Ipv4Net, reserved: &[Ipv4Addr], use
 
 /// Whether `pid` is a live hutch-keeper (pids get reused).
 pub fn keeper_alive(pid: i32) -> bool {
-    pid > 0 && fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == "hutch-keeper")
+    pid > 0
+        && fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| c.trim_end() == "hutch-keeper")
 }
 
 /// The lease file at `path`.
@@ -77,7 +96,9 @@ pub struct LeaseFile {
 
 impl LeaseFile {
     pub fn new(path: &Path) -> LeaseFile {
-        LeaseFile { path: path.to_path_buf() }
+        LeaseFile {
+            path: path.to_path_buf(),
+        }
     }
 
     /// Runs `f` on the leases under the lock and writes the result back.
@@ -87,7 +108,11 @@ impl LeaseFile {
         }
         let mut lock_path = self.path.clone().into_os_string();
         lock_path.push(".lock");
-        let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
         lock.lock()?;
         let text = match fs::read_to_string(&self.path) {
             Ok(t) => t,
@@ -100,7 +125,11 @@ impl LeaseFile {
         if leases != before {
             let mut tmp = self.path.clone().into_os_string();
             tmp.push(".new");
-            let mut f = fs::OpenOptions::new().create(true).truncate(true).write(true).open(&tmp)?;
+            let mut f = fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .open(&tmp)?;
             f.write_all(render(&leases).as_bytes())?;
             f.sync_all()?;
             fs::rename(&tmp, &self.path)?;
@@ -109,7 +138,13 @@ impl LeaseFile {
     }
 
     /// Leases an address of `pool` to `user` for the keeper `pid`.
-    pub fn acquire(&self, pool: Ipv4Net, reserved: &[Ipv4Addr], user: &str, pid: i32) -> io::Result<Ipv4Addr> {
+    pub fn acquire(
+        &self,
+        pool: Ipv4Net,
+        reserved: &[Ipv4Addr],
+        user: &str,
+        pid: i32,
+    ) -> io::Result<Ipv4Addr> {
         self.update(|l| choose(l, pool, reserved, user, pid, keeper_alive))?
             .ok_or_else(|| io::Error::other(format!("no free address in {pool} for {user}")))
     }
@@ -152,15 +187,28 @@ mod tests {
         assert_ne!(a, b);
         l.iter_mut().for_each(|x| x.pid = 0); // both released
         assert_eq!(choose(&mut l, pool(), &[GW], "bob", 12, |_| true), Some(b));
-        assert_eq!(choose(&mut l, pool(), &[GW], "alice", 13, |_| true), Some(a));
+        assert_eq!(
+            choose(&mut l, pool(), &[GW], "alice", 13, |_| true),
+            Some(a)
+        );
     }
 
     /// A lease held by a dead keeper is recovered by the same user; a live one is not shared.
     #[test]
     fn crash_recovery() {
-        let mut l = vec![Lease { user: "alice".into(), addr: Ipv4Addr::new(10, 0, 0, 5), pid: 99 }];
-        assert_eq!(choose(&mut l.clone(), pool(), &[GW], "alice", 7, |_| true), None);
-        assert_eq!(choose(&mut l, pool(), &[GW], "alice", 7, |p| p != 99), Some(Ipv4Addr::new(10, 0, 0, 5)));
+        let mut l = vec![Lease {
+            user: "alice".into(),
+            addr: Ipv4Addr::new(10, 0, 0, 5),
+            pid: 99,
+        }];
+        assert_eq!(
+            choose(&mut l.clone(), pool(), &[GW], "alice", 7, |_| true),
+            None
+        );
+        assert_eq!(
+            choose(&mut l, pool(), &[GW], "alice", 7, |p| p != 99),
+            Some(Ipv4Addr::new(10, 0, 0, 5))
+        );
         assert_eq!(l[0].pid, 7);
     }
 
@@ -169,11 +217,17 @@ mod tests {
     fn exhaustion() {
         let mut l = Vec::new();
         for (i, u) in ["a", "b", "c", "d", "e"].iter().enumerate() {
-            assert!(choose(&mut l, pool(), &[GW], u, 100 + i as i32, |_| true).is_some(), "{u}");
+            assert!(
+                choose(&mut l, pool(), &[GW], u, 100 + i as i32, |_| true).is_some(),
+                "{u}"
+            );
         }
         assert_eq!(choose(&mut l, pool(), &[GW], "f", 200, |_| true), None);
         l[2].pid = 0;
-        assert_eq!(choose(&mut l, pool(), &[GW], "f", 200, |_| true), Some(Ipv4Addr::new(10, 0, 0, 4)));
+        assert_eq!(
+            choose(&mut l, pool(), &[GW], "f", 200, |_| true),
+            Some(Ipv4Addr::new(10, 0, 0, 4))
+        );
         assert_eq!(parse(&render(&l)), l);
     }
 }

@@ -14,7 +14,10 @@ pub fn mac_of(addr: Ipv4Addr) -> [u8; 6] {
 
 /// `aa:bb:cc:dd:ee:ff`.
 pub fn mac_text(mac: [u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// The host end of the veth for `addr`: `hv` and the address in hex (10
