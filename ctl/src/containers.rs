@@ -89,8 +89,8 @@ pub fn list(cli: &Cli, json: bool) -> anyhow::Result<i32> {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     println!(
-        "{:<16} {:>8} {:>8} {:>15} {:<20} {}",
-        "USER", "SESSIONS", "INIT", "UPTIME", "TEMPLATE", "HOSTNAME"
+        "{:<16} {:>8} {:>8} {:>15} {:<20} HOSTNAME",
+        "USER", "SESSIONS", "INIT", "UPTIME", "TEMPLATE"
     );
     for r in &rows {
         let s = &r.state;

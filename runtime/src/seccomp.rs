@@ -34,12 +34,21 @@ use std::path::Path;
 
 use crate::sys;
 
-// BPF opcodes (linux/bpf_common.h, linux/filter.h).
-const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20; // BPF_LD | BPF_W | BPF_ABS
-const BPF_JEQ_K: u16 = 0x05 | 0x10; // BPF_JMP | BPF_JEQ | BPF_K
-const BPF_JGE_K: u16 = 0x05 | 0x30; // BPF_JMP | BPF_JGE | BPF_K
-const BPF_JSET_K: u16 = 0x05 | 0x40; // BPF_JMP | BPF_JSET | BPF_K
-const BPF_RET_K: u16 = 0x06;
+// BPF opcodes (linux/bpf_common.h, linux/filter.h), built from their parts.
+const BPF_LD: u16 = 0x00;
+const BPF_JMP: u16 = 0x05;
+const BPF_RET: u16 = 0x06;
+const BPF_W: u16 = 0x00;
+const BPF_ABS: u16 = 0x20;
+const BPF_K: u16 = 0x00;
+const BPF_JEQ: u16 = 0x10;
+const BPF_JGE: u16 = 0x30;
+const BPF_JSET: u16 = 0x40;
+const BPF_LD_W_ABS: u16 = BPF_LD | BPF_W | BPF_ABS;
+const BPF_JEQ_K: u16 = BPF_JMP | BPF_JEQ | BPF_K;
+const BPF_JGE_K: u16 = BPF_JMP | BPF_JGE | BPF_K;
+const BPF_JSET_K: u16 = BPF_JMP | BPF_JSET | BPF_K;
+const BPF_RET_K: u16 = BPF_RET | BPF_K;
 
 const SECCOMP_RET_KILL_PROCESS: u32 = 0x8000_0000;
 const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;

@@ -380,7 +380,7 @@ fn unified_without_controllers() {
     let extra = u.join("v2-only");
     let made = hutch_runtime::cgroup::v2::make_group(mount, &extra, &Default::default())
         .expect("make_group");
-    assert_eq!(made, [extra.clone()]);
+    assert_eq!(made, std::slice::from_ref(&extra));
     assert_eq!(
         read(&u.join("cgroup.subtree_control")).trim(),
         "",

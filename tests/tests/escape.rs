@@ -207,7 +207,7 @@ fn escape_suite() {
             |tag: &str, name: &str, results: &mut Vec<Attempt>| match euid_line(&text, tag) {
                 Some((euid, caps)) => results.push(Attempt {
                     name: name.into(),
-                    escaped: euid == 0 || caps.trim_start_matches('0').len() > 0,
+                    escaped: euid == 0 || !caps.trim_start_matches('0').is_empty(),
                     detail: format!("euid {euid}, CapEff {caps}"),
                 }),
                 None => results.push(Attempt {
