@@ -33,11 +33,19 @@ release:
 deps:
 	scripts/deps.sh
 
-# The fuzz smoke run goes first so that cargo test's summary closes the output.
+# fmt and clippy first (cheap, and they fail fast); then the fuzz smoke run;
+# then every test. The suites' tallies (hutch_tests::tally, e.g. the escape
+# suite's `N attempts, M escapes`) are printed after cargo's summary, whether
+# it passed or not.
+TALLIES = $(TARGET_DIR)/debug/tallies
 test: deps
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) build --workspace
 	$(MAKE) fuzz-smoke
-	timeout --kill-after=30s $(TEST_TIMEOUT) $(CARGO) test --workspace --no-fail-fast -- --test-threads=$(TEST_THREADS)
+	rm -rf $(TALLIES)
+	timeout --kill-after=30s $(TEST_TIMEOUT) $(CARGO) test --workspace --no-fail-fast -- --test-threads=$(TEST_THREADS); \
+		rc=$$?; echo "== tallies"; cat $(TALLIES)/*.txt 2>/dev/null || echo "(none written)"; exit $$rc
 
 # A bounded fuzz run of the policy parser (skipped, saying so, without cargo-fuzz).
 FUZZ_SECONDS ?= 60

@@ -52,6 +52,20 @@ pub fn require_root(test_name: &str) -> bool {
     false
 }
 
+/// Reports a suite's summary line (`109 attempts, 0 escapes`): printed, and
+/// written to `<profile dir>/tallies/<name>.txt`, which `make test` prints
+/// after cargo's summary (cargo captures a passing test's output).
+pub fn tally(name: &str, line: &str) {
+    println!("{line}");
+    let dir = Bins::locate().dir.join("tallies");
+    let written = std::fs::create_dir_all(&dir).and_then(|()| {
+        std::fs::write(dir.join(format!("{name}.txt")), format!("{name}: {line}\n"))
+    });
+    if let Err(e) = written {
+        eprintln!("tally {name}: writing {}: {e}", dir.display());
+    }
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A short name unique on this machine while this process lives:

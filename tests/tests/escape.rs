@@ -307,8 +307,10 @@ fn escape_suite() {
     names.sort_unstable();
     names.dedup();
     assert_eq!(names.len(), results.len(), "attempt names must be distinct");
-    println!("{} attempts, {} escapes", results.len(), escapes.len());
-    eprintln!("{} attempts, {} escapes", results.len(), escapes.len());
+    hutch_tests::tally(
+        "escape",
+        &format!("{} attempts, {} escapes", results.len(), escapes.len()),
+    );
     assert!(results.len() >= 50, "only {} attempts ran", results.len());
     assert!(
         escapes.is_empty(),
