@@ -51,7 +51,7 @@ fn rows(
 }
 
 fn host(cli: &Cli) -> anyhow::Result<hutch_policy::HostSettings> {
-    let policy = hutch_policy::Policy::load(&cli.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let policy = crate::policy_or_defaults(cli)?;
     Ok(policy.host().clone())
 }
 

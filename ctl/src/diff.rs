@@ -151,7 +151,7 @@ fn mount_points(mountinfo: &str) -> BTreeSet<String> {
 
 /// `hutchctl diff USER [--all]`. Exit 1 when USER has no running container.
 pub fn diff(cli: &Cli, user: &str, all: bool) -> anyhow::Result<i32> {
-    let policy = hutch_policy::Policy::load(&cli.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let policy = crate::policy_or_defaults(cli)?;
     let host = policy.host();
     let paths = hutch_runtime::paths::UserPaths::new(host, user);
     let state = match State::read(&paths.state()) {

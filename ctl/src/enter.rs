@@ -6,7 +6,7 @@
 use std::ffi::CString;
 
 use anyhow::Context;
-use hutch_policy::{Decision, Policy};
+use hutch_policy::Decision;
 use hutch_runtime::enter::{EnterSpec, Identity};
 use hutch_runtime::keeper::state::State;
 
@@ -22,7 +22,7 @@ fn cstring(s: &str) -> anyhow::Result<CString> {
 /// failed inside the container, 127 when the command was not found).
 pub fn enter(cli: &Cli, user: &str, root: bool, cmd: &[String]) -> anyhow::Result<i32> {
     hutch_runtime::join::check_single_threaded().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let policy = Policy::load(&cli.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let policy = crate::policy_or_defaults(cli)?;
     let host = policy.host().clone();
     let paths = hutch_runtime::paths::UserPaths::new(&host, user);
     let state = match State::read(&paths.state()) {

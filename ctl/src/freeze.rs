@@ -13,7 +13,7 @@ use crate::Cli;
 
 /// The user's cgroup, if the container runs.
 pub fn user_cgroup(cli: &Cli, user: &str) -> anyhow::Result<Option<Cgroup>> {
-    let policy = hutch_policy::Policy::load(&cli.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let policy = crate::policy_or_defaults(cli)?;
     let host = policy.host();
     let root = CgroupRoot::open(&host.cgroup_root)
         .with_context(|| format!("cgroup root {:?}", host.cgroup_root))?;

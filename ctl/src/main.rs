@@ -12,8 +12,9 @@ mod stats;
 mod template_cmd;
 mod watch;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 /// Manage hutch: per-user login containers.
@@ -136,6 +137,32 @@ pub enum Command {
         #[arg(long, default_value = "/usr/lib/pam.d", hide = true)]
         vendor_pam_dir: PathBuf,
     },
+}
+
+/// The policy at `config`, or `None` when there is no file there (after
+/// saying so once on stderr: the defaults apply, as on a fresh install).
+/// A file that exists but does not load is an error naming it.
+pub fn policy_file(config: &Path) -> anyhow::Result<Option<hutch_policy::Policy>> {
+    if !config.exists() {
+        eprintln!(
+            "hutchctl: no policy at {}; using the defaults (/var/lib/hutch, /run/hutch, cgroup /hutch)",
+            config.display()
+        );
+        return Ok(None);
+    }
+    let policy = hutch_policy::Policy::load(config)
+        .with_context(|| format!("reading policy {}", config.display()))?;
+    Ok(Some(policy))
+}
+
+/// The policy of `--config`, or the defaults (an empty policy) when there
+/// is no file: what every command that only reads hutch's state uses.
+pub fn policy_or_defaults(cli: &Cli) -> anyhow::Result<hutch_policy::Policy> {
+    match policy_file(&cli.config)? {
+        Some(p) => Ok(p),
+        None => hutch_policy::Policy::parse("", &cli.config)
+            .map_err(|e| anyhow::anyhow!("the default policy: {e}")),
+    }
 }
 
 fn main() {

@@ -37,7 +37,7 @@ fn states(run_dir: &Path) -> anyhow::Result<Vec<State>> {
 
 /// Counters of every running container (or only `user`'s).
 pub fn rows(cli: &Cli, user: Option<&str>) -> anyhow::Result<Vec<Row>> {
-    let policy = hutch_policy::Policy::load(&cli.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let policy = crate::policy_or_defaults(cli)?;
     let host = policy.host();
     let root = CgroupRoot::open(&host.cgroup_root)
         .with_context(|| format!("cgroup root {:?}", host.cgroup_root))?;

@@ -111,7 +111,7 @@ impl SourceArgs {
 }
 
 pub fn run(cli: &Cli, cmd: &TemplateCmd) -> anyhow::Result<i32> {
-    let policy = policy(&cli.config)?;
+    let policy = crate::policy_file(&cli.config)?;
     let store = match &policy {
         Some(p) => TemplateStore::new(&p.host().lib_dir, &p.host().run_dir),
         None => TemplateStore::new(Path::new("/var/lib/hutch"), Path::new("/run/hutch")),
@@ -215,19 +215,6 @@ fn enter_hutch_cgroup(policy: Option<&hutch_policy::Policy>) -> anyhow::Result<(
 
 /// The policy, or `None` when there is no policy file yet (a fresh machine
 /// builds its template first; the built-in defaults apply).
-fn policy(config: &Path) -> anyhow::Result<Option<hutch_policy::Policy>> {
-    if !config.exists() {
-        eprintln!(
-            "hutchctl: no policy at {}; using /var/lib/hutch, /run/hutch and cgroup /hutch",
-            config.display()
-        );
-        return Ok(None);
-    }
-    let policy = hutch_policy::Policy::load(config)
-        .with_context(|| format!("reading policy {}", config.display()))?;
-    Ok(Some(policy))
-}
-
 fn build(
     store: &TemplateStore,
     name: &str,

@@ -93,7 +93,7 @@ pub fn watch(cli: &Cli, interval: f64, once: bool) -> anyhow::Result<i32> {
     if !(interval.is_finite() && interval >= 0.1) {
         anyhow::bail!("--interval must be at least 0.1 seconds");
     }
-    let policy = hutch_policy::Policy::load(&cli.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let policy = crate::policy_or_defaults(cli)?;
     let host = policy.host().clone();
     let root = CgroupRoot::open(&host.cgroup_root)
         .with_context(|| format!("cgroup root {:?}", host.cgroup_root))?;
