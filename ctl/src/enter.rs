@@ -7,8 +7,9 @@ use std::ffi::CString;
 
 use anyhow::Context;
 use hutch_policy::Decision;
-use hutch_runtime::enter::{EnterSpec, Identity};
+use hutch_runtime::enter::EnterSpec;
 use hutch_runtime::keeper::state::State;
+use hutch_runtime::privs::Identity;
 
 use crate::Cli;
 

@@ -1,25 +1,29 @@
-//! Cloning a container's init with its namespaces, in the order of DESIGN.md:
-//! the keeper clones the child into new mount, pid, uts, ipc and net
-//! namespaces; places it in the user's cgroup; the child then makes its own
-//! cgroup namespace (rooted at that cgroup), builds its root
-//! ([`crate::rootfs`]), sets the hostname, brings up `lo`, drops every
-//! capability and becomes the user, and reports ready. After that it is the
-//! container's PID 1: it reaps zombies until the keeper (its parent) is gone.
+//! Cloning a container's init with its namespaces, in the order of
+//! docs/DESIGN.md ("Building a container"): the keeper clones the child into
+//! new mount, pid, uts, ipc and net namespaces; places it in the user's
+//! cgroup; the child then makes its own cgroup namespace (rooted at that
+//! cgroup), builds its root ([`crate::rootfs`]), sets the hostname, brings up
+//! `lo`, drops every capability and becomes the user ([`crate::privs`]), and
+//! reports ready. After that it is the container's PID 1: it reaps zombies
+//! until the keeper (its parent) is gone.
 
 use std::fs;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::prctl;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{setgroups, sethostname, setresgid, setresuid, Gid, Pid, Uid};
+use nix::unistd::{sethostname, Pid};
 
-use crate::rootfs::{self, RootfsSpec};
+use crate::error::chain;
+use crate::ns::{Namespaces, NsError};
+use crate::privs::{self, Identity, PrivOps, PrivsError};
+use crate::rootfs::{self, RootfsError, RootfsSpec};
 use crate::sys::{self, Forked};
+use crate::Kernel;
 
 /// Namespaces the container's init is made in (the cgroup namespace is
 /// made by the child itself once it sits in the user's cgroup).
@@ -28,9 +32,6 @@ const CLONE_FLAGS: libc::c_int = libc::CLONE_NEWNS
     | libc::CLONE_NEWUTS
     | libc::CLONE_NEWIPC
     | libc::CLONE_NEWNET;
-
-/// The namespaces a session joins, in the order it joins them (mount last).
-pub const JOIN_ORDER: [&str; 6] = ["cgroup", "ipc", "uts", "net", "pid", "mnt"];
 
 /// Everything needed to make one container.
 #[derive(Debug, Clone)]
@@ -45,8 +46,8 @@ pub struct Container {
     pub init: Pid,
     /// Readable when the init has exited.
     pub pidfd: OwnedFd,
-    /// The init's namespaces, in [`JOIN_ORDER`].
-    pub namespaces: Vec<OwnedFd>,
+    /// The init's namespaces, handed to every session.
+    pub namespaces: Namespaces,
     /// Inode of the container's pid namespace (also in the marker).
     pub pidns: u64,
 }
@@ -54,13 +55,18 @@ pub struct Container {
 /// A container that could not be made: the step and its cause.
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
-    #[error("{op}: {source}")]
+    #[error("{op}")]
     Io {
         op: &'static str,
+        #[source]
         source: std::io::Error,
     },
     #[error("placing the init in its cgroup: {0}")]
     Attach(String),
+    #[error(transparent)]
+    Namespaces(NsError),
+    /// The init's own report of its failed set-up (a [`SetupError`] chain,
+    /// sent as a line over the status pipe).
     #[error("{0}")]
     Child(String),
 }
@@ -80,7 +86,6 @@ pub fn spawn(
 ) -> Result<Container, ContainerError> {
     let (go_r, go_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
-    let keeper = nix::unistd::getpid();
     match sys::clone_fork(CLONE_FLAGS).map_err(|source| ContainerError::Io {
         op: "clone",
         source,
@@ -88,7 +93,7 @@ pub fn spawn(
         Forked::Child => {
             drop(go_w);
             drop(status_r);
-            child_main(spec, keeper, go_r, status_w)
+            child_main(spec, go_r, status_w)
         }
         Forked::Parent(child) => {
             drop(go_r);
@@ -130,17 +135,8 @@ pub fn spawn(
                     source,
                 })
             })?;
-            let mut namespaces = Vec::new();
-            for ns in JOIN_ORDER {
-                let path = format!("/proc/{}/ns/{ns}", child.as_raw());
-                let f = fs::File::open(&path).map_err(|source| {
-                    fail(ContainerError::Io {
-                        op: "opening a namespace of the init",
-                        source,
-                    })
-                })?;
-                namespaces.push(OwnedFd::from(f));
-            }
+            let namespaces = Namespaces::open(child.as_raw())
+                .map_err(|e| fail(ContainerError::Namespaces(e)))?;
             Ok(Container {
                 init: child,
                 pidfd,
@@ -152,39 +148,38 @@ pub fn spawn(
 }
 
 /// The child: set up, report, then be PID 1. Never returns.
-fn child_main(spec: &ContainerSpec, keeper: Pid, go: OwnedFd, status: OwnedFd) -> ! {
+fn child_main(spec: &ContainerSpec, go: OwnedFd, status: OwnedFd) -> ! {
     let mut status = fs::File::from(status);
-    match setup(spec, keeper, go) {
+    match setup(spec, go) {
         Ok(pidns) => {
             let _ = writeln!(status, "OK {pidns}");
             drop(status);
             init_loop()
         }
-        Err(msg) => {
-            let _ = writeln!(status, "ERR {}", msg.replace('\n', " "));
+        Err(e) => {
+            let _ = writeln!(status, "ERR {}", chain(&e).replace('\n', " "));
             sys::exit_now(1)
         }
     }
 }
 
-fn setup(spec: &ContainerSpec, keeper: Pid, go: OwnedFd) -> Result<u64, String> {
-    // From here on the init dies with the keeper. (getppid() says 0 in a
-    // new pid namespace, so a keeper that died before this line shows up as
-    // end-of-file on `go` instead.)
-    let _ = keeper;
+fn setup(spec: &ContainerSpec, go: OwnedFd) -> Result<u64, SetupError> {
     let _ = prctl::set_name(c"hutch-init");
     // The keeper's argv (config path, service, user) is no business of the
     // container's processes: /proc/1/cmdline reads `hutch-init` instead.
     let _ = set_cmdline(b"hutch-init");
-    prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
+    // From here on the init dies with the keeper. (getppid() says 0 in a
+    // new pid namespace, so a keeper that died before this line shows up as
+    // end-of-file on `go` instead.)
+    prctl::set_pdeathsig(Signal::SIGKILL).map_err(SetupError::Pdeathsig)?;
     let mut byte = [0u8; 1];
     match fs::File::from(go).read(&mut byte) {
         Ok(1) => {}
-        _ => return Err("the keeper did not place the init in its cgroup (or exited)".into()),
+        _ => return Err(SetupError::NotPlaced),
     }
-    unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("unshare(CLONE_NEWCGROUP): {e}"))?;
+    unshare(CloneFlags::CLONE_NEWCGROUP).map_err(SetupError::CgroupNs)?;
     let pidns = fs::metadata("/proc/self/ns/pid")
-        .map_err(|e| format!("stat /proc/self/ns/pid: {e}"))?
+        .map_err(SetupError::PidNs)?
         .ino();
     let mut rootfs = spec.rootfs.clone();
     rootfs.marker = crate::paths::Marker {
@@ -195,8 +190,34 @@ fn setup(spec: &ContainerSpec, keeper: Pid, go: OwnedFd) -> Result<u64, String> 
         seccomp: rootfs.seccomp.clone(),
     }
     .render();
-    configure(&mut rootfs::Kernel, &rootfs)?;
+    configure(&mut Kernel, &rootfs)?;
     Ok(pidns)
+}
+
+/// A step of the init's set-up failed; the cause is the source. The init
+/// sends it to the keeper as one line ([`crate::error::chain`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("PR_SET_PDEATHSIG")]
+    Pdeathsig(#[source] nix::Error),
+    #[error("the keeper did not place the init in its cgroup (or exited)")]
+    NotPlaced,
+    #[error("unshare(CLONE_NEWCGROUP)")]
+    CgroupNs(#[source] nix::Error),
+    #[error("stat /proc/self/ns/pid")]
+    PidNs(#[source] std::io::Error),
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    #[error("sethostname {name:?}")]
+    Hostname {
+        name: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("bringing up lo")]
+    LinkUp(#[source] std::io::Error),
+    #[error(transparent)]
+    Privs(#[from] PrivsError),
 }
 
 /// Overwrites this process's argument area (`arg_start..arg_end` of
@@ -233,80 +254,48 @@ fn set_cmdline(name: &[u8]) -> std::io::Result<()> {
 }
 
 /// The container's set-up after its namespaces exist, in the order of
-/// DESIGN.md: mount propagation stopped, the root built and pivoted into
-/// ([`rootfs::build_with`]), hostname, `lo`, stdio, then the privileges
-/// dropped (bounding set, setgroups, setresgid, setresuid, no_new_privs).
-/// Every step goes through `ops`, so a test records the order.
-fn configure(ops: &mut impl SetupOps, rootfs: &RootfsSpec) -> Result<(), String> {
-    rootfs::build_with(ops, rootfs).map_err(|e| e.to_string())?;
+/// docs/DESIGN.md: mount propagation stopped, the root built and pivoted
+/// into ([`rootfs::build_with`]), hostname, `lo`, stdio, then the user
+/// ([`privs::become_user`]: bounding set, setgroups, setresgid, setresuid,
+/// no_new_privs). Every step goes through `ops`, so a test records the order.
+fn configure(ops: &mut impl SetupOps, rootfs: &RootfsSpec) -> Result<(), SetupError> {
+    rootfs::build_with(ops, rootfs)?;
     ops.sethostname(&rootfs.hostname)?;
     ops.link_up_lo()?;
     ops.reopen_stdio();
-    become_user(ops, rootfs)
+    privs::become_user(ops, &identity(rootfs))?;
+    Ok(())
 }
 
-/// The container's own set-up steps beyond the root filesystem; see
-/// [`rootfs::RootfsOps`].
-trait SetupOps: rootfs::RootfsOps {
-    fn sethostname(&mut self, name: &str) -> Result<(), String>;
-    fn link_up_lo(&mut self) -> Result<(), String>;
-    fn reopen_stdio(&mut self);
-    fn drop_bounding_set(&mut self) -> Result<(), String>;
-    fn clear_ambient_inheritable(&mut self) -> Result<(), String>;
-    fn setgroups(&mut self, gids: &[Gid]) -> Result<(), String>;
-    fn setresgid(&mut self, gid: Gid) -> Result<(), String>;
-    fn setresuid(&mut self, uid: Uid) -> Result<(), String>;
-    fn no_new_privs(&mut self) -> Result<(), String>;
-    fn not_dumpable(&mut self) -> Result<(), String>;
-    fn check_no_capabilities(&mut self) -> Result<(), String>;
-}
-
-impl SetupOps for rootfs::Kernel {
-    fn sethostname(&mut self, name: &str) -> Result<(), String> {
-        sethostname(name).map_err(|e| format!("sethostname {name:?}: {e}"))
+/// Whom the init becomes: the user, with their groups.
+fn identity(spec: &RootfsSpec) -> Identity {
+    Identity {
+        uid: spec.uid,
+        gid: spec.gid,
+        groups: spec.groups.iter().map(|(_, g)| *g).collect(),
     }
-    fn link_up_lo(&mut self) -> Result<(), String> {
-        sys::link_up("lo").map_err(|e| format!("bringing up lo: {e}"))
+}
+
+/// The container's own set-up steps beyond the root filesystem
+/// ([`rootfs::RootfsOps`]) and the privileges ([`PrivOps`]).
+trait SetupOps: rootfs::RootfsOps + PrivOps {
+    fn sethostname(&mut self, name: &str) -> Result<(), SetupError>;
+    fn link_up_lo(&mut self) -> Result<(), SetupError>;
+    fn reopen_stdio(&mut self);
+}
+
+impl SetupOps for Kernel {
+    fn sethostname(&mut self, name: &str) -> Result<(), SetupError> {
+        sethostname(name).map_err(|source| SetupError::Hostname {
+            name: name.to_string(),
+            source,
+        })
+    }
+    fn link_up_lo(&mut self) -> Result<(), SetupError> {
+        sys::link_up("lo").map_err(SetupError::LinkUp)
     }
     fn reopen_stdio(&mut self) {
         reopen_stdio()
-    }
-    fn drop_bounding_set(&mut self) -> Result<(), String> {
-        for cap in caps::all() {
-            caps::drop(None, caps::CapSet::Bounding, cap)
-                .map_err(|e| format!("dropping {cap} from the bounding set: {e}"))?;
-        }
-        Ok(())
-    }
-    fn clear_ambient_inheritable(&mut self) -> Result<(), String> {
-        caps::clear(None, caps::CapSet::Ambient)
-            .map_err(|e| format!("clearing ambient capabilities: {e}"))?;
-        caps::clear(None, caps::CapSet::Inheritable)
-            .map_err(|e| format!("clearing inheritable capabilities: {e}"))
-    }
-    fn setgroups(&mut self, gids: &[Gid]) -> Result<(), String> {
-        setgroups(gids).map_err(|e| format!("setgroups: {e}"))
-    }
-    fn setresgid(&mut self, gid: Gid) -> Result<(), String> {
-        setresgid(gid, gid, gid).map_err(|e| format!("setresgid({gid}): {e}"))
-    }
-    fn setresuid(&mut self, uid: Uid) -> Result<(), String> {
-        setresuid(uid, uid, uid).map_err(|e| format!("setresuid({uid}): {e}"))
-    }
-    fn no_new_privs(&mut self) -> Result<(), String> {
-        prctl::set_no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))
-    }
-    fn not_dumpable(&mut self) -> Result<(), String> {
-        prctl::set_dumpable(false).map_err(|e| format!("PR_SET_DUMPABLE: {e}"))
-    }
-    fn check_no_capabilities(&mut self) -> Result<(), String> {
-        if caps::read(None, caps::CapSet::Permitted)
-            .map(|s| !s.is_empty())
-            .unwrap_or(true)
-        {
-            return Err("capabilities remain after dropping to the user".into());
-        }
-        Ok(())
     }
 }
 
@@ -321,22 +310,6 @@ fn reopen_stdio() {
             let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
         }
     }
-}
-
-/// Drops the bounding set, every capability and the root identity:
-/// the init runs as the user with no capabilities and no_new_privs.
-fn become_user(ops: &mut impl SetupOps, spec: &RootfsSpec) -> Result<(), String> {
-    ops.drop_bounding_set()?;
-    ops.clear_ambient_inheritable()?;
-    let gids: Vec<Gid> = spec.groups.iter().map(|(_, g)| Gid::from_raw(*g)).collect();
-    ops.setgroups(&gids)?;
-    ops.setresgid(Gid::from_raw(spec.gid))?;
-    ops.setresuid(Uid::from_raw(spec.uid))?;
-    ops.no_new_privs()?;
-    // Not ptraceable by the user, and /proc/1/{exe,fd,environ} stay closed:
-    // the init is a fork of the keeper, its exe a host binary (CVE-2019-5736).
-    ops.not_dumpable()?;
-    ops.check_no_capabilities()
 }
 
 /// PID 1: reap every child (orphans of the sessions are re-parented here).
@@ -356,16 +329,13 @@ fn init_loop() -> ! {
     }
 }
 
-/// Inode of a namespace file, for comparing namespaces.
-pub fn ns_inode(path: &Path) -> std::io::Result<u64> {
-    Ok(fs::metadata(path)?.ino())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rootfs::{RootfsOps, RootfsSpec};
     use std::path::{Path, PathBuf};
+
+    type P = std::result::Result<(), PrivsError>;
 
     type R<T> = std::result::Result<T, crate::rootfs::RootfsError>;
 
@@ -437,52 +407,55 @@ mod tests {
     }
 
     impl SetupOps for Recorder {
-        fn sethostname(&mut self, _: &str) -> Result<(), String> {
+        fn sethostname(&mut self, _: &str) -> Result<(), SetupError> {
             self.0.push("sethostname");
             Ok(())
         }
-        fn link_up_lo(&mut self) -> Result<(), String> {
+        fn link_up_lo(&mut self) -> Result<(), SetupError> {
             self.0.push("link_up_lo");
             Ok(())
         }
         fn reopen_stdio(&mut self) {
             self.0.push("reopen_stdio")
         }
-        fn drop_bounding_set(&mut self) -> Result<(), String> {
+    }
+
+    impl PrivOps for Recorder {
+        fn drop_bounding_set(&mut self) -> P {
             self.0.push("drop_bounding_set");
             Ok(())
         }
-        fn clear_ambient_inheritable(&mut self) -> Result<(), String> {
+        fn clear_ambient_inheritable(&mut self) -> P {
             self.0.push("clear_ambient_inheritable");
             Ok(())
         }
-        fn setgroups(&mut self, _: &[Gid]) -> Result<(), String> {
+        fn setgroups(&mut self, _: &[u32]) -> P {
             self.0.push("setgroups");
             Ok(())
         }
-        fn setresgid(&mut self, _: Gid) -> Result<(), String> {
+        fn setresgid(&mut self, _: u32) -> P {
             self.0.push("setresgid");
             Ok(())
         }
-        fn setresuid(&mut self, _: Uid) -> Result<(), String> {
+        fn setresuid(&mut self, _: u32) -> P {
             self.0.push("setresuid");
             Ok(())
         }
-        fn no_new_privs(&mut self) -> Result<(), String> {
+        fn no_new_privs(&mut self) -> P {
             self.0.push("no_new_privs");
             Ok(())
         }
-        fn not_dumpable(&mut self) -> Result<(), String> {
+        fn not_dumpable(&mut self) -> P {
             self.0.push("not_dumpable");
             Ok(())
         }
-        fn check_no_capabilities(&mut self) -> Result<(), String> {
+        fn check_no_capabilities(&mut self) -> P {
             self.0.push("check_no_capabilities");
             Ok(())
         }
     }
 
-    /// The set-up runs in the hardening order of DESIGN.md: propagation stopped first, every mount before the pivot, then bounding set, setgroups, setresgid, setresuid, no_new_privs.
+    /// The set-up runs in the hardening order of docs/DESIGN.md: propagation stopped first, every mount before the pivot, then bounding set, setgroups, setresgid, setresuid, no_new_privs.
     #[test]
     fn setup_order() {
         let mut rec = Recorder::default();

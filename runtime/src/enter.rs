@@ -2,13 +2,13 @@
 //! way an admin needs to (what `nsenter` would do, with hutch's rules).
 //!
 //! hutchctl forks; the child joins the container's cgroup leaf in every
-//! hierarchy, then the init's namespaces in [`JOIN_ORDER`] (mount last),
-//! and forks again so that the command is inside the pid namespace. The
+//! hierarchy, then the init's namespaces ([`Namespaces::join_all`], mount
+//! last), and forks again so that the command is inside the pid namespace. The
 //! middle process waits for it and passes its exit status on.
 //!
-//! As the user (the default) the command gets exactly a session's rights:
-//! empty bounding, inheritable and ambient sets, the user's groups, gid and
-//! uid, no_new_privs, and the seccomp profile the container's marker names
+//! As the user (the default) the command gets exactly a session's rights
+//! ([`privs::become_user`]): empty bounding, inheritable and ambient sets,
+//! the user's groups, gid and uid, no_new_privs, and the seccomp profile the container's marker names
 //! (what hutch-shell loads). It runs in a session of its own (`setsid`), so the
 //! admin's terminal is not its controlling terminal: a process of the user
 //! cannot push input into it (TIOCSTI) after hutchctl exits. The price is no
@@ -21,29 +21,18 @@
 //! every process), and loads no seccomp filter.
 
 use std::ffi::CString;
-use std::fs::File;
-use std::os::fd::OwnedFd;
 
-use nix::sched::{setns, CloneFlags};
-use nix::sys::prctl;
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{setgroups, setresgid, setresuid, Gid, Pid, Uid};
+use nix::unistd::Pid;
 
 use crate::cgroup::Cgroup;
-use crate::container::JOIN_ORDER;
+use crate::error::chain;
+use crate::ns::{Namespaces, NsError};
 use crate::paths::{Marker, CONTAINER_MARKER};
-use crate::seccomp;
+use crate::privs::{self, Identity};
 use crate::sys::{self, Forked};
-
-/// Whom the command runs as, when not root.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub uid: u32,
-    pub gid: u32,
-    /// Supplementary groups.
-    pub groups: Vec<u32>,
-}
+use crate::{seccomp, Kernel};
 
 /// What to run, where, as whom.
 #[derive(Debug)]
@@ -65,12 +54,8 @@ pub struct EnterSpec<'a> {
 /// Entering failed before the command ran.
 #[derive(Debug, thiserror::Error)]
 pub enum EnterError {
-    #[error("opening {path}")]
-    Namespace {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Namespaces(#[from] NsError),
     #[error("pid {pid} is not in the container's cgroup (the container is gone or was replaced)")]
     NotTheInit { pid: i32 },
     #[error("reading the container's cgroup")]
@@ -94,12 +79,7 @@ pub const SETUP_FAILED: i32 = 125;
 pub fn run(spec: &EnterSpec<'_>) -> Result<i32, EnterError> {
     // Open the namespaces first, then check the pid is the container's: a
     // reused pid could not be in the user's cgroup.
-    let mut namespaces = Vec::with_capacity(JOIN_ORDER.len());
-    for ns in JOIN_ORDER {
-        let path = format!("/proc/{}/ns/{ns}", spec.init_pid);
-        let f = File::open(&path).map_err(|source| EnterError::Namespace { path, source })?;
-        namespaces.push(OwnedFd::from(f));
-    }
+    let namespaces = Namespaces::open(spec.init_pid)?;
     if !spec
         .cgroup
         .pids()
@@ -148,17 +128,13 @@ pub fn run(spec: &EnterSpec<'_>) -> Result<i32, EnterError> {
 }
 
 /// The middle process: cgroup, namespaces, fork, wait, pass the status on.
-fn middle(spec: &EnterSpec<'_>, namespaces: &[OwnedFd]) -> Result<i32, String> {
-    // Visible to the container's processes from the setns(pid) on: keep
-    // them from ptracing it or reading its /proc entries.
-    prctl::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE, 0): {e}"))?;
+fn middle(spec: &EnterSpec<'_>, namespaces: &Namespaces) -> Result<i32, String> {
     spec.cgroup
         .attach(nix::unistd::getpid().as_raw())
-        .map_err(|e| format!("joining the container's cgroup: {e}"))?;
-    for (fd, name) in namespaces.iter().zip(JOIN_ORDER) {
-        setns(fd, CloneFlags::empty()).map_err(|e| format!("setns({name}): {e}"))?;
-    }
-    nix::unistd::chdir("/").map_err(|e| format!("chdir(\"/\") in the container: {e}"))?;
+        .map_err(|e| format!("joining the container's cgroup: {}", chain(&e)))?;
+    // Non-dumpable before the first setns: visible to the container's
+    // processes from the setns(pid) on.
+    namespaces.join_all().map_err(|e| chain(&e))?;
     let mut forwarded = SigSet::empty();
     for s in [
         Signal::SIGINT,
@@ -213,8 +189,12 @@ fn middle(spec: &EnterSpec<'_>, namespaces: &[OwnedFd]) -> Result<i32, String> {
 /// stays root) and execs. Returns only the reason it could not.
 fn command(spec: &EnterSpec<'_>) -> String {
     if let Some(id) = &spec.identity {
-        if let Err(e) = become_user(id) {
-            return e;
+        // A session's rights, and a session of its own (no controlling terminal).
+        if let Err(e) = privs::become_user(&mut Kernel, id) {
+            return chain(&e);
+        }
+        if let Err(e) = nix::unistd::setsid() {
+            return format!("setsid: {e}");
         }
     }
     if nix::unistd::chdir(spec.cwd.as_str()).is_err() {
@@ -246,33 +226,5 @@ fn load_session_seccomp() -> Result<(), String> {
     let marker = Marker::parse(&text)
         .ok_or_else(|| format!("the container marker {CONTAINER_MARKER} is malformed"))?;
     seccomp::apply(&marker.seccomp).map_err(|e| e.to_string())?;
-    Ok(())
-}
-
-/// A session's rights: no capabilities now or after exec, the user's ids,
-/// no_new_privs, and a session of its own (no controlling terminal).
-fn become_user(id: &Identity) -> Result<(), String> {
-    for cap in caps::all() {
-        caps::drop(None, caps::CapSet::Bounding, cap)
-            .map_err(|e| format!("dropping {cap} from the bounding set: {e}"))?;
-    }
-    caps::clear(None, caps::CapSet::Ambient)
-        .map_err(|e| format!("clearing ambient capabilities: {e}"))?;
-    caps::clear(None, caps::CapSet::Inheritable)
-        .map_err(|e| format!("clearing inheritable capabilities: {e}"))?;
-    let gids: Vec<Gid> = id.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-    setgroups(&gids).map_err(|e| format!("setgroups: {e}"))?;
-    let gid = Gid::from_raw(id.gid);
-    setresgid(gid, gid, gid).map_err(|e| format!("setresgid({}): {e}", id.gid))?;
-    let uid = Uid::from_raw(id.uid);
-    setresuid(uid, uid, uid).map_err(|e| format!("setresuid({}): {e}", id.uid))?;
-    prctl::set_no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
-    if caps::read(None, caps::CapSet::Permitted)
-        .map(|s| !s.is_empty())
-        .unwrap_or(true)
-    {
-        return Err("capabilities remain after becoming the user".into());
-    }
-    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     Ok(())
 }

@@ -12,15 +12,13 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hutch_policy::{Decision, Policy};
-use nix::sched::{setns, CloneFlags};
-
-use crate::account;
-use crate::container::JOIN_ORDER;
+use crate::error::chain;
 use crate::keeper::lock_user;
 use crate::keeper::proto::{self, Request};
+use crate::ns::{Namespaces, NsError};
 use crate::paths::UserPaths;
-use crate::sys;
+use crate::{account, privs, sys, Kernel};
+use hutch_policy::{Decision, Policy};
 
 /// How long closing a session waits for the keeper's answer.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -112,7 +110,7 @@ pub fn open_session(
     let paths = UserPaths::new(policy.host(), user);
     let (conn, init_pid, namespaces) = connect_or_start(opts, &paths, user, info)?;
     let tty = host_tty();
-    enter(&namespaces)?;
+    join_container(&namespaces)?;
     let tty = tty.map(|t| t.and_then(bind_tty));
     Ok(Outcome::Joined(Session {
         conn,
@@ -210,7 +208,7 @@ pub fn check_single_threaded() -> Result<(), JoinError> {
     Ok(())
 }
 
-type Opened = (UnixStream, i32, Vec<OwnedFd>);
+type Opened = (UnixStream, i32, Namespaces);
 
 fn connect_or_start(
     opts: &JoinOptions,
@@ -308,14 +306,14 @@ fn try_open(
     match f.next() {
         Some("OK") => {
             let pid = f.next().and_then(|p| p.parse::<i32>().ok());
-            match pid {
-                Some(pid) if fds.len() == JOIN_ORDER.len() => {
+            let got = fds.len();
+            match (pid, Namespaces::from_fds(fds)) {
+                (Some(pid), Ok(namespaces)) => {
                     let _ = conn.set_read_timeout(None);
-                    Ok(Some((conn, pid, fds)))
+                    Ok(Some((conn, pid, namespaces)))
                 }
                 _ => Err(err("keeper")(format!(
-                    "malformed answer {line:?} with {} descriptors",
-                    fds.len()
+                    "malformed answer {line:?} with {got} descriptors"
                 ))),
             }
         }
@@ -427,48 +425,21 @@ fn spawn_keeper(opts: &JoinOptions, user: &str, service: &str) -> Result<(), Joi
     }
 }
 
-/// Joins the container's namespaces in [`JOIN_ORDER`] (mount last), then
-/// `chdir("/")` (the host's cwd does not exist inside).
-fn enter(namespaces: &[OwnedFd]) -> Result<(), JoinError> {
-    // The caller (sshd's root monitor) becomes visible to the container's
-    // processes once it sits in their namespaces: make it non-dumpable
-    // first, so that no user process can ptrace it or open its /proc
-    // entries (fds, cwd, exe, environ) (runc nsexec, CVE-2016-9962).
-    nix::sys::prctl::set_dumpable(false)
-        .map_err(|e| err("dumpable")(format!("prctl(PR_SET_DUMPABLE, 0): {e}")))?;
-    for (fd, name) in namespaces.iter().zip(JOIN_ORDER) {
-        setns(fd, CloneFlags::empty()).map_err(|e| JoinError {
-            step: match name {
-                "cgroup" => "setns(cgroup)",
-                "ipc" => "setns(ipc)",
-                "uts" => "setns(uts)",
-                "net" => "setns(net)",
-                "pid" => "setns(pid)",
-                _ => "setns(mnt)",
-            },
-            cause: e.to_string(),
-        })?;
-    }
-    nix::unistd::chdir("/")
-        .map_err(|e| err("chdir")(format!("chdir(\"/\") in the container: {e}")))?;
-    drop_bounding_set()?;
-    Ok(())
-}
-
-/// Empties the caller's capability bounding set (and inheritable set), so
-/// that whatever it forks for the user (the shell, sftp, scp) starts with
-/// every capability set empty. The caller keeps its own effective and
-/// permitted capabilities: the bounding set only limits what a later
-/// execve could gain, and nothing in the container may gain any.
-fn drop_bounding_set() -> Result<(), JoinError> {
-    for cap in caps::all() {
-        caps::drop(None, caps::CapSet::Bounding, cap).map_err(|e| {
-            err("capabilities")(format!("dropping {cap} from the bounding set: {e}"))
-        })?;
-    }
-    caps::clear(None, caps::CapSet::Inheritable)
-        .map_err(|e| err("capabilities")(format!("clearing the inheritable set: {e}")))?;
-    Ok(())
+/// Moves the caller (the PAM host) into the container: every namespace
+/// ([`Namespaces::join_all`]: non-dumpable first, mount last, then `/` as
+/// its cwd), then empties the capability sets that reach an exec
+/// ([`privs::drop_exec_caps`]), so that whatever it forks for the user (the
+/// shell, sftp, scp) starts with every capability set empty.
+fn join_container(namespaces: &Namespaces) -> Result<(), JoinError> {
+    namespaces.join_all().map_err(|e| JoinError {
+        step: e.step(),
+        // `setns(mnt)` is the step and the whole message.
+        cause: match &e {
+            NsError::Setns { source, .. } => source.to_string(),
+            _ => chain(&e),
+        },
+    })?;
+    privs::drop_exec_caps(&mut Kernel).map_err(|e| err("capabilities")(chain(&e)))
 }
 
 impl Session {

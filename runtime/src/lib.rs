@@ -3,23 +3,36 @@
 //! - [`cgroup`]: v1 and v2 cgroups behind one interface (knows nothing of users)
 //! - [`template`]: build templates on disk and load them read-only into tmpfs
 //! - [`rootfs`]: the container's root: overlay, binds, /proc /dev /sys, pivot_root
-//! - [`container`]: clone the init with its namespaces, in the order of DESIGN.md
+//! - [`container`]: clone the init with its namespaces and set it up, step by step
+//! - [`ns`]: the container's namespaces, their join order, opening and joining them
+//! - [`privs`]: capability sets and becoming the user
 //! - [`keeper`]: the per-user supervisor and its protocol
-//! - [`join`]: what the PAM module does to enter a container
+//! - [`join`]: what the PAM module does to join a container
 //! - [`enter`]: what `hutchctl enter` does to run an admin's command in one
 //! - [`net`]: per-user networking: veth, bridge, leases, firewall tables
 //! - [`account`]: NSS look-ups of accounts and groups
 //! - [`sys`]: the one place for unsafe libc calls that nix does not cover
+//! - [`error`]: printing an error with its causes
 
 pub mod account;
 pub mod cgroup;
 pub mod container;
 pub mod enter;
+pub mod error;
 pub mod join;
 pub mod keeper;
 pub mod net;
+pub mod ns;
 pub mod paths;
+pub mod privs;
 pub mod rootfs;
 pub mod seccomp;
 pub mod sys;
 pub mod template;
+
+/// The real system. Every set-up trait of this crate
+/// ([`rootfs::RootfsOps`], [`privs::PrivOps`], the container's own steps)
+/// is implemented for it by calling the kernel; the tests implement them
+/// with recording fakes that assert the order without root.
+#[derive(Debug, Default)]
+pub struct Kernel;

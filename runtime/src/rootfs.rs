@@ -20,7 +20,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use nix::unistd::{chdir, chown, pivot_root, Gid, Uid};
 
-use crate::sys;
+use crate::{sys, Kernel};
 
 /// What the root filesystem is made of.
 #[derive(Debug, Clone)]
@@ -59,16 +59,18 @@ pub struct RootfsSpec {
 /// A failed set-up step: what was done, on what, and why.
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}", path.display())]
     Io {
         op: &'static str,
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}", path.display())]
     Sys {
         op: &'static str,
         path: PathBuf,
+        #[source]
         source: nix::Error,
     },
     #[error("{0}")]
@@ -143,9 +145,6 @@ pub trait RootfsOps {
 }
 
 /// The real steps: the functions of this file, on the kernel.
-#[derive(Debug, Default)]
-pub struct Kernel;
-
 impl RootfsOps for Kernel {
     fn make_root_private(&mut self) -> Result<()> {
         make_root_private()

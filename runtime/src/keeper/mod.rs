@@ -34,6 +34,8 @@ use nix::sys::wait::waitpid;
 
 use crate::cgroup::{self, Cgroup, CgroupRoot};
 use crate::container::{self, Container, ContainerSpec};
+use crate::error::chain;
+use crate::ns::Namespace;
 use crate::paths::{self, UserPaths};
 use crate::rootfs::RootfsSpec;
 use crate::template::TemplateStore;
@@ -301,21 +303,13 @@ impl Keeper {
                 let _ = cg.kill_all();
                 let _ = cg.remove();
                 let _ = fs::remove_dir(&staging);
-                return Err(format!("container: {e}"));
+                return Err(format!("container: {}", chain(&e)));
             }
         };
 
         // 5b. The network (veth, lease, firewall tables), from the keeper's own netns.
-        let netns = container::JOIN_ORDER
-            .iter()
-            .position(|n| *n == "net")
-            .expect("net is joined");
-        let net = match crate::net::setup(
-            &host,
-            user,
-            &up.network,
-            container.namespaces[netns].as_fd(),
-        ) {
+        let netns = container.namespaces.get(Namespace::Net);
+        let net = match crate::net::setup(&host, user, &up.network, netns) {
             Ok(n) => n,
             Err(e) => {
                 let _ = cg.kill_all();
@@ -351,7 +345,7 @@ impl Keeper {
                 let _ = cg.kill_all();
                 let _ = cg.remove();
                 if let Some(n) = &net {
-                    n.release(Some(container.namespaces[netns].as_fd()));
+                    n.release(Some(netns));
                 }
                 return Err(e);
             }
@@ -665,12 +659,7 @@ impl Keeper {
         };
         let id = self.next_id;
         self.next_id += 1;
-        let fds: Vec<_> = self
-            .container
-            .namespaces
-            .iter()
-            .map(|f| f.as_fd())
-            .collect();
+        let fds = self.container.namespaces.as_fds();
         if let Err(e) = proto::send(
             &conn,
             &format!("OK\t{}\t{id}\n", self.container.init.as_raw()),
@@ -807,11 +796,8 @@ impl Keeper {
             );
         }
         if let Some(n) = self.net.take() {
-            let netns = container::JOIN_ORDER
-                .iter()
-                .position(|n| *n == "net")
-                .expect("net is joined");
-            for e in n.release(Some(self.container.namespaces[netns].as_fd())) {
+            let netns = self.container.namespaces.get(Namespace::Net);
+            for e in n.release(Some(netns)) {
                 sys::syslog(libc::LOG_WARNING, &format!("{}: {e}", self.account.name));
             }
         }

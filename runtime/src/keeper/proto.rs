@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! module  -> keeper   OPEN <service> <tty> <rhost>
-//! keeper  -> module   OK <init-pid> <session-id>        + fds in JOIN_ORDER
+//! keeper  -> module   OK <init-pid> <session-id>        + fds in ns::Namespace::JOIN_ORDER
 //!                     ERR <message>
 //! module  -> keeper   CLOSE                              (then the connection drops)
 //! ctl     -> keeper   STATUS                             -> OK <state json>

@@ -1,0 +1,49 @@
+//! Printing an error with its causes, each once: `step: cause: cause`, what
+//! anyhow's `{:#}` prints. For the places in the library that turn an error
+//! into a line (the container's report to the keeper, the keeper's `ERR`
+//! answer and syslog, the PAM module's log); the binaries use anyhow.
+//!
+//! The errors of this crate keep their cause in `#[source]` and out of
+//! their own message, so that printing the chain never repeats it.
+
+use std::error::Error;
+use std::fmt;
+
+/// Displays an error and its sources, separated by `": "`.
+pub struct Chain<'a>(pub &'a (dyn Error + 'a));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            write!(f, ": {e}")?;
+            next = e.source();
+        }
+        Ok(())
+    }
+}
+
+/// [`Chain`] as a string.
+pub fn chain(e: &dyn Error) -> String {
+    Chain(e).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("opening /x")]
+    struct Outer(#[source] std::io::Error);
+
+    /// Each cause is printed once, after its step.
+    #[test]
+    fn prints_each_cause_once() {
+        let e = Outer(std::io::Error::from_raw_os_error(libc::ENOENT));
+        assert_eq!(
+            chain(&e),
+            "opening /x: No such file or directory (os error 2)"
+        );
+    }
+}
