@@ -54,6 +54,11 @@ util-linux          | cmd:su
 procps              | cmd:pgrep
 passwd              | cmd:useradd
 login               | cmd:login
+sudo                | cmd:sudo
+cron                | cmd:cron
+cron                | cmd:crontab
+at                  | cmd:atd
+at                  | cmd:at
 coreutils           | cmd:timeout
 python3             | cmd:python3
 debhelper           | cmd:dh
