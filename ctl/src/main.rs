@@ -93,6 +93,10 @@ pub enum Command {
     },
     /// What the user changed in their container's writable layer against
     /// the template: `A path` added, `C path` changed, `D path` deleted.
+    ///
+    /// Names are printed as `ls -b` does in the C locale, one change a line;
+    /// no name the user made is followed. Exit status 2 when some entries
+    /// could not be read (they are named on stderr).
     Diff {
         /// The user whose container to compare.
         user: String,

@@ -9,6 +9,7 @@
 //! - [`keeper`]: the per-user supervisor and its protocol
 //! - [`join`]: what the PAM module does to join a container
 //! - [`enter`]: what `hutchctl enter` does to run an admin's command in one
+//! - [`inspect`]: root's view of a running container, never through the user's names
 //! - [`net`]: per-user networking: veth, bridge, leases, firewall tables
 //! - [`account`]: NSS look-ups of accounts and groups
 //! - [`sys`]: the one place for unsafe libc calls that nix does not cover
@@ -19,6 +20,7 @@ pub mod cgroup;
 pub mod container;
 pub mod enter;
 pub mod error;
+pub mod inspect;
 pub mod join;
 pub mod keeper;
 pub mod net;

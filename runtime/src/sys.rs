@@ -86,6 +86,11 @@ struct OpenHow {
 pub const RESOLVE_NO_SYMLINKS: u64 = 0x04;
 /// RESOLVE_NO_MAGICLINKS: refuse /proc magic links.
 pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+/// RESOLVE_BENEATH: no escape from the starting directory.
+pub const RESOLVE_BENEATH: u64 = 0x08;
+/// RESOLVE_IN_ROOT: the starting directory is `/` for the whole lookup
+/// (absolute symlinks and `..` stay below it).
+pub const RESOLVE_IN_ROOT: u64 = 0x10;
 
 /// `openat2(dirfd, path, {flags, 0, resolve})`.
 pub fn openat2(
@@ -297,6 +302,32 @@ pub fn lgetxattr(path: &std::path::Path, name: &CStr) -> io::Result<Option<Vec<u
     let n = unsafe {
         libc::lgetxattr(
             cpath.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENODATA) | Some(libc::ENOTSUP) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    buf.truncate(n as usize);
+    Ok(Some(buf))
+}
+
+/// `fgetxattr(fd, name)`: like [`lgetxattr`], on an open file (so that no
+/// path is resolved again).
+pub fn fgetxattr(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<Vec<u8>>> {
+    let mut buf = vec![0u8; 256];
+    // SAFETY: `name` is NUL-terminated and outlives the call; `fd` is a
+    // descriptor the caller holds open; the kernel writes at most
+    // `buf.len()` bytes into `buf`.
+    let n = unsafe {
+        libc::fgetxattr(
+            fd.as_raw_fd(),
             name.as_ptr(),
             buf.as_mut_ptr().cast(),
             buf.len(),
