@@ -87,6 +87,14 @@ fn diff_never_follows_the_users_names() {
 
         // The recorded init is re-checked: a state.json whose init pid is now
         // another user's init (a reused pid) is refused, not diffed.
+        // (Once the planting session's close is recorded: the keeper rewrites
+        // state.json at every session's end.)
+        wait_until(Duration::from_secs(10), || {
+            hutch
+                .state(&name)
+                .filter(|st| st["sessions"].as_array().map(|a| a.len()) == Some(1))
+        })
+        .expect("state.json with only the holding session");
         let state_path = hutch.user_dir(&name).join("state.json");
         let text = std::fs::read_to_string(&state_path).unwrap();
         let mut st: serde_json::Value = serde_json::from_str(&text).unwrap();
