@@ -6,40 +6,41 @@
 //!    template if it is not loaded yet;
 //! 2. makes the user's cgroup with the limits, then the container
 //!    ([`crate::container::spawn`]);
-//! 3. listens on `keeper.sock` and reports ready;
-//! 4. serves sessions: each is a live connection (see [`proto`]);
+//! 3. listens on `keeper.sock` and reports ready (1-3: [`start`], which
+//!    undoes a half-made container when a phase fails);
+//! 4. serves sessions: each is a live connection (see [`proto`]; `serve`);
 //! 5. when the last session is gone and the linger time has passed (or on
 //!    `STOP`, SIGTERM, or the init dying), tears everything down: kills every
 //!    process in the cgroup, waits for the init, removes the cgroup and the
-//!    state, and exits.
+//!    state, and exits (`teardown`).
 
 pub mod logproxy;
 pub mod proto;
 mod serve;
-mod start;
+pub mod start;
 pub mod state;
 mod teardown;
 
-pub use start::{cgroup_limits, container_devices};
+pub use start::{cgroup_limits, container_devices, StartError};
 
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use hutch_policy::{Account, UserPolicy};
 use nix::sys::signalfd::SignalFd;
 
-use crate::cgroup::{self, Cgroup};
+use crate::cgroup::Cgroup;
 use crate::container::Container;
 use crate::paths::UserPaths;
 use crate::sys;
 use crate::template::TemplateStore;
 
-use state::{SessionState, State};
+use state::State;
 
 /// How the keeper was started.
 #[derive(Debug)]
@@ -78,6 +79,7 @@ pub fn main(opts: Options) -> i32 {
             0
         }
         Err(e) => {
+            let e = crate::error::chain(&e);
             let msg = format!("{}: {e}", opts.user);
             sys::syslog(
                 libc::LOG_ERR,
@@ -92,16 +94,6 @@ pub fn main(opts: Options) -> i32 {
             1
         }
     }
-}
-
-/// One live session.
-struct Session {
-    id: u64,
-    conn: UnixStream,
-    state: SessionState,
-    /// Where the session's process (the PAM host: sshd, su, login) came
-    /// from; it goes back there when it closes the session.
-    origin: cgroup::Origin,
 }
 
 struct Keeper {
@@ -119,10 +111,7 @@ struct Keeper {
     log: Option<logproxy::LogProxy>,
     listener: Option<UnixListener>,
     signals: SignalFd,
-    sessions: Vec<Session>,
-    next_id: u64,
-    /// When the last session ended, if none is open now.
-    idle_since: Option<Instant>,
+    sessions: serve::Sessions,
     state: State,
     /// Where the container's template generation is released at teardown.
     store: TemplateStore,
@@ -162,7 +151,7 @@ pub fn make_private_dir(dir: &Path) -> io::Result<()> {
 impl Keeper {
     fn write_state(&self) {
         let mut st = self.state.clone();
-        st.sessions = self.sessions.iter().map(|s| s.state.clone()).collect();
+        st.sessions = self.sessions.states();
         if let Err(e) = st.write(&self.paths.state()) {
             sys::syslog(
                 libc::LOG_WARNING,

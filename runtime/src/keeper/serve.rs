@@ -1,5 +1,7 @@
 //! The keeper's event loop: sessions open and close, hutchctl asks for the
-//! status or a stop, and the linger time runs out.
+//! status or a stop, and the linger time runs out. The bookkeeping of the
+//! sessions and the linger decision are [`Sessions`], plain data with the
+//! clock passed in, tested without a container.
 
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
@@ -11,56 +13,186 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
 use super::proto::{self, Request};
 use super::state::SessionState;
-use super::{now_unix, Keeper, Session};
+use super::{now_unix, Keeper};
+use crate::cgroup;
+use crate::error::chain;
 use crate::sys;
+
+/// How long a keeper waits for its first session (the module that started
+/// it is on its way) before an idle keeper goes away.
+const GRACE: Duration = Duration::from_secs(30);
+/// The poll timeout while sessions are open: nothing is timed then.
+const BUSY: Duration = Duration::from_secs(3600);
+/// With `on_logout = "keep-while-running"`: how soon to look again whether
+/// anything still runs.
+const LOOK_AGAIN: Duration = Duration::from_secs(1);
+/// A login holds the user's lock: how soon to try the teardown again.
+const RETRY: Duration = Duration::from_millis(50);
+
+/// One live session.
+pub(super) struct Session {
+    pub(super) conn: UnixStream,
+    pub(super) state: SessionState,
+    /// Where the session's process (the PAM host: sshd, su, login) came
+    /// from; it goes back there when it closes the session.
+    pub(super) origin: cgroup::Origin,
+}
+
+/// The open sessions, the next session id, and since when none is open.
+pub(super) struct Sessions {
+    open: Vec<Session>,
+    next_id: u64,
+    /// When the last session ended (or the keeper started), if none is open.
+    idle_since: Option<Instant>,
+}
+
+/// What the linger time says the event loop should do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Linger {
+    /// Nothing is due for this long.
+    Wait(Duration),
+    /// The container has been idle long enough: tear it down.
+    TearDown,
+}
+
+impl Sessions {
+    /// None open, idle since `now` (the keeper's start).
+    pub(super) fn new(now: Instant) -> Sessions {
+        Sessions {
+            open: Vec::new(),
+            next_id: 1,
+            idle_since: Some(now),
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Session> {
+        self.open.iter()
+    }
+
+    /// What state.json and `STATUS` list.
+    pub(super) fn states(&self) -> Vec<SessionState> {
+        self.open.iter().map(|s| s.state.clone()).collect()
+    }
+
+    /// Whether one more session may open under the policy's
+    /// `max_sessions`; `Err` is the refusal the user sees.
+    pub(super) fn admit(&self, user: &str, max: Option<u32>) -> Result<(), String> {
+        match max {
+            Some(max) if self.open.len() >= max as usize => Err(format!(
+                "{user} already has {} sessions, the most the policy allows ({max})",
+                self.open.len()
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The id of the session being opened; never reused, even when
+    /// opening it fails after this.
+    pub(super) fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// A session is open: the container is no longer idle.
+    pub(super) fn push(&mut self, s: Session) {
+        self.open.push(s);
+        self.idle_since = None;
+    }
+
+    /// Session `i` ended at `now`; the last one to go starts the linger time.
+    pub(super) fn remove(&mut self, i: usize, now: Instant) -> Session {
+        let s = self.open.remove(i);
+        if self.open.is_empty() {
+            self.idle_since = Some(now);
+        }
+        s
+    }
+
+    /// Every session ends with the container (their connections close).
+    pub(super) fn clear(&mut self) {
+        self.open.clear();
+    }
+
+    /// The linger decision at `now`. While a session is open nothing is
+    /// due. Before the first session the keeper waits [`GRACE`], after the
+    /// last the policy's `linger`; once that has passed the container goes,
+    /// unless it is not the first wait and `still_running` says a job
+    /// outlives its session (`on_logout = "keep-while-running"`): then look
+    /// again in [`LOOK_AGAIN`].
+    pub(super) fn linger(
+        &self,
+        now: Instant,
+        linger: Duration,
+        still_running: impl FnOnce() -> bool,
+    ) -> Linger {
+        let Some(since) = self.idle_since.filter(|_| self.open.is_empty()) else {
+            return Linger::Wait(BUSY);
+        };
+        let first = self.next_id == 1;
+        let wait = if first { GRACE } else { linger };
+        let left = wait.saturating_sub(now.saturating_duration_since(since));
+        if !left.is_zero() {
+            Linger::Wait(left)
+        } else if !first && still_running() {
+            Linger::Wait(LOOK_AGAIN)
+        } else {
+            Linger::TearDown
+        }
+    }
+}
+
+/// What a descriptor in the poll set stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Signals,
+    Init,
+    Listener,
+    Session(usize),
+    Log,
+}
 
 impl Keeper {
     /// The event loop, until the container is torn down.
     pub(super) fn serve(&mut self) {
-        // The first session is on its way (the module that started us), so
-        // give it a grace period before an idle keeper goes away.
-        let grace = Duration::from_secs(30);
         loop {
-            let timeout = match self.idle_since {
-                Some(since) if self.sessions.is_empty() => {
-                    let wait = if self.next_id == 1 {
-                        grace
-                    } else {
-                        self.policy.linger
-                    };
-                    let left = wait.saturating_sub(since.elapsed());
-                    if left.is_zero() {
-                        if self.next_id > 1 && self.keeps_running() {
-                            // keep-while-running: a job outlives its session; look again soon.
-                            Duration::from_secs(1)
-                        } else if self.try_teardown("last session closed") {
-                            return;
-                        } else {
-                            Duration::from_millis(50)
-                        }
-                    } else {
-                        left
-                    }
-                }
-                _ => Duration::from_secs(3600),
+            let now = Instant::now();
+            let timeout = match self
+                .sessions
+                .linger(now, self.policy.linger, || self.keeps_running())
+            {
+                Linger::Wait(d) => d,
+                Linger::TearDown if self.try_teardown("last session closed") => return,
+                Linger::TearDown => RETRY,
             };
             let timeout = match self.log.as_ref().and_then(|l| l.next_tick()) {
                 Some(t) => timeout.min(t),
                 None => timeout,
             };
             let ptimeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
-            let listener_fd = self.listener.as_ref().map(|l| l.as_fd());
-            let mut fds = Vec::with_capacity(self.sessions.len() + 3);
-            fds.push(PollFd::new(self.signals.as_fd(), PollFlags::POLLIN));
-            fds.push(PollFd::new(self.container.pidfd.as_fd(), PollFlags::POLLIN));
-            if let Some(l) = listener_fd {
-                fds.push(PollFd::new(l, PollFlags::POLLIN));
+            let mut sources = vec![Source::Signals, Source::Init];
+            let mut fds = vec![
+                PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.container.pidfd.as_fd(), PollFlags::POLLIN),
+            ];
+            if let Some(l) = &self.listener {
+                sources.push(Source::Listener);
+                fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
             }
-            for s in &self.sessions {
+            for (i, s) in self.sessions.iter().enumerate() {
+                sources.push(Source::Session(i));
                 fds.push(PollFd::new(s.conn.as_fd(), PollFlags::POLLIN));
             }
-            // Last, so that the indices above stay as they are.
             if let Some(l) = &self.log {
+                sources.push(Source::Log);
                 fds.push(PollFd::new(l.fd(), PollFlags::POLLIN));
             }
             match poll(&mut fds, ptimeout) {
@@ -72,12 +204,15 @@ impl Keeper {
                     return;
                 }
             }
-            let ready: Vec<bool> = fds
-                .iter()
-                .map(|f| f.revents().map(|r| !r.is_empty()).unwrap_or(false))
+            let ready: Vec<Source> = sources
+                .into_iter()
+                .zip(&fds)
+                .filter(|(_, f)| f.revents().is_some_and(|r| !r.is_empty()))
+                .map(|(s, _)| s)
                 .collect();
             drop(fds);
-            if ready[0] {
+            let is = |s: Source| ready.contains(&s);
+            if is(Source::Signals) {
                 if let Ok(Some(sig)) = self.signals.read_signal() {
                     let name = Signal::try_from(sig.ssi_signo as i32)
                         .map(|s| s.as_str())
@@ -86,29 +221,24 @@ impl Keeper {
                     return;
                 }
             }
-            if ready[1] {
+            if is(Source::Init) {
                 self.teardown("the container's init exited");
                 return;
             }
-            let base = if self.listener.is_some() { 3 } else { 2 };
             if let Some(l) = &mut self.log {
-                if ready
-                    .get(base + self.sessions.len())
-                    .copied()
-                    .unwrap_or(false)
-                {
+                if is(Source::Log) {
                     l.readable();
                 } else {
                     l.tick();
                 }
             }
-            // Sessions first (indices stay valid as long as we go backwards).
+            // Backwards, so that the indices still to come stay valid.
             for i in (0..self.sessions.len()).rev() {
-                if ready[base + i] {
+                if is(Source::Session(i)) {
                     self.session_readable(i);
                 }
             }
-            if self.listener.is_some() && ready[2] {
+            if is(Source::Listener) {
                 if let Some(stop) = self.accept_one() {
                     self.teardown(&stop);
                     return;
@@ -134,9 +264,9 @@ impl Keeper {
     fn session_readable(&mut self, i: usize) {
         // A session says nothing but CLOSE; that, end of stream or an
         // error all end it.
-        let said = proto::recv(&self.sessions[i].conn);
+        let said = proto::recv(&self.sessions.iter().nth(i).expect("a polled session").conn);
         {
-            let s = self.sessions.remove(i);
+            let s = self.sessions.remove(i, Instant::now());
             if matches!(&said, Ok(Some((line, _))) if Request::parse(line) == Some(Request::Close))
             {
                 // The PAM host closing the session waits for this answer,
@@ -149,6 +279,7 @@ impl Keeper {
                 {
                     Ok(_) => "OK\n".to_string(),
                     Err(e) => {
+                        let e = chain(&e);
                         sys::syslog(
                             libc::LOG_WARNING,
                             &format!(
@@ -166,14 +297,11 @@ impl Keeper {
                 &format!(
                     "{}: session {} ({}) closed, {} left",
                     self.account.name,
-                    s.id,
+                    s.state.id,
                     s.state.service,
                     self.sessions.len()
                 ),
             );
-            if self.sessions.is_empty() {
-                self.idle_since = Some(Instant::now());
-            }
             self.write_state();
         }
     }
@@ -215,7 +343,7 @@ impl Keeper {
             }
             Some(Request::Status) => {
                 let mut st = self.state.clone();
-                st.sessions = self.sessions.iter().map(|s| s.state.clone()).collect();
+                st.sessions = self.sessions.states();
                 let json = serde_json::to_string(&st).unwrap_or_default();
                 let _ = proto::send(&conn, &format!("OK\t{json}\n"), &[]);
                 None
@@ -233,37 +361,34 @@ impl Keeper {
 
     fn open(&mut self, conn: UnixStream, pid: i32, service: String, tty: String, rhost: String) {
         let user = self.account.name.clone();
-        if let Some(max) = self.policy.limits.max_sessions {
-            if self.sessions.len() >= max as usize {
-                let _ = proto::send(
-                    &conn,
-                    // Tab-separated like OK: the module passes the text on to the user.
-                    &format!(
-                        "ERR\t{user} already has {} sessions, the most the policy allows ({max})\n",
-                        self.sessions.len()
-                    ),
-                    &[],
-                );
-                sys::syslog(
-                    libc::LOG_NOTICE,
-                    &format!("{user}: session refused: limit of {max} sessions reached"),
-                );
-                return;
-            }
+        let max = self.policy.limits.max_sessions;
+        if let Err(refusal) = self.sessions.admit(&user, max) {
+            // Tab-separated like OK: the module passes the text on to the user.
+            let _ = proto::send(&conn, &format!("ERR\t{refusal}\n"), &[]);
+            sys::syslog(
+                libc::LOG_NOTICE,
+                &format!(
+                    "{user}: session refused: limit of {} sessions reached",
+                    max.unwrap_or_default()
+                ),
+            );
+            return;
         }
         let origin = match self.cgroup.attach_from(pid) {
             Ok(o) => o,
             Err(e) => {
                 let _ = proto::send(
                     &conn,
-                    &format!("ERR moving pid {pid} into the container's cgroup: {e}\n"),
+                    &format!(
+                        "ERR moving pid {pid} into the container's cgroup: {}\n",
+                        chain(&e)
+                    ),
                     &[],
                 );
                 return;
             }
         };
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.sessions.take_id();
         let fds = self.container.namespaces.as_fds();
         if let Err(e) = proto::send(
             &conn,
@@ -282,7 +407,6 @@ impl Keeper {
             &format!("{user}: session {id} opened (service {service}, tty {tty}, rhost {rhost}, pid {pid})"),
         );
         self.sessions.push(Session {
-            id,
             conn,
             state: SessionState {
                 id,
@@ -294,7 +418,147 @@ impl Keeper {
             },
             origin,
         });
-        self.idle_since = None;
         self.write_state();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session over a socket pair (the far end is dropped: nothing reads it).
+    fn session(id: u64, service: &str) -> Session {
+        let (conn, _) = UnixStream::pair().unwrap();
+        Session {
+            conn,
+            state: SessionState {
+                id,
+                service: service.into(),
+                tty: String::new(),
+                rhost: String::new(),
+                pid: 4242,
+                since: 0,
+            },
+            origin: cgroup::Origin::default(),
+        }
+    }
+
+    fn open(s: &mut Sessions, service: &str) -> u64 {
+        let id = s.take_id();
+        s.push(session(id, service));
+        id
+    }
+
+    const LINGER: Duration = Duration::from_secs(5);
+
+    /// Ids count up from 1 and are never reused, also after a session that
+    /// failed to open; the states list the open sessions in order.
+    #[test]
+    fn ids_and_states() {
+        let t0 = Instant::now();
+        let mut s = Sessions::new(t0);
+        assert_eq!(open(&mut s, "sshd"), 1);
+        let lost = s.take_id(); // answering it failed: never pushed
+        assert_eq!(lost, 2);
+        assert_eq!(open(&mut s, "su"), 3);
+        let ids: Vec<_> = s
+            .states()
+            .iter()
+            .map(|st| (st.id, st.service.clone()))
+            .collect();
+        assert_eq!(ids, [(1, "sshd".to_string()), (3, "su".to_string())]);
+        let gone = s.remove(0, t0);
+        assert_eq!(gone.state.id, 1);
+        assert_eq!(s.len(), 1);
+        assert_eq!(open(&mut s, "sshd"), 4);
+    }
+
+    /// `max_sessions` refuses the one over the limit, naming the count.
+    #[test]
+    fn admit_counts_open_sessions() {
+        let mut s = Sessions::new(Instant::now());
+        assert!(s.admit("alice", None).is_ok());
+        open(&mut s, "sshd");
+        open(&mut s, "sshd");
+        assert!(s.admit("alice", Some(3)).is_ok());
+        assert_eq!(
+            s.admit("alice", Some(2)).unwrap_err(),
+            "alice already has 2 sessions, the most the policy allows (2)"
+        );
+        s.remove(1, Instant::now());
+        assert!(s.admit("alice", Some(2)).is_ok());
+    }
+
+    /// Before the first session the keeper waits the grace period, whatever
+    /// the policy's linger, and keep-while-running does not hold it.
+    #[test]
+    fn grace_before_the_first_session() {
+        let t0 = Instant::now();
+        let s = Sessions::new(t0);
+        assert_eq!(
+            s.linger(t0, LINGER, || panic!("not asked")),
+            Linger::Wait(GRACE)
+        );
+        let later = t0 + GRACE - Duration::from_secs(1);
+        assert_eq!(
+            s.linger(later, LINGER, || panic!("not asked")),
+            Linger::Wait(Duration::from_secs(1))
+        );
+        assert_eq!(s.linger(t0 + GRACE, LINGER, || true), Linger::TearDown);
+    }
+
+    /// While a session is open nothing is timed; the last one to close
+    /// starts the linger time, and one that opens meanwhile stops it.
+    #[test]
+    fn linger_starts_at_the_last_close() {
+        let t0 = Instant::now();
+        let mut s = Sessions::new(t0);
+        open(&mut s, "sshd");
+        open(&mut s, "sshd");
+        let far = t0 + Duration::from_secs(86_400);
+        assert_eq!(s.linger(far, LINGER, || false), Linger::Wait(BUSY));
+        let t1 = t0 + Duration::from_secs(100);
+        s.remove(1, t1);
+        assert_eq!(s.linger(t1, LINGER, || false), Linger::Wait(BUSY));
+        let t2 = t1 + Duration::from_secs(10);
+        s.remove(0, t2);
+        assert_eq!(s.linger(t2, LINGER, || false), Linger::Wait(LINGER));
+        let t3 = t2 + Duration::from_secs(2);
+        assert_eq!(
+            s.linger(t3, LINGER, || false),
+            Linger::Wait(Duration::from_secs(3))
+        );
+        // A login within the linger time keeps the container.
+        open(&mut s, "su");
+        assert_eq!(s.linger(t2 + LINGER, LINGER, || false), Linger::Wait(BUSY));
+        s.remove(0, t2 + LINGER);
+        assert_eq!(
+            s.linger(t2 + LINGER, LINGER, || false),
+            Linger::Wait(LINGER)
+        );
+        assert_eq!(
+            s.linger(t2 + LINGER * 2, LINGER, || false),
+            Linger::TearDown
+        );
+    }
+
+    /// Once the linger time is over, a job that outlives its session keeps
+    /// the container (looked at again every LOOK_AGAIN); a zero linger goes
+    /// at once.
+    #[test]
+    fn keep_while_running_and_zero_linger() {
+        let t0 = Instant::now();
+        let mut s = Sessions::new(t0);
+        open(&mut s, "cron");
+        s.remove(0, t0);
+        let over = t0 + LINGER;
+        assert_eq!(s.linger(over, LINGER, || true), Linger::Wait(LOOK_AGAIN));
+        assert_eq!(s.linger(over, LINGER, || false), Linger::TearDown);
+        assert_eq!(s.linger(t0, Duration::ZERO, || false), Linger::TearDown);
+        // A clock that reads earlier than the last close is not a panic.
+        let mut s = Sessions::new(over);
+        open(&mut s, "sshd");
+        s.remove(0, over);
+        assert_eq!(s.linger(t0, LINGER, || false), Linger::Wait(LINGER));
     }
 }

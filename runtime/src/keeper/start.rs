@@ -1,8 +1,13 @@
-//! The keeper's start, phase by phase: its own cgroup, what a crashed
-//! predecessor left, the template, the /dev/log proxy, the user's cgroup,
-//! the container, the network, the socket.
+//! The keeper's start, phase by phase ([`StartError`]): the policy, its own
+//! cgroup, what a crashed predecessor left, the template, the /dev/log
+//! proxy, the user's cgroup, the container, the network, the socket. A
+//! phase that fails undoes what the ones before it made (`HalfMade`), so
+//! that a login that is refused leaves no cgroup, process, address or
+//! socket behind.
 
 use std::fs;
+use std::io;
+use std::os::fd::BorrowedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -12,31 +17,93 @@ use hutch_policy::{Account, Decision, Policy, UserPolicy};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use super::serve::Sessions;
 use super::state::State;
 use super::{logproxy, make_private_dir, now_unix, Keeper};
-use crate::cgroup::{self, CgroupRoot};
-use crate::container::{self, ContainerSpec};
+use crate::cgroup::{self, Cgroup, CgroupError, CgroupRoot};
+use crate::container::{self, ContainerError, ContainerSpec};
 use crate::error::chain;
+use crate::net::{NetError, NetHandle};
 use crate::ns::Namespace;
 use crate::paths::{self, UserPaths};
 use crate::rootfs::RootfsSpec;
-use crate::template::TemplateStore;
+use crate::template::{TemplateError, TemplateStore};
 use crate::{account, sys};
+
+/// The phase of the start that failed, with its cause as the source.
+/// `Display` is what the login that started the keeper reports (`ERR` on
+/// the ready pipe), with [`chain`].
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("policy")]
+    Policy(#[source] hutch_policy::PolicyError),
+    #[error("account")]
+    Account(#[source] account::AccountError),
+    #[error("policy: {user} is not confined ({why})")]
+    NotConfined { user: String, why: String },
+    #[error("policy: {0}")]
+    Refused(String),
+    #[error("creating {}", path.display())]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// hutch's own cgroup, or the user's.
+    #[error("cgroup")]
+    Cgroup(#[source] CgroupError),
+    #[error("cgroup: moving the keeper")]
+    MoveKeeper(#[source] CgroupError),
+    #[error("cgroup")]
+    Limits(#[source] LimitsError),
+    #[error("cleaning the previous container")]
+    Stale(#[source] CgroupError),
+    #[error("template")]
+    Template(#[source] TemplateError),
+    #[error("binding {}", path.display())]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("container")]
+    Container(#[source] ContainerError),
+    #[error("network")]
+    Network(#[source] NetError),
+    #[error("blocking signals")]
+    Signals(#[source] nix::Error),
+    #[error("signalfd")]
+    SignalFd(#[source] nix::Error),
+}
+
+/// A policy limit the cgroup layer cannot take.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitsError {
+    #[error("I/O limit on {}", path.display())]
+    Device {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("I/O limit on {}: not a block device", path.display())]
+    NotBlock { path: PathBuf },
+}
 
 /// Converts the policy's limits into the cgroup layer's, finding each I/O
 /// device's major:minor, with the container's device allow-list.
-pub fn cgroup_limits(l: &hutch_policy::Limits) -> Result<cgroup::Limits, String> {
+pub fn cgroup_limits(l: &hutch_policy::Limits) -> Result<cgroup::Limits, LimitsError> {
     let mut io = Vec::new();
     for d in &l.io {
-        let md = fs::metadata(&d.device)
-            .map_err(|e| format!("I/O limit on {}: {e}", d.device.display()))?;
+        let md = fs::metadata(&d.device).map_err(|source| LimitsError::Device {
+            path: d.device.clone(),
+            source,
+        })?;
         use std::os::unix::fs::MetadataExt;
         let rdev = md.rdev();
         if rdev == 0 {
-            return Err(format!(
-                "I/O limit on {}: not a block device",
-                d.device.display()
-            ));
+            return Err(LimitsError::NotBlock {
+                path: d.device.clone(),
+            });
         }
         io.push(cgroup::IoDeviceLimit {
             major: nix::sys::stat::major(rdev) as u32,
@@ -77,28 +144,81 @@ pub fn container_devices() -> Vec<cgroup::DeviceRule> {
     ]
 }
 
+/// What [`Keeper::start`] has made of the container so far. Dropped before
+/// [`HalfMade::done`] (a later phase failed), it undoes it in the order of
+/// the teardown: everything in the user's cgroup killed (the init with it),
+/// the cgroup removed, the network released, the staging directory and the
+/// keeper's socket removed.
+struct HalfMade<'a> {
+    cgroup: &'a Cgroup,
+    staging: Option<PathBuf>,
+    net: Option<(&'a NetHandle, BorrowedFd<'a>)>,
+    socket: Option<PathBuf>,
+    armed: bool,
+}
+
+impl<'a> HalfMade<'a> {
+    fn new(cgroup: &'a Cgroup) -> Self {
+        HalfMade {
+            cgroup,
+            staging: None,
+            net: None,
+            socket: None,
+            armed: true,
+        }
+    }
+
+    /// Every phase succeeded: nothing is undone.
+    fn done(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for HalfMade<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let _ = self.cgroup.kill_all();
+        let _ = self.cgroup.remove();
+        if let Some((net, netns)) = self.net {
+            net.release(Some(netns));
+        }
+        if let Some(dir) = &self.staging {
+            let _ = fs::remove_dir(dir);
+        }
+        if let Some(sock) = &self.socket {
+            let _ = fs::remove_file(sock);
+        }
+    }
+}
+
 impl Keeper {
-    pub(super) fn start(config: &Path, user: &str, service: &str) -> Result<Keeper, String> {
-        let policy = Policy::load(config).map_err(|e| format!("policy: {e}"))?;
+    pub(super) fn start(config: &Path, user: &str, service: &str) -> Result<Keeper, StartError> {
+        let policy = Policy::load(config).map_err(StartError::Policy)?;
         let host = policy.host().clone();
-        let account = account::lookup(user).map_err(|e| format!("account: {e}"))?;
+        let account = account::lookup(user).map_err(StartError::Account)?;
         let up = match policy.resolve(&account, service) {
             Decision::Confine(p) => *p,
-            Decision::Exempt(why) => return Err(format!("policy: {user} is not confined ({why})")),
-            Decision::Refuse(why) => return Err(format!("policy: {why}")),
+            Decision::Exempt(why) => {
+                return Err(StartError::NotConfined {
+                    user: user.to_string(),
+                    why,
+                })
+            }
+            Decision::Refuse(why) => return Err(StartError::Refused(why)),
         };
         let paths = UserPaths::new(&host, user);
-        make_private_dir(&paths.dir)
-            .map_err(|e| format!("creating {}: {e}", paths.dir.display()))?;
+        private_dir(&paths.dir)?;
 
         // 1. hutch's own cgroup for the keeper (and so for the template's memory).
-        let root = CgroupRoot::open(&host.cgroup_root).map_err(|e| format!("cgroup: {e}"))?;
+        let root = CgroupRoot::open(&host.cgroup_root).map_err(StartError::Cgroup)?;
         let keepers = root
             .create(paths::KEEPER_CGROUP, &cgroup::Limits::default())
-            .map_err(|e| format!("cgroup: {e}"))?;
+            .map_err(StartError::Cgroup)?;
         keepers
             .attach(std::process::id() as i32)
-            .map_err(|e| format!("cgroup: moving the keeper: {e}"))?;
+            .map_err(StartError::MoveKeeper)?;
 
         // 2. What a crashed predecessor left.
         let rel = paths::user_cgroup(user);
@@ -107,12 +227,8 @@ impl Keeper {
                 libc::LOG_NOTICE,
                 &format!("{user}: removing the cgroup a previous keeper left"),
             );
-            stale
-                .kill_all()
-                .map_err(|e| format!("cleaning the previous container: {e}"))?;
-            stale
-                .remove()
-                .map_err(|e| format!("cleaning the previous container: {e}"))?;
+            stale.kill_all().map_err(StartError::Stale)?;
+            stale.remove().map_err(StartError::Stale)?;
         }
         let _ = fs::remove_file(paths.socket());
 
@@ -122,63 +238,51 @@ impl Keeper {
         // must not unload it meanwhile (TemplateStore::release waits on the pin).
         let (loaded, pin) = store
             .ensure_loaded_pinned(&up.template)
-            .map_err(|e| format!("template: {e}"))?;
+            .map_err(StartError::Template)?;
 
         // 3b. The container's /dev/log: the keeper's proxy to the host's syslog.
-        let log = logproxy::LogProxy::bind(
-            &paths.dir.join(logproxy::SOCKET_NAME),
-            user,
-            Path::new("/dev/log"),
-        )
-        .map_err(|e| {
-            format!(
-                "binding {}: {e}",
-                paths.dir.join(logproxy::SOCKET_NAME).display()
-            )
-        })?;
+        let log_path = paths.dir.join(logproxy::SOCKET_NAME);
+        let log =
+            logproxy::LogProxy::bind(&log_path, user, Path::new("/dev/log")).map_err(|source| {
+                StartError::Bind {
+                    path: log_path.clone(),
+                    source,
+                }
+            })?;
 
         // 4. The user's cgroup, limits applied before anything runs in it.
-        let limits = cgroup_limits(&up.limits).map_err(|e| format!("cgroup: {e}"))?;
+        let limits = cgroup_limits(&up.limits).map_err(StartError::Limits)?;
         // A controller the host lacks: `strict` refuses the login naming it,
         // otherwise one warning and the rest applies.
         let (cg, warnings) = root
             .create_with(&rel, &limits, up.limits.strict)
-            .map_err(|e| format!("cgroup: {e}"))?;
+            .map_err(StartError::Cgroup)?;
+        // Declared before the guard, so that they outlive it when a phase
+        // fails (locals drop in reverse order; clippy does not see why).
+        let container;
+        #[allow(clippy::needless_late_init)]
+        let net;
+        let mut undo = HalfMade::new(&cg);
         for w in warnings {
             sys::syslog(libc::LOG_WARNING, &format!("{user}: {w}"));
         }
 
         // 5. The container.
         let staging = paths.staging();
-        make_private_dir(&staging).map_err(|e| format!("creating {}: {e}", staging.display()))?;
+        private_dir(&staging)?;
+        undo.staging = Some(staging.clone());
         let mut spec = ContainerSpec {
             rootfs: rootfs_spec(&account, &up, &loaded.path, &staging),
         };
         spec.rootfs.syslog_socket = log.path().to_path_buf();
         spec.rootfs.resolv_conf = crate::net::resolv_conf(&host, &up.network);
-        let container = match container::spawn(&spec, |pid| {
-            cg.attach(pid.as_raw()).map_err(|e| e.to_string())
-        }) {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = cg.kill_all();
-                let _ = cg.remove();
-                let _ = fs::remove_dir(&staging);
-                return Err(format!("container: {}", chain(&e)));
-            }
-        };
+        container = container::spawn(&spec, |pid| cg.attach(pid.as_raw()).map_err(|e| chain(&e)))
+            .map_err(StartError::Container)?;
 
         // 5b. The network (veth, lease, firewall tables), from the keeper's own netns.
         let netns = container.namespaces.get(Namespace::Net);
-        let net = match crate::net::setup(&host, user, &up.network, netns) {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = cg.kill_all();
-                let _ = cg.remove();
-                let _ = fs::remove_dir(&staging);
-                return Err(format!("network: {e}"));
-            }
-        };
+        net = crate::net::setup(&host, user, &up.network, netns).map_err(StartError::Network)?;
+        undo.net = net.as_ref().map(|n| (n, netns));
         if let Some(n) = &net {
             let steps: Vec<String> = n
                 .steps
@@ -198,29 +302,21 @@ impl Keeper {
         }
 
         // 6. The socket.
-        let listener = UnixListener::bind(paths.socket())
-            .map_err(|e| format!("binding {}: {e}", paths.socket().display()));
-        let listener = match listener {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = cg.kill_all();
-                let _ = cg.remove();
-                if let Some(n) = &net {
-                    n.release(Some(netns));
-                }
-                return Err(e);
-            }
-        };
+        let listener = UnixListener::bind(paths.socket()).map_err(|source| StartError::Bind {
+            path: paths.socket(),
+            source,
+        })?;
+        undo.socket = Some(paths.socket());
         let _ = fs::set_permissions(paths.socket(), fs::Permissions::from_mode(0o600));
 
         let mut mask = SigSet::empty();
         for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
             mask.add(s);
         }
-        mask.thread_block()
-            .map_err(|e| format!("blocking signals: {e}"))?;
+        mask.thread_block().map_err(StartError::Signals)?;
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-            .map_err(|e| format!("signalfd: {e}"))?;
+            .map_err(StartError::SignalFd)?;
+        undo.done();
 
         let state = State {
             user: account.name.clone(),
@@ -245,9 +341,7 @@ impl Keeper {
             log: Some(log),
             listener: Some(listener),
             signals,
-            sessions: Vec::new(),
-            next_id: 1,
-            idle_since: Some(Instant::now()),
+            sessions: Sessions::new(Instant::now()),
             state,
             store,
         };
@@ -255,6 +349,14 @@ impl Keeper {
         drop(pin);
         Ok(keeper)
     }
+}
+
+/// [`make_private_dir`], failing as a start phase.
+fn private_dir(path: &Path) -> Result<(), StartError> {
+    make_private_dir(path).map_err(|source| StartError::Dir {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// The root filesystem of `account`'s container.
