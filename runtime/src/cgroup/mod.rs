@@ -356,83 +356,8 @@ impl CgroupRoot {
     fn create_in(&self, cg: &Cgroup, limits: &Limits, bpf: bool) -> Result<(), CgroupError> {
         let bpf_devices = limits.devices.as_deref().filter(|_| bpf);
         match self.mode {
-            Mode::V2 => {
-                let h = &self.hiers[0];
-                let group = cg.dir_in(h);
-                v2::make_group(&h.mount.mount_point, &group, &v2::required(limits))?;
-                if let (Some(rules), false) = (bpf_devices, group.join(LEAF).exists()) {
-                    bpfdev::attach(&group, rules)?;
-                }
-                fsio::mkdir(&group.join(LEAF))?;
-                v2::write_limits(&group, limits)
-            }
-            Mode::V1 => {
-                let dirs = cg.v1_dirs();
-                v1::check_controllers(&dirs, limits)?;
-                for h in &self.hiers {
-                    let group = cg.dir_in(h);
-                    let mut made = fsio::mkdir_below(&h.mount.mount_point, &group)?;
-                    if h.has("memory") {
-                        // Always 1 on kernels since 6.x; older ones start at 0.
-                        if fsio::read_opt(&group, "memory.use_hierarchy")?
-                            .is_some_and(|v| v.trim() == "0")
-                        {
-                            fsio::write(&group, "memory.use_hierarchy", "1")?;
-                        }
-                    }
-                    let leaf = group.join(LEAF);
-                    // The unified mount of a hybrid host has no controllers,
-                    // but a device program attached there binds all the same.
-                    if let (Some(rules), true, false) =
-                        (bpf_devices, h.mount.unified, leaf.exists())
-                    {
-                        bpfdev::attach(&group, rules)?;
-                    }
-                    if h.has("cpuset") {
-                        made.push(group.clone());
-                        for d in &made {
-                            v1::copy_cpuset(d, h.mount.noprefix)?;
-                        }
-                    }
-                    // v1 devices: a new child copies its parent's rules and
-                    // can never exceed them, but `deny a` is refused on a
-                    // group that has children. So the group is restricted
-                    // before its leaf exists, and the leaf (where the
-                    // processes are) is written too, whether or not the group
-                    // was new.
-                    let devices = limits.devices.as_deref().filter(|_| h.has("devices"));
-                    if let Some(rules) = devices {
-                        if !leaf.exists() {
-                            v1::write_devices(&group, rules)?;
-                        }
-                    }
-                    fsio::mkdir(&leaf)?;
-                    if h.has("cpuset") {
-                        v1::copy_cpuset(&leaf, h.mount.noprefix)?;
-                    }
-                    if let Some(rules) = devices {
-                        v1::write_devices(&leaf, rules)?;
-                    }
-                }
-                v1::write_limits(&dirs, limits)?;
-                // v1 blk-throttle is flat: a rule binds only the tasks of its
-                // own cgroup, never those of the cgroups below. The processes
-                // live in the leaf, so the rules go there too.
-                if let (Some(blk), false) = (&dirs.blkio, limits.io.is_empty()) {
-                    let leaf = v1::Dirs {
-                        blkio: Some(blk.join(LEAF)),
-                        ..v1::Dirs::default()
-                    };
-                    v1::write_limits(
-                        &leaf,
-                        &Limits {
-                            io: limits.io.clone(),
-                            ..Limits::default()
-                        },
-                    )?;
-                }
-                Ok(())
-            }
+            Mode::V2 => v2::create_group(&self.hiers[0], cg, limits, bpf_devices),
+            Mode::V1 => v1::create_group(&self.hiers, cg, limits, bpf_devices),
         }
     }
 

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::fsio;
-use super::{CgroupError, DeviceRule, Limits, Stats};
+use super::{bpfdev, Cgroup, CgroupError, DeviceRule, Hier, Limits, Stats, LEAF};
 
 /// The group's directory in each v1 hierarchy hutch uses (`None`: that
 /// controller is not mounted).
@@ -335,6 +335,80 @@ pub fn stats(d: &Dirs) -> Result<Stats, CgroupError> {
         }
     }
     Ok(s)
+}
+
+/// [`super::CgroupRoot::create`] on a v1 (or hybrid) host: the group `cg`
+/// and its leaf in every hierarchy, with what v1 needs before a process can
+/// join (memory.use_hierarchy, cpuset values copied down, the devices list
+/// written before the leaf exists), the device program on a hybrid host's
+/// unified mount (`bpf_devices`), then the limits.
+pub(super) fn create_group(
+    hiers: &[Hier],
+    cg: &Cgroup,
+    limits: &Limits,
+    bpf_devices: Option<&[DeviceRule]>,
+) -> Result<(), CgroupError> {
+    let dirs = cg.v1_dirs();
+    check_controllers(&dirs, limits)?;
+    for h in hiers {
+        let group = cg.dir_in(h);
+        let mut made = fsio::mkdir_below(&h.mount.mount_point, &group)?;
+        if h.has("memory") {
+            // Always 1 on kernels since 6.x; older ones start at 0.
+            if fsio::read_opt(&group, "memory.use_hierarchy")?.is_some_and(|v| v.trim() == "0") {
+                fsio::write(&group, "memory.use_hierarchy", "1")?;
+            }
+        }
+        let leaf = group.join(LEAF);
+        // The unified mount of a hybrid host has no controllers,
+        // but a device program attached there binds all the same.
+        if let (Some(rules), true, false) = (bpf_devices, h.mount.unified, leaf.exists()) {
+            bpfdev::attach(&group, rules)?;
+        }
+        if h.has("cpuset") {
+            made.push(group.clone());
+            for d in &made {
+                copy_cpuset(d, h.mount.noprefix)?;
+            }
+        }
+        // v1 devices: a new child copies its parent's rules and
+        // can never exceed them, but `deny a` is refused on a
+        // group that has children. So the group is restricted
+        // before its leaf exists, and the leaf (where the
+        // processes are) is written too, whether or not the group
+        // was new.
+        let devices = limits.devices.as_deref().filter(|_| h.has("devices"));
+        if let Some(rules) = devices {
+            if !leaf.exists() {
+                write_devices(&group, rules)?;
+            }
+        }
+        fsio::mkdir(&leaf)?;
+        if h.has("cpuset") {
+            copy_cpuset(&leaf, h.mount.noprefix)?;
+        }
+        if let Some(rules) = devices {
+            write_devices(&leaf, rules)?;
+        }
+    }
+    write_limits(&dirs, limits)?;
+    // v1 blk-throttle is flat: a rule binds only the tasks of its
+    // own cgroup, never those of the cgroups below. The processes
+    // live in the leaf, so the rules go there too.
+    if let (Some(blk), false) = (&dirs.blkio, limits.io.is_empty()) {
+        let leaf = Dirs {
+            blkio: Some(blk.join(LEAF)),
+            ..Dirs::default()
+        };
+        write_limits(
+            &leaf,
+            &Limits {
+                io: limits.io.clone(),
+                ..Limits::default()
+            },
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

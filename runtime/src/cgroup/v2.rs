@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::detect::word_set;
 use super::fsio;
-use super::{CgroupError, Limits, Stats};
+use super::{bpfdev, Cgroup, CgroupError, DeviceRule, Hier, Limits, Stats, LEAF};
 
 /// Controllers hutch turns on where the host offers them, limits or not, so
 /// that usage can be read.
@@ -263,6 +263,25 @@ pub fn set_frozen(dir: &Path, frozen: bool, timeout: Duration) -> Result<(), Cgr
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// [`super::CgroupRoot::create`] on a v2 host: the group `cg` in the
+/// unified hierarchy `h`, its controllers enabled down the tree, the device
+/// program attached (`bpf_devices`) before the leaf exists, the leaf, the
+/// limits.
+pub(super) fn create_group(
+    h: &Hier,
+    cg: &Cgroup,
+    limits: &Limits,
+    bpf_devices: Option<&[DeviceRule]>,
+) -> Result<(), CgroupError> {
+    let group = cg.dir_in(h);
+    make_group(&h.mount.mount_point, &group, &required(limits))?;
+    if let (Some(rules), false) = (bpf_devices, group.join(LEAF).exists()) {
+        bpfdev::attach(&group, rules)?;
+    }
+    fsio::mkdir(&group.join(LEAF))?;
+    write_limits(&group, limits)
 }
 
 #[cfg(test)]
