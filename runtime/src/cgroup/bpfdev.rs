@@ -17,10 +17,7 @@
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use super::{CgroupError, DeviceKind, DeviceRule};
-
-/// The "controller" named by errors and warnings of this layer.
-pub const CONTROLLER: &str = "devices (eBPF)";
+use super::{CgroupError, Controller, DeviceKind, DeviceRule};
 
 const BPF_DEVCG_DEV_BLOCK: i32 = 1;
 const BPF_DEVCG_DEV_CHAR: i32 = 2;
@@ -120,7 +117,7 @@ pub fn program(rules: &[DeviceRule]) -> Vec<u64> {
 /// Loads the program for `rules` and attaches it to the cgroup v2 directory
 /// `dir`. `Ok(false)`: `dir` is not in a cgroup2 filesystem (a fake tree in
 /// tests), nothing done. A load or attach failure is a
-/// [`CgroupError::MissingController`] naming [`CONTROLLER`].
+/// [`CgroupError::MissingController`] naming [`Controller::DeviceFilter`].
 pub fn attach(dir: &Path, rules: &[DeviceRule]) -> Result<bool, CgroupError> {
     let fd = std::fs::File::open(dir).map_err(|source| CgroupError::Read {
         path: dir.to_path_buf(),
@@ -134,7 +131,7 @@ pub fn attach(dir: &Path, rules: &[DeviceRule]) -> Result<bool, CgroupError> {
         return Ok(false);
     }
     let missing = |what: &str, e: std::io::Error| CgroupError::MissingController {
-        controller: CONTROLLER.to_string(),
+        controller: Controller::DeviceFilter,
         detail: format!("{what} for {}: {e}", dir.display()),
     };
     let prog = crate::sys::bpf_load_cgroup_device(&program(rules), c"Apache", b"hutch_devices")

@@ -10,7 +10,7 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::CgroupError;
+use super::{CgroupError, Controller};
 
 /// Writes `value` to `dir/file`; a missing file is a missing controller.
 pub fn write(dir: &Path, file: &str, value: &str) -> Result<(), CgroupError> {
@@ -24,7 +24,7 @@ pub fn write(dir: &Path, file: &str, value: &str) -> Result<(), CgroupError> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound && dir.is_dir() => {
             Err(CgroupError::MissingController {
-                controller: controller_of(file).to_string(),
+                controller: Controller::of_file(file),
                 detail: format!("no {file} in {}", dir.display()),
             })
         }
@@ -34,11 +34,6 @@ pub fn write(dir: &Path, file: &str, value: &str) -> Result<(), CgroupError> {
             source,
         }),
     }
-}
-
-/// The controller a control file belongs to: the part before the first dot.
-pub fn controller_of(file: &str) -> &str {
-    file.split('.').next().unwrap_or(file)
 }
 
 /// Reads `dir/file`; `None` when the file (or the directory) is absent.

@@ -142,7 +142,10 @@ pub enum CgroupError {
     #[error("no cgroup hierarchy found: {0}")]
     NoHierarchy(String),
     #[error("controller {controller} is not available on this host ({detail})")]
-    MissingController { controller: String, detail: String },
+    MissingController {
+        controller: Controller,
+        detail: String,
+    },
     #[error("invalid cgroup name {0:?}")]
     BadName(String),
     /// Processes were still in the group when [`Cgroup::kill_all`] gave up.
@@ -152,6 +155,81 @@ pub enum CgroupError {
         pids: Vec<i32>,
         waited: Duration,
     },
+}
+
+/// A controller (or the part of one) that a limit needs and the host may
+/// lack, named as the kernel names it. [`CgroupRoot::create_with`] decides
+/// by it which limits to drop ([`without_controller`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Controller {
+    Memory,
+    /// v1 swap accounting: `memory.memsw.*` (`swapaccount=1`), which also
+    /// needs a memory limit (v1 limits memory+swap).
+    Memsw,
+    /// v2 swap accounting: `memory.swap.max`.
+    MemorySwap,
+    Cpu,
+    Cpuacct,
+    Cpuset,
+    Pids,
+    /// v1 I/O.
+    Blkio,
+    /// v1 I/O weight: `blkio.weight` (CFQ) or `blkio.bfq.weight` (BFQ).
+    BlkioWeight,
+    /// v2 I/O.
+    Io,
+    /// v1 devices.
+    Devices,
+    /// v2 device filter: a BPF_PROG_TYPE_CGROUP_DEVICE program ([`bpfdev`]).
+    DeviceFilter,
+    Freezer,
+    /// A control file of anything else (`cgroup.*`, a fake tree's).
+    Other(String),
+}
+
+impl Controller {
+    /// The controller called `name` (`memory`, `io`, ...).
+    pub fn from_name(name: &str) -> Controller {
+        match name {
+            "memory" => Controller::Memory,
+            "cpu" => Controller::Cpu,
+            "cpuacct" => Controller::Cpuacct,
+            "cpuset" => Controller::Cpuset,
+            "pids" => Controller::Pids,
+            "blkio" => Controller::Blkio,
+            "io" => Controller::Io,
+            "devices" => Controller::Devices,
+            "freezer" => Controller::Freezer,
+            other => Controller::Other(other.to_string()),
+        }
+    }
+
+    /// The controller a control file belongs to: the part of its name
+    /// before the first dot (`pids.max` is `pids`'s).
+    pub fn of_file(file: &str) -> Controller {
+        Controller::from_name(file.split('.').next().unwrap_or(file))
+    }
+}
+
+impl std::fmt::Display for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Controller::Memory => "memory",
+            Controller::Memsw => "memory.memsw (swap accounting)",
+            Controller::MemorySwap => "memory.swap (swap accounting)",
+            Controller::Cpu => "cpu",
+            Controller::Cpuacct => "cpuacct",
+            Controller::Cpuset => "cpuset",
+            Controller::Pids => "pids",
+            Controller::Blkio => "blkio",
+            Controller::BlkioWeight => "blkio weight",
+            Controller::Io => "io",
+            Controller::Devices => "devices",
+            Controller::DeviceFilter => "devices (eBPF)",
+            Controller::Freezer => "freezer",
+            Controller::Other(name) => name,
+        })
+    }
 }
 
 /// Usage and fault counters of one group (the subset a hierarchy provides;
@@ -332,7 +410,7 @@ impl CgroupRoot {
             match self.create_bpf(rel, &limits, bpf) {
                 Ok(cg) => return Ok((cg, warnings)),
                 Err(CgroupError::MissingController { controller, detail })
-                    if !strict && bpf && controller == bpfdev::CONTROLLER =>
+                    if !strict && bpf && controller == Controller::DeviceFilter =>
                 {
                     warnings.push(format!("the v2 device filter is not applied ({detail})"));
                     bpf = false;
@@ -567,7 +645,7 @@ impl Cgroup {
         match self.unified_dir() {
             Some(d) if d.join("cgroup.freeze").exists() => v2::set_frozen(&d, frozen, timeout),
             _ => Err(CgroupError::MissingController {
-                controller: "freezer".into(),
+                controller: Controller::Freezer,
                 detail: "neither a v1 freezer hierarchy nor cgroup.freeze".into(),
             }),
         }
@@ -617,10 +695,10 @@ impl Cgroup {
     }
 }
 
-/// `limits` without the ones that need `controller` (a name as
-/// [`CgroupError::MissingController`] gives it), and the names of those
-/// dropped (empty when none needed it).
-pub fn without_controller(limits: &Limits, controller: &str) -> (Limits, Vec<&'static str>) {
+/// `limits` without the ones that need `controller`, and the names of
+/// those dropped (empty when none needed it: then nothing can be done
+/// without it).
+pub fn without_controller(limits: &Limits, controller: &Controller) -> (Limits, Vec<&'static str>) {
     let mut l = limits.clone();
     let mut dropped = Vec::new();
     let mut drop_if = |set: bool, name: &'static str| {
@@ -628,25 +706,33 @@ pub fn without_controller(limits: &Limits, controller: &str) -> (Limits, Vec<&'s
             dropped.push(name);
         }
     };
-    let c = controller;
-    if c.contains("memsw") || c.contains("swap") {
-        drop_if(l.swap_max.take().is_some(), "swap");
-    } else if c.starts_with("blkio weight") || c.starts_with("io weight") {
-        drop_if(l.io_weight.take().is_some(), "io_weight");
-    } else if c == "memory" {
-        drop_if(l.memory_max.take().is_some(), "memory");
-        drop_if(l.memory_high.take().is_some(), "memory_high");
-        drop_if(l.swap_max.take().is_some(), "swap");
-    } else if c == "cpu" {
-        drop_if(l.cpu_max.take().is_some(), "cpu");
-        drop_if(l.cpu_weight.take().is_some(), "cpu_weight");
-    } else if c == "pids" {
-        drop_if(l.pids_max.take().is_some(), "pids");
-    } else if c == "blkio" || c == "io" {
-        drop_if(!std::mem::take(&mut l.io).is_empty(), "io");
-        drop_if(l.io_weight.take().is_some(), "io_weight");
-    } else if c == "devices" {
-        drop_if(l.devices.take().is_some(), "devices");
+    match controller {
+        Controller::Memsw | Controller::MemorySwap => {
+            drop_if(l.swap_max.take().is_some(), "swap");
+        }
+        Controller::BlkioWeight => drop_if(l.io_weight.take().is_some(), "io_weight"),
+        Controller::Memory => {
+            drop_if(l.memory_max.take().is_some(), "memory");
+            drop_if(l.memory_high.take().is_some(), "memory_high");
+            drop_if(l.swap_max.take().is_some(), "swap");
+        }
+        Controller::Cpu => {
+            drop_if(l.cpu_max.take().is_some(), "cpu");
+            drop_if(l.cpu_weight.take().is_some(), "cpu_weight");
+        }
+        Controller::Pids => drop_if(l.pids_max.take().is_some(), "pids"),
+        Controller::Blkio | Controller::Io => {
+            drop_if(!std::mem::take(&mut l.io).is_empty(), "io");
+            drop_if(l.io_weight.take().is_some(), "io_weight");
+        }
+        Controller::Devices => drop_if(l.devices.take().is_some(), "devices"),
+        // No limit of its own: the device filter is dropped by create_with,
+        // the freezer and cpuset are needed for the group itself.
+        Controller::DeviceFilter
+        | Controller::Freezer
+        | Controller::Cpuacct
+        | Controller::Cpuset
+        | Controller::Other(_) => {}
     }
     (l, dropped)
 }
@@ -765,8 +851,17 @@ mod tests {
         assert_eq!(cg.v1_dirs().pids, None);
         // A pids limit with no pids hierarchy is refused before anything is made.
         assert!(matches!(
-            root.create("u", &Limits { pids_max: Some(1), ..Limits::default() }),
-            Err(CgroupError::MissingController { ref controller, .. }) if controller == "pids"
+            root.create(
+                "u",
+                &Limits {
+                    pids_max: Some(1),
+                    ..Limits::default()
+                }
+            ),
+            Err(CgroupError::MissingController {
+                controller: Controller::Pids,
+                ..
+            })
         ));
     }
 
@@ -794,7 +889,13 @@ mod tests {
         };
         let e = root.create_with("u", &limits, true).unwrap_err();
         assert!(
-            matches!(e, CgroupError::MissingController { ref controller, .. } if controller == "pids"),
+            matches!(
+                e,
+                CgroupError::MissingController {
+                    controller: Controller::Pids,
+                    ..
+                }
+            ),
             "{e}"
         );
         assert!(!mem.join("h/u").exists(), "a refused group is removed");
@@ -817,7 +918,7 @@ mod tests {
             "1048576"
         );
         assert_eq!(cg.rel(), "u");
-        let (l, d) = without_controller(&limits, "cpu");
+        let (l, d) = without_controller(&limits, &Controller::Cpu);
         assert_eq!((l, d), (limits.clone(), vec![]));
     }
 
@@ -895,7 +996,13 @@ mod tests {
         // written first, then the leaf write fails as a missing controller.
         let e = root.create("u", &limits).unwrap_err();
         assert!(
-            matches!(e, CgroupError::MissingController { ref controller, .. } if controller == "devices"),
+            matches!(
+                e,
+                CgroupError::MissingController {
+                    controller: Controller::Devices,
+                    ..
+                }
+            ),
             "{e}"
         );
         let r = |p: &str| std::fs::read_to_string(dev.join(p)).unwrap();
@@ -918,7 +1025,7 @@ mod tests {
         root.create("v", &Limits::default()).unwrap();
         assert_eq!(r("h/v/devices.deny"), "");
         assert_eq!(root.group("u").v1_dirs().devices, Some(dev.join("h/u")));
-        let (l, d) = without_controller(&limits, "devices");
+        let (l, d) = without_controller(&limits, &Controller::Devices);
         assert_eq!((l.devices, d), (None, vec!["devices"]));
     }
 

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::fsio;
-use super::{bpfdev, Cgroup, CgroupError, DeviceRule, Hier, Limits, Stats, LEAF};
+use super::{bpfdev, Cgroup, CgroupError, Controller, DeviceRule, Hier, Limits, Stats, LEAF};
 
 /// The group's directory in each v1 hierarchy hutch uses (`None`: that
 /// controller is not mounted).
@@ -95,7 +95,7 @@ pub fn memory_writes(
         (Some(m), None) => w.push(("memory.limit_in_bytes", m.to_string())),
         (None, Some(_)) => {
             return Err(CgroupError::MissingController {
-                controller: "memory.memsw".into(),
+                controller: Controller::Memsw,
                 detail:
                     "cgroup v1 limits swap only as memory+swap: a swap limit needs a memory limit"
                         .into(),
@@ -118,10 +118,10 @@ pub fn memory_writes(
 }
 
 /// Names the missing hierarchy of a controller a limit needs.
-fn need<'a>(dir: &'a Option<PathBuf>, controller: &str) -> Result<&'a Path, CgroupError> {
+fn need(dir: &Option<PathBuf>, controller: Controller) -> Result<&Path, CgroupError> {
     dir.as_deref()
         .ok_or_else(|| CgroupError::MissingController {
-            controller: controller.to_string(),
+            controller,
             detail: "no cgroup v1 hierarchy with this controller is mounted".into(),
         })
 }
@@ -130,19 +130,19 @@ fn need<'a>(dir: &'a Option<PathBuf>, controller: &str) -> Result<&'a Path, Cgro
 /// has a hierarchy.
 pub fn check_controllers(d: &Dirs, limits: &Limits) -> Result<(), CgroupError> {
     if limits.memory_max.is_some() || limits.memory_high.is_some() || limits.swap_max.is_some() {
-        need(&d.memory, "memory")?;
+        need(&d.memory, Controller::Memory)?;
     }
     if limits.cpu_max.is_some() || limits.cpu_weight.is_some() {
-        need(&d.cpu, "cpu")?;
+        need(&d.cpu, Controller::Cpu)?;
     }
     if limits.pids_max.is_some() {
-        need(&d.pids, "pids")?;
+        need(&d.pids, Controller::Pids)?;
     }
     if !limits.io.is_empty() || limits.io_weight.is_some() {
-        need(&d.blkio, "blkio")?;
+        need(&d.blkio, Controller::Blkio)?;
     }
     if limits.devices.is_some() {
-        need(&d.devices, "devices")?;
+        need(&d.devices, Controller::Devices)?;
     }
     Ok(())
 }
@@ -171,7 +171,7 @@ pub fn write_limits(d: &Dirs, limits: &Limits) -> Result<(), CgroupError> {
     if let Some(mem) = d.memory.as_deref() {
         if limits.swap_max.is_some() && !mem.join("memory.memsw.limit_in_bytes").exists() {
             return Err(CgroupError::MissingController {
-                controller: "memory.memsw (swap accounting)".into(),
+                controller: Controller::Memsw,
                 detail: format!(
                     "no memory.memsw.limit_in_bytes in {} (kernel without swapaccount=1)",
                     mem.display()
@@ -219,7 +219,7 @@ pub fn write_limits(d: &Dirs, limits: &Limits) -> Result<(), CgroupError> {
                 fsio::write(blk, "blkio.bfq.weight", &weight_to_blkio(w).to_string())?;
             } else {
                 return Err(CgroupError::MissingController {
-                    controller: "blkio weight".into(),
+                    controller: Controller::BlkioWeight,
                     detail: format!(
                         "neither blkio.weight nor blkio.bfq.weight in {} (no CFQ/BFQ scheduler)",
                         blk.display()
@@ -598,9 +598,13 @@ mod tests {
             devices: Some(vec![]),
             ..Limits::default()
         };
-        assert!(
-            matches!(check_controllers(&d, &l), Err(CgroupError::MissingController { ref controller, .. }) if controller == "devices")
-        );
+        assert!(matches!(
+            check_controllers(&d, &l),
+            Err(CgroupError::MissingController {
+                controller: Controller::Devices,
+                ..
+            })
+        ));
     }
 
     /// A swap limit without memsw (no swap accounting) and a limit without its hierarchy are missing controllers.
@@ -620,7 +624,13 @@ mod tests {
         };
         let e = write_limits(&d, &l).unwrap_err();
         assert!(
-            matches!(e, CgroupError::MissingController { ref controller, .. } if controller.contains("memsw")),
+            matches!(
+                e,
+                CgroupError::MissingController {
+                    controller: Controller::Memsw,
+                    ..
+                }
+            ),
             "{e:?}"
         );
         let e = write_limits(
@@ -632,7 +642,13 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            matches!(e, CgroupError::MissingController { ref controller, .. } if controller == "pids"),
+            matches!(
+                e,
+                CgroupError::MissingController {
+                    controller: Controller::Pids,
+                    ..
+                }
+            ),
             "{e:?}"
         );
     }

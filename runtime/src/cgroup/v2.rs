@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::detect::word_set;
 use super::fsio;
-use super::{bpfdev, Cgroup, CgroupError, DeviceRule, Hier, Limits, Stats, LEAF};
+use super::{bpfdev, Cgroup, CgroupError, Controller, DeviceRule, Hier, Limits, Stats, LEAF};
 
 /// Controllers hutch turns on where the host offers them, limits or not, so
 /// that usage can be read.
@@ -72,7 +72,7 @@ fn enable_in(dir: &Path, required: &BTreeSet<&'static str>) -> Result<(), Cgroup
     let have = word_set(&fsio::read(dir, "cgroup.subtree_control")?);
     if let Some(c) = required.iter().find(|c| !avail.contains(**c)) {
         return Err(CgroupError::MissingController {
-            controller: c.to_string(),
+            controller: Controller::from_name(c),
             detail: format!("not in {}/cgroup.controllers", dir.display()),
         });
     }
@@ -176,7 +176,7 @@ pub fn write_limits(dir: &Path, limits: &Limits) -> Result<(), CgroupError> {
         fsio::write(dir, file, &value).map_err(|e| match e {
             CgroupError::MissingController { detail, .. } if file == "memory.swap.max" => {
                 CgroupError::MissingController {
-                    controller: "memory.swap (swap accounting)".into(),
+                    controller: Controller::MemorySwap,
                     detail,
                 }
             }
@@ -381,7 +381,8 @@ mod tests {
         .unwrap_err();
         match e {
             CgroupError::MissingController { controller, detail } => {
-                assert!(controller.contains("swap"), "{controller}");
+                assert_eq!(controller, Controller::MemorySwap);
+                assert!(controller.to_string().contains("swap"), "{controller}");
                 assert!(detail.contains("memory.swap.max"), "{detail}");
             }
             e => panic!("{e:?}"),
@@ -458,7 +459,13 @@ mod tests {
         let req: BTreeSet<_> = ["io"].into_iter().collect();
         let e = make_group(m, &m.join("g"), &req).unwrap_err();
         assert!(
-            matches!(e, CgroupError::MissingController { ref controller, .. } if controller == "io"),
+            matches!(
+                e,
+                CgroupError::MissingController {
+                    controller: Controller::Io,
+                    ..
+                }
+            ),
             "{e:?}"
         );
         assert!(!m.join("g").exists());
