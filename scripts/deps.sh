@@ -21,6 +21,25 @@
 # temporary policy-rc.d, and a freshly installed openssh-server is marked with
 # /etc/ssh/sshd_not_to_be_run (the tests run their own private sshd).
 #
+# The directory tier (slapd, nslcd + libnss-ldapd) must not change the host
+# for other processes either: the tests run their own slapd and nslcd in a
+# private mount namespace with its own /etc/nsswitch.conf. What the packages'
+# maintainer scripts do, and what is done about it:
+#   - slapd's postinst makes a default database (debconf defaults) and
+#     `update-rc.d slapd defaults` + `invoke-rc.d slapd start`; nslcd's writes
+#     /etc/nslcd.conf, adds the system user nslcd and starts nslcd the same
+#     way. policy-rc.d refuses the starts; every boot service (init script or
+#     systemd unit) a package freshly installed here ships is then disabled,
+#     so nothing of theirs runs at the next boot either;
+#   - libnss-ldapd's postinst edits /etc/nsswitch.conf only for the maps
+#     debconf names (libnss-ldapd/nsswitch has no default: none,
+#     noninteractive), libnss-ldapd installs no PAM module (libpam-ldapd is
+#     not installed), and sssd is not used because libnss-sss and libpam-sss
+#     (which sssd-common depends on) add `sss` to nsswitch.conf and run
+#     pam-auth-update;
+#   - /etc/nsswitch.conf and /etc/pam.d are compared with a copy taken before
+#     the install; any change is undone and reported (never expected).
+#
 # Environment: DEPS_SKIP_CARGO=1 skips the Rust toolchain check (the chroot
 # test of this script has no toolchain); DEPS_LIST=1 prints the needs and
 # exits.
@@ -67,6 +86,11 @@ qemu-system-x86     | cmd:qemu-system-x86_64
 qemu-utils          | cmd:qemu-img
 e2fsprogs           | cmd:mkfs.ext4
 xz-utils            | cmd:xz
+slapd               | cmd:slapd
+slapd               | cmd:slapadd
+ldap-utils          | cmd:ldapsearch
+nslcd               | cmd:nslcd
+libnss-ldapd        | file:/lib/*-linux-gnu/libnss_ldap.so.2
 '
 
 say() { echo "deps.sh: $*"; }
@@ -100,6 +124,49 @@ fi
 
 packages_of() { awk '{print $1}' | sort -u | xargs; }
 
+# Disables every boot service (init script, systemd unit) of the packages this
+# run installed, so none of them starts at the next boot: before the install
+# none existed. $1: the snapshot dir with packages.before.
+disable_boot_services() {
+    local pkg f name
+    dpkg-query -W -f '${Package}\n' | sort | comm -13 "$1/packages.before" - | while read -r pkg; do
+        dpkg -L "$pkg" 2>/dev/null | while read -r f; do
+            case $f in
+                /etc/init.d/*)
+                    [[ -f $f ]] || continue
+                    name=${f#/etc/init.d/}
+                    say "disabling boot service $name (package $pkg; the tests start their own)"
+                    update-rc.d "$name" disable >/dev/null 2>&1 || true ;;
+                /lib/systemd/system/*.service | /lib/systemd/system/*.socket | /usr/lib/systemd/system/*.service | /usr/lib/systemd/system/*.socket)
+                    [[ -f $f ]] && command -v systemctl >/dev/null || continue
+                    name=${f##*/}
+                    [[ $name == *@* ]] && continue
+                    systemctl disable "$name" >/dev/null 2>&1 || true ;;
+            esac
+        done
+    done
+}
+
+# Puts /etc/nsswitch.conf and /etc/pam.d back as they were before the install
+# if a maintainer script changed them (never expected; see the header).
+restore_login_config() {
+    local snap=$1
+    if [[ -f $snap/nsswitch.conf ]] && ! cmp -s "$snap/nsswitch.conf" /etc/nsswitch.conf; then
+        echo "deps.sh: the install changed /etc/nsswitch.conf; restoring it:" >&2
+        diff "$snap/nsswitch.conf" /etc/nsswitch.conf >&2 || true
+        cp -a "$snap/nsswitch.conf" /etc/nsswitch.conf
+    fi
+    if [[ -d $snap/pam.d ]] && ! diff -r "$snap/pam.d" /etc/pam.d >/dev/null 2>&1; then
+        echo "deps.sh: the install changed /etc/pam.d; restoring it:" >&2
+        diff -r "$snap/pam.d" /etc/pam.d >&2 || true
+        local f
+        for f in /etc/pam.d/*; do
+            [[ -e $snap/pam.d/${f##*/} ]] || rm -f "$f"
+        done
+        cp -a "$snap/pam.d/." /etc/pam.d/
+    fi
+}
+
 apt_install() {
     export DEBIAN_FRONTEND=noninteractive
     apt-get install -y -qq --no-install-recommends "$@"
@@ -127,6 +194,11 @@ if [[ -n ${missing// /} ]]; then
         own_policy=1
         trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
+    # What the install must leave as it was (see the header).
+    snap=$(mktemp -d /tmp/deps-snap.XXXXXX)
+    cp -a /etc/nsswitch.conf "$snap/" 2>/dev/null || true
+    cp -a /etc/pam.d "$snap/pam.d" 2>/dev/null || true
+    dpkg-query -W -f '${Package}\n' 2>/dev/null | sort >"$snap/packages.before" || true
     apt-get update -qq
     # What the install would remove, said before it happens.
     # shellcheck disable=SC2086
@@ -145,6 +217,9 @@ if [[ -n ${missing// /} ]]; then
     if ((fresh_sshd)) && command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
         systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
     fi
+    disable_boot_services "$snap"
+    restore_login_config "$snap"
+    rm -rf "$snap"
     if ((own_policy)); then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
 fi
 

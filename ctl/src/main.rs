@@ -116,6 +116,12 @@ pub enum Command {
         /// Exit 2 when there are warnings only.
         #[arg(long)]
         strict: bool,
+        /// Check with the drop-ins of DIR instead of the file's own hutch.d.
+        ///
+        /// A drop-in directory staged by config management is checked
+        /// against the main file it will join, before it is deployed.
+        #[arg(long, value_name = "DIR")]
+        drop_ins: Option<PathBuf>,
     },
     /// Print the effective policy of a user, with where each value came from.
     Policy {
@@ -124,6 +130,10 @@ pub enum Command {
         /// The PAM service to resolve for.
         #[arg(long, default_value = "sshd")]
         service: String,
+        /// Resolve with the drop-ins of DIR instead of the policy's own
+        /// hutch.d (what the user would get once DIR is deployed).
+        #[arg(long, value_name = "DIR")]
+        drop_ins: Option<PathBuf>,
     },
     /// Add (or with --undo remove) pam_hutch to a PAM service, idempotently.
     Setup {
@@ -185,8 +195,16 @@ fn main() {
         } => enter::enter(&cli, user, *root, command),
         Command::Diff { user, all } => diff::diff(&cli, user, *all),
         Command::Stop { user } => containers::stop(&cli, user),
-        Command::Check { file, strict } => policy_cmd::check(&cli, file.as_deref(), *strict),
-        Command::Policy { user, service } => policy_cmd::show(&cli, user, service),
+        Command::Check {
+            file,
+            strict,
+            drop_ins,
+        } => policy_cmd::check(&cli, file.as_deref(), drop_ins.as_deref(), *strict),
+        Command::Policy {
+            user,
+            service,
+            drop_ins,
+        } => policy_cmd::show(&cli, user, service, drop_ins.as_deref()),
         Command::Setup {
             pam_service,
             undo,

@@ -1,4 +1,5 @@
-//! `hutchctl check [FILE] [--strict]` and `hutchctl policy USER [--service S]`.
+//! `hutchctl check [FILE] [--strict] [--drop-ins DIR]` and
+//! `hutchctl policy USER [--service S] [--drop-ins DIR]`.
 //!
 //! Both run the same code the PAM module runs (`hutch_policy::Policy`), so
 //! what `check` accepts a login accepts.
@@ -18,11 +19,19 @@ pub const EXIT_ERRORS: i32 = 1;
 /// Exit status of `check --strict`: warnings only.
 pub const EXIT_WARNINGS: i32 = 2;
 
-/// Prints every error and warning of the policy and its drop-ins; exit 0
-/// clean, 1 errors, 2 warnings only with `--strict`.
-pub fn check(cli: &Cli, file: Option<&Path>, strict: bool) -> anyhow::Result<i32> {
+/// Prints every error and warning of the policy and its drop-ins (those of
+/// `drop_ins` when given); exit 0 clean, 1 errors, 2 warnings only with `--strict`.
+pub fn check(
+    cli: &Cli,
+    file: Option<&Path>,
+    drop_ins: Option<&Path>,
+    strict: bool,
+) -> anyhow::Result<i32> {
     let path = file.unwrap_or(&cli.config);
-    let report = Policy::check(path);
+    let report = match drop_ins {
+        Some(dir) => Policy::check_with_drop_ins(path, dir),
+        None => Policy::check(path),
+    };
     let mut out = std::io::stdout().lock();
     write_report(&mut out, &report).context("writing to stdout")?;
     Ok(check_status(&report, strict))
@@ -67,10 +76,13 @@ pub fn write_report(out: &mut dyn Write, report: &Report) -> std::io::Result<()>
 }
 
 /// Prints the effective policy of `user` for `service`, each value with its origin.
-pub fn show(cli: &Cli, user: &str, service: &str) -> anyhow::Result<i32> {
-    let policy = Policy::load(&cli.config)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("loading policy {}", cli.config.display()))?;
+pub fn show(cli: &Cli, user: &str, service: &str, drop_ins: Option<&Path>) -> anyhow::Result<i32> {
+    let policy = match drop_ins {
+        Some(dir) => Policy::load_with_drop_ins(&cli.config, dir),
+        None => Policy::load(&cli.config),
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))
+    .with_context(|| format!("loading policy {}", cli.config.display()))?;
     let account = hutch_runtime::account::lookup(user)
         .with_context(|| format!("looking up user {user:?}"))?;
     let explanation = policy.explain(&account, service);

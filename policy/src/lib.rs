@@ -299,8 +299,12 @@ pub fn drop_in_dir(main: &Path) -> PathBuf {
 /// The drop-ins of `main`: `*.toml` files (not starting with `.`) in
 /// [`drop_in_dir`], in byte-wise order of their names. A missing directory has none.
 pub fn drop_ins(main: &Path) -> Result<Vec<PathBuf>, PolicyError> {
-    let dir = drop_in_dir(main);
-    let entries = match std::fs::read_dir(&dir) {
+    drop_ins_in(&drop_in_dir(main))
+}
+
+/// The drop-ins in `dir`, chosen and ordered as [`drop_ins`] does.
+pub fn drop_ins_in(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
+    let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => {
@@ -328,6 +332,15 @@ impl Policy {
     /// Reads and validates `path` and its drop-ins (see [`drop_ins`]).
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
         let report = Policy::check(path);
+        report
+            .policy
+            .ok_or_else(|| PolicyError::from_diagnostics(&report.diagnostics))
+    }
+
+    /// [`Policy::load`] with the drop-ins of `dir` in place of the main
+    /// file's own (see [`Policy::check_with_drop_ins`]).
+    pub fn load_with_drop_ins(path: &Path, dir: &Path) -> Result<Policy, PolicyError> {
+        let report = Policy::check_with_drop_ins(path, dir);
         report
             .policy
             .ok_or_else(|| PolicyError::from_diagnostics(&report.diagnostics))
@@ -367,9 +380,24 @@ impl Policy {
     /// Reads `path` and its drop-ins and reports every error and warning,
     /// including mount sources missing on this host. What `hutchctl check` prints.
     pub fn check(path: &Path) -> Report {
+        Policy::check_with_drop_ins(path, &drop_in_dir(path))
+    }
+
+    /// [`Policy::check`] of `path` with the drop-ins of `dir` in place of
+    /// its own: a drop-in directory staged for deployment, checked against
+    /// the main file it will join (`hutchctl check --drop-ins DIR`). A
+    /// missing `dir` is an error here (a staged directory must exist).
+    pub fn check_with_drop_ins(path: &Path, dir: &Path) -> Report {
         let mut files = vec![path.to_path_buf()];
         let mut diagnostics = Vec::new();
-        match drop_ins(path) {
+        let listed = if dir != drop_in_dir(path) && !dir.is_dir() {
+            Err(PolicyError {
+                message: format!("drop-in directory {} does not exist", dir.display()),
+            })
+        } else {
+            drop_ins_in(dir)
+        };
+        match listed {
             Ok(d) => files.extend(d),
             Err(e) => diagnostics.push(Diagnostic::error(None, "", e.message)),
         }

@@ -810,6 +810,50 @@ fn load_reads_drop_in_directory() {
     );
 }
 
+/// A staged drop-in directory is checked (and resolved) in place of the
+/// main file's own, and a missing one is an error, not an empty policy.
+#[test]
+fn staged_drop_ins_replace_the_deployed_ones() {
+    let dir = tempdir();
+    let f = dir.join("hutch.toml");
+    std::fs::write(&f, "[defaults]\npids = 10\n").unwrap();
+    std::fs::create_dir(dir.join("hutch.d")).unwrap();
+    std::fs::write(dir.join("hutch.d/10-a.toml"), "[defaults]\npids = 20\n").unwrap();
+    let staged = dir.join("staged");
+    std::fs::create_dir(&staged).unwrap();
+    std::fs::write(staged.join("10-a.toml"), "[defaults]\npids = 0\n").unwrap();
+    let r = Policy::check_with_drop_ins(&f, &staged);
+    assert!(r.policy.is_none());
+    assert_eq!(
+        r.diagnostics
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        [format!(
+            "{}:2:8: defaults.pids: invalid count 0: must be at least 1, or \"none\"",
+            staged.join("10-a.toml").display()
+        )]
+    );
+    assert_eq!(r.files, [f.clone(), staged.join("10-a.toml")]);
+    std::fs::write(staged.join("10-a.toml"), "[defaults]\npids = 40\n").unwrap();
+    let p = Policy::load_with_drop_ins(&f, &staged).unwrap();
+    assert_eq!(confined(&p, &alice()).limits.pids_max, Some(40));
+    // The deployed policy is what it was.
+    assert_eq!(
+        confined(&Policy::load(&f).unwrap(), &alice())
+            .limits
+            .pids_max,
+        Some(20)
+    );
+    let missing = dir.join("nonexistent.d");
+    assert_eq!(
+        Policy::load_with_drop_ins(&f, &missing)
+            .unwrap_err()
+            .message,
+        format!("drop-in directory {} does not exist", missing.display())
+    );
+}
+
 /// Every error of every file is reported, one a line.
 #[test]
 fn all_errors_reported() {

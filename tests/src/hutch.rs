@@ -109,11 +109,17 @@ impl HutchEnv {
 
     /// A private sshd whose PAM service confines through this env.
     pub fn sshd(&self, sftp: Sftp) -> SshdEnv {
-        SshdEnv::start(SshdOpts {
+        SshdEnv::start(self.sshd_opts(sftp))
+    }
+
+    /// The options [`sshd`](Self::sshd) starts with, to change before
+    /// [`SshdEnv::start`] (e.g. `mount_ns`).
+    pub fn sshd_opts(&self, sftp: Sftp) -> SshdOpts {
+        SshdOpts {
             pam_stack: self.pam_stack(""),
             sftp,
             ..Default::default()
-        })
+        }
     }
 
     /// A throwaway user whose login shell is hutch-shell.

@@ -13,6 +13,7 @@
 
 pub mod bins;
 pub mod hutch;
+pub mod ldap;
 pub mod leftovers;
 pub mod ns;
 pub mod proc;
@@ -25,11 +26,12 @@ pub mod user;
 
 pub use bins::Bins;
 pub use hutch::{HutchEnv, E2E_TEMPLATE};
+pub use ldap::{Directory, LdapGroup, LdapUser};
 pub use leftovers::{assert_no_leftovers, leftovers};
 pub use ns::{su_in_private_ns, su_in_private_ns_with_log};
 pub use pty::PtySession;
 pub use rootfs::{debian_rootfs, ROOTFS_PACKAGES};
-pub use sshd::{Sftp, SshdEnv, SshdOpts, STOCK_PAM_STACK};
+pub use sshd::{Background, Login, Sftp, SshdEnv, SshdOpts, STOCK_PAM_STACK};
 pub use syslog::Syslog;
 pub use tmp::TestDir;
 pub use user::TestUser;

@@ -15,6 +15,29 @@ pub const STOCK_PAM_STACK: &str = "auth required pam_permit.so\n\
 account required pam_unix.so\n\
 session required pam_unix.so\n";
 
+/// Who logs in: the name given to `ssh NAME@` and the key. A [`TestUser`],
+/// or an account of a [`Directory`](crate::Directory) under any spelling.
+pub trait Login {
+    /// The name the client sends.
+    fn login(&self) -> &str;
+    /// The private key (ed25519, no passphrase).
+    fn key(&self) -> &Path;
+    /// The public key line.
+    fn pubkey(&self) -> &str;
+}
+
+impl Login for TestUser {
+    fn login(&self) -> &str {
+        &self.name
+    }
+    fn key(&self) -> &Path {
+        &self.key
+    }
+    fn pubkey(&self) -> &str {
+        &self.pubkey
+    }
+}
+
 /// Which sftp server the sshd offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sftp {
@@ -38,6 +61,10 @@ pub struct SshdOpts {
     pub port: u16,
     /// How long to wait for "Server listening".
     pub start_timeout: Duration,
+    /// Start from the mount namespace of this pid instead of the test's
+    /// (e.g. a [`Directory`](crate::Directory)'s, where NSS sees its users):
+    /// sshd's own private mount namespace is made as a copy of that one.
+    pub mount_ns: Option<i32>,
 }
 
 impl Default for SshdOpts {
@@ -48,6 +75,7 @@ impl Default for SshdOpts {
             extra_config: Vec::new(),
             port: 2222,
             start_timeout: Duration::from_secs(15),
+            mount_ns: None,
         }
     }
 }
@@ -156,7 +184,17 @@ impl SshdEnv {
             cfg = shell_quote(&dir.join("sshd_config").to_string_lossy()),
         );
         let log = std::fs::File::create(dir.join("sshd.log")).expect("create sshd.log");
-        let child = Command::new("unshare")
+        let mut cmd = match opts.mount_ns {
+            Some(pid) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--mount=/proc/{pid}/ns/mnt"))
+                    .arg("--")
+                    .arg("unshare");
+                c
+            }
+            None => Command::new("unshare"),
+        };
+        let child = cmd
             .args([
                 "--net",
                 "--mount",
@@ -237,23 +275,23 @@ impl SshdEnv {
 
     /// Authorizes `user`'s key through the env's own AuthorizedKeysFile
     /// (`<dir>/keys/%u`), for users whose home cannot hold it.
-    pub fn authorize(&self, user: &TestUser) {
+    pub fn authorize(&self, user: &impl Login) {
         std::fs::write(
-            self.dir.join("keys").join(&user.name),
-            format!("{}\n", user.pubkey),
+            self.dir.join("keys").join(user.login()),
+            format!("{}\n", user.pubkey()),
         )
         .expect("write authorized key");
     }
 
     /// `user@127.0.0.1:path` for scp/rsync arguments.
-    pub fn remote(&self, user: &TestUser, path: &str) -> String {
-        format!("{}@127.0.0.1:{path}", user.name)
+    pub fn remote(&self, user: &impl Login, path: &str) -> String {
+        format!("{}@127.0.0.1:{path}", user.login())
     }
 
     /// ssh client options shared by ssh, scp, sftp and rsync (no port).
-    pub fn ssh_opts(user: &TestUser) -> Vec<String> {
+    pub fn ssh_opts(user: &impl Login) -> Vec<String> {
         let mut v: Vec<String> = vec!["-F".into(), "/dev/null".into(), "-i".into()];
-        v.push(user.key.to_string_lossy().into_owned());
+        v.push(user.key().to_string_lossy().into_owned());
         for o in [
             "IdentitiesOnly=yes",
             "StrictHostKeyChecking=no",
@@ -284,7 +322,7 @@ impl SshdEnv {
 
     /// The argument list of `ssh ... user@127.0.0.1 ARGS` (for callers that
     /// drive it themselves).
-    pub fn ssh_argv(&self, user: &TestUser, extra: &[&str], args: &[&str]) -> Vec<String> {
+    pub fn ssh_argv(&self, user: &impl Login, extra: &[&str], args: &[&str]) -> Vec<String> {
         let mut v = vec![
             "nsenter".to_string(),
             format!("--net=/proc/{}/ns/net", self.pid),
@@ -294,28 +332,28 @@ impl SshdEnv {
         v.extend(Self::ssh_opts(user));
         v.extend(["-p".to_string(), self.port.to_string()]);
         v.extend(extra.iter().map(|s| s.to_string()));
-        v.push(format!("{}@127.0.0.1", user.name));
+        v.push(format!("{}@127.0.0.1", user.login()));
         v.extend(args.iter().map(|s| s.to_string()));
         v
     }
 
     /// `ssh user@127.0.0.1 ARGS` with stdin from /dev/null.
-    pub fn ssh(&self, user: &TestUser, args: &[&str]) -> Output {
+    pub fn ssh(&self, user: &impl Login, args: &[&str]) -> Output {
         let mut c = self.client("ssh");
         c.args(Self::ssh_opts(user))
             .args(["-p", &self.port.to_string()])
-            .arg(format!("{}@127.0.0.1", user.name))
+            .arg(format!("{}@127.0.0.1", user.login()))
             .args(args);
         crate::output(&mut c)
     }
 
     /// `ssh ... user@127.0.0.1 ARGS` with `input` on stdin.
-    pub fn ssh_stdin(&self, user: &TestUser, args: &[&str], input: &[u8]) -> Output {
+    pub fn ssh_stdin(&self, user: &impl Login, args: &[&str], input: &[u8]) -> Output {
         use std::io::Write;
         let mut c = self.client("ssh");
         c.args(Self::ssh_opts(user))
             .args(["-p", &self.port.to_string()])
-            .arg(format!("{}@127.0.0.1", user.name))
+            .arg(format!("{}@127.0.0.1", user.login()))
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -333,7 +371,7 @@ impl SshdEnv {
 
     /// `scp -P PORT ARGS` (use [`remote`](Self::remote) for the remote side;
     /// OpenSSH 9 scp speaks SFTP unless ARGS has `-O`).
-    pub fn scp(&self, user: &TestUser, args: &[&str]) -> Output {
+    pub fn scp(&self, user: &impl Login, args: &[&str]) -> Output {
         let mut c = self.client("scp");
         c.args(Self::ssh_opts(user))
             .args(["-P", &self.port.to_string()])
@@ -342,7 +380,7 @@ impl SshdEnv {
     }
 
     /// Copies a local file to `remote_path` in the user's session.
-    pub fn scp_to(&self, user: &TestUser, local: &Path, remote_path: &str) -> Output {
+    pub fn scp_to(&self, user: &impl Login, local: &Path, remote_path: &str) -> Output {
         self.scp(
             user,
             &[&local.to_string_lossy(), &self.remote(user, remote_path)],
@@ -350,7 +388,7 @@ impl SshdEnv {
     }
 
     /// Copies `remote_path` from the user's session to a local file.
-    pub fn scp_from(&self, user: &TestUser, remote_path: &str, local: &Path) -> Output {
+    pub fn scp_from(&self, user: &impl Login, remote_path: &str, local: &Path) -> Output {
         self.scp(
             user,
             &[&self.remote(user, remote_path), &local.to_string_lossy()],
@@ -359,21 +397,21 @@ impl SshdEnv {
 
     /// `sftp -b BATCH user@127.0.0.1` (batch given as text, one command a
     /// line; a failing command fails the run unless prefixed with `-`).
-    pub fn sftp(&self, user: &TestUser, batch: &str) -> Output {
+    pub fn sftp(&self, user: &impl Login, batch: &str) -> Output {
         let f = self.dir.join(format!("{}.sftp", crate::unique("batch")));
         std::fs::write(&f, batch).expect("write sftp batch");
         let mut c = self.client("sftp");
         c.args(Self::ssh_opts(user))
             .args(["-P", &self.port.to_string(), "-b"])
             .arg(&f)
-            .arg(format!("{}@127.0.0.1", user.name));
+            .arg(format!("{}@127.0.0.1", user.login()));
         let out = crate::output(&mut c);
         let _ = std::fs::remove_file(&f);
         out
     }
 
     /// `rsync -e "ssh OPTS -p PORT" ARGS` (use [`remote`](Self::remote)).
-    pub fn rsync(&self, user: &TestUser, args: &[&str]) -> Output {
+    pub fn rsync(&self, user: &impl Login, args: &[&str]) -> Output {
         let mut e = vec!["ssh".to_string()];
         e.extend(Self::ssh_opts(user).iter().map(|s| shell_quote(s)));
         e.extend(["-p".to_string(), self.port.to_string()]);
@@ -382,10 +420,24 @@ impl SshdEnv {
         crate::output(&mut c)
     }
 
+    /// `ssh user@127.0.0.1 CMD` left running (output discarded) until the
+    /// returned handle drops: a session that holds the container open.
+    pub fn background(&self, user: &impl Login, cmd: &str) -> Background {
+        let argv = self.ssh_argv(user, &[], &[cmd]);
+        let child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ssh");
+        Background(child)
+    }
+
     /// An interactive login: `ssh -tt user@127.0.0.1 [ARGS]` on a local pty
     /// that is its controlling terminal. Drive it with `expect`/`send`, then
     /// `wait` for the exit code.
-    pub fn ssh_pty(&self, user: &TestUser, args: &[&str]) -> PtySession {
+    pub fn ssh_pty(&self, user: &impl Login, args: &[&str]) -> PtySession {
         let mut argv = vec![
             "timeout".to_string(),
             "--foreground".into(),
@@ -411,6 +463,17 @@ impl SshdEnv {
         v.dedup();
         v.retain(|p| proc::ns_id(*p, "net").is_some());
         v
+    }
+}
+
+/// A background ssh client from [`SshdEnv::background`], killed (by pid) on Drop.
+#[derive(Debug)]
+pub struct Background(Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
