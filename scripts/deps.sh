@@ -91,6 +91,8 @@ slapd               | cmd:slapadd
 ldap-utils          | cmd:ldapsearch
 nslcd               | cmd:nslcd
 libnss-ldapd        | file:/lib/*-linux-gnu/libnss_ldap.so.2
+squashfuse          | cmd:squashfuse
+squashfs-tools      | cmd:mksquashfs
 '
 
 say() { echo "deps.sh: $*"; }

@@ -490,7 +490,17 @@ fn open_target(root: &Path, path: &Path, kind: Kind) -> Result<OwnedFd> {
         };
         cur = next;
     }
-    let md = fs::metadata(fd_path(&cur)).map_err(io_err("stat of the mount target", path))?;
+    let md = match fs::metadata(fd_path(&cur)) {
+        Ok(md) => md,
+        // The root of a file system that refuses root even a stat (FUSE
+        // without allow_other; NFS answers stat): only reached where hutch
+        // has just bound the user's home, whose kind the kernel matched at
+        // the bind; the remount goes through this descriptor.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) => {
+            return Ok(cur)
+        }
+        Err(e) => return Err(io_err("stat of the mount target", path)(e)),
+    };
     match kind {
         Kind::Dir if !md.is_dir() => Err(RootfsError::Refused(format!(
             "mount target {} is not a directory",
@@ -626,8 +636,102 @@ fn mask_paths(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether root's open failed for want of permission (not of a path): what
+/// an NFS export with `root_squash` answers root (squashed to nobody) for a
+/// 0700 home or a parent nobody may not search, and FUSE without
+/// `allow_other` answers every uid but the mount's owner.
+fn refused_to_root(e: &RootfsError) -> bool {
+    matches!(e, RootfsError::Io { source, .. }
+        if matches!(source.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)))
+}
+
+/// Opens a path the user may reach but root may not, as [`open_no_symlinks`]
+/// does (O_PATH, `openat2` with RESOLVE_NO_SYMLINKS from `/`), but in a
+/// forked child that has become the user (groups, gid, uid: the
+/// credentials an NFS server or a FUSE daemon sees) and hands the
+/// descriptor back over a socket pair. Never follows a symlink, whoever
+/// planted it; the parent never changes its own credentials.
+fn open_as_user(spec: &RootfsSpec, path: &Path, flags: libc::c_int) -> Result<OwnedFd> {
+    use std::os::unix::net::UnixStream;
+    let (parent, child) = UnixStream::pair().map_err(io_err("socketpair for opening", path))?;
+    match sys::fork().map_err(io_err("forking to open as the user", path))? {
+        sys::Forked::Child => {
+            drop(parent);
+            let gids: Vec<Gid> = spec.groups.iter().map(|(_, g)| Gid::from_raw(*g)).collect();
+            let opened = nix::unistd::setgroups(&gids)
+                .and_then(|()| {
+                    let g = Gid::from_raw(spec.gid);
+                    nix::unistd::setresgid(g, g, g)
+                })
+                .and_then(|()| {
+                    let u = Uid::from_raw(spec.uid);
+                    nix::unistd::setresuid(u, u, u)
+                })
+                .map_err(|e| RootfsError::Sys {
+                    op: "becoming the user to open",
+                    path: path.to_path_buf(),
+                    source: e,
+                })
+                .and_then(|()| open_no_symlinks(path, flags));
+            let sent = match &opened {
+                Ok(fd) => crate::keeper::proto::send(&child, "OK\n", &[fd.as_fd()]),
+                Err(RootfsError::Refused(m)) => crate::keeper::proto::send(
+                    &child,
+                    &format!("REFUSED {}\n", m.replace('\n', " ")),
+                    &[],
+                ),
+                Err(RootfsError::Io { source, .. }) => crate::keeper::proto::send(
+                    &child,
+                    &format!("ERRNO {}\n", source.raw_os_error().unwrap_or(libc::EIO)),
+                    &[],
+                ),
+                Err(e) => crate::keeper::proto::send(
+                    &child,
+                    &format!("REFUSED {}\n", e.to_string().replace('\n', " ")),
+                    &[],
+                ),
+            };
+            sys::exit_now(i32::from(sent.is_err()))
+        }
+        sys::Forked::Parent(pid) => {
+            drop(child);
+            let got = crate::keeper::proto::recv(&parent);
+            let _ = nix::sys::wait::waitpid(pid, None);
+            let as_user = |source: std::io::Error| RootfsError::Io {
+                op: "opening (as the user, root was refused)",
+                path: path.to_path_buf(),
+                source,
+            };
+            match got.map_err(as_user)? {
+                Some((line, mut fds)) if line == "OK" && fds.len() == 1 => Ok(fds.remove(0)),
+                Some((line, _)) if line.starts_with("REFUSED ") => {
+                    Err(RootfsError::Refused(line["REFUSED ".len()..].to_string()))
+                }
+                Some((line, _)) if line.starts_with("ERRNO ") => {
+                    Err(as_user(std::io::Error::from_raw_os_error(
+                        line["ERRNO ".len()..].parse().unwrap_or(libc::EIO),
+                    )))
+                }
+                other => Err(as_user(std::io::Error::other(format!(
+                    "the child opening as the user answered {other:?}"
+                )))),
+            }
+        }
+    }
+}
+
+/// Opens a path the user controls (their home, a policy mount source):
+/// as root, and where root is refused ([`refused_to_root`]), once more as
+/// the user ([`open_as_user`]). Either way no symlink is followed.
+fn open_user_path(spec: &RootfsSpec, path: &Path, flags: libc::c_int) -> Result<OwnedFd> {
+    match open_no_symlinks(path, flags) {
+        Err(e) if refused_to_root(&e) => open_as_user(spec, path, flags),
+        other => other,
+    }
+}
+
 fn bind_home(spec: &RootfsSpec, root: &Path) -> Result<()> {
-    let fd = open_no_symlinks(&spec.home, libc::O_DIRECTORY).map_err(|e| match e {
+    let fd = open_user_path(spec, &spec.home, libc::O_DIRECTORY).map_err(|e| match e {
         RootfsError::Refused(m) => RootfsError::Refused(format!("home of {}: {m}", spec.user)),
         RootfsError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOTDIR) => {
             RootfsError::Refused(format!(
@@ -651,7 +755,7 @@ fn bind_host_files(spec: &RootfsSpec, root: &Path) -> Result<()> {
 
 fn bind_policy_mounts(spec: &RootfsSpec, root: &Path) -> Result<()> {
     for m in &spec.mounts {
-        let fd = open_no_symlinks(&m.source, 0).map_err(|e| match e {
+        let fd = open_user_path(spec, &m.source, 0).map_err(|e| match e {
             RootfsError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 RootfsError::Refused(format!(
                     "mount source {} does not exist",

@@ -12,6 +12,7 @@
 //! gone before the users are deleted.
 
 pub mod bins;
+pub mod fusehome;
 pub mod hutch;
 pub mod ldap;
 pub mod leftovers;
@@ -25,6 +26,7 @@ pub mod tmp;
 pub mod user;
 
 pub use bins::Bins;
+pub use fusehome::OwnerOnlyMount;
 pub use hutch::{HutchEnv, E2E_TEMPLATE};
 pub use ldap::{Directory, LdapGroup, LdapUser};
 pub use leftovers::{assert_no_leftovers, leftovers};

@@ -25,9 +25,10 @@ pub struct TestUser {
     pub key: PathBuf,
     /// The public key line.
     pub pubkey: String,
-    /// True when `home` is a symlink the test asked for; then nothing was
-    /// written into it and Drop removes only the link.
-    pub home_is_symlink: bool,
+    /// True when the home is not the user's own directory made by useradd
+    /// (a symlink the test asked for, a path on a test's mount): nothing was
+    /// written into it and Drop removes only the account (and the link).
+    pub home_not_made: bool,
     keydir: TestDir,
 }
 
@@ -53,7 +54,7 @@ impl TestUser {
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
             chown(p, Some(u.uid), Some(u.gid)).expect("chown");
         }
-        u.home_is_symlink = false;
+        u.home_not_made = false;
         u
     }
 
@@ -81,9 +82,31 @@ impl TestUser {
         u
     }
 
+    /// A user whose home is `home`, which is neither made nor written to
+    /// (a path on a file system the test mounts; authorize its key with
+    /// [`SshdEnv::authorize`](crate::SshdEnv::authorize)). With `same_as`,
+    /// a second name for that user's uid and gid (`useradd -o`). Drop
+    /// removes only the account.
+    pub fn create_with_home(
+        name: &str,
+        shell: &Path,
+        home: &Path,
+        same_as: Option<&TestUser>,
+    ) -> TestUser {
+        check_name(name);
+        let mut c = Command::new("useradd");
+        c.args(["-M", "-d"]).arg(home).arg("-s").arg(shell);
+        match same_as {
+            Some(u) => c.args(["-o", "-u", &u.uid.to_string(), "-g", &u.gid.to_string()]),
+            None => c.arg("-U"),
+        };
+        run_ok(c.arg(name));
+        TestUser::adopt(name, true)
+    }
+
     /// Builds the struct right after useradd (so Drop cleans up if anything
     /// later fails): unlock, look up, make the key.
-    fn adopt(name: &str, home_is_symlink: bool) -> TestUser {
+    fn adopt(name: &str, home_not_made: bool) -> TestUser {
         let keydir = TestDir::new("htkey");
         let mut u = TestUser {
             name: name.to_string(),
@@ -93,7 +116,7 @@ impl TestUser {
             shell: PathBuf::new(),
             key: keydir.join("id_ed25519"),
             pubkey: String::new(),
-            home_is_symlink,
+            home_not_made,
             keydir,
         };
         let pw = nix::unistd::User::from_name(name)
@@ -148,7 +171,7 @@ impl Drop for TestUser {
                 );
             }
         }
-        let out = if self.home_is_symlink {
+        let out = if self.home_not_made {
             let o = output(Command::new("userdel").arg(&self.name));
             if std::fs::symlink_metadata(&self.home).is_ok_and(|m| m.file_type().is_symlink()) {
                 let _ = std::fs::remove_file(&self.home);

@@ -6,6 +6,7 @@
 //! themselves and their groups in the container's /etc. Spellings of one
 //! account (another case, an alias) share its one container.
 
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use hutch_tests::hutch::trimmed;
@@ -424,6 +425,99 @@ fn staged_drop_ins_are_checked_before_deploy() {
     drop(hutch);
     drop(dir);
     for t in [name.as_str(), tag.as_str()] {
+        assert_no_leftovers(t, Duration::from_secs(5));
+    }
+}
+
+/// A home that root cannot open — on a file system that refuses root as
+/// NFS with `root_squash` does (an owner-only FUSE mount: this kernel has
+/// no NFS; the VM tier runs the real NFS server) — is opened by a child
+/// that became the user and bound into the container; a symlink in its
+/// place is refused all the same; the last logout leaves the user's mount
+/// as it was.
+#[test]
+fn home_root_cannot_open_is_opened_as_the_user() {
+    if !require_root("home_root_cannot_open_is_opened_as_the_user") {
+        return;
+    }
+    let hutch = HutchEnv::new("");
+    let place = TestDir::new("htfm");
+    let mnt = place.join("mnt");
+    let home = mnt.join("home");
+    let name = unique("ht");
+    let user = TestUser::create_with_home(&name, &hutch.shell, &home, None);
+    // A second name of the same uid whose home is a symlink on that mount.
+    let name2 = unique("ht");
+    let user2 = TestUser::create_with_home(&name2, &hutch.shell, &mnt.join("evil"), Some(&user));
+    let (uid, gid) = (user.uid, user.gid);
+    let fs = OwnerOnlyMount::new(&mnt, uid, gid, |src| {
+        let home = src.join("home");
+        std::fs::create_dir(&home).unwrap();
+        std::fs::write(home.join("hello"), "from a home root cannot read\n").unwrap();
+        std::os::unix::fs::symlink("/etc", src.join("evil")).unwrap();
+        for p in [&home.join("hello"), &home] {
+            std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
+        }
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    });
+
+    // The premise: root is refused, the user is not.
+    let refused = fs
+        .root_stat(&home)
+        .expect_err("root must not reach the home");
+    assert!(refused.contains("Permission denied"), "{refused}");
+    let out = output(fs.command_as(uid, gid, "cat").arg(home.join("hello")));
+    assert!(out.status.success(), "{}", out.describe());
+
+    {
+        let mut opts = hutch.sshd_opts(Sftp::Internal);
+        opts.mount_ns = Some(fs.ns_pid());
+        let env = SshdEnv::start(opts);
+        env.authorize(&user);
+
+        let out = env.ssh(
+            &user,
+            &["pwd; cat hello; hostname; readlink /proc/1/exe >/dev/null; cat /proc/1/comm"],
+        );
+        assert!(out.status.success(), "{}", out.describe());
+        assert_eq!(
+            out.stdout_str(),
+            format!(
+                "{}\nfrom a home root cannot read\n{name}\nhutch-init\n",
+                home.display()
+            ),
+            "{}",
+            out.describe()
+        );
+        let left = hutch.wait_gone(&name, Duration::from_secs(20));
+        assert!(left.is_empty(), "{left:?}");
+        assert!(fs.mounted(), "the teardown touched the user's mount");
+        let out = output(fs.command_as(uid, gid, "cat").arg(home.join("hello")));
+        assert!(
+            out.status.success(),
+            "after the teardown: {}",
+            out.describe()
+        );
+
+        // A home that is a symlink there (to /etc): opened as the user,
+        // still refused, and the login with it.
+        env.authorize(&user2);
+        let out = env.ssh(&user2, &["cat /etc/hostname"]);
+        assert_ne!(out.code(), Some(0), "{}", out.describe());
+        let why = env.syslog().wait_for(
+            |l| l.contains(&name2) && l.contains("symlink"),
+            Duration::from_secs(10),
+        );
+        assert!(why.is_some(), "{:#?}", env.syslog().lines());
+        let left = hutch.wait_gone(&name2, Duration::from_secs(20));
+        assert!(left.is_empty(), "{left:?}");
+    }
+    drop(fs);
+    drop(user2);
+    drop(user);
+    let tag = hutch.cgroup_root.clone();
+    drop(hutch);
+    for t in [name.as_str(), name2.as_str(), tag.as_str()] {
         assert_no_leftovers(t, Duration::from_secs(5));
     }
 }
