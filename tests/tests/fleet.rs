@@ -42,6 +42,17 @@ fn limit(hutch: &HutchEnv, user: &str, name: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+/// Waits until `user`'s container holds a session (its limits are written
+/// by then), then reads its limit file `name`.
+fn limit_when_up(hutch: &HutchEnv, user: &str, name: &str) -> Option<String> {
+    wait_until(Duration::from_secs(30), || {
+        hutch
+            .state(user)
+            .filter(|s| s["sessions"].as_array().is_some_and(|a| !a.is_empty()))
+    })?;
+    limit(hutch, user, name)
+}
+
 /// `hutchctl policy SPELLING` inside the directory's namespace.
 fn ctl_policy(dir: &Directory, hutch: &HutchEnv, spelling: &str) -> String {
     let out = output(
@@ -119,14 +130,8 @@ fn directory_users_get_their_groups_limits() {
 
         let _a = env.background(&alice, "sleep 300");
         let _b = env.background(&bob, "sleep 300");
-        for u in [&alice, &bob] {
-            let up = wait_until(Duration::from_secs(30), || {
-                limit(&hutch, &u.name, "pids.max")
-            });
-            assert!(up.is_some(), "no container for {}", u.name);
-        }
         assert_eq!(
-            limit(&hutch, &alice.name, "pids.max").as_deref(),
+            limit_when_up(&hutch, &alice.name, "pids.max").as_deref(),
             Some("66")
         );
         assert_eq!(
@@ -135,7 +140,10 @@ fn directory_users_get_their_groups_limits() {
                 .as_deref(),
             Some("314572800")
         );
-        assert_eq!(limit(&hutch, &bob.name, "pids.max").as_deref(), Some("88"));
+        assert_eq!(
+            limit_when_up(&hutch, &bob.name, "pids.max").as_deref(),
+            Some("88")
+        );
 
         let out = env.ssh(&alice, &["id -un; id -Gn; hostname"]);
         assert!(out.status.success(), "{}", out.describe());
@@ -262,10 +270,7 @@ fn spellings_of_one_account_share_its_container() {
         env.authorize(&alice);
 
         let _hold = env.background(&alice, "sleep 300");
-        wait_until(Duration::from_secs(30), || {
-            limit(&hutch, &alice.name, "pids.max")
-        })
-        .expect("alice's container");
+        limit_when_up(&hutch, &alice.name, "pids.max").expect("alice's container");
         let pidns = trimmed(&env.ssh(&alice, &["readlink /proc/self/ns/pid"]));
         assert!(pidns.starts_with("pid:["), "{pidns}");
 
@@ -400,9 +405,7 @@ fn staged_drop_ins_are_checked_before_deploy() {
         env.authorize(&alice);
         let pids_at_login = || {
             let hold = env.background(&alice, "sleep 300");
-            let got = wait_until(Duration::from_secs(30), || {
-                limit(&hutch, &alice.name, "pids.max")
-            });
+            let got = limit_when_up(&hutch, &alice.name, "pids.max");
             drop(hold);
             let left = hutch.wait_gone(&alice.name, Duration::from_secs(20));
             assert!(left.is_empty(), "{left:?}");
