@@ -93,6 +93,9 @@ nslcd               | cmd:nslcd
 libnss-ldapd        | file:/lib/*-linux-gnu/libnss_ldap.so.2
 squashfuse          | cmd:squashfuse
 squashfs-tools      | cmd:mksquashfs
+prometheus          | cmd:promtool
+prometheus-node-exporter | cmd:prometheus-node-exporter
+lintian             | cmd:lintian
 '
 
 say() { echo "deps.sh: $*"; }

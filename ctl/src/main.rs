@@ -1,12 +1,16 @@
 //! hutchctl: the admin's tool.
 //!
 //! `template build|load|list|update|unload`, `list`, `stats`, `watch`,
-//! `freeze`, `thaw`, `enter`, `diff`, `stop`, `check`, `policy`, `setup`.
+//! `freeze`, `thaw`, `enter`, `diff`, `stop`, `check`, `policy`, `setup`,
+//! `completions`.
 
+mod completions;
 mod containers;
 mod diff;
 mod enter;
 mod freeze;
+#[cfg(test)]
+mod manpage;
 mod policy_cmd;
 mod stats;
 mod template_cmd;
@@ -17,9 +21,18 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+/// The build `--version` names: the package version and the git commit
+/// (build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("HUTCH_GIT_COMMIT"),
+    ")"
+);
+
 /// Manage hutch: per-user login containers.
 #[derive(Parser, Debug)]
-#[command(name = "hutchctl", version, about, long_about = None)]
+#[command(name = "hutchctl", version = VERSION, about, long_about = None)]
 pub struct Cli {
     /// Policy file to use.
     #[arg(long, global = true, default_value = hutch_policy::DEFAULT_CONFIG)]
@@ -151,6 +164,12 @@ pub enum Command {
         #[arg(long, default_value = "/usr/lib/pam.d", hide = true)]
         vendor_pam_dir: PathBuf,
     },
+    /// Print a shell completion script for hutchctl (the package installs
+    /// the bash and zsh ones).
+    Completions {
+        /// The shell: bash or zsh.
+        shell: completions::Shell,
+    },
 }
 
 /// The policy at `config`, or `None` when there is no file there (after
@@ -211,6 +230,7 @@ fn main() {
             pam_dir,
             vendor_pam_dir,
         } => containers::setup(pam_dir, vendor_pam_dir, pam_service, *undo),
+        Command::Completions { shell } => completions::print(*shell),
     };
     match result {
         Ok(code) => std::process::exit(code),
