@@ -37,8 +37,8 @@ pub fn open_in_child(opts: &JoinOptions, user: &str) -> Result<f64, String> {
                     drop(w);
                     s.close();
                 }
-                Ok(Outcome::Exempt(why)) => {
-                    let _ = w.write_all(format!("ERR exempt: {why}").as_bytes());
+                Ok(other) => {
+                    let _ = w.write_all(format!("ERR not joined: {other:?}").as_bytes());
                 }
                 Err(e) => {
                     let _ = w.write_all(format!("ERR {e}").as_bytes());

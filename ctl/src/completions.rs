@@ -18,12 +18,9 @@ pub fn script(shell: Shell) -> String {
     let mut cmd = Cli::command();
     let mut out = Vec::new();
     match shell {
-        Shell::Bash => clap_complete::generate(
-            clap_complete::Shell::Bash,
-            &mut cmd,
-            "hutchctl",
-            &mut out,
-        ),
+        Shell::Bash => {
+            clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "hutchctl", &mut out)
+        }
         Shell::Zsh => {
             clap_complete::generate(clap_complete::Shell::Zsh, &mut cmd, "hutchctl", &mut out)
         }

@@ -75,5 +75,7 @@ fn the_walk_sees_nested_commands() {
     let c = commands();
     assert!(c.contains(&"template build".to_string()), "{c:?}");
     assert!(c.contains(&"stop".to_string()), "{c:?}");
-    assert!(entry_heads(PAGE).iter().any(|h| h.starts_with("template list")));
+    assert!(entry_heads(PAGE)
+        .iter()
+        .any(|h| h.starts_with("template list")));
 }

@@ -105,6 +105,10 @@ pub fn write_explanation(
         Decision::Exempt(why) => format!("exempt: {why}"),
         Decision::Refuse(why) => format!("refused: {why}"),
     };
+    let verdict = match &e.monitor {
+        Some(why) => format!("monitor only, would be {verdict} ({why})"),
+        None => verdict,
+    };
     writeln!(
         out,
         "# user {user} (uid {uid}), service {service}: {verdict}"

@@ -24,7 +24,10 @@ fn version_names_version_and_commit() {
     match head {
         Ok(h) if h.status.success() && std::env::var_os("HUTCH_GIT_COMMIT").is_none() => {
             let commit = String::from_utf8_lossy(&h.stdout).trim().to_string();
-            assert_eq!(text, format!("hutchctl {} (git {commit})", env!("CARGO_PKG_VERSION")));
+            assert_eq!(
+                text,
+                format!("hutchctl {} (git {commit})", env!("CARGO_PKG_VERSION"))
+            );
         }
         _ => eprintln!("no git checkout here: only the form of {text:?} is checked"),
     }
@@ -50,7 +53,11 @@ fn bash_completion_completes() {
             ))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut words: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(|l| l.trim().to_string())

@@ -6,13 +6,15 @@ use std::any::Any;
 use std::os::raw::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use hutch_runtime::audit::Record;
+use hutch_runtime::counters::{self, LoginResult};
 use hutch_runtime::join::{JoinError, JoinOptions, Outcome, Session, SessionInfo};
 
 use crate::args::{self, Args, OnError};
 use crate::codes::{PAM_IGNORE, PAM_SERVICE_ERR, PAM_SESSION_ERR, PAM_SUCCESS};
 
 /// syslog priorities (the facility, LOG_AUTHPRIV, is added by [`PamOps::log`]).
-pub use libc::{LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_WARNING};
+pub use libc::{LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING};
 
 /// What the module needs from its PAM handle.
 pub trait PamOps {
@@ -46,6 +48,11 @@ pub trait Joiner {
         info: &SessionInfo,
     ) -> Result<Outcome, JoinError>;
     fn close(&self, session: Session);
+    /// Adds a login's increments to the counters of policy `config`
+    /// (`hutchctl metrics`); a failure is ignored.
+    fn count(&self, config: &std::path::Path, incs: &[(String, u64)]);
+    /// Sends one audit record (hutch-audit(7)) to the host's syslog.
+    fn audit(&self, record: &Record);
 }
 
 /// The real runtime.
@@ -62,6 +69,13 @@ impl Joiner for Runtime {
     }
     fn close(&self, session: Session) {
         session.close()
+    }
+    fn count(&self, config: &std::path::Path, incs: &[(String, u64)]) {
+        let path = counters::path_for(config, std::path::Path::new(counters::DEFAULT_DIR));
+        let _ = counters::add(&path, incs);
+    }
+    fn audit(&self, record: &Record) {
+        record.send()
     }
 }
 
@@ -124,24 +138,26 @@ pub fn open_session<O: PamOps, S: AsRef<str>>(
         Ok(args) => args,
         Err(code) => return code,
     };
+    let info = SessionInfo {
+        service: ops.service().unwrap_or_default(),
+        tty: ops.tty(),
+        rhost: ops.rhost(),
+    };
     let user = match ops.user() {
         Ok(user) => user,
         Err(cause) => {
             return failed(
                 ops,
                 &args,
+                joiner,
                 "?",
+                &info,
                 &JoinError {
                     step: "pam_get_user",
                     cause,
                 },
             );
         }
-    };
-    let info = SessionInfo {
-        service: ops.service().unwrap_or_default(),
-        tty: ops.tty(),
-        rhost: ops.rhost(),
     };
     ops.log(
         LOG_INFO,
@@ -159,8 +175,17 @@ pub fn open_session<O: PamOps, S: AsRef<str>>(
         timeout: args.timeout,
         policy_cache: hutch_policy::DEFAULT_CACHE_DIR.into(),
     };
+    let started = std::time::Instant::now();
+    let count =
+        |result: LoginResult, refusal: Option<&str>, setup: Option<(&str, std::time::Duration)>| {
+            joiner.count(
+                &args.config,
+                &counters::login(&info.service, result, refusal, setup),
+            );
+        };
     match joiner.open(&opts, &user, &info) {
         Ok(Outcome::Exempt(why)) => {
+            count(LoginResult::Exempt, None, None);
             if args.debug {
                 ops.log(
                     LOG_DEBUG,
@@ -169,7 +194,50 @@ pub fn open_session<O: PamOps, S: AsRef<str>>(
             }
             PAM_IGNORE
         }
+        Ok(Outcome::Monitor { uid, would, why }) => {
+            count(LoginResult::Monitor, None, None);
+            ops.log(
+                LOG_NOTICE,
+                &format!(
+                    "monitor only ({}): would {} the session of {}; it runs on the host",
+                    clean(&why),
+                    clean(&would),
+                    clean(&user)
+                ),
+            );
+            joiner.audit(
+                &session_record("session.monitor", &user, Some(uid), &info)
+                    .field("would", &would)
+                    .field("why", &why),
+            );
+            PAM_IGNORE
+        }
+        Ok(Outcome::ExemptByLastGood { broken, why }) => {
+            count(LoginResult::Exempt, None, None);
+            ops.log(
+                LOG_ERR,
+                &format!(
+                    "the policy cannot be loaded ({}); letting {} in unconfined: the last policy that loaded exempts them ({})",
+                    clean(&broken),
+                    clean(&user),
+                    clean(&why)
+                ),
+            );
+            joiner.audit(
+                &session_record("session.exempt", &user, None, &info)
+                    .field("why", format!("exempt by the last good policy: {why}"))
+                    .field("broken", &broken)
+                    .notice(),
+            );
+            PAM_IGNORE
+        }
         Ok(Outcome::Joined(session)) => {
+            let took = started.elapsed();
+            if session.created {
+                count(LoginResult::Created, None, Some(("create", took)));
+            } else {
+                count(LoginResult::Joined, None, Some(("join", took)));
+            }
             let init_pid = session.init_pid;
             let tty = session.tty.clone();
             if let Err(cause) = ops.set_session(session) {
@@ -202,12 +270,73 @@ pub fn open_session<O: PamOps, S: AsRef<str>>(
             }
             PAM_SUCCESS
         }
-        Err(e) => failed(ops, &args, &user, &e),
+        Err(e) => failed(ops, &args, joiner, &user, &info, &e),
     }
 }
 
-/// One LOG_ERR line naming user, step and cause; the code `on_error` asks for.
-fn failed<O: PamOps>(ops: &O, args: &Args, user: &str, e: &JoinError) -> c_int {
+/// An audit record about `user`'s session: event, user, uid, PAM items.
+fn session_record(event: &'static str, user: &str, uid: Option<u32>, info: &SessionInfo) -> Record {
+    let uid = uid.or_else(|| hutch_runtime::account::lookup(user).ok().map(|a| a.uid));
+    Record::new(event)
+        .field("user", user)
+        .opt("uid", uid)
+        .field("service", &info.service)
+        .opt("rhost", info.rhost.as_ref())
+        .opt("tty", info.tty.as_ref())
+}
+
+/// The cause of a refusal as the counters label it: the step, or for the
+/// keeper's and the policy's own refusals what they refused for.
+pub fn refusal_cause(e: &JoinError) -> String {
+    if e.step == "keeper" && e.cause.contains("the most the policy allows") {
+        return "max_sessions".into();
+    }
+    if e.step == "keeper" && e.cause.contains("is not available on this host") {
+        return "controller_missing".into();
+    }
+    if e.step == "policy" && e.cause.contains("refuses confined users") {
+        return "service".into();
+    }
+    let mut out = String::new();
+    for c in e.step.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    out.trim_matches('_').to_string()
+}
+
+/// One LOG_ERR line naming user, step and cause; the code `on_error` asks
+/// for; the login counted and an audit record sent.
+fn failed<O: PamOps>(
+    ops: &O,
+    args: &Args,
+    joiner: &dyn Joiner,
+    user: &str,
+    info: &SessionInfo,
+    e: &JoinError,
+) -> c_int {
+    let cause = refusal_cause(e);
+    let result = match args.on_error {
+        OnError::Fail => LoginResult::Refused,
+        OnError::Ignore => LoginResult::Unconfined,
+    };
+    joiner.count(
+        &args.config,
+        &counters::login(&info.service, result, Some(&cause), None),
+    );
+    let event = match args.on_error {
+        OnError::Fail => "session.refuse",
+        OnError::Ignore => "session.unconfined",
+    };
+    joiner.audit(
+        &session_record(event, user, None, info)
+            .field("cause", &cause)
+            .field("reason", e.to_string())
+            .notice(),
+    );
     match args.on_error {
         OnError::Fail => {
             ops.log(
@@ -365,15 +494,22 @@ mod tests {
     /// What the fake runtime does on open.
     enum Script {
         Exempt,
+        Monitor,
+        LastGood,
         Join,
         Fail(&'static str, &'static str),
         Panic,
     }
 
+    /// One call of `count`: the policy file and its increments.
+    type Counted = (std::path::PathBuf, Vec<(String, u64)>);
+
     struct FakeJoiner {
         script: Script,
         opened: RefCell<Vec<(JoinOptions, String, SessionInfo)>>,
         closed: RefCell<Vec<String>>,
+        counted: RefCell<Vec<Counted>>,
+        audited: RefCell<Vec<String>>,
     }
 
     impl FakeJoiner {
@@ -382,7 +518,17 @@ mod tests {
                 script,
                 opened: RefCell::default(),
                 closed: RefCell::default(),
+                counted: RefCell::default(),
+                audited: RefCell::default(),
             }
+        }
+        /// The series counted, over every login so far.
+        fn series(&self) -> Vec<String> {
+            self.counted
+                .borrow()
+                .iter()
+                .flat_map(|(_, incs)| incs.iter().filter(|(_, n)| *n > 0).map(|(s, _)| s.clone()))
+                .collect()
         }
     }
 
@@ -398,11 +544,22 @@ mod tests {
                 .push((opts.clone(), user.to_string(), info.clone()));
             match self.script {
                 Script::Exempt => Ok(Outcome::Exempt("root is never confined".into())),
+                Script::Monitor => Ok(Outcome::Monitor {
+                    uid: 1001,
+                    would: "confine in template default".into(),
+                    why: "groups.staff: enforce = false (hutch.toml:3:11)".into(),
+                }),
+                Script::LastGood => Ok(Outcome::ExemptByLastGood {
+                    broken: "hutch.toml:1:1: bad".into(),
+                    why: "groups.admins: confine = false (hutch.toml:2:11)".into(),
+                }),
                 Script::Join => {
                     let (conn, _peer) = UnixStream::pair().unwrap();
                     Ok(Outcome::Joined(Session {
                         conn,
                         user: user.to_string(),
+                        uid: 1001,
+                        created: true,
                         init_pid: 4242,
                         tty: None,
                     }))
@@ -416,6 +573,14 @@ mod tests {
         }
         fn close(&self, session: Session) {
             self.closed.borrow_mut().push(session.user.clone());
+        }
+        fn count(&self, config: &std::path::Path, incs: &[(String, u64)]) {
+            self.counted
+                .borrow_mut()
+                .push((config.to_path_buf(), incs.to_vec()));
+        }
+        fn audit(&self, record: &Record) {
+            self.audited.borrow_mut().push(record.render());
         }
     }
 
@@ -644,6 +809,116 @@ mod tests {
 
         let mut h = FakeHandle::alice();
         assert_eq!(close_session(&mut h, &["on_error=x"], &j), PAM_SERVICE_ERR);
+    }
+
+    /// enforce = false: the would-be decision is logged and audited, the
+    /// login counted as monitor, and the session goes on (PAM_IGNORE).
+    #[test]
+    fn monitor_only_logs_and_lets_through() {
+        let mut h = FakeHandle::alice();
+        let j = FakeJoiner::new(Script::Monitor);
+        assert_eq!(open(&mut h, &[], &j), PAM_IGNORE);
+        assert!(h.data.is_none());
+        assert_eq!(
+            h.lines()[1],
+            (
+                LOG_NOTICE,
+                "monitor only (groups.staff: enforce = false (hutch.toml:3:11)): would confine in template default the session of alice; it runs on the host".to_string()
+            )
+        );
+        assert_eq!(
+            *j.audited.borrow(),
+            vec!["v=1 event=session.monitor user=alice uid=1001 service=sshd rhost=192.0.2.7 tty=ssh would=\"confine in template default\" why=\"groups.staff: enforce = false (hutch.toml:3:11)\"".to_string()]
+        );
+        assert_eq!(
+            j.series(),
+            vec!["hutch_logins_total{service=\"sshd\",result=\"monitor\"}".to_string()]
+        );
+    }
+
+    /// A broken policy that the last good one says exempts: in, with a LOG_ERR line.
+    #[test]
+    fn last_good_exemption_lets_in() {
+        let mut h = FakeHandle::alice();
+        let j = FakeJoiner::new(Script::LastGood);
+        assert_eq!(open(&mut h, &[], &j), PAM_IGNORE);
+        assert_eq!(h.lines()[1].0, LOG_ERR);
+        assert!(
+            h.lines()[1].1.contains("letting alice in unconfined"),
+            "{:?}",
+            h.lines()
+        );
+        assert!(j.audited.borrow()[0].starts_with("v=1 event=session.exempt user=alice"));
+    }
+
+    /// A refusal is counted by cause and audited; a join by kind with its set-up time.
+    #[test]
+    fn refusals_and_joins_counted() {
+        let mut h = FakeHandle::alice();
+        let j = FakeJoiner::new(Script::Fail(
+            "keeper",
+            "alice already has 2 sessions, the most the policy allows (2)",
+        ));
+        open(&mut h, &["config=/etc/x.toml"], &j);
+        let series = j.series();
+        assert!(
+            series.contains(&"hutch_logins_total{service=\"sshd\",result=\"refused\"}".to_string()),
+            "{series:?}"
+        );
+        assert!(
+            series.contains(&"hutch_login_refusals_total{cause=\"max_sessions\"}".to_string()),
+            "{series:?}"
+        );
+        assert_eq!(
+            j.counted.borrow()[0].0,
+            std::path::PathBuf::from("/etc/x.toml")
+        );
+        let rec = j.audited.borrow()[0].clone();
+        let pairs = hutch_runtime::audit::parse(&rec).unwrap();
+        assert_eq!(pairs[1], ("event".into(), "session.refuse".into()));
+        assert!(
+            pairs.contains(&("cause".into(), "max_sessions".into())),
+            "{rec}"
+        );
+
+        let mut h = FakeHandle::alice();
+        let j = FakeJoiner::new(Script::Join);
+        open(&mut h, &[], &j);
+        let series = j.series();
+        assert!(
+            series.contains(&"hutch_logins_total{service=\"sshd\",result=\"created\"}".to_string()),
+            "{series:?}"
+        );
+        assert!(
+            series.contains(&"hutch_login_setup_seconds_count{kind=\"create\"}".to_string()),
+            "{series:?}"
+        );
+    }
+
+    /// Causes are labels: a step's odd characters go, the policy's and keeper's refusals are named.
+    #[test]
+    fn refusal_causes() {
+        let e = |step, cause: &str| JoinError {
+            step,
+            cause: cause.into(),
+        };
+        assert_eq!(refusal_cause(&e("setns(mnt)", "EINVAL")), "setns_mnt");
+        assert_eq!(refusal_cause(&e("policy", "hutch.toml:1:1: bad")), "policy");
+        assert_eq!(
+            refusal_cause(&e(
+                "policy",
+                "service systemd-user refuses confined users (x)"
+            )),
+            "service"
+        );
+        assert_eq!(
+            refusal_cause(&e(
+                "keeper",
+                "controller memory is not available on this host (x)"
+            )),
+            "controller_missing"
+        );
+        assert_eq!(refusal_cause(&e("pam_get_user", "no user")), "pam_get_user");
     }
 
     /// Control characters from the client cannot forge syslog lines.

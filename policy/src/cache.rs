@@ -448,6 +448,24 @@ pub fn fuzz_cache_round_trip(p: &Policy) {
 
 /// Reads the cache if it is ours and its key is `key`.
 fn read(path: &Path, key: &[u8]) -> Option<Policy> {
+    read_if(path, |k| k == key)
+}
+
+/// The policy last cached for `config`, whatever its sources say now (a
+/// cache of this build's format, private, undamaged). What a login falls
+/// back on, while the policy cannot be read, to let in an account the last
+/// policy that loaded exempted: a broken edit never locks the admins out.
+pub(crate) fn last_good(config: &Path, cache_dir: &Path) -> Option<Policy> {
+    if !fs::symlink_metadata(cache_dir).is_ok_and(|m| private(&m, true)) {
+        return None;
+    }
+    let mut w = Writer::default();
+    fingerprint().put(&mut w);
+    read_if(&cache_path(config, cache_dir), |k| k.starts_with(&w.buf))
+}
+
+/// Reads the cache at `path` if it is ours and `key_ok` accepts its key.
+fn read_if(path: &Path, key_ok: impl Fn(&[u8]) -> bool) -> Option<Policy> {
     let mut f = OpenOptions::new()
         .read(true)
         .custom_flags(libc_o_nofollow())
@@ -460,7 +478,7 @@ fn read(path: &Path, key: &[u8]) -> Option<Policy> {
     let mut bytes = Vec::with_capacity(m.size() as usize);
     f.read_to_end(&mut bytes).ok()?;
     let (k, payload) = unpack(&bytes).ok()?;
-    if k != key {
+    if !key_ok(k) {
         return None;
     }
     decode(payload).ok()
@@ -667,6 +685,37 @@ mod tests {
         assert_eq!(used, CacheUse::Parsed);
         assert!(p.unwrap_err().message.contains("did you mean \"memory\""));
         assert!(!cache.exists(), "nothing cached, no cache directory made");
+    }
+
+    /// A broken edit: `last_good` still gives the policy that loaded last
+    /// (exemptions included); with no cache, or a foreign one, nothing.
+    #[test]
+    fn last_good_survives_a_broken_edit() {
+        let (_d, config, cache) = setup("[groups.admins]\nconfine = false\n");
+        assert!(Policy::last_good(&config, &cache).is_none(), "no cache yet");
+        assert_eq!(load(&config, &cache).1, CacheUse::Written);
+        fs::write(&config, "[defaults]\nmemroy = 1\n").unwrap();
+        assert!(load(&config, &cache).0.is_err());
+        let p = Policy::last_good(&config, &cache).expect("the last policy that loaded");
+        let admin = crate::Account {
+            name: "carol".into(),
+            uid: 1002,
+            gid: 1002,
+            groups: vec!["carol".into(), "admins".into()],
+            home: "/home/carol".into(),
+            shell: "/bin/sh".into(),
+        };
+        assert!(matches!(
+            p.resolve(&admin, "sshd"),
+            crate::Decision::Exempt(_)
+        ));
+        // Damaged: nothing.
+        let path = cache_path(&config, &cache);
+        let mut bytes = fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n / 2] ^= 0xff;
+        fs::write(&path, bytes).unwrap();
+        assert!(Policy::last_good(&config, &cache).is_none());
     }
 
     /// Two config paths never share a cache file.

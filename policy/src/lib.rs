@@ -356,6 +356,14 @@ impl Policy {
         cache::load_cached(path, cache_dir, cache::RACY).0
     }
 
+    /// The policy that last loaded through the cache in `cache_dir`, even
+    /// if `path` has changed (or broken) since: for exemptions only, while
+    /// the policy cannot be loaded (see pam_hutch(8)). `None` when there is
+    /// no usable cache.
+    pub fn last_good(path: &Path, cache_dir: &Path) -> Option<Policy> {
+        cache::last_good(path, cache_dir)
+    }
+
     /// [`Policy::load_cached`], also saying whether the cache was used (benchmarks, tests).
     pub fn load_cached_traced(
         path: &Path,

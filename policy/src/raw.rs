@@ -91,6 +91,9 @@ macro_rules! rules {
 rules! {
     /// `false` exempts (the session runs on the host).
     confine: bool,
+    /// `false`: monitor only. pam_hutch logs what it would have done with the
+    /// session (confine or refuse it) and lets it run on the host.
+    enforce: bool,
     /// A `[plans.NAME]` whose keys apply beneath this table's own.
     plan: Name,
     /// Groups only: the higher wins where a user's groups disagree.

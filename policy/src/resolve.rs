@@ -81,6 +81,11 @@ pub struct Explanation {
     /// The account's groups that have a `[groups.NAME]` table, highest precedence last.
     pub groups: Vec<String>,
     pub entries: Vec<Entry>,
+    /// `enforce = false` applies: the decision is what pam_hutch *would* do;
+    /// it logs it and lets the session run on the host. Says where the
+    /// setting came from (`groups.staff: enforce = false (FILE:LINE:COL)`).
+    /// Always `None` for root, and for an exempt decision.
+    pub monitor: Option<String>,
 }
 
 impl Explanation {
@@ -181,6 +186,8 @@ pub(crate) fn explain(model: &Model, account: &Account, service: &str) -> Explan
 
     let confine = p.confine.is_none_or(|(v, _)| v.value);
     add("confine", confine.to_string(), origin(p.confine));
+    let enforce = p.enforce.is_none_or(|(v, _)| v.value);
+    add("enforce", enforce.to_string(), origin(p.enforce));
 
     let (template, template_origin) = match (p.template, &model.template) {
         (Some((v, via)), _) => (
@@ -442,7 +449,13 @@ pub(crate) fn explain(model: &Model, account: &Account, service: &str) -> Explan
         }
     };
     debug_assert_eq!(CPU_PERIOD_US, 100_000);
+    let monitor = match (&decision, p.enforce) {
+        (Decision::Exempt(_), _) => None,
+        (_, Some((v, via))) if !v.value => Some(format!("{via}: enforce = false ({})", v.loc)),
+        _ => None,
+    };
     Explanation {
+        monitor,
         decision,
         service_mode,
         service_origin,

@@ -178,6 +178,33 @@ fn root_is_never_confined() {
     );
 }
 
+/// enforce = false keeps the would-be decision and says where it came from.
+#[test]
+fn enforce_false_monitors_with_reason() {
+    let p = parse("[defaults]\nmemory = \"1G\"\n[groups.students]\nenforce = false\n[users.bob]\nconfine = false\n");
+    let e = p.explain(&alice(), "sshd");
+    assert!(
+        matches!(e.decision, Decision::Confine(_)),
+        "the would-be decision stays"
+    );
+    assert_eq!(
+        e.monitor.as_deref(),
+        Some("groups.students: enforce = false (hutch.toml:4:11)")
+    );
+    assert_eq!(e.get("enforce").unwrap().value, "false");
+    // A refusing service is monitored too; an exempt account never is; root never.
+    let e = p.explain(&alice(), "systemd-user");
+    assert!(matches!(e.decision, Decision::Refuse(_)) && e.monitor.is_some());
+    let bob = account("bob", 1003, &["bob", "students"]);
+    assert!(p.explain(&bob, "sshd").monitor.is_none());
+    let root = account("root", 0, &["root", "students"]);
+    assert!(p.explain(&root, "sshd").monitor.is_none());
+    // Enforced by default; a user's own `enforce = true` beats the group.
+    let p = parse("[groups.students]\nenforce = false\n[users.alice]\nenforce = true\n");
+    assert!(p.explain(&alice(), "sshd").monitor.is_none());
+    assert!(parse("").explain(&alice(), "sshd").monitor.is_none());
+}
+
 /// confine = false exempts, and the reason names the table and place.
 #[test]
 fn confine_false_exempts_with_reason() {

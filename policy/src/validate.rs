@@ -224,6 +224,7 @@ fn priority_ties(model: &Model) -> Vec<Diagnostic> {
         let keys = set_keys!(
             r,
             confine,
+            enforce,
             plan,
             template,
             shell,

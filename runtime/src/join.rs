@@ -52,6 +52,9 @@ pub struct SessionInfo {
 pub struct Session {
     pub conn: UnixStream,
     pub user: String,
+    pub uid: u32,
+    /// This session's login made the container (started the keeper).
+    pub created: bool,
     /// The container's init, in the host's pid namespace.
     pub init_pid: i32,
     /// The caller's terminal, when it came from the host (su, login), as the
@@ -68,6 +71,17 @@ pub enum Outcome {
     Exempt(String),
     /// The calling process is now in the user's container.
     Joined(Session),
+    /// `enforce = false`: nothing was changed; the session runs on the host.
+    /// `would` is what an enforcing policy would do (`confine in template
+    /// default`, `refuse: ...`); `why` where `enforce = false` came from.
+    Monitor {
+        uid: u32,
+        would: String,
+        why: String,
+    },
+    /// The policy cannot be loaded (`broken` says why), but the last one
+    /// that did exempted the account (`why`): the session runs on the host.
+    ExemptByLastGood { broken: String, why: String },
 }
 
 /// A failure, naming the step (`"policy"`, `"threads"`, `"keeper"`, `"setns(mnt)"`, ...)
@@ -97,9 +111,19 @@ pub fn open_session(
     if account.uid == 0 {
         return Ok(Outcome::Exempt("root is never confined".into()));
     }
-    let policy = Policy::load_cached(&opts.config, &opts.policy_cache)
-        .map_err(|e| err("policy")(e.to_string()))?;
-    match policy.resolve(&account, &info.service) {
+    let policy = match Policy::load_cached(&opts.config, &opts.policy_cache) {
+        Ok(p) => p,
+        Err(e) => return broken_policy(opts, &account, &info.service, e),
+    };
+    let explained = policy.explain(&account, &info.service);
+    if let Some(why) = explained.monitor {
+        return Ok(Outcome::Monitor {
+            uid: account.uid,
+            would: would_do(&explained.decision),
+            why,
+        });
+    }
+    match explained.decision {
         Decision::Exempt(why) => return Ok(Outcome::Exempt(why)),
         Decision::Refuse(why) => return Err(err("policy")(why)),
         Decision::Confine(_) => {}
@@ -108,16 +132,45 @@ pub fn open_session(
     // half-joined process must never happen.
     check_single_threaded()?;
     let paths = UserPaths::new(policy.host(), user);
-    let (conn, init_pid, namespaces) = connect_or_start(opts, &paths, user, info)?;
+    let (conn, init_pid, namespaces, created) = connect_or_start(opts, &paths, user, info)?;
     let tty = host_tty();
     join_container(&namespaces)?;
     let tty = tty.map(|t| t.and_then(bind_tty));
     Ok(Outcome::Joined(Session {
         conn,
         user: user.to_string(),
+        uid: account.uid,
+        created,
         init_pid,
         tty,
     }))
+}
+
+/// What an enforcing policy would do with a session (for a monitor-only log line).
+fn would_do(d: &Decision) -> String {
+    match d {
+        Decision::Confine(p) => format!("confine in template {}", p.template),
+        Decision::Refuse(why) => format!("refuse: {why}"),
+        Decision::Exempt(why) => format!("exempt: {why}"),
+    }
+}
+
+/// A login whose policy cannot be loaded is refused (fail closed), unless
+/// the last policy that loaded (the cache) exempted the account: then it
+/// goes on unconfined ([`Outcome::ExemptByLastGood`]), so a broken edit
+/// never locks an exempt admin out (root is let in before the policy is
+/// read at all).
+fn broken_policy(
+    opts: &JoinOptions,
+    account: &hutch_policy::Account,
+    service: &str,
+    e: hutch_policy::PolicyError,
+) -> Result<Outcome, JoinError> {
+    let cause = e.to_string();
+    match Policy::last_good(&opts.config, &opts.policy_cache).map(|p| p.resolve(account, service)) {
+        Some(Decision::Exempt(why)) => Ok(Outcome::ExemptByLastGood { broken: cause, why }),
+        _ => Err(err("policy")(cause)),
+    }
 }
 
 /// The caller's terminal from the host: a detached clone of its device node
@@ -210,22 +263,25 @@ pub fn check_single_threaded() -> Result<(), JoinError> {
 
 type Opened = (UnixStream, i32, Namespaces);
 
+/// Connects to the user's keeper, starting one if none runs; also says
+/// whether this call started it (the session's login made the container).
 fn connect_or_start(
     opts: &JoinOptions,
     paths: &UserPaths,
     user: &str,
     info: &SessionInfo,
-) -> Result<Opened, JoinError> {
+) -> Result<(UnixStream, i32, Vec<OwnedFd>, bool), JoinError> {
+    let joined = |(c, p, n): Opened| (c, p, n, false);
     // Fast path: a keeper is running.
     if let Some(o) = try_open(paths, info, opts.timeout)? {
-        return Ok(o);
+        return Ok(joined(o));
     }
     for _ in 0..3 {
         let lock = lock_user(&paths.lock(), true)
             .map_err(|e| err("lock")(format!("locking {}: {e}", paths.lock().display())))?
             .ok_or_else(|| err("lock")("lock not taken".into()))?;
         if let Some(o) = try_open(paths, info, opts.timeout)? {
-            return Ok(o);
+            return Ok(joined(o));
         }
         if let Err(e) = spawn_keeper(opts, user, &info.service) {
             // Nothing runs for this user: leave no lock or directory behind.
@@ -235,8 +291,8 @@ fn connect_or_start(
         }
         let opened = try_open(paths, info, opts.timeout)?;
         drop(lock);
-        if let Some(o) = opened {
-            return Ok(o);
+        if let Some((c, p, n)) = opened {
+            return Ok((c, p, n, true));
         }
     }
     Err(err("keeper")(format!(

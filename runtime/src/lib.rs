@@ -12,12 +12,16 @@
 //! - [`inspect`]: root's view of a running container, never through the user's names
 //! - [`net`]: per-user networking: veth, bridge, leases, firewall tables
 //! - [`account`]: NSS look-ups of accounts and groups
+//! - [`audit`]: the structured audit records (`hutch-audit` in syslog)
+//! - [`counters`]: pam_hutch's login counters, for `hutchctl metrics`
 //! - [`sys`]: the one place for unsafe libc calls that nix does not cover
 //! - [`error`]: printing an error with its causes
 
 pub mod account;
+pub mod audit;
 pub mod cgroup;
 pub mod container;
+pub mod counters;
 pub mod enter;
 pub mod error;
 pub mod inspect;

@@ -567,3 +567,30 @@ pub fn load_seccomp(filter: &[libc::sock_filter]) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// `unix` (seconds) in local time as a syslog (RFC 3164) header writes it:
+/// `Dec  3 07:40:05`, as glibc's syslog(3) does.
+pub fn syslog_time(unix: i64) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let t: libc::time_t = unix;
+    // SAFETY: an all-zero `tm` is a valid value of a plain C struct of integers
+    // (and a pointer tm_zone may be null); localtime_r fills it and keeps no
+    // reference to either argument.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&t, &mut tm).is_null() {
+            return "Jan  1 00:00:00".to_string();
+        }
+        tm
+    };
+    format!(
+        "{} {:>2} {:02}:{:02}:{:02}",
+        MONTHS[tm.tm_mon.clamp(0, 11) as usize],
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
