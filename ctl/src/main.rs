@@ -11,9 +11,11 @@ mod enter;
 mod freeze;
 #[cfg(test)]
 mod manpage;
+mod metrics;
 mod policy_cmd;
 mod stats;
 mod template_cmd;
+mod usage;
 mod watch;
 
 use std::path::{Path, PathBuf};
@@ -164,6 +166,37 @@ pub enum Command {
         #[arg(long, default_value = "/usr/lib/pam.d", hide = true)]
         vendor_pam_dir: PathBuf,
     },
+    /// Prometheus metrics of every running container (usage, limits, limit
+    /// hits), the templates, and pam_hutch's logins and refusals.
+    ///
+    /// On stdout, or with --textfile written atomically for node_exporter's
+    /// textfile collector (the package's hutch-metrics.timer does that every
+    /// 15 s). With --record, also a usage sample of every container into the
+    /// history `report` reads.
+    Metrics {
+        /// Write this file (atomically, mode 0644) instead of stdout.
+        #[arg(long, value_name = "PATH")]
+        textfile: Option<PathBuf>,
+        /// Also record a usage sample of every container (<lib_dir>/usage.db).
+        #[arg(long)]
+        record: bool,
+    },
+    /// Who used what and who hit their limits, from the recorded usage
+    /// history: CPU time, memory peak, I/O, OOM kills, pids-limit and
+    /// memory.high hits, throttled time, sessions.
+    Report {
+        /// Only this user.
+        user: Option<String>,
+        /// The window: this long back from now (30m, 24h, 7d).
+        #[arg(long, default_value = "7d")]
+        since: String,
+        /// Print JSON.
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        /// Print CSV (a header line, then one line a user).
+        #[arg(long)]
+        csv: bool,
+    },
     /// Print a shell completion script for hutchctl (the package installs
     /// the bash and zsh ones).
     Completions {
@@ -231,6 +264,22 @@ fn main() {
             vendor_pam_dir,
         } => containers::setup(pam_dir, vendor_pam_dir, pam_service, *undo),
         Command::Completions { shell } => completions::print(*shell),
+        Command::Metrics { textfile, record } => {
+            metrics::metrics(&cli, textfile.as_deref(), *record)
+        }
+        Command::Report {
+            user,
+            since,
+            json,
+            csv,
+        } => {
+            let format = match (json, csv) {
+                (true, _) => usage::Format::Json,
+                (_, true) => usage::Format::Csv,
+                _ => usage::Format::Table,
+            };
+            usage::report(&cli, user.as_deref(), since, format)
+        }
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -54,7 +54,11 @@ pub enum CacheUse {
 /// schema's keys, so a build with a new key never reads an old cache.
 fn fingerprint() -> u64 {
     let mut text = String::from(env!("CARGO_PKG_VERSION"));
-    for k in crate::RULE_KEYS.iter().chain(crate::TOP_KEYS) {
+    for k in crate::RULE_KEYS
+        .iter()
+        .chain(crate::TOP_KEYS)
+        .chain(crate::HOST_KEYS)
+    {
         text.push(',');
         text.push_str(k);
     }

@@ -25,7 +25,7 @@ use std::time::Duration;
 pub use cache::{cache_path, fuzz_cache_round_trip, CacheUse, DEFAULT_CACHE_DIR};
 pub use error::{Diagnostic, Loc, Severity};
 pub use net::{EgressRule, Ipv4Net, NetHost, Proto};
-pub use raw::{RULE_KEYS, TOP_KEYS};
+pub use raw::{HOST_KEYS, RULE_KEYS, TOP_KEYS};
 pub use resolve::{
     Entry, Explanation, Origin, BUILTIN_SERVICES, DEFAULT_SHELL, DEFAULT_TEMPLATE,
     DEFAULT_WRITABLE_SIZE,
@@ -68,7 +68,13 @@ pub struct HostSettings {
     pub cgroup_root: String,
     /// `[host.net]`: bridge, pool, gateway, DNS, NAT uplink, lease file.
     pub net: NetHost,
+    /// How long `hutchctl metrics --record` keeps usage samples
+    /// (`usage_retention`, default [`DEFAULT_USAGE_RETENTION`]); zero keeps none.
+    pub usage_retention: Duration,
 }
+
+/// How long usage samples are kept unless `[host] usage_retention` says otherwise: 30 days.
+pub const DEFAULT_USAGE_RETENTION: Duration = Duration::from_secs(30 * 86400);
 
 impl HostSettings {
     /// The sticky lease file: `[host.net] leases`, or `<lib_dir>/leases`.
@@ -482,6 +488,10 @@ impl Policy {
                     .net
                     .as_ref()
                     .map_or_else(NetHost::default, |v| v.value.clone()),
+                usage_retention: model
+                    .usage_retention
+                    .as_ref()
+                    .map_or(DEFAULT_USAGE_RETENTION, |v| v.value.0),
             },
             warnings: diagnostics.clone(),
             files: files.clone(),

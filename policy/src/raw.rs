@@ -142,7 +142,17 @@ pub(crate) struct RawHost {
     pub lib_dir: Option<Spanned<AbsPath>>,
     pub cgroup_root: Option<Spanned<CgroupRoot>>,
     pub net: Option<Spanned<crate::net::NetHost>>,
+    pub usage_retention: Option<Spanned<crate::units::Seconds>>,
 }
+
+/// The keys of `[host]` (part of the cache's format fingerprint).
+pub const HOST_KEYS: &[&str] = &[
+    "run_dir",
+    "lib_dir",
+    "cgroup_root",
+    "net",
+    "usage_retention",
+];
 
 /// `[template]`.
 #[derive(Debug, Default, Deserialize)]
@@ -182,6 +192,7 @@ pub(crate) struct Model {
     pub lib_dir: Option<Located<AbsPath>>,
     pub cgroup_root: Option<Located<CgroupRoot>>,
     pub net: Option<Located<crate::net::NetHost>>,
+    pub usage_retention: Option<Located<crate::units::Seconds>>,
     pub template: Option<Located<Name>>,
     pub defaults: Rules,
     pub plans: BTreeMap<String, Rules>,
@@ -211,6 +222,7 @@ impl Model {
         m.lib_dir = raw.host.lib_dir.map(|s| src.locate(s));
         m.cgroup_root = raw.host.cgroup_root.map(|s| src.locate(s));
         m.net = raw.host.net.map(|s| src.locate(s));
+        m.usage_retention = raw.host.usage_retention.map(|s| src.locate(s));
         m.template = raw.template.name.map(|s| src.locate(s));
         if let Some(d) = raw.defaults {
             let loc = src.loc(d.span().start);
@@ -254,6 +266,7 @@ impl Model {
         take(&mut self.lib_dir, later.lib_dir);
         take(&mut self.cgroup_root, later.cgroup_root);
         take(&mut self.net, later.net);
+        take(&mut self.usage_retention, later.usage_retention);
         take(&mut self.template, later.template);
         self.defaults.overlay(later.defaults);
         for (mine, theirs) in [

@@ -53,7 +53,8 @@ fn empty_file_gives_builtin_defaults() {
             run_dir: "/run/hutch".into(),
             lib_dir: "/var/lib/hutch".into(),
             cgroup_root: "/hutch".into(),
-            net: Default::default()
+            net: Default::default(),
+            usage_retention: crate::DEFAULT_USAGE_RETENTION,
         }
     );
     let u = confined(&p, &alice());
@@ -178,6 +179,18 @@ fn root_is_never_confined() {
     );
 }
 
+/// `[host] usage_retention` takes a duration; drop-ins override it.
+#[test]
+fn usage_retention_key() {
+    assert_eq!(
+        parse("[host]\nusage_retention = \"7d\"\n")
+            .host()
+            .usage_retention,
+        std::time::Duration::from_secs(7 * 86400)
+    );
+    assert!(error("[host]\nusage_retention = \"soon\"\n").contains("usage_retention"));
+}
+
 /// enforce = false keeps the would-be decision and says where it came from.
 #[test]
 fn enforce_false_monitors_with_reason() {
@@ -273,7 +286,7 @@ fn unknown_key_with_did_you_mean() {
     );
     assert_eq!(
         error("[host]\nrun = \"/x\"\n"),
-        "hutch.toml:2:1: host: unknown key \"run\" (known keys: run_dir, lib_dir, cgroup_root, net)"
+        "hutch.toml:2:1: host: unknown key \"run\" (known keys: run_dir, lib_dir, cgroup_root, net, usage_retention)"
     );
 }
 
@@ -895,7 +908,7 @@ fn all_errors_reported() {
     assert_eq!(
         e.lines().collect::<Vec<_>>(),
         [
-            "hutch.d/1.toml:2:1: defaults: unknown key \"bogus\" (known keys: confine, plan, priority, template, shell, hostname, memory, memory_high, swap, cpu, cpu_weight, pids, io, io_weight, writable_size, writable, max_sessions, on_logout, linger, mounts, network, egress_deny, egress_allow, rate_in, rate_out, net_device, vlan_id, seccomp, strict)",
+            "hutch.d/1.toml:2:1: defaults: unknown key \"bogus\" (known keys: confine, enforce, plan, priority, template, shell, hostname, memory, memory_high, swap, cpu, cpu_weight, pids, io, io_weight, writable_size, writable, max_sessions, on_logout, linger, mounts, network, egress_deny, egress_allow, rate_in, rate_out, net_device, vlan_id, seccomp, strict)",
             "hutch.toml:2:8: users.a.plan: plan \"x\" is not defined (no [plans.NAME] table exists)",
             "hutch.toml:4:12: users.b.priority: priority only applies to groups",
         ]
@@ -925,7 +938,7 @@ fn explain_shows_origins() {
     assert_eq!(show("shell"), "shell = \"/bin/bash\"  # built-in default");
     assert_eq!(show("confine"), "confine = true  # built-in default");
     assert_eq!(e.service_mode, ServiceMode::Confine);
-    assert_eq!(e.entries.len(), 26);
+    assert_eq!(e.entries.len(), 27);
 }
 
 /// The shipped default policy parses, and the rule keys are all documented in the man page.
@@ -937,7 +950,7 @@ fn packaged_files_agree() {
         Policy::parse(&text, &toml).unwrap();
     }
     if let Ok(man) = std::fs::read_to_string(root.join("packaging/man/hutch.toml.5")) {
-        for k in RULE_KEYS {
+        for k in RULE_KEYS.iter().chain(crate::HOST_KEYS) {
             assert!(
                 man.contains(&format!(".B {k}")) || man.contains(&format!("\\fB{k}\\fR")),
                 "hutch.toml(5) does not document {k}"

@@ -636,11 +636,13 @@ impl Wire for HostSettings {
             lib_dir,
             cgroup_root,
             net,
+            usage_retention,
         } = self;
         run_dir.put(w);
         lib_dir.put(w);
         cgroup_root.put(w);
         net.put(w);
+        usage_retention.put(w);
     }
     fn get(r: &mut Reader<'_>) -> Result<Self, Corrupt> {
         Ok(HostSettings {
@@ -648,6 +650,7 @@ impl Wire for HostSettings {
             lib_dir: PathBuf::get(r)?,
             cgroup_root: String::get(r)?,
             net: NetHost::get(r)?,
+            usage_retention: Duration::get(r)?,
         })
     }
 }
@@ -659,6 +662,7 @@ impl Wire for Model {
             lib_dir,
             cgroup_root,
             net,
+            usage_retention,
             template,
             defaults,
             plans,
@@ -670,6 +674,7 @@ impl Wire for Model {
         lib_dir.put(w);
         cgroup_root.put(w);
         net.put(w);
+        usage_retention.put(w);
         template.put(w);
         defaults.put(w);
         plans.put(w);
@@ -683,6 +688,7 @@ impl Wire for Model {
             lib_dir: Option::get(r)?,
             cgroup_root: Option::get(r)?,
             net: Option::get(r)?,
+            usage_retention: Option::get(r)?,
             template: Option::get(r)?,
             defaults: Wire::get(r)?,
             plans: Wire::get(r)?,

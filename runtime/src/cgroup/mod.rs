@@ -256,6 +256,22 @@ pub struct Stats {
     pub io_write_ops: Option<u64>,
 }
 
+/// The limits a group has now, read back from its control files (what the
+/// kernel enforces, whatever asked for it). `None`: unlimited, or the
+/// controller is absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Applied {
+    pub memory_max: Option<u64>,
+    /// v2 `memory.high`; v1 `memory.soft_limit_in_bytes`.
+    pub memory_high: Option<u64>,
+    pub pids_max: Option<u64>,
+    /// (quota_us, period_us)
+    pub cpu_max: Option<(u64, u64)>,
+}
+
+/// v1 writes "no limit" as the largest page-aligned signed value.
+const V1_UNLIMITED: u64 = 0x7FFF_FFFF_FFFF_F000;
+
 /// How long [`Cgroup::kill_all`] waits for the group to empty.
 pub const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -673,6 +689,17 @@ impl Cgroup {
     /// where [`Cgroup::attach`] puts processes.
     pub fn leaf_dirs(&self) -> Vec<PathBuf> {
         self.dirs().into_iter().map(|d| d.join(LEAF)).collect()
+    }
+
+    /// The limits the kernel enforces on the group now ([`Applied`]).
+    pub fn applied(&self) -> Result<Applied, CgroupError> {
+        match self.mode {
+            Mode::V2 => match self.unified_dir() {
+                Some(d) => v2::applied(&d),
+                None => Ok(Applied::default()),
+            },
+            Mode::V1 => v1::applied(&self.v1_dirs()),
+        }
     }
 
     /// Usage and fault counters.

@@ -302,6 +302,30 @@ pub fn blkio_sum(text: &str) -> [u64; 2] {
 }
 
 /// Usage and fault counters from the group's v1 directories.
+/// The limits in force ([`super::Applied`]): `memory.limit_in_bytes`,
+/// `memory.soft_limit_in_bytes`, `pids.max`, `cpu.cfs_quota_us` over
+/// `cpu.cfs_period_us` (a quota of -1 is none).
+pub fn applied(d: &Dirs) -> Result<super::Applied, CgroupError> {
+    let limited = |v: Option<u64>| v.filter(|&v| v < super::V1_UNLIMITED);
+    let mut a = super::Applied::default();
+    if let Some(m) = d.memory.as_deref() {
+        a.memory_max = limited(fsio::read_u64(m, "memory.limit_in_bytes")?);
+        a.memory_high = limited(fsio::read_u64(m, "memory.soft_limit_in_bytes")?);
+    }
+    if let Some(p) = d.pids.as_deref() {
+        a.pids_max = fsio::read_u64(p, "pids.max")?;
+    }
+    if let Some(c) = d.cpu.as_deref() {
+        let quota =
+            fsio::read_opt(c, "cpu.cfs_quota_us")?.and_then(|s| s.trim().parse::<i64>().ok());
+        let period = fsio::read_u64(c, "cpu.cfs_period_us")?;
+        if let (Some(q), Some(p)) = (quota, period) {
+            a.cpu_max = u64::try_from(q).ok().map(|q| (q, p));
+        }
+    }
+    Ok(a)
+}
+
 pub fn stats(d: &Dirs) -> Result<Stats, CgroupError> {
     let mut s = Stats::default();
     if let Some(m) = d.memory.as_deref() {
@@ -421,6 +445,41 @@ mod tests {
         for (f, v) in files {
             std::fs::write(dir.join(f), v).unwrap();
         }
+    }
+
+    /// The limits read back; v1's "unlimited" values and a -1 quota are none.
+    #[test]
+    fn applied_reads_back() {
+        let t = tempfile::tempdir().unwrap();
+        let (m, p, c) = (t.path().join("m"), t.path().join("p"), t.path().join("c"));
+        fake(
+            &m,
+            &[
+                ("memory.limit_in_bytes", "536870912\n"),
+                ("memory.soft_limit_in_bytes", "9223372036854771712\n"),
+            ],
+        );
+        fake(&p, &[("pids.max", "max\n")]);
+        fake(
+            &c,
+            &[
+                ("cpu.cfs_quota_us", "50000\n"),
+                ("cpu.cfs_period_us", "100000\n"),
+            ],
+        );
+        let d = Dirs {
+            memory: Some(m),
+            pids: Some(p),
+            cpu: Some(c.clone()),
+            ..Dirs::default()
+        };
+        let a = applied(&d).unwrap();
+        assert_eq!(a.memory_max, Some(512 << 20));
+        assert_eq!(a.memory_high, None);
+        assert_eq!(a.pids_max, None);
+        assert_eq!(a.cpu_max, Some((50_000, 100_000)));
+        fake(&c, &[("cpu.cfs_quota_us", "-1\n")]);
+        assert_eq!(applied(&d).unwrap().cpu_max, None);
     }
 
     /// Weights map so that the ends and the defaults of v1 and v2 meet, monotonically.

@@ -187,6 +187,23 @@ pub fn write_limits(dir: &Path, limits: &Limits) -> Result<(), CgroupError> {
 }
 
 /// Usage and fault counters of the group directory `dir` (absent files give `None`).
+/// The limits in force ([`super::Applied`]): `memory.max`, `memory.high`,
+/// `pids.max` (`max` is none) and `cpu.max` (`max PERIOD` is none).
+pub fn applied(dir: &Path) -> Result<super::Applied, CgroupError> {
+    let cpu = fsio::read_opt(dir, "cpu.max")?.and_then(|s| {
+        let mut it = s.split_whitespace();
+        let q = it.next()?.parse().ok()?;
+        let p = it.next()?.parse().ok()?;
+        Some((q, p))
+    });
+    Ok(super::Applied {
+        memory_max: fsio::read_u64(dir, "memory.max")?,
+        memory_high: fsio::read_u64(dir, "memory.high")?,
+        pids_max: fsio::read_u64(dir, "pids.max")?,
+        cpu_max: cpu,
+    })
+}
+
 pub fn stats(dir: &Path) -> Result<Stats, CgroupError> {
     let cpu = fsio::read_opt(dir, "cpu.stat")?.unwrap_or_default();
     let mem_events = fsio::read_opt(dir, "memory.events")?.unwrap_or_default();
@@ -295,6 +312,32 @@ mod tests {
         for (f, v) in files {
             std::fs::write(dir.join(f), v).unwrap();
         }
+    }
+
+    /// The limits read back: numbers, and `max` as none.
+    #[test]
+    fn applied_reads_back() {
+        let t = tempfile::tempdir().unwrap();
+        fake(
+            t.path(),
+            &[
+                ("memory.max", "1073741824\n"),
+                ("memory.high", "max\n"),
+                ("pids.max", "40\n"),
+                ("cpu.max", "20000 100000\n"),
+            ],
+        );
+        let a = applied(t.path()).unwrap();
+        assert_eq!(a.memory_max, Some(1 << 30));
+        assert_eq!(a.memory_high, None);
+        assert_eq!(a.pids_max, Some(40));
+        assert_eq!(a.cpu_max, Some((20_000, 100_000)));
+        fake(
+            t.path(),
+            &[("cpu.max", "max 100000\n"), ("pids.max", "max\n")],
+        );
+        let a = applied(t.path()).unwrap();
+        assert_eq!((a.cpu_max, a.pids_max), (None, None));
     }
 
     const GROUP_FILES: &[(&str, &str)] = &[
