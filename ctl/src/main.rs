@@ -4,6 +4,7 @@
 //! `freeze`, `thaw`, `enter`, `diff`, `stop`, `check`, `policy`, `setup`,
 //! `completions`.
 
+mod admin_audit;
 mod completions;
 mod containers;
 mod diff;
@@ -233,6 +234,8 @@ pub fn policy_or_defaults(cli: &Cli) -> anyhow::Result<hutch_policy::Policy> {
 
 fn main() {
     let cli = Cli::parse();
+    // An entered shell may run for hours: its start is a record of its own.
+    admin_audit::send_start(&cli.command);
     let result = match &cli.command {
         Command::Template(cmd) => template_cmd::run(&cli, cmd),
         Command::List { json } => containers::list(&cli, *json),
@@ -281,6 +284,7 @@ fn main() {
             usage::report(&cli, user.as_deref(), since, format)
         }
     };
+    admin_audit::send(&cli.command, &result);
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {

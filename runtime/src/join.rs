@@ -270,7 +270,7 @@ fn connect_or_start(
     paths: &UserPaths,
     user: &str,
     info: &SessionInfo,
-) -> Result<(UnixStream, i32, Vec<OwnedFd>, bool), JoinError> {
+) -> Result<(UnixStream, i32, Namespaces, bool), JoinError> {
     let joined = |(c, p, n): Opened| (c, p, n, false);
     // Fast path: a keeper is running.
     if let Some(o) = try_open(paths, info, opts.timeout)? {

@@ -14,6 +14,7 @@
 //!    process in the cgroup, waits for the init, removes the cgroup and the
 //!    state, and exits (`teardown`).
 
+mod audit;
 pub mod logproxy;
 pub mod proto;
 mod serve;
@@ -72,6 +73,7 @@ pub fn main(opts: Options) -> i32 {
                     keeper.state.generation
                 ),
             );
+            keeper.audit_container_start(ms);
             if let Some(mut r) = ready.take() {
                 let _ = r.write_all(b"READY\n");
             }

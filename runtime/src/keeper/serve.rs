@@ -11,6 +11,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
+use super::audit::Ended;
 use super::proto::{self, Request};
 use super::state::SessionState;
 use super::{now_unix, Keeper};
@@ -267,8 +268,16 @@ impl Keeper {
         let said = proto::recv(&self.sessions.iter().nth(i).expect("a polled session").conn);
         {
             let s = self.sessions.remove(i, Instant::now());
-            if matches!(&said, Ok(Some((line, _))) if Request::parse(line) == Some(Request::Close))
-            {
+            let closed = matches!(&said, Ok(Some((line, _))) if Request::parse(line) == Some(Request::Close));
+            self.audit_session_close(
+                &s,
+                if closed {
+                    Ended::Logout
+                } else {
+                    Ended::Disconnected
+                },
+            );
+            if closed {
                 // The PAM host closing the session waits for this answer,
                 // so its pid is still its own: move it back out of the
                 // container's cgroup, or a teardown that follows would kill
@@ -418,6 +427,9 @@ impl Keeper {
             },
             origin,
         });
+        if let Some(s) = self.sessions.iter().last() {
+            self.audit_session_open(s);
+        }
         self.write_state();
     }
 }

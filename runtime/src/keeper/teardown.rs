@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use nix::sys::wait::waitpid;
 
+use super::audit::Ended;
 use super::{lock_user, Keeper};
 use crate::ns::Namespace;
 use crate::sys;
@@ -90,6 +91,9 @@ impl Keeper {
         let _ = fs::remove_file(self.paths.socket());
         self.listener = None;
         self.log = None;
+        for s in self.sessions.iter() {
+            self.audit_session_close(s, Ended::Teardown(why));
+        }
         self.sessions.clear();
         if let Err(e) = self.cgroup.kill_all() {
             sys::syslog(
@@ -99,6 +103,8 @@ impl Keeper {
             let _ = nix::sys::signal::kill(self.container.init, Signal::SIGKILL);
         }
         let killed = started.elapsed();
+        // The final counters, while the (now empty) group is still there.
+        let last = self.cgroup.stats().ok();
         let mut removed = self.cgroup.remove();
         for _ in 0..20 {
             if removed.is_ok() {
@@ -143,6 +149,7 @@ impl Keeper {
                 ),
             ),
         }
+        self.audit_container_stop(why, last.as_ref());
         sys::syslog(
             libc::LOG_INFO,
             &format!(
