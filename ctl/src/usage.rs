@@ -19,7 +19,7 @@
 //! each (user, container, session id). What a container did after its last
 //! sample, and sessions shorter than the sampling interval, are not seen.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -27,11 +27,6 @@ use rusqlite::{params, Connection};
 
 use crate::metrics::Snapshot;
 use crate::Cli;
-
-/// The store's file under lib_dir.
-pub fn db_path(lib_dir: &Path) -> PathBuf {
-    lib_dir.join("usage.db")
-}
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS samples (
@@ -207,7 +202,7 @@ pub fn record_snapshot(cli: &Cli, snap: &Snapshot) -> anyhow::Result<()> {
             });
         }
     }
-    let path = db_path(&host.lib_dir);
+    let path = host.usage_db.clone();
     let mut conn = open(&path)?;
     record(
         &mut conn,
@@ -415,7 +410,7 @@ pub fn report(cli: &Cli, user: Option<&str>, since: &str, format: Format) -> any
     let window = hutch_policy::units::parse_duration(since)
         .map_err(|e| anyhow::anyhow!("--since {since:?}: {e}"))?;
     let (host, _) = crate::metrics::host_settings(&cli.config);
-    let path = db_path(&host.lib_dir);
+    let path = host.usage_db.clone();
     if !path.exists() {
         eprintln!(
             "hutchctl: no usage recorded yet ({} is missing; hutch-metrics.timer runs `hutchctl metrics --record`)",
@@ -506,7 +501,11 @@ mod tests {
         assert_eq!(a.user, "alice");
         assert_eq!(a.containers, 2);
         assert_eq!(a.cpu_seconds, 3.0 + 4.0, "{a:?}");
-        assert_eq!(a.oom_kills, Some(0 + 2));
+        assert_eq!(
+            a.oom_kills,
+            Some(2),
+            "0 in the first container, 2 in the second"
+        );
         assert_eq!(a.memory_peak_bytes, Some(50));
         assert_eq!(a.sessions, 3);
         assert!(a.hit_limits());
@@ -549,7 +548,7 @@ mod tests {
             oom_kills: Some(1),
             ..Usage::default()
         };
-        let csv = render(&[u.clone()], Format::Csv);
+        let csv = render(std::slice::from_ref(&u), Format::Csv);
         assert!(
             csv.starts_with("user,sessions,containers,cpu_seconds,"),
             "{csv}"
@@ -562,7 +561,7 @@ mod tests {
             "{csv}"
         );
         let json: serde_json::Value =
-            serde_json::from_str(&render(&[u.clone()], Format::Json)).unwrap();
+            serde_json::from_str(&render(std::slice::from_ref(&u), Format::Json)).unwrap();
         assert_eq!(json[0]["oom_kills"], 1);
         assert!(render(&[u], Format::Table)
             .lines()

@@ -48,9 +48,12 @@ pub trait Joiner {
         info: &SessionInfo,
     ) -> Result<Outcome, JoinError>;
     fn close(&self, session: Session);
-    /// Adds a login's increments to the counters of policy `config`
-    /// (`hutchctl metrics`); a failure is ignored.
-    fn count(&self, config: &std::path::Path, incs: &[(String, u64)]);
+    /// The counters file of policy `config` (`hutchctl metrics`), opened
+    /// before the session enters the container.
+    fn counters(&self, config: &std::path::Path) -> Option<std::fs::File>;
+    /// Adds a login's increments to `file` (from [`Joiner::counters`]); a
+    /// failure is ignored.
+    fn count(&self, file: Option<&std::fs::File>, incs: &[(String, u64)]);
     /// Sends one audit record (hutch-audit(7)) to the host's syslog.
     fn audit(&self, record: &Record);
 }
@@ -70,9 +73,14 @@ impl Joiner for Runtime {
     fn close(&self, session: Session) {
         session.close()
     }
-    fn count(&self, config: &std::path::Path, incs: &[(String, u64)]) {
+    fn counters(&self, config: &std::path::Path) -> Option<std::fs::File> {
         let path = counters::path_for(config, std::path::Path::new(counters::DEFAULT_DIR));
-        let _ = counters::add(&path, incs);
+        counters::open_for_update(&path).ok()
+    }
+    fn count(&self, file: Option<&std::fs::File>, incs: &[(String, u64)]) {
+        if let Some(f) = file {
+            let _ = counters::add_to(f, incs);
+        }
     }
     fn audit(&self, record: &Record) {
         record.send()
@@ -150,6 +158,7 @@ pub fn open_session<O: PamOps, S: AsRef<str>>(
                 ops,
                 &args,
                 joiner,
+                joiner.counters(&args.config).as_ref(),
                 "?",
                 &info,
                 &JoinError {
@@ -176,10 +185,11 @@ pub fn open_session<O: PamOps, S: AsRef<str>>(
         policy_cache: hutch_policy::DEFAULT_CACHE_DIR.into(),
     };
     let started = std::time::Instant::now();
+    let counters_file = joiner.counters(&args.config);
     let count =
         |result: LoginResult, refusal: Option<&str>, setup: Option<(&str, std::time::Duration)>| {
             joiner.count(
-                &args.config,
+                counters_file.as_ref(),
                 &counters::login(&info.service, result, refusal, setup),
             );
         };
@@ -270,7 +280,7 @@ pub fn open_session<O: PamOps, S: AsRef<str>>(
             }
             PAM_SUCCESS
         }
-        Err(e) => failed(ops, &args, joiner, &user, &info, &e),
+        Err(e) => failed(ops, &args, joiner, counters_file.as_ref(), &user, &info, &e),
     }
 }
 
@@ -314,6 +324,7 @@ fn failed<O: PamOps>(
     ops: &O,
     args: &Args,
     joiner: &dyn Joiner,
+    counters_file: Option<&std::fs::File>,
     user: &str,
     info: &SessionInfo,
     e: &JoinError,
@@ -324,7 +335,7 @@ fn failed<O: PamOps>(
         OnError::Ignore => LoginResult::Unconfined,
     };
     joiner.count(
-        &args.config,
+        counters_file,
         &counters::login(&info.service, result, Some(&cause), None),
     );
     let event = match args.on_error {
@@ -501,14 +512,15 @@ mod tests {
         Panic,
     }
 
-    /// One call of `count`: the policy file and its increments.
-    type Counted = (std::path::PathBuf, Vec<(String, u64)>);
+    /// One call of `count`: its increments.
+    type Counted = Vec<(String, u64)>;
 
     struct FakeJoiner {
         script: Script,
         opened: RefCell<Vec<(JoinOptions, String, SessionInfo)>>,
         closed: RefCell<Vec<String>>,
         counted: RefCell<Vec<Counted>>,
+        counters_of: RefCell<Vec<std::path::PathBuf>>,
         audited: RefCell<Vec<String>>,
     }
 
@@ -519,6 +531,7 @@ mod tests {
                 opened: RefCell::default(),
                 closed: RefCell::default(),
                 counted: RefCell::default(),
+                counters_of: RefCell::default(),
                 audited: RefCell::default(),
             }
         }
@@ -527,7 +540,7 @@ mod tests {
             self.counted
                 .borrow()
                 .iter()
-                .flat_map(|(_, incs)| incs.iter().filter(|(_, n)| *n > 0).map(|(s, _)| s.clone()))
+                .flat_map(|incs| incs.iter().filter(|(_, n)| *n > 0).map(|(s, _)| s.clone()))
                 .collect()
         }
     }
@@ -574,10 +587,12 @@ mod tests {
         fn close(&self, session: Session) {
             self.closed.borrow_mut().push(session.user.clone());
         }
-        fn count(&self, config: &std::path::Path, incs: &[(String, u64)]) {
-            self.counted
-                .borrow_mut()
-                .push((config.to_path_buf(), incs.to_vec()));
+        fn counters(&self, config: &std::path::Path) -> Option<std::fs::File> {
+            self.counters_of.borrow_mut().push(config.to_path_buf());
+            None
+        }
+        fn count(&self, _file: Option<&std::fs::File>, incs: &[(String, u64)]) {
+            self.counted.borrow_mut().push(incs.to_vec());
         }
         fn audit(&self, record: &Record) {
             self.audited.borrow_mut().push(record.render());
@@ -870,7 +885,7 @@ mod tests {
             "{series:?}"
         );
         assert_eq!(
-            j.counted.borrow()[0].0,
+            j.counters_of.borrow()[0],
             std::path::PathBuf::from("/etc/x.toml")
         );
         let rec = j.audited.borrow()[0].clone();

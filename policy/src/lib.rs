@@ -71,6 +71,8 @@ pub struct HostSettings {
     /// How long `hutchctl metrics --record` keeps usage samples
     /// (`usage_retention`, default [`DEFAULT_USAGE_RETENTION`]); zero keeps none.
     pub usage_retention: Duration,
+    /// The usage history's SQLite file (`usage_db`, default `<lib_dir>/usage.db`).
+    pub usage_db: PathBuf,
 }
 
 /// How long usage samples are kept unless `[host] usage_retention` says otherwise: 30 days.
@@ -492,6 +494,18 @@ impl Policy {
                     .usage_retention
                     .as_ref()
                     .map_or(DEFAULT_USAGE_RETENTION, |v| v.value.0),
+                usage_db: model.usage_db.as_ref().map_or_else(
+                    || {
+                        Path::new(
+                            model
+                                .lib_dir
+                                .as_ref()
+                                .map_or("/var/lib/hutch", |v| v.value.0.as_str()),
+                        )
+                        .join("usage.db")
+                    },
+                    |v| PathBuf::from(&v.value.0),
+                ),
             },
             warnings: diagnostics.clone(),
             files: files.clone(),

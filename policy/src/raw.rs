@@ -143,6 +143,7 @@ pub(crate) struct RawHost {
     pub cgroup_root: Option<Spanned<CgroupRoot>>,
     pub net: Option<Spanned<crate::net::NetHost>>,
     pub usage_retention: Option<Spanned<crate::units::Seconds>>,
+    pub usage_db: Option<Spanned<AbsPath>>,
 }
 
 /// The keys of `[host]` (part of the cache's format fingerprint).
@@ -152,6 +153,7 @@ pub const HOST_KEYS: &[&str] = &[
     "cgroup_root",
     "net",
     "usage_retention",
+    "usage_db",
 ];
 
 /// `[template]`.
@@ -193,6 +195,7 @@ pub(crate) struct Model {
     pub cgroup_root: Option<Located<CgroupRoot>>,
     pub net: Option<Located<crate::net::NetHost>>,
     pub usage_retention: Option<Located<crate::units::Seconds>>,
+    pub usage_db: Option<Located<AbsPath>>,
     pub template: Option<Located<Name>>,
     pub defaults: Rules,
     pub plans: BTreeMap<String, Rules>,
@@ -223,6 +226,7 @@ impl Model {
         m.cgroup_root = raw.host.cgroup_root.map(|s| src.locate(s));
         m.net = raw.host.net.map(|s| src.locate(s));
         m.usage_retention = raw.host.usage_retention.map(|s| src.locate(s));
+        m.usage_db = raw.host.usage_db.map(|s| src.locate(s));
         m.template = raw.template.name.map(|s| src.locate(s));
         if let Some(d) = raw.defaults {
             let loc = src.loc(d.span().start);
@@ -267,6 +271,7 @@ impl Model {
         take(&mut self.cgroup_root, later.cgroup_root);
         take(&mut self.net, later.net);
         take(&mut self.usage_retention, later.usage_retention);
+        take(&mut self.usage_db, later.usage_db);
         take(&mut self.template, later.template);
         self.defaults.overlay(later.defaults);
         for (mine, theirs) in [

@@ -55,6 +55,7 @@ fn empty_file_gives_builtin_defaults() {
             cgroup_root: "/hutch".into(),
             net: Default::default(),
             usage_retention: crate::DEFAULT_USAGE_RETENTION,
+            usage_db: "/var/lib/hutch/usage.db".into(),
         }
     );
     let u = confined(&p, &alice());
@@ -179,7 +180,7 @@ fn root_is_never_confined() {
     );
 }
 
-/// `[host] usage_retention` takes a duration; drop-ins override it.
+/// `[host] usage_retention` takes a duration, `usage_db` an absolute path.
 #[test]
 fn usage_retention_key() {
     assert_eq!(
@@ -189,6 +190,18 @@ fn usage_retention_key() {
         std::time::Duration::from_secs(7 * 86400)
     );
     assert!(error("[host]\nusage_retention = \"soon\"\n").contains("usage_retention"));
+    // usage_db: under lib_dir unless set; an absolute path.
+    let p = parse("[host]\nlib_dir = \"/srv/hutch\"\n");
+    assert_eq!(
+        p.host().usage_db,
+        std::path::PathBuf::from("/srv/hutch/usage.db")
+    );
+    let p = parse("[host]\nusage_db = \"/var/log/hutch-usage.db\"\n");
+    assert_eq!(
+        p.host().usage_db,
+        std::path::PathBuf::from("/var/log/hutch-usage.db")
+    );
+    assert!(error("[host]\nusage_db = \"rel.db\"\n").contains("usage_db"));
 }
 
 /// enforce = false keeps the would-be decision and says where it came from.
@@ -286,7 +299,7 @@ fn unknown_key_with_did_you_mean() {
     );
     assert_eq!(
         error("[host]\nrun = \"/x\"\n"),
-        "hutch.toml:2:1: host: unknown key \"run\" (known keys: run_dir, lib_dir, cgroup_root, net, usage_retention)"
+        "hutch.toml:2:1: host: unknown key \"run\" (known keys: run_dir, lib_dir, cgroup_root, net, usage_retention, usage_db)"
     );
 }
 

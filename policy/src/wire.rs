@@ -637,12 +637,14 @@ impl Wire for HostSettings {
             cgroup_root,
             net,
             usage_retention,
+            usage_db,
         } = self;
         run_dir.put(w);
         lib_dir.put(w);
         cgroup_root.put(w);
         net.put(w);
         usage_retention.put(w);
+        usage_db.put(w);
     }
     fn get(r: &mut Reader<'_>) -> Result<Self, Corrupt> {
         Ok(HostSettings {
@@ -651,6 +653,7 @@ impl Wire for HostSettings {
             cgroup_root: String::get(r)?,
             net: NetHost::get(r)?,
             usage_retention: Duration::get(r)?,
+            usage_db: PathBuf::get(r)?,
         })
     }
 }
@@ -663,6 +666,7 @@ impl Wire for Model {
             cgroup_root,
             net,
             usage_retention,
+            usage_db,
             template,
             defaults,
             plans,
@@ -675,6 +679,7 @@ impl Wire for Model {
         cgroup_root.put(w);
         net.put(w);
         usage_retention.put(w);
+        usage_db.put(w);
         template.put(w);
         defaults.put(w);
         plans.put(w);
@@ -689,6 +694,7 @@ impl Wire for Model {
             cgroup_root: Option::get(r)?,
             net: Option::get(r)?,
             usage_retention: Option::get(r)?,
+            usage_db: Option::get(r)?,
             template: Option::get(r)?,
             defaults: Wire::get(r)?,
             plans: Wire::get(r)?,

@@ -143,7 +143,19 @@ fn open(path: &Path, create: bool) -> io::Result<File> {
 
 /// Adds each `(series, n)` to the file at `path` (made if missing).
 pub fn add(path: &Path, incs: &[(String, u64)]) -> io::Result<()> {
-    let mut f = open(path, true)?;
+    add_to(&open_for_update(path)?, incs)
+}
+
+/// Opens (making it) the counters file at `path` for [`add_to`]: pam_hutch
+/// opens it before the session enters the container, whose mount namespace
+/// has no `/run/hutch`.
+pub fn open_for_update(path: &Path) -> io::Result<File> {
+    open(path, true)
+}
+
+/// Adds each `(series, n)` to the counters file `file` (from [`open_for_update`]).
+pub fn add_to(file: &File, incs: &[(String, u64)]) -> io::Result<()> {
+    let mut f = file;
     f.lock()?;
     let mut text = String::new();
     f.read_to_string(&mut text)?;

@@ -228,17 +228,20 @@ impl Drop for HutchEnv {
                 })
                 .collect()
         });
-        // The PAM module's cache of this env's policy.
+        // The PAM module's cache of this env's policy, and its login counters.
         let _ = std::fs::remove_file(hutch_policy::cache_path(
             &self.config,
             Path::new(hutch_policy::DEFAULT_CACHE_DIR),
         ));
+        let counters = Path::new(hutch_runtime::counters::DEFAULT_DIR);
+        let _ = std::fs::remove_file(hutch_runtime::counters::path_for(&self.config, counters));
         if !cache_dir_was_there() {
             // The module made the cache directory (and /run/hutch) for the
             // tests: remove them once empty (a test still running makes them
             // again when it needs them).
             let cache = Path::new(hutch_policy::DEFAULT_CACHE_DIR);
             let _ = std::fs::remove_dir(cache);
+            let _ = std::fs::remove_dir(counters);
             if let Some(parent) = cache.parent() {
                 let _ = std::fs::remove_dir(parent);
             }
