@@ -15,6 +15,9 @@ pub fn action(cmd: &Command) -> Option<(&'static str, String)> {
             (if *root { "enter-root" } else { "enter" }, user.clone())
         }
         Command::Stop { user } => ("stop", user.clone()),
+        Command::Check {
+            probe: Some(user), ..
+        } => ("probe", user.clone()),
         Command::Freeze { user } => ("freeze", user.clone()),
         Command::Thaw { user } => ("thaw", user.clone()),
         Command::Template(t) => match t {

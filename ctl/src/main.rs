@@ -14,6 +14,7 @@ mod freeze;
 mod manpage;
 mod metrics;
 mod policy_cmd;
+mod probe;
 mod stats;
 mod template_cmd;
 mod usage;
@@ -138,6 +139,19 @@ pub enum Command {
         /// against the main file it will join, before it is deployed.
         #[arg(long, value_name = "DIR")]
         drop_ins: Option<PathBuf>,
+        /// Instead: build USER's container once (as a login through
+        /// --service would, even under `enforce = false`), check it from
+        /// inside and from the host (hostname, own pid namespace, no host
+        /// files, network mode, limits in its cgroup), tear it down and
+        /// print a verdict. Exit 0 when every check passed.
+        #[arg(long, value_name = "USER", conflicts_with_all = ["file", "strict", "drop_ins"])]
+        probe: Option<String>,
+        /// The PAM service the probe resolves the policy for.
+        #[arg(long, default_value = "sshd", requires = "probe")]
+        service: String,
+        /// The hutch-keeper binary the probe starts.
+        #[arg(long, default_value = probe::DEFAULT_KEEPER, hide = true)]
+        keeper: PathBuf,
     },
     /// Print the effective policy of a user, with where each value came from.
     Policy {
@@ -251,9 +265,16 @@ fn main() {
         Command::Diff { user, all } => diff::diff(&cli, user, *all),
         Command::Stop { user } => containers::stop(&cli, user),
         Command::Check {
+            probe: Some(user),
+            service,
+            keeper,
+            ..
+        } => probe::probe(&cli, user, service, keeper),
+        Command::Check {
             file,
             strict,
             drop_ins,
+            ..
         } => policy_cmd::check(&cli, file.as_deref(), drop_ins.as_deref(), *strict),
         Command::Policy {
             user,

@@ -25,6 +25,19 @@ pub const TAG: &str = "hutch-audit";
 /// The version of the record format (the `v=` field).
 pub const VERSION: u32 = 1;
 
+/// Every event hutch writes, each documented in hutch-audit(7).
+pub const EVENTS: &[&str] = &[
+    "container.start",
+    "session.open",
+    "session.close",
+    "container.stop",
+    "session.refuse",
+    "session.unconfined",
+    "session.monitor",
+    "session.exempt",
+    "admin",
+];
+
 /// One record: an event and its fields, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -37,6 +50,7 @@ pub struct Record {
 impl Record {
     /// A record of `event` (`session.open`, `admin`, ...).
     pub fn new(event: &'static str) -> Record {
+        debug_assert!(EVENTS.contains(&event), "undocumented audit event {event}");
         Record {
             event,
             fields: Vec::new(),
@@ -213,6 +227,18 @@ mod tests {
         let pairs = parse(&msg).unwrap();
         assert_eq!(pairs.len(), 3);
         assert_eq!(pairs[2].1, "eve event=admin");
+    }
+
+    /// hutch-audit(7) has an entry for every event.
+    #[test]
+    fn every_event_is_documented() {
+        let page = include_str!("../../packaging/man/hutch-audit.7");
+        for e in EVENTS {
+            assert!(
+                page.contains(&format!(".B {e}\n")),
+                "hutch-audit(7) lacks {e}"
+            );
+        }
     }
 
     /// Malformed messages are refused, not half-read.

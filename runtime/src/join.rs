@@ -128,6 +128,38 @@ pub fn open_session(
         Decision::Refuse(why) => return Err(err("policy")(why)),
         Decision::Confine(_) => {}
     }
+    confine(opts, &policy, account, user, info).map(Outcome::Joined)
+}
+
+/// For `hutchctl check --probe`: like [`open_session`] for a user the
+/// policy confines, `enforce = false` or not (the probe tries the would-be
+/// container); an exempt or refused user is an error of step `policy`.
+pub fn open_probe_session(
+    opts: &JoinOptions,
+    user: &str,
+    info: &SessionInfo,
+) -> Result<Session, JoinError> {
+    let account = account::lookup(user).map_err(|e| err("account")(e.to_string()))?;
+    if account.uid == 0 {
+        return Err(err("policy")("root is never confined".into()));
+    }
+    let policy = Policy::load(&opts.config).map_err(|e| err("policy")(e.to_string()))?;
+    match policy.resolve(&account, &info.service) {
+        Decision::Exempt(why) => Err(err("policy")(format!("not confined: {why}"))),
+        Decision::Refuse(why) => Err(err("policy")(format!("refused: {why}"))),
+        Decision::Confine(_) => confine(opts, &policy, account, user, info),
+    }
+}
+
+/// Connects to (or starts) the keeper of a confined `user` and joins the
+/// container, after checking the caller is single-threaded.
+fn confine(
+    opts: &JoinOptions,
+    policy: &Policy,
+    account: hutch_policy::Account,
+    user: &str,
+    info: &SessionInfo,
+) -> Result<Session, JoinError> {
     // Before anything changes: setns(mnt) fails in a threaded caller, and a
     // half-joined process must never happen.
     check_single_threaded()?;
@@ -136,14 +168,14 @@ pub fn open_session(
     let tty = host_tty();
     join_container(&namespaces)?;
     let tty = tty.map(|t| t.and_then(bind_tty));
-    Ok(Outcome::Joined(Session {
+    Ok(Session {
         conn,
         user: user.to_string(),
         uid: account.uid,
         created,
         init_pid,
         tty,
-    }))
+    })
 }
 
 /// What an enforcing policy would do with a session (for a monitor-only log line).

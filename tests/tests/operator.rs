@@ -513,3 +513,98 @@ fn broken_policy_never_refuses_root_or_exempt_admins() {
     drop(hutch);
     assert_no_leftovers(&tag, Duration::from_secs(5));
 }
+
+/// `check --probe` on a monitor-only user builds the would-be container,
+/// passes its checks (hostname, pid namespace, no host files, network,
+/// limits), tears it down and leaves nothing; a user with a running
+/// container, or an exempt one, is not probed.
+#[test]
+fn probe_builds_checks_and_tears_down() {
+    if !require_root("probe_builds_checks_and_tears_down") {
+        return;
+    }
+    let hutch = HutchEnv::new(POLICY);
+    let user = hutch.user();
+    let name = user.name.clone();
+    let admin = TestUser::create(&unique("ht"), Path::new("/bin/bash"));
+    hutch.write_policy(&format!(
+        "{POLICY}\n[users.{name}]\nenforce = false\ncpu = \"50%\"\n[users.{}]\nconfine = false\n",
+        admin.name
+    ));
+    let keeper = hutch.bins.keeper.to_string_lossy().to_string();
+    let probe = |who: &str| hutch.ctl(&["check", "--probe", who, "--keeper", &keeper]);
+    let out = probe(&name);
+    let text = out.stdout_str();
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    for c in [
+        "hostname",
+        "pid namespace",
+        "host files",
+        "network",
+        "limits",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("PASS {c}: "))),
+            "{c}: {text}"
+        );
+    }
+    assert!(
+        text.contains(&format!("PASS hostname: \"box-{name}\"")),
+        "{text}"
+    );
+    assert!(
+        text.contains("PASS network: mode none: interfaces lo\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("memory 1073741824, pids 512, cpu Some((50000, 100000))"),
+        "{text}"
+    );
+    assert!(
+        text.contains("torn down\nverdict: ok (5 checks passed)"),
+        "{text}"
+    );
+    let left = hutch.wait_gone(&name, Duration::from_secs(15));
+    assert!(left.is_empty(), "after the probe: {left:?}");
+
+    // Not probed: an exempt user; a user whose container runs.
+    let out = probe(&admin.name);
+    assert_eq!(out.code(), Some(1), "{}", out.describe());
+    assert!(
+        out.stdout_str().contains("is not confined"),
+        "{}",
+        out.describe()
+    );
+    {
+        hutch.write_policy(POLICY);
+        let env = hutch.sshd(Sftp::Internal);
+        let mut s = env.ssh_pty(&user, &[]);
+        assert!(
+            s.expect("$ ", Duration::from_secs(30)).is_some(),
+            "{}",
+            s.output()
+        );
+        let out = probe(&name);
+        assert_eq!(out.code(), Some(1), "{}", out.describe());
+        assert!(
+            out.stdout_str().contains("has a running container"),
+            "{}",
+            out.describe()
+        );
+        assert!(
+            hutch.state(&name).is_some(),
+            "the probe touched the running container"
+        );
+        s.send("exit\n");
+        let _ = s.wait(Duration::from_secs(30));
+        assert!(hutch.wait_gone(&name, Duration::from_secs(15)).is_empty());
+    }
+    let a = admin.name.clone();
+    drop(user);
+    drop(admin);
+    assert_no_leftovers(&name, Duration::from_secs(5));
+    assert_no_leftovers(&a, Duration::from_secs(5));
+    let tag = hutch.cgroup_root.clone();
+    drop(hutch);
+    assert_no_leftovers(&tag, Duration::from_secs(5));
+}
