@@ -277,31 +277,12 @@ pub fn escape(name: &[u8]) -> String {
     out
 }
 
-/// Mount points listed in a mountinfo text (field 5, octal escapes undone), as bytes.
+/// Mount points listed in a mountinfo text ([`hutch_runtime::mountinfo`]), as bytes.
 fn mount_points(mountinfo: &[u8]) -> BTreeSet<Vec<u8>> {
-    mountinfo
-        .split(|&b| b == b'\n')
-        .filter_map(|l| l.split(|&b| b == b' ').nth(4))
-        .map(|m| {
-            let mut s = Vec::with_capacity(m.len());
-            let mut i = 0;
-            while i < m.len() {
-                if m[i] == b'\\'
-                    && i + 4 <= m.len()
-                    && m[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-                {
-                    let v = (m[i + 1] - b'0') as u32 * 64
-                        + (m[i + 2] - b'0') as u32 * 8
-                        + (m[i + 3] - b'0') as u32;
-                    s.push(v as u8);
-                    i += 4;
-                } else {
-                    s.push(m[i]);
-                    i += 1;
-                }
-            }
-            s
-        })
+    use std::os::unix::ffi::OsStringExt;
+    hutch_runtime::mountinfo::parse(mountinfo)
+        .into_iter()
+        .map(|m| m.mount_point.into_os_string().into_vec())
         .collect()
 }
 

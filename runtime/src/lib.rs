@@ -14,6 +14,7 @@
 //! - [`account`]: NSS look-ups of accounts and groups
 //! - [`audit`]: the structured audit records (`hutch-audit` in syslog)
 //! - [`counters`]: pam_hutch's login counters, for `hutchctl metrics`
+//! - [`mountinfo`]: the one parser of /proc/PID/mountinfo
 //! - [`sys`]: the one place for unsafe libc calls that nix does not cover
 //! - [`error`]: printing an error with its causes
 
@@ -27,6 +28,7 @@ pub mod error;
 pub mod inspect;
 pub mod join;
 pub mod keeper;
+pub mod mountinfo;
 pub mod net;
 pub mod ns;
 pub mod paths;

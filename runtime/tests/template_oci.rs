@@ -65,14 +65,10 @@ impl Drop for TestEnv {
 }
 
 fn mount_points() -> Vec<PathBuf> {
-    fs::read_to_string("/proc/self/mountinfo")
+    hutch_runtime::mountinfo::read_own()
         .unwrap()
-        .lines()
-        .filter_map(|l| {
-            l.split(' ')
-                .nth(4)
-                .map(|p| PathBuf::from(p.replace("\\040", " ")))
-        })
+        .into_iter()
+        .map(|m| m.mount_point)
         .collect()
 }
 

@@ -78,16 +78,10 @@ impl Drop for TestEnv {
 
 /// (mount point, per-mount options, fstype) from /proc/self/mountinfo.
 fn mounts() -> Vec<(PathBuf, Vec<String>, String)> {
-    fs::read_to_string("/proc/self/mountinfo")
+    hutch_runtime::mountinfo::read_own()
         .unwrap()
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let sep = fields.iter().position(|f| *f == "-")?;
-            let point = fields[4].replace("\\040", " ");
-            let opts = fields[5].split(',').map(str::to_string).collect();
-            Some((PathBuf::from(point), opts, fields.get(sep + 1)?.to_string()))
-        })
+        .into_iter()
+        .map(|m| (m.mount_point, m.options, m.fstype))
         .collect()
 }
 

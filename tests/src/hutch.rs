@@ -248,16 +248,15 @@ impl Drop for HutchEnv {
         }
         // Template generations a keeper loaded in this mount namespace (the
         // bench and tests that start keepers outside an SshdEnv).
-        let run = self.run_dir.to_string_lossy().to_string();
-        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        let mut mounts: Vec<PathBuf> = hutch_runtime::mountinfo::read_own()
             .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-            .filter(|m| m.starts_with(&run))
+            .into_iter()
+            .map(|m| m.mount_point)
+            .filter(|m| m.starts_with(&self.run_dir))
             .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
         for m in mounts {
-            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
         }
         for d in self.cgroup_dirs() {
             if d.exists() {

@@ -39,10 +39,10 @@ fn ctl_in(hutch: &HutchEnv, pid: i32, args: &[&str]) -> Output {
 
 /// The mount points in the mount namespace of `pid`.
 fn mounts_of(pid: i32) -> Vec<PathBuf> {
-    std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+    hutch_runtime::mountinfo::read(Path::new(&format!("/proc/{pid}/mountinfo")))
         .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
+        .into_iter()
+        .map(|m| m.mount_point)
         .collect()
 }
 

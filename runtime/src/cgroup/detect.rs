@@ -32,77 +32,40 @@ pub struct Mount {
     pub noprefix: bool,
 }
 
-/// Decodes the octal escapes (`\040` for a space) mountinfo uses in paths.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 4 <= b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') as u32 * 64
-                + (b[i + 2] - b'0') as u32 * 8
-                + (b[i + 3] - b'0') as u32;
-            if let Ok(v) = u8::try_from(v) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The cgroup and cgroup2 mounts of a mountinfo text, one per hierarchy (the
-/// first mount of each superblock wins), v1 mounts limited to those that bind
-/// a controller hutch uses.
+/// The cgroup and cgroup2 mounts of a mountinfo text ([`crate::mountinfo`]),
+/// one per hierarchy (the first mount of each superblock wins), v1 mounts
+/// limited to those that bind a controller hutch uses.
 pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
     let mut out: Vec<Mount> = Vec::new();
-    for line in text.lines() {
-        // id parent maj:min root mount_point opts [optional...] - fstype source superopts
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let lf: Vec<&str> = left.split(' ').collect();
-        let rf: Vec<&str> = right.split(' ').collect();
-        if lf.len() < 5 || rf.is_empty() {
-            continue;
-        }
-        let fstype = rf[0];
-        let superopts = rf.get(2).copied().unwrap_or("");
-        let (unified, controllers, noprefix) = match fstype {
+    for m in crate::mountinfo::parse(text.as_bytes()) {
+        let (unified, controllers, noprefix) = match m.fstype.as_str() {
             "cgroup2" => (true, Vec::new(), false),
             "cgroup" => {
-                let opts: Vec<&str> = superopts.split(',').collect();
+                let opts = &m.super_options;
                 let mut c: Vec<String> = opts
                     .iter()
-                    .filter(|o| V1_CONTROLLERS.contains(o))
-                    .map(|o| o.to_string())
+                    .filter(|o| V1_CONTROLLERS.contains(&o.as_str()))
+                    .cloned()
                     .collect();
                 if c.is_empty() {
                     continue;
                 }
                 c.sort();
-                (false, c, opts.contains(&"noprefix"))
+                (false, c, opts.iter().any(|o| o == "noprefix"))
             }
             _ => continue,
-        };
-        let m = Mount {
-            dev: lf[2].to_string(),
-            root: unescape(lf[3]),
-            mount_point: PathBuf::from(unescape(lf[4])),
-            unified,
-            controllers,
-            noprefix,
         };
         if out.iter().any(|o| o.dev == m.dev) {
             continue;
         }
-        out.push(m);
+        out.push(Mount {
+            dev: m.dev,
+            root: m.root.to_string_lossy().into_owned(),
+            mount_point: m.mount_point,
+            unified,
+            controllers,
+            noprefix,
+        });
     }
     out
 }

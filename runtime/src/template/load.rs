@@ -15,6 +15,7 @@ use super::{
     create_dir_all_mode, lock_file, tree, validate_name, GenerationInfo, Loaded, TemplateError,
     TemplateInfo, TemplateStore,
 };
+use crate::mountinfo::{self, Mount};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -68,78 +69,19 @@ fn generations(dir: &Path) -> Result<Vec<u64>, TemplateError> {
     Ok(found)
 }
 
-/// One line of /proc/self/mountinfo, the fields hutch needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct MountEntry {
-    pub mount_point: PathBuf,
-    pub fstype: String,
-    /// Per-mount options (`ro`, `nosuid`, `nodev`, ...).
-    pub options: Vec<String>,
-}
-
-impl MountEntry {
-    pub fn has_option(&self, option: &str) -> bool {
-        self.options.iter().any(|o| o == option)
-    }
-}
-
-/// Parses mountinfo (proc(5)): mount point is field 5, per-mount options
-/// field 6, the filesystem type follows the `-` separator. Octal escapes
-/// (`\040` for a space) are undone. Malformed lines are skipped.
-pub(crate) fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
-    text.lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let separator = fields.iter().position(|f| *f == "-")?;
-            if separator < 6 {
-                return None;
-            }
-            Some(MountEntry {
-                mount_point: PathBuf::from(unescape_octal(fields[4])),
-                fstype: fields.get(separator + 1)?.to_string(),
-                options: fields[5].split(',').map(str::to_string).collect(),
-            })
-        })
-        .collect()
-}
-
-fn unescape_octal(field: &str) -> std::ffi::OsString {
-    use std::os::unix::ffi::OsStringExt;
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match (bytes[i], octal) {
-            (b'\\', Some(d)) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    std::ffi::OsString::from_vec(out)
-}
-
 /// The mounts of this process's mount namespace.
-pub(crate) fn read_mounts() -> Result<Vec<MountEntry>, TemplateError> {
+pub(crate) fn read_mounts() -> Result<Vec<Mount>, TemplateError> {
     let path = Path::new("/proc/self/mountinfo");
-    let text = fs::read_to_string(path).map_err(TemplateError::io("reading", path))?;
-    Ok(parse_mountinfo(&text))
+    mountinfo::read(path).map_err(TemplateError::io("reading", path))
 }
 
 /// The top mount at `path` (the last one listed there), if any.
-fn mount_at<'a>(mounts: &'a [MountEntry], path: &Path) -> Option<&'a MountEntry> {
+fn mount_at<'a>(mounts: &'a [Mount], path: &Path) -> Option<&'a Mount> {
     mounts.iter().rev().find(|m| m.mount_point == path)
 }
 
 /// A read-only tmpfs mounted at `path`: a loaded generation.
-fn is_loaded(mounts: &[MountEntry], path: &Path) -> bool {
+fn is_loaded(mounts: &[Mount], path: &Path) -> bool {
     mount_at(mounts, path).is_some_and(|m| m.fstype == "tmpfs" && m.has_option("ro"))
 }
 
@@ -402,7 +344,7 @@ mod tests {
 90 22 0:50 / /run/hutch/template/a\\040b/1 ro,nosuid,nodev,relatime - tmpfs hutch-template ro,size=20m
 bad line
 ";
-        let mounts = parse_mountinfo(text);
+        let mounts = mountinfo::parse(text.as_bytes());
         assert_eq!(mounts.len(), 2);
         assert_eq!(
             mounts[1].mount_point,
@@ -425,7 +367,10 @@ bad line
 90 22 0:50 / /r/t/x/1 ro,nosuid,nodev - tmpfs hutch-template ro
 91 90 0:51 / /r/t/x/1 rw,nosuid,nodev - tmpfs other rw
 ";
-        assert!(!is_loaded(&parse_mountinfo(text), Path::new("/r/t/x/1")));
+        assert!(!is_loaded(
+            &mountinfo::parse(text.as_bytes()),
+            Path::new("/r/t/x/1")
+        ));
     }
 
     /// Generations are read from a directory listing, ascending.
