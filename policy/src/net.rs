@@ -249,15 +249,6 @@ impl fmt::Display for Rate {
     }
 }
 
-impl crate::wire::Wire for Rate {
-    fn put(&self, w: &mut crate::wire::Writer) {
-        self.0.put(w);
-    }
-    fn get(r: &mut crate::wire::Reader<'_>) -> Result<Self, crate::wire::Corrupt> {
-        Ok(Rate(<Option<u64> as crate::wire::Wire>::get(r)?))
-    }
-}
-
 /// `net_device`: a host interface name (the parent of a macvlan or VLAN,
 /// or the interface a `phys` container gets).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,15 +268,6 @@ impl fmt::Display for IfName {
     }
 }
 
-impl crate::wire::Wire for IfName {
-    fn put(&self, w: &mut crate::wire::Writer) {
-        self.0.put(w);
-    }
-    fn get(r: &mut crate::wire::Reader<'_>) -> Result<Self, crate::wire::Corrupt> {
-        Ok(IfName(<String as crate::wire::Wire>::get(r)?))
-    }
-}
-
 /// `vlan_id`: 1..=4094.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VlanId(pub u16);
@@ -298,17 +280,6 @@ impl<'de> Deserialize<'de> for VlanId {
             .filter(|n| (1..=4094).contains(n))
             .map(VlanId)
             .ok_or_else(|| de::Error::custom(format!("invalid VLAN id {n}: 1..=4094")))
-    }
-}
-
-impl crate::wire::Wire for VlanId {
-    fn put(&self, w: &mut crate::wire::Writer) {
-        u64::from(self.0).put(w);
-    }
-    fn get(r: &mut crate::wire::Reader<'_>) -> Result<Self, crate::wire::Corrupt> {
-        u16::try_from(<u64 as crate::wire::Wire>::get(r)?)
-            .map(VlanId)
-            .map_err(|_| crate::wire::Corrupt)
     }
 }
 

@@ -18,11 +18,10 @@ use crate::values::{
     AbsPath, CgroupRoot, HostnamePattern, IoList, MountList, Name, NetworkMode, ServiceMode,
     WritableMode,
 };
-#[allow(unused_imports)] // the Rules codec calls Wire::put on each field
-use crate::wire::Wire;
-
 macro_rules! rules {
     ($( $(#[$m:meta])* $field:ident : $ty:ty ),* $(,)?) => {
+        rules!(@keys ($) $($field),*);
+
         /// One rule table (`[defaults]`, `[plans.X]`, `[groups.X]`, `[users.X]`) as written.
         #[derive(Debug, Default, Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -57,21 +56,6 @@ macro_rules! rules {
             }
         }
 
-        impl crate::wire::Wire for Rules {
-            fn put(&self, w: &mut crate::wire::Writer) {
-                self.scope.put(w);
-                self.header.put(w);
-                $( self.$field.put(w); )*
-            }
-            fn get(r: &mut crate::wire::Reader<'_>) -> Result<Self, crate::wire::Corrupt> {
-                Ok(Rules {
-                    scope: crate::wire::Wire::get(r)?,
-                    header: crate::wire::Wire::get(r)?,
-                    $( $field: crate::wire::Wire::get(r)?, )*
-                })
-            }
-        }
-
         /// For each key, the value that wins among layers (lowest first) and the layer it came from.
         #[allow(dead_code)] // plan, priority and linger are layer machinery, never picked.
         #[derive(Debug, Default)]
@@ -85,6 +69,18 @@ macro_rules! rules {
                 Picked { $( $field: layers.iter().rev().find_map(|(r, via)| r.$field.as_ref().map(|v| (v, *via))), )* }
             }
         }
+    };
+    // `with_rule_keys!(m)` calls `m!(key, key, ...)` with every rule key,
+    // so that code elsewhere (the cache codec, wire.rs) follows the one list
+    // without this file depending on it. (`$d` passes a literal `$` into
+    // the macro this defines.)
+    (@keys ($d:tt) $($field:ident),*) => {
+        macro_rules! with_rule_keys {
+            ($d callback:ident) => {
+                $d callback!($($field),*);
+            };
+        }
+        pub(crate) use with_rule_keys;
     };
 }
 

@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Diagnostic, Loc, Located, Severity};
-use crate::net::{EgressList, EgressRule, Ipv4Net, NetHost, Proto};
-use crate::raw::Model;
+use crate::net::{EgressList, EgressRule, IfName, Ipv4Net, NetHost, Proto, Rate, VlanId};
+use crate::raw::{Model, Rules};
 use crate::units::{CountLimit, CpuLimit, Limit, OnLogout, Seconds, Size, SizeLimit, Weight};
 use crate::values::{
     AbsPath, CgroupRoot, HostnamePattern, IoList, MountList, MountSpec, Name, NetworkMode,
@@ -386,8 +386,40 @@ newtype_wire! {
     Name(String), AbsPath(String), CgroupRoot(String), HostnamePattern(String),
     SizeLimit(Limit), CountLimit(Limit), Size(u64), Weight(u64), Seconds(Duration),
     CpuLimit(Option<CpuQuota>), IoList(Vec<IoLimit>), MountList(Vec<MountSpec>),
-    EgressList(Vec<EgressRule>),
+    EgressList(Vec<EgressRule>), Rate(Option<u64>), IfName(String),
 }
+
+impl Wire for VlanId {
+    fn put(&self, w: &mut Writer) {
+        u64::from(self.0).put(w);
+    }
+    fn get(r: &mut Reader<'_>) -> Result<Self, Corrupt> {
+        u16::try_from(u64::get(r)?).map(VlanId).map_err(|_| Corrupt)
+    }
+}
+
+/// [`Rules`]: scope, header, then every rule key in the order of
+/// [`crate::raw::with_rule_keys`] (the one list of keys).
+macro_rules! rules_wire {
+    ($($field:ident),*) => {
+        impl Wire for Rules {
+            fn put(&self, w: &mut Writer) {
+                self.scope.put(w);
+                self.header.put(w);
+                $( self.$field.put(w); )*
+            }
+            fn get(r: &mut Reader<'_>) -> Result<Self, Corrupt> {
+                Ok(Rules {
+                    scope: Wire::get(r)?,
+                    header: Wire::get(r)?,
+                    $( $field: Wire::get(r)?, )*
+                })
+            }
+        }
+    };
+}
+
+crate::raw::with_rule_keys!(rules_wire);
 
 /// The small enumerations, by their index in `ALL`.
 macro_rules! word_wire {

@@ -19,6 +19,7 @@ use std::process::{Command, Stdio};
 use nix::errno::Errno;
 use nix::fcntl::{renameat2, RenameFlags};
 
+use super::command::{find_program, run_builder};
 use super::{create_dir_all_mode, lock_file, tree, BuildReport, TemplateError, TemplateStore};
 
 /// Where a template's tree comes from. Recorded at build time (see
@@ -517,59 +518,6 @@ fn check_debian_word(
     Ok(())
 }
 
-/// Runs a builder; on failure the error names it, its status and its stderr's tail.
-pub(crate) fn run_builder(mut cmd: Command, label: &str) -> Result<(), TemplateError> {
-    let command_line = format!(
-        "{} {}",
-        label,
-        cmd.get_args()
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    let output = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(TemplateError::io("running", Path::new(cmd.get_program())))?;
-    if output.status.success() {
-        return Ok(());
-    }
-    Err(TemplateError::Command {
-        command: command_line,
-        status: output.status.to_string(),
-        stderr_tail: tail(&String::from_utf8_lossy(&output.stderr), 15),
-    })
-}
-
-/// The last `lines` lines of `text`.
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.trim_end().lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// `program` in PATH or the usual sbin/bin directories.
-pub(crate) fn find_program(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(
-            [
-                "/usr/local/sbin",
-                "/usr/local/bin",
-                "/usr/sbin",
-                "/usr/bin",
-                "/sbin",
-                "/bin",
-            ]
-            .map(PathBuf::from),
-        )
-        .map(|dir| dir.join(program))
-        .find(|candidate| {
-            fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
-        })
-}
-
 /// `/a, /b, /c` (at most 20, then `and N more`).
 fn join_paths(paths: &[PathBuf]) -> String {
     let mut text = paths
@@ -651,12 +599,5 @@ mod tests {
         assert!(debootstrap("--foo", &[], Path::new("/nonexistent")).is_err());
         assert!(debootstrap("bookworm", &["a,b".into()], Path::new("/nonexistent")).is_err());
         assert!(debootstrap("bookworm", &["-x".into()], Path::new("/nonexistent")).is_err());
-    }
-
-    /// The tail keeps the last lines only.
-    #[test]
-    fn tail_keeps_last_lines() {
-        assert_eq!(tail("a\nb\nc\n", 2), "b\nc");
-        assert_eq!(tail("a", 5), "a");
     }
 }

@@ -2,21 +2,21 @@
 //! (`<lib_dir>/templates/<name>/`) and loaded, one copy in RAM for every user,
 //! into a read-only tmpfs (`<run_dir>/template/<name>/<generation>/`).
 //!
-//! - [`build`]: make the tree (copy a directory, unpack a tarball or an OCI
-//!   image layout ([`oci`]), or run mmdebstrap/debootstrap) in a private
+//! - `build`: make the tree (copy a directory, unpack a tarball or an OCI
+//!   image layout (`oci`), or run mmdebstrap/debootstrap) in a private
 //!   staging directory, record where it came from, sanitize it
 //!   (setuid/setgid bits, file capabilities and device nodes removed), check
 //!   it (`/bin/sh`, `sftp-server`) and swap it in atomically.
-//! - [`load`]: generations: each load is a new tmpfs, filled, then remounted
+//! - `load`: generations: each load is a new tmpfs, filled, then remounted
 //!   read-only, nosuid, nodev. Running containers keep the generation they
 //!   were built on; new ones take the newest. A generation that is not the
 //!   newest goes when the last container on it does ([`TemplateStore::release`],
 //!   called by the keeper at teardown), found from the containers' state.json.
-//! - [`tree`]: walking and copying trees without ever following a symlink.
-//!
-//! INTERFACE CONTRACT (used by runtime/src/keeper and ctl/): keep these signatures.
+//! - `tree`: walking and copying trees without ever following a symlink.
+//! - `command`: the external programs a build runs.
 
 mod build;
+mod command;
 mod load;
 mod oci;
 mod tree;

@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 
 use serde::Deserialize;
 
-use super::build::{find_program, run_builder};
+use super::command::{find_program, run_builder};
 use super::TemplateError;
 
 const WHITEOUT_PREFIX: &str = ".wh.";
