@@ -18,6 +18,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{sethostname, Pid};
 
+use crate::cgroup::CgroupError;
 use crate::error::chain;
 use crate::ns::{Namespaces, NsError};
 use crate::privs::{self, Identity, PrivOps, PrivsError};
@@ -61,8 +62,8 @@ pub enum ContainerError {
         #[source]
         source: std::io::Error,
     },
-    #[error("placing the init in its cgroup: {0}")]
-    Attach(String),
+    #[error("placing the init in its cgroup")]
+    Attach(#[source] CgroupError),
     #[error(transparent)]
     Namespaces(NsError),
     /// The init's own report of its failed set-up (a [`SetupError`] chain,
@@ -82,7 +83,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), ContainerError> {
 /// user's cgroup before it does anything else.
 pub fn spawn(
     spec: &ContainerSpec,
-    attach: impl FnOnce(Pid) -> Result<(), String>,
+    attach: impl FnOnce(Pid) -> Result<(), CgroupError>,
 ) -> Result<Container, ContainerError> {
     let (go_r, go_w) = pipe()?;
     let (status_r, status_w) = pipe()?;

@@ -46,4 +46,50 @@ mod tests {
             "opening /x: No such file or directory (os error 2)"
         );
     }
+
+    /// The errors of the kernel seam name their step once and their cause
+    /// once: no message repeats its own source.
+    #[test]
+    fn seam_errors_print_their_cause_once() {
+        use std::path::PathBuf;
+        let enoent = || std::io::Error::from_raw_os_error(libc::ENOENT);
+        let cause = enoent().to_string();
+        let errors: Vec<Box<dyn Error>> = vec![
+            Box::new(crate::rootfs::RootfsError::Io {
+                op: "binding",
+                path: PathBuf::from("/home/a"),
+                source: enoent(),
+            }),
+            Box::new(crate::net::NetError::Lease {
+                file: PathBuf::from("/var/lib/hutch/leases"),
+                source: enoent(),
+            }),
+            Box::new(crate::net::NetError::Forward(enoent())),
+            Box::new(crate::container::ContainerError::Io {
+                op: "clone",
+                source: enoent(),
+            }),
+            Box::new(crate::container::SetupError::LinkUp(enoent())),
+            Box::new(crate::keeper::StartError::Network(
+                crate::net::NetError::Netlink {
+                    op: "creating",
+                    object: "veth h1".into(),
+                    source: enoent(),
+                },
+            )),
+            Box::new(crate::ns::NsError::Open {
+                path: PathBuf::from("/proc/1/ns/net"),
+                source: enoent(),
+            }),
+        ];
+        for e in &errors {
+            let line = chain(e.as_ref());
+            assert_eq!(line.matches(&cause).count(), 1, "{line}");
+            assert!(!e.to_string().contains(&cause), "{e}");
+        }
+        assert_eq!(
+            chain(errors[5].as_ref()),
+            format!("network: creating veth h1: {cause}")
+        );
+    }
 }

@@ -687,7 +687,7 @@ fn open_as_user(spec: &RootfsSpec, path: &Path, flags: libc::c_int) -> Result<Ow
                 ),
                 Err(e) => crate::keeper::proto::send(
                     &child,
-                    &format!("REFUSED {}\n", e.to_string().replace('\n', " ")),
+                    &format!("REFUSED {}\n", crate::error::chain(&e).replace('\n', " ")),
                     &[],
                 ),
             };

@@ -22,7 +22,6 @@ use super::state::State;
 use super::{logproxy, make_private_dir, now_unix, Keeper};
 use crate::cgroup::{self, Cgroup, CgroupError, CgroupRoot};
 use crate::container::{self, ContainerError, ContainerSpec};
-use crate::error::chain;
 use crate::net::{NetError, NetHandle};
 use crate::ns::Namespace;
 use crate::paths::{self, UserPaths};
@@ -32,7 +31,7 @@ use crate::{account, sys};
 
 /// The phase of the start that failed, with its cause as the source.
 /// `Display` is what the login that started the keeper reports (`ERR` on
-/// the ready pipe), with [`chain`].
+/// the ready pipe), with [`crate::error::chain`].
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("policy")]
@@ -276,7 +275,7 @@ impl Keeper {
         };
         spec.rootfs.syslog_socket = log.path().to_path_buf();
         spec.rootfs.resolv_conf = crate::net::resolv_conf(&host, &up.network);
-        container = container::spawn(&spec, |pid| cg.attach(pid.as_raw()).map_err(|e| chain(&e)))
+        container = container::spawn(&spec, |pid| cg.attach(pid.as_raw()))
             .map_err(StartError::Container)?;
 
         // 5b. The network (veth, lease, firewall tables), from the keeper's own netns.

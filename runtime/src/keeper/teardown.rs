@@ -9,6 +9,7 @@ use nix::sys::wait::waitpid;
 
 use super::audit::Ended;
 use super::{lock_user, Keeper};
+use crate::error::chain;
 use crate::ns::Namespace;
 use crate::sys;
 
@@ -98,7 +99,11 @@ impl Keeper {
         if let Err(e) = self.cgroup.kill_all() {
             sys::syslog(
                 libc::LOG_WARNING,
-                &format!("{}: killing the container: {e}", self.account.name),
+                &format!(
+                    "{}: killing the container: {}",
+                    self.account.name,
+                    chain(&e)
+                ),
             );
             let _ = nix::sys::signal::kill(self.container.init, Signal::SIGKILL);
         }
@@ -117,7 +122,7 @@ impl Keeper {
         if let Err(e) = removed {
             sys::syslog(
                 libc::LOG_WARNING,
-                &format!("{}: removing the cgroup: {e}", self.account.name),
+                &format!("{}: removing the cgroup: {}", self.account.name, chain(&e)),
             );
         }
         if let Some(n) = self.net.take() {
@@ -144,8 +149,9 @@ impl Keeper {
             Err(e) => sys::syslog(
                 libc::LOG_WARNING,
                 &format!(
-                    "{}: releasing the template generation: {e}",
-                    self.account.name
+                    "{}: releasing the template generation: {}",
+                    self.account.name,
+                    chain(&e)
                 ),
             ),
         }

@@ -36,21 +36,23 @@ pub const CONTAINER_IF: &str = "eth0";
 /// A failed step of the network set-up: what, on what, why.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    #[error("leasing an address from {file}: {source}")]
+    #[error("leasing an address from {}", file.display())]
     Lease {
         file: PathBuf,
+        #[source]
         source: std::io::Error,
     },
-    #[error("{op} {object}: {source}")]
+    #[error("{op} {object}")]
     Netlink {
         op: &'static str,
         object: String,
+        #[source]
         source: std::io::Error,
     },
     #[error("installing the firewall table of {user}: {msg}")]
     Nft { user: String, msg: String },
-    #[error("enabling IPv4 forwarding for NAT: {0}")]
-    Forward(std::io::Error),
+    #[error("enabling IPv4 forwarding for NAT")]
+    Forward(#[source] std::io::Error),
 }
 
 fn nl_err(op: &'static str, object: impl Into<String>) -> impl FnOnce(std::io::Error) -> NetError {

@@ -159,7 +159,8 @@ pub(super) fn build(
     install(&root, &dest)?;
     if let Err(e) = record_source(store, name, source) {
         report.warnings.push(format!(
-            "{e} (hutchctl template update {name} will need the source again)"
+            "{} (hutchctl template update {name} will need the source again)",
+            crate::error::chain(&e)
         ));
     }
     report.path = dest;
