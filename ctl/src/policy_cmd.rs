@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
-use hutch_policy::{Decision, Explanation, Policy, Report, Severity};
+use hutch_policy::{Decision, Diagnostic, Explanation, Policy, Report, Severity};
 
 use crate::Cli;
 
@@ -28,13 +28,37 @@ pub fn check(
     strict: bool,
 ) -> anyhow::Result<i32> {
     let path = file.unwrap_or(&cli.config);
-    let report = match drop_ins {
+    let mut report = match drop_ins {
         Some(dir) => Policy::check_with_drop_ins(path, dir),
         None => Policy::check(path),
     };
+    let unusable = seccomp_file_errors(&report);
+    report.diagnostics.extend(unusable);
     let mut out = std::io::stdout().lock();
     write_report(&mut out, &report).context("writing to stdout")?;
     Ok(check_status(&report, strict))
+}
+
+/// An error for each `seccomp` file the policy names that a login could not
+/// load: missing, not root's, writable by others, or naming an unknown
+/// syscall. Read with the code the PAM module and the keeper run.
+fn seccomp_file_errors(report: &Report) -> Vec<Diagnostic> {
+    let Some(policy) = &report.policy else {
+        return Vec::new();
+    };
+    policy
+        .seccomp_files()
+        .into_iter()
+        .filter_map(|(key, loc, path)| {
+            let e = hutch_runtime::seccomp::profile_names(&path.to_string_lossy()).err()?;
+            Some(Diagnostic {
+                severity: Severity::Error,
+                loc: Some(loc),
+                key,
+                message: format!("{e}: every login this profile applies to would be refused"),
+            })
+        })
+        .collect()
 }
 
 /// The exit status for a report.

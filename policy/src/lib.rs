@@ -550,6 +550,29 @@ impl Policy {
         shells.into_iter().collect()
     }
 
+    /// Every `seccomp` value of the policy's tables that names a file: the
+    /// dotted key, where it is written, and the path. `hutchctl check` reads
+    /// each (as the module and the keeper do at login) to see it exists,
+    /// is root's, and names only syscalls hutch knows.
+    pub fn seccomp_files(&self) -> Vec<(String, Loc, PathBuf)> {
+        let m = self.model.get();
+        std::iter::once(&m.defaults)
+            .chain(m.plans.values())
+            .chain(m.groups.values())
+            .chain(m.users.values())
+            .filter_map(|r| {
+                let v = r.seccomp.as_ref()?;
+                v.value.0.starts_with('/').then(|| {
+                    (
+                        format!("{}.seccomp", r.scope),
+                        v.loc.clone(),
+                        PathBuf::from(&v.value.0),
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// The decision for `account` opening a session through PAM service `service`.
     pub fn resolve(&self, account: &Account, service: &str) -> Decision {
         self.explain(account, service).decision

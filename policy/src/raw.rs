@@ -15,8 +15,8 @@ use toml::Spanned;
 use crate::error::{Diagnostic, Loc, Located, Source};
 use crate::units::{CountLimit, CpuLimit, OnLogout, Seconds, Size, SizeLimit, Weight};
 use crate::values::{
-    AbsPath, CgroupRoot, HostnamePattern, IoList, MountList, Name, NetworkMode, ServiceMode,
-    WritableMode,
+    AbsPath, CgroupRoot, HostnamePattern, IoList, MountList, Name, NetworkMode, SeccompProfile,
+    ServiceMode, WritableMode,
 };
 macro_rules! rules {
     ($( $(#[$m:meta])* $field:ident : $ty:ty ),* $(,)?) => {
@@ -125,7 +125,7 @@ rules! {
     net_device: crate::net::IfName,
     /// `vlan`: the VLAN id.
     vlan_id: crate::net::VlanId,
-    seccomp: Name,
+    seccomp: SeccompProfile,
     /// Refuse logins when the host lacks a cgroup controller a limit needs.
     strict: bool,
 }

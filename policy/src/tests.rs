@@ -342,6 +342,30 @@ fn shell_and_hostname_checks() {
     );
 }
 
+/// `seccomp` takes default, off or an absolute path (as SECURITY.md says);
+/// any other name is refused where it is written, not at every login.
+#[test]
+fn seccomp_profile_values() {
+    assert_eq!(
+        error("[defaults]\nseccomp = \"strict\"\n"),
+        "hutch.toml:2:11: defaults.seccomp: invalid seccomp profile \"strict\": expected \"default\", \"off\" or the absolute path of a file of syscall names"
+    );
+    assert_eq!(
+        error("[users.alice]\nseccomp = \"etc/extra\"\n"),
+        "hutch.toml:2:11: users.alice.seccomp: invalid seccomp profile \"etc/extra\": expected \"default\", \"off\" or the absolute path of a file of syscall names"
+    );
+    assert!(error("[defaults]\nseccomp = \"/etc/../x\"\n").contains("contains \"..\""));
+    let p = parse(
+        "[defaults]\nseccomp = \"off\"\n[users.alice]\nseccomp = \"/etc/hutch/seccomp-extra\"\n",
+    );
+    assert_eq!(confined(&p, &alice()).seccomp, "/etc/hutch/seccomp-extra");
+    let files = p.seccomp_files();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].0, "users.alice.seccomp");
+    assert_eq!(files[0].2, Path::new("/etc/hutch/seccomp-extra"));
+    assert_eq!(files[0].1.to_string(), "hutch.toml:4:11");
+}
+
 /// A user name a hostname cannot hold still gives a valid hostname.
 #[test]
 fn hostname_of_odd_user_name_is_made_valid() {

@@ -147,7 +147,37 @@ impl<'de> Deserialize<'de> for CgroupRoot {
     }
 }
 
-/// A name of a template, plan or seccomp profile: `[A-Za-z0-9][A-Za-z0-9._-]*`, at most 64.
+/// The `seccomp` key: `"default"`, `"off"`, or the absolute path of a
+/// root-owned file of extra syscall names (read on the host; whether it
+/// exists and what it names is checked by `hutchctl check` and at login).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeccompProfile(pub String);
+
+impl<'de> Deserialize<'de> for SeccompProfile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = string(d)?;
+        if s == "default" || s == "off" {
+            return Ok(SeccompProfile(s));
+        }
+        if s.starts_with('/') {
+            check_path(&s)
+                .map_err(|e| de::Error::custom(format!("invalid seccomp profile path {e}")))?;
+            return Ok(SeccompProfile(s));
+        }
+        Err(de::Error::custom(format!(
+            "invalid seccomp profile \"{}\": expected \"default\", \"off\" or the absolute path of a file of syscall names",
+            s.escape_debug()
+        )))
+    }
+}
+
+impl fmt::Display for SeccompProfile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+/// A name of a template or plan: `[A-Za-z0-9][A-Za-z0-9._-]*`, at most 64.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Name(pub String);
 

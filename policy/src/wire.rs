@@ -25,7 +25,7 @@ use crate::raw::{Model, Rules};
 use crate::units::{CountLimit, CpuLimit, Limit, OnLogout, Seconds, Size, SizeLimit, Weight};
 use crate::values::{
     AbsPath, CgroupRoot, HostnamePattern, IoList, MountList, MountSpec, Name, NetworkMode,
-    ServiceMode, WritableMode,
+    SeccompProfile, ServiceMode, WritableMode,
 };
 use crate::{CpuQuota, HostSettings, IoLimit};
 
@@ -383,7 +383,7 @@ macro_rules! newtype_wire {
 }
 
 newtype_wire! {
-    Name(String), AbsPath(String), CgroupRoot(String), HostnamePattern(String),
+    Name(String), AbsPath(String), CgroupRoot(String), HostnamePattern(String), SeccompProfile(String),
     SizeLimit(Limit), CountLimit(Limit), Size(u64), Weight(u64), Seconds(Duration),
     CpuLimit(Option<CpuQuota>), IoList(Vec<IoLimit>), MountList(Vec<MountSpec>),
     EgressList(Vec<EgressRule>), Rate(Option<u64>), IfName(String),

@@ -189,6 +189,7 @@ fn setup(spec: &ContainerSpec, go: OwnedFd) -> Result<u64, SetupError> {
         pidns,
         shell: rootfs.inner_shell.clone(),
         seccomp: rootfs.seccomp.clone(),
+        seccomp_deny: rootfs.seccomp_deny.clone(),
     }
     .render();
     configure(&mut Kernel, &rootfs)?;

@@ -225,6 +225,6 @@ fn load_session_seccomp() -> Result<(), String> {
         .map_err(|e| format!("reading the container marker {CONTAINER_MARKER}: {e}"))?;
     let marker = Marker::parse(&text)
         .ok_or_else(|| format!("the container marker {CONTAINER_MARKER} is malformed"))?;
-    seccomp::apply(&marker.seccomp).map_err(|e| e.to_string())?;
+    seccomp::apply_marker(&marker).map_err(|e| e.to_string())?;
     Ok(())
 }

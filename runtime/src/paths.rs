@@ -57,6 +57,7 @@ pub const CONTAINER_MARKER: &str = "/run/hutch-container";
 /// pidns=4026532180     (inode of the container's pid namespace)
 /// shell=/bin/bash      (the inner shell from the policy)
 /// seccomp=default       (the policy's seccomp profile: default, off, or an absolute path)
+/// seccomp_deny=ptrace,personality  (a file profile's names, read by the keeper on the host)
 /// ```
 /// A marker without a `seccomp=` line (written by an older keeper) means
 /// `default`.
@@ -68,6 +69,9 @@ pub struct Marker {
     pub shell: PathBuf,
     /// The seccomp profile hutch-shell loads (`UserPolicy::seccomp`).
     pub seccomp: String,
+    /// For a file profile: the syscalls it denies beyond the default, read
+    /// from the file on the host by the keeper (no file is read inside).
+    pub seccomp_deny: Vec<String>,
 }
 
 /// The seccomp profile of a marker that names none.
@@ -76,12 +80,13 @@ pub const DEFAULT_SECCOMP: &str = "default";
 impl Marker {
     pub fn render(&self) -> String {
         format!(
-            "user={}\nuid={}\npidns={}\nshell={}\nseccomp={}\n",
+            "user={}\nuid={}\npidns={}\nshell={}\nseccomp={}\nseccomp_deny={}\n",
             self.user,
             self.uid,
             self.pidns,
             self.shell.display(),
-            self.seccomp
+            self.seccomp,
+            self.seccomp_deny.join(",")
         )
     }
 
@@ -89,6 +94,7 @@ impl Marker {
     pub fn parse(text: &str) -> Option<Marker> {
         let (mut user, mut uid, mut pidns, mut shell) = (None, None, None, None);
         let mut seccomp = DEFAULT_SECCOMP.to_string();
+        let mut seccomp_deny = Vec::new();
         for line in text.lines() {
             let (k, v) = line.split_once('=')?;
             match k {
@@ -97,6 +103,13 @@ impl Marker {
                 "pidns" => pidns = v.parse().ok(),
                 "shell" => shell = Some(PathBuf::from(v)),
                 "seccomp" if !v.is_empty() => seccomp = v.to_string(),
+                "seccomp_deny" => {
+                    seccomp_deny = v
+                        .split(',')
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                }
                 _ => {}
             }
         }
@@ -106,6 +119,7 @@ impl Marker {
             pidns: pidns?,
             shell: shell?,
             seccomp,
+            seccomp_deny,
         })
     }
 }
@@ -122,7 +136,8 @@ mod tests {
             uid: 1001,
             pidns: 4026532180,
             shell: "/bin/bash".into(),
-            seccomp: "off".into(),
+            seccomp: "/etc/hutch/seccomp-extra".into(),
+            seccomp_deny: vec!["ptrace".into(), "personality".into()],
         };
         assert_eq!(Marker::parse(&m.render()), Some(m));
         assert_eq!(Marker::parse("user=a\nuid=x\n"), None);

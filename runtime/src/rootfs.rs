@@ -54,6 +54,9 @@ pub struct RootfsSpec {
     pub resolv_conf: Option<String>,
     /// The policy's seccomp profile, passed to hutch-shell in the marker.
     pub seccomp: String,
+    /// A file profile's syscall names, read by the keeper on the host
+    /// ([`crate::seccomp::profile_names`]), for the marker.
+    pub seccomp_deny: Vec<String>,
 }
 
 /// A failed set-up step: what was done, on what, and why.
@@ -1011,6 +1014,7 @@ pub(crate) mod tests {
             syslog_socket: "/dev/log".into(),
             marker: String::new(),
             seccomp: "default".into(),
+            seccomp_deny: Vec::new(),
             resolv_conf: None,
         }
     }

@@ -23,9 +23,15 @@
 //! compat entry points (socketcall, the i386 numbers) cannot go around the
 //! list. Denied calls fail with EPERM, which programs handle.
 //!
-//! Profiles (the marker's `seccomp=`): `default` is this filter; `off`
+//! Profiles (the policy's `seccomp`): `default` is this filter; `off`
 //! loads none; an absolute path names a root-owned file of extra syscall
-//! names (one a line, `#` comments) denied on top of the default.
+//! names (one a line, `#` comments) denied on top of the default. The file
+//! is read on the host only, never inside a container (where the path would
+//! name whatever the template or the user put there): by the PAM module
+//! before it joins ([`resolve`]) and by the keeper, which writes the names
+//! it found into the container's marker (`seccomp_deny=`), from which
+//! hutch-shell and `hutchctl enter` build the same filter
+//! ([`resolve_marker`]).
 
 use std::fmt;
 use std::io::Read;
@@ -206,41 +212,90 @@ impl fmt::Display for SeccompError {
     }
 }
 
-/// What to load for a marker's `seccomp=` value: `None` for `off`.
-pub fn resolve(profile: &str) -> Result<Option<Vec<u32>>, SeccompError> {
-    let mut denied: Vec<u32> = DENIED.iter().filter_map(|n| number(n)).collect();
+/// The message carries the cause (hutch-shell prints it alone), so there is
+/// no separate source.
+impl std::error::Error for SeccompError {}
+
+/// The syscalls a profile denies beyond the default, by name: none for
+/// `default` and `off`, the file's names for an absolute path (read here,
+/// on the host: a regular root-owned file, every name known). What the
+/// keeper writes into the marker and `hutchctl check` validates.
+pub fn profile_names(profile: &str) -> Result<Vec<String>, SeccompError> {
     match profile {
-        "off" => return Ok(None),
-        "default" | "" => {}
-        p if p.starts_with('/') => denied.extend(read_profile(Path::new(p))?),
-        other => {
-            return Err(SeccompError::Profile {
-                path: other.to_string(),
-                why: "unknown profile (expected default, off or an absolute path)".into(),
-            })
-        }
+        "off" | "default" | "" => Ok(Vec::new()),
+        p if p.starts_with('/') => read_profile(Path::new(p)),
+        other => Err(SeccompError::Profile {
+            path: other.to_string(),
+            why: "unknown profile (expected default, off or an absolute path)".into(),
+        }),
+    }
+}
+
+/// What to load for a policy's profile, read on the host: `None` for `off`.
+pub fn resolve(profile: &str) -> Result<Option<Vec<u32>>, SeccompError> {
+    let extra = profile_names(profile)?;
+    if profile == "off" {
+        return Ok(None);
+    }
+    denied_with(&extra).map(Some)
+}
+
+/// What to load for a container marker's `seccomp=` and `seccomp_deny=`:
+/// `None` for `off`. Reads no file (inside a container a profile path
+/// names nothing the admin wrote).
+pub fn resolve_marker(profile: &str, extra: &[String]) -> Result<Option<Vec<u32>>, SeccompError> {
+    match profile {
+        "off" => Ok(None),
+        "default" | "" => denied_with(extra).map(Some),
+        p if p.starts_with('/') => denied_with(extra).map(Some),
+        other => Err(SeccompError::Profile {
+            path: other.to_string(),
+            why: "unknown profile (expected default, off or an absolute path)".into(),
+        }),
+    }
+}
+
+/// The default list plus `extra` (names), sorted.
+fn denied_with(extra: &[String]) -> Result<Vec<u32>, SeccompError> {
+    let mut denied: Vec<u32> = DENIED.iter().filter_map(|n| number(n)).collect();
+    for name in extra {
+        denied.push(number(name).ok_or_else(|| SeccompError::Profile {
+            path: "(marker)".into(),
+            why: format!("unknown syscall {name:?}"),
+        })?);
     }
     denied.sort_unstable();
     denied.dedup();
-    Ok(Some(denied))
+    Ok(denied)
 }
 
 /// Parses a profile file's text: syscall names, one a line, `#` comments.
 pub fn parse_profile(text: &str) -> Result<Vec<u32>, String> {
+    parse_profile_names(text)?
+        .iter()
+        .map(|n| number(n).ok_or_else(|| format!("unknown syscall {n:?}")))
+        .collect()
+}
+
+/// The names of a profile file's text, each checked to be a syscall hutch knows.
+pub fn parse_profile_names(text: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let name = line.split('#').next().unwrap_or("").trim();
         if name.is_empty() {
             continue;
         }
-        out.push(number(name).ok_or_else(|| format!("line {}: unknown syscall {name:?}", i + 1))?);
+        if number(name).is_none() {
+            return Err(format!("line {}: unknown syscall {name:?}", i + 1));
+        }
+        out.push(name.to_string());
     }
     Ok(out)
 }
 
 /// Reads a profile file: a regular, root-owned file nobody else can write
 /// (it decides what the user may do), not followed through a symlink.
-fn read_profile(path: &Path) -> Result<Vec<u32>, SeccompError> {
+fn read_profile(path: &Path) -> Result<Vec<String>, SeccompError> {
     let shown = path.display().to_string();
     let fail = |why: String| SeccompError::Profile {
         path: shown.clone(),
@@ -261,7 +316,7 @@ fn read_profile(path: &Path) -> Result<Vec<u32>, SeccompError> {
     file.take(1 << 16)
         .read_to_string(&mut text)
         .map_err(|e| fail(e.to_string()))?;
-    parse_profile(&text).map_err(fail)
+    parse_profile_names(&text).map_err(fail)
 }
 
 fn stmt(code: u16, k: u32) -> libc::sock_filter {
@@ -325,12 +380,25 @@ pub fn program(denied: &[u32]) -> Vec<libc::sock_filter> {
     p
 }
 
-/// Loads the profile named by the marker. Needs no_new_privs set first.
+/// Loads the filter of a policy's profile, the file (if any) read on the
+/// host now. Needs no_new_privs set first. `Ok(false)`: `off`, nothing loaded.
 pub fn apply(profile: &str) -> Result<bool, SeccompError> {
-    let Some(denied) = resolve(profile)? else {
+    load(resolve(profile)?.as_deref())
+}
+
+/// Loads the filter a container's marker names (hutch-shell, `hutchctl
+/// enter`), reading no file. Needs no_new_privs set first.
+pub fn apply_marker(marker: &crate::paths::Marker) -> Result<bool, SeccompError> {
+    load(resolve_marker(&marker.seccomp, &marker.seccomp_deny)?.as_deref())
+}
+
+/// Loads the program for `denied` (from [`resolve`] or
+/// [`resolve_marker`]); `None` loads nothing.
+pub fn load(denied: Option<&[u32]>) -> Result<bool, SeccompError> {
+    let Some(denied) = denied else {
         return Ok(false);
     };
-    sys::load_seccomp(&program(&denied)).map_err(|source| SeccompError::Load { source })?;
+    sys::load_seccomp(&program(denied)).map_err(|source| SeccompError::Load { source })?;
     Ok(true)
 }
 
@@ -369,6 +437,30 @@ mod tests {
             parse_profile("ptrace\nfrobnicate\n").unwrap_err(),
             "line 2: unknown syscall \"frobnicate\""
         );
+    }
+
+    /// A profile file is read on the host (root-owned, regular), its names
+    /// go to the marker, and the marker's side builds the same list without
+    /// reading any file.
+    #[test]
+    fn file_profile_on_host_and_in_marker() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("extra");
+        std::fs::write(&f, "ptrace # no tracing\npersonality\n").unwrap();
+        let path = f.to_str().unwrap();
+        if nix::unistd::geteuid().is_root() {
+            let names = profile_names(path).unwrap();
+            assert_eq!(names, ["ptrace", "personality"]);
+            let host = resolve(path).unwrap().unwrap();
+            assert!(host.contains(&(libc::SYS_ptrace as u32)));
+            std::fs::remove_file(&f).unwrap();
+            // The file is gone: the marker's side still has the list.
+            assert_eq!(resolve_marker(path, &names).unwrap().unwrap(), host);
+        }
+        assert!(profile_names("/nonexistent/profile").is_err());
+        assert!(resolve_marker("strict", &[]).is_err());
+        assert!(resolve_marker("off", &[]).unwrap().is_none());
+        assert!(resolve_marker("default", &["frobnicate".into()]).is_err());
     }
 
     /// Every jump of the program lands inside it, and it ends in a return.

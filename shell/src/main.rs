@@ -40,7 +40,7 @@ fn main() {
         eprintln!("hutch-shell: prctl(PR_SET_NO_NEW_PRIVS): {e}");
         exit(EXIT_REFUSED);
     }
-    if let Err(e) = seccomp::apply(&marker.seccomp) {
+    if let Err(e) = seccomp::apply_marker(&marker) {
         eprintln!("hutch-shell: {e}");
         exit(EXIT_REFUSED);
     }

@@ -205,6 +205,7 @@ mod tests {
             pidns,
             shell: "/bin/bash".into(),
             seccomp: "default".into(),
+            seccomp_deny: Vec::new(),
         }
         .render()
     }

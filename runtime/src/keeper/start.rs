@@ -73,6 +73,9 @@ pub enum StartError {
     Signals(#[source] nix::Error),
     #[error("signalfd")]
     SignalFd(#[source] nix::Error),
+    /// The policy's seccomp profile file (read on the host for the marker).
+    #[error("seccomp")]
+    Seccomp(#[source] crate::seccomp::SeccompError),
 }
 
 /// A policy limit the cgroup layer cannot take.
@@ -207,6 +210,10 @@ impl Keeper {
             }
             Decision::Refuse(why) => return Err(StartError::Refused(why)),
         };
+        // A file profile is read here, on the host; its names go to the
+        // container's marker (nothing inside reads the file).
+        let seccomp_deny =
+            crate::seccomp::profile_names(&up.seccomp).map_err(StartError::Seccomp)?;
         let paths = UserPaths::new(&host, user);
         private_dir(&paths.dir)?;
 
@@ -274,6 +281,7 @@ impl Keeper {
             rootfs: rootfs_spec(&account, &up, &loaded.path, &staging),
         };
         spec.rootfs.syslog_socket = log.path().to_path_buf();
+        spec.rootfs.seccomp_deny = seccomp_deny;
         spec.rootfs.resolv_conf = crate::net::resolv_conf(&host, &up.network);
         container = container::spawn(&spec, |pid| cg.attach(pid.as_raw()))
             .map_err(StartError::Container)?;
@@ -388,6 +396,7 @@ fn rootfs_spec(account: &Account, up: &UserPolicy, lower: &Path, staging: &Path)
         syslog_socket: PathBuf::from("/dev/log"),
         marker: String::new(),
         seccomp: up.seccomp.clone(),
+        seccomp_deny: Vec::new(),
         resolv_conf: None,
     }
 }
