@@ -330,7 +330,8 @@ fn failed<O: PamOps>(
     e: &JoinError,
 ) -> c_int {
     let cause = refusal_cause(e);
-    let result = match args.on_error {
+    let on_error = effective_on_error(args, e);
+    let result = match on_error {
         OnError::Fail => LoginResult::Refused,
         OnError::Ignore => LoginResult::Unconfined,
     };
@@ -338,7 +339,7 @@ fn failed<O: PamOps>(
         counters_file,
         &counters::login(&info.service, result, Some(&cause), None),
     );
-    let event = match args.on_error {
+    let event = match on_error {
         OnError::Fail => "session.refuse",
         OnError::Ignore => "session.unconfined",
     };
@@ -348,7 +349,7 @@ fn failed<O: PamOps>(
             .field("reason", e.to_string())
             .notice(),
     );
-    match args.on_error {
+    match on_error {
         OnError::Fail => {
             ops.log(
                 LOG_ERR,
@@ -372,6 +373,17 @@ fn failed<O: PamOps>(
             );
             PAM_IGNORE
         }
+    }
+}
+
+/// What `on_error` means for this failure: `ignore` cannot let through a
+/// caller that had begun joining the container ([`JoinError::inside`]): it
+/// is neither on the host nor confined, so the session is refused.
+fn effective_on_error(args: &Args, e: &JoinError) -> OnError {
+    if e.inside() {
+        OnError::Fail
+    } else {
+        args.on_error
     }
 }
 
@@ -750,6 +762,29 @@ mod tests {
                     .to_string()
             )
         );
+    }
+
+    /// A failure once the caller had begun joining (a setns, the session's
+    /// seccomp filter) refuses the session even with on_error=ignore.
+    #[test]
+    fn failure_inside_refuses_even_with_ignore() {
+        for step in ["setns(mnt)", "seccomp(load)", "no_new_privs", "fds"] {
+            let mut h = FakeHandle::alice();
+            let j = FakeJoiner::new(Script::Fail(step, "boom"));
+            assert_eq!(
+                open(&mut h, &["on_error=ignore"], &j),
+                PAM_SESSION_ERR,
+                "{step}"
+            );
+            assert_eq!(
+                h.lines()[1],
+                (LOG_ERR, format!("refusing session of alice: {step}: boom"))
+            );
+        }
+        // Before joining, ignore still lets the session through (on the host).
+        let mut h = FakeHandle::alice();
+        let j = FakeJoiner::new(Script::Fail("seccomp", "profile /x: not found"));
+        assert_eq!(open(&mut h, &["on_error=ignore"], &j), PAM_IGNORE);
     }
 
     /// A missing user is an error of step pam_get_user.

@@ -17,7 +17,7 @@ use crate::keeper::lock_user;
 use crate::keeper::proto::{self, Request};
 use crate::ns::{Namespaces, NsError};
 use crate::paths::UserPaths;
-use crate::{account, privs, sys, Kernel};
+use crate::{account, privs, seccomp, sys, Kernel};
 use hutch_policy::{Decision, Policy};
 
 /// How long closing a session waits for the keeper's answer.
@@ -93,6 +93,33 @@ pub struct JoinError {
     pub cause: String,
 }
 
+/// The steps that fail with the caller already (partly) in the container:
+/// setting up the namespaces, capabilities and the session's confinement.
+/// After one of them the session must be refused whatever `on_error` says:
+/// the caller is neither on the host nor confined.
+pub const STEPS_INSIDE: &[&str] = &[
+    "dumpable",
+    "setns(cgroup)",
+    "setns(ipc)",
+    "setns(uts)",
+    "setns(net)",
+    "setns(pid)",
+    "setns(mnt)",
+    "chdir",
+    "capabilities",
+    "fds",
+    "no_new_privs",
+    "seccomp(load)",
+];
+
+impl JoinError {
+    /// Whether the caller had begun joining the container when this
+    /// happened ([`STEPS_INSIDE`]): then the only safe answer is a refusal.
+    pub fn inside(&self) -> bool {
+        STEPS_INSIDE.contains(&self.step)
+    }
+}
+
 fn err(step: &'static str) -> impl FnOnce(String) -> JoinError {
     move |cause| JoinError { step, cause }
 }
@@ -123,12 +150,12 @@ pub fn open_session(
             why,
         });
     }
-    match explained.decision {
+    let up = match explained.decision {
         Decision::Exempt(why) => return Ok(Outcome::Exempt(why)),
         Decision::Refuse(why) => return Err(err("policy")(why)),
-        Decision::Confine(_) => {}
-    }
-    confine(opts, &policy, account, user, info).map(Outcome::Joined)
+        Decision::Confine(up) => up,
+    };
+    confine(opts, &policy, &up, account, user, info).map(Outcome::Joined)
 }
 
 /// For `hutchctl check --probe`: like [`open_session`] for a user the
@@ -147,15 +174,17 @@ pub fn open_probe_session(
     match policy.resolve(&account, &info.service) {
         Decision::Exempt(why) => Err(err("policy")(format!("not confined: {why}"))),
         Decision::Refuse(why) => Err(err("policy")(format!("refused: {why}"))),
-        Decision::Confine(_) => confine(opts, &policy, account, user, info),
+        Decision::Confine(up) => confine(opts, &policy, &up, account, user, info),
     }
 }
 
 /// Connects to (or starts) the keeper of a confined `user` and joins the
-/// container, after checking the caller is single-threaded.
+/// container, after checking the caller is single-threaded; then confines
+/// the caller with `up`'s seccomp profile ([`confine_session_process`]).
 fn confine(
     opts: &JoinOptions,
     policy: &Policy,
+    up: &hutch_policy::UserPolicy,
     account: hutch_policy::Account,
     user: &str,
     info: &SessionInfo,
@@ -163,11 +192,26 @@ fn confine(
     // Before anything changes: setns(mnt) fails in a threaded caller, and a
     // half-joined process must never happen.
     check_single_threaded()?;
+    // The session's seccomp filter, a profile file read now, on the host.
+    let filter = seccomp::resolve(&up.seccomp).map_err(|e| err("seccomp")(e.to_string()))?;
     let paths = UserPaths::new(policy.host(), user);
     let (conn, init_pid, namespaces, created) = connect_or_start(opts, &paths, user, info)?;
     let tty = host_tty();
     join_container(&namespaces)?;
     let tty = tty.map(|t| t.and_then(bind_tty));
+    if let Some(Ok(inside)) = &tty {
+        // The keeper removes the bind when the session ends (the confined
+        // caller can no longer unmount anything, and may be killed).
+        let _ = proto::send(
+            &conn,
+            &Request::Tty {
+                path: inside.clone(),
+            }
+            .render(),
+            &[],
+        );
+    }
+    confine_session_process(filter.as_deref())?;
     Ok(Session {
         conn,
         user: user.to_string(),
@@ -530,18 +574,49 @@ fn join_container(namespaces: &Namespaces) -> Result<(), JoinError> {
     privs::drop_exec_caps(&mut Kernel).map_err(|e| err("capabilities")(chain(&e)))
 }
 
-impl Session {
-    /// Tells the keeper the session ended and waits (bounded) for its
-    /// answer: the keeper moves the calling process back to the cgroups it
-    /// came from first, so that a teardown right after cannot kill it before
-    /// it has reported the session's exit status.
-    pub fn close(self) {
-        if let Some(Ok(tty)) = &self.tty {
-            // Still in the container's mount namespace (never restored).
-            if nix::mount::umount2(tty.as_str(), nix::mount::MntFlags::MNT_DETACH).is_ok() {
-                let _ = fs::remove_file(tty);
+/// The PAM host, once in the container, is confined the way hutch-shell
+/// confines a login shell, so that everything it runs for the user —
+/// hutch-shell, a template's /bin/bash, cron's and atd's /bin/sh, `su -s`,
+/// `sudo -u`, `runuser`, sftp-server — starts confined before any of its
+/// code runs, and inherits it across every fork and exec:
+/// 1. no descriptor of the host reaches an exec: every fd above 2 becomes
+///    close-on-exec (the host keeps using its own), and a directory on
+///    0-2 refuses the session (fchdir would lead out of the container);
+/// 2. no_new_privs (a setuid or file-capability binary gains nothing);
+/// 3. the policy's seccomp filter (`filter`, resolved on the host; `None`
+///    for `seccomp = "off"`).
+///
+/// What the host itself does afterwards runs under the filter too: sshd's
+/// monitor, su, login, cron, atd, sudo and runuser only fork, wait, change
+/// to the user and talk to the keeper, none of which the filter denies
+/// (the terminal bind is removed by the keeper, see [`Request::Tty`]).
+fn confine_session_process(filter: Option<&[u32]>) -> Result<(), JoinError> {
+    for fd in 0..3 {
+        if let Ok(st) = nix::sys::stat::fstat(fd) {
+            if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                return Err(err("fds")(format!(
+                    "descriptor {fd} of the calling program is a directory of the host; a session must not start with one"
+                )));
             }
         }
+    }
+    sys::cloexec_from(3)
+        .map_err(|e| err("fds")(format!("marking descriptors close-on-exec: {e}")))?;
+    use crate::privs::PrivOps;
+    Kernel
+        .no_new_privs()
+        .map_err(|e| err("no_new_privs")(chain(&e)))?;
+    seccomp::load(filter).map_err(|e| err("seccomp(load)")(e.to_string()))?;
+    Ok(())
+}
+
+impl Session {
+    /// Tells the keeper the session ended and waits (bounded) for its
+    /// answer: the keeper removes the terminal's bind (if any) and moves the
+    /// calling process back to the cgroups it came from first, so that a
+    /// teardown right after cannot kill it before it has reported the
+    /// session's exit status.
+    pub fn close(self) {
         if proto::send(&self.conn, &Request::Close.render(), &[]).is_ok() {
             let _ = self.conn.set_read_timeout(Some(CLOSE_TIMEOUT));
             let _ = proto::recv(&self.conn);

@@ -30,7 +30,7 @@ pub use fusehome::OwnerOnlyMount;
 pub use hutch::{HutchEnv, E2E_TEMPLATE};
 pub use ldap::{Directory, LdapGroup, LdapUser};
 pub use leftovers::{assert_no_leftovers, leftovers};
-pub use ns::{su_in_private_ns, su_in_private_ns_with_log};
+pub use ns::{in_private_ns, su_in_private_ns, su_in_private_ns_with_log, NsDaemon};
 pub use pty::PtySession;
 pub use rootfs::{debian_rootfs, ROOTFS_PACKAGES};
 pub use sshd::{Background, Login, Sftp, SshdEnv, SshdOpts, STOCK_PAM_STACK};

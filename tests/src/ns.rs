@@ -76,3 +76,91 @@ pub fn su_in_private_ns_with_log(pam_stack: &str, user: &str, cmd: &str, log: &S
     }
     out
 }
+
+/// The script that makes a private mount namespace ready for a PAM client:
+/// the private /dev (its /dev/log is `log`), then each `(service, stack)`
+/// written to a file of `dir` and bound over `/etc/pam.d/<service>`.
+fn pam_ns_prelude(dir: &Path, pam: &[(&str, &str)], log: &Path) -> String {
+    let mut s = format!("set -e\n{}", private_dev_script(log));
+    for (service, stack) in pam {
+        let f = dir.join(format!("pam-{service}"));
+        std::fs::write(&f, stack).expect("write a pam stack");
+        s.push_str(&format!(
+            "mount --bind {} /etc/pam.d/{service}\n",
+            shell_quote(&f.to_string_lossy())
+        ));
+    }
+    s
+}
+
+/// Runs `script` with `sh` as root in a private mount namespace (see
+/// [`pam_ns_prelude`]), after `pam`'s stacks were bound over the host's:
+/// `su -s`, `sudo -u`, `runuser -u` through a stack the test wrote, and
+/// nothing of it seen by the host. `args` are `$1`, `$2`, ... Bounded to 120 s.
+pub fn in_private_ns(pam: &[(&str, &str)], script: &str, args: &[&str], log: &Syslog) -> Output {
+    let dir = TestDir::new("htpns");
+    let full = format!("{}{script}\n", pam_ns_prelude(dir.path(), pam, log.path()));
+    let out = Command::new("timeout")
+        .args([
+            "-k",
+            "5",
+            "120",
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+        ])
+        .args(["sh", "-c", &full, "sh"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running unshare");
+    if out.code() == Some(124) {
+        eprintln!("in_private_ns: timed out\n{}", out.describe());
+    }
+    out
+}
+
+/// A daemon (cron, atd) started like [`in_private_ns`]'s script, in its
+/// own private mount namespace; ends (by pid) with [`Drop`].
+pub struct NsDaemon {
+    child: std::process::Child,
+    _dir: TestDir,
+}
+
+impl NsDaemon {
+    /// Starts `script` (which should `exec` the daemon in the foreground).
+    pub fn spawn(pam: &[(&str, &str)], script: &str, log: &Syslog) -> NsDaemon {
+        let dir = TestDir::new("htpnsd");
+        let full = format!("{}{script}\n", pam_ns_prelude(dir.path(), pam, log.path()));
+        let child = Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-c",
+                &full,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning unshare");
+        NsDaemon { child, _dir: dir }
+    }
+
+    /// The daemon's pid (the `sh` it `exec`s into).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for NsDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -6,12 +6,15 @@
 //! module  -> keeper   OPEN <service> <tty> <rhost>
 //! keeper  -> module   OK <init-pid> <session-id>        + fds in ns::Namespace::JOIN_ORDER
 //!                     ERR <message>
+//! module  -> keeper   TTY </dev/NAME>                    (the host terminal it bound; no answer)
 //! module  -> keeper   CLOSE                              (then the connection drops)
 //! ctl     -> keeper   STATUS                             -> OK <state json>
 //! ctl     -> keeper   STOP                               -> OK
 //! ```
 //! A session is the live connection: when it drops for any reason
-//! (close_session, sshd killed), the keeper counts the session as ended.
+//! (close_session, sshd killed), the keeper counts the session as ended,
+//! and removes the session's terminal bind (`TTY`): the module, confined by
+//! then, cannot unmount it, and a killed host never would.
 
 use std::io::{self, IoSlice, IoSliceMut, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -31,6 +34,11 @@ pub enum Request {
         service: String,
         tty: String,
         rhost: String,
+    },
+    /// The host terminal the module bound into the container's /dev for
+    /// this session (`/dev/pts-3`); the keeper unbinds it at the session's end.
+    Tty {
+        path: String,
     },
     Close,
     Status,
@@ -70,6 +78,7 @@ impl Request {
                     clean(rhost)
                 )
             }
+            Request::Tty { path } => format!("TTY\t{}\n", clean(path)),
             Request::Close => "CLOSE\n".into(),
             Request::Status => "STATUS\n".into(),
             Request::Stop => "STOP\n".into(),
@@ -83,6 +92,9 @@ impl Request {
                 service: f.next()?.to_string(),
                 tty: f.next()?.to_string(),
                 rhost: f.next()?.to_string(),
+            }),
+            "TTY" => Some(Request::Tty {
+                path: f.next()?.to_string(),
             }),
             "CLOSE" => Some(Request::Close),
             "STATUS" => Some(Request::Status),

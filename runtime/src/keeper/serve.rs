@@ -17,6 +17,7 @@ use super::state::SessionState;
 use super::{now_unix, Keeper};
 use crate::cgroup;
 use crate::error::chain;
+use crate::ns::Namespace;
 use crate::sys;
 
 /// How long a keeper waits for its first session (the module that started
@@ -37,6 +38,9 @@ pub(super) struct Session {
     /// Where the session's process (the PAM host: sshd, su, login) came
     /// from; it goes back there when it closes the session.
     pub(super) origin: cgroup::Origin,
+    /// The host terminal bound into the container's /dev for this session
+    /// (`TTY`), unbound when it ends.
+    pub(super) tty_bind: Option<String>,
 }
 
 /// The open sessions, the next session id, and since when none is open.
@@ -76,6 +80,11 @@ impl Sessions {
 
     pub(super) fn iter(&self) -> impl Iterator<Item = &Session> {
         self.open.iter()
+    }
+
+    /// Session `i`, to record what it says (`TTY`).
+    pub(super) fn get_mut(&mut self, i: usize) -> Option<&mut Session> {
+        self.open.get_mut(i)
     }
 
     /// What state.json and `STATUS` list.
@@ -261,13 +270,41 @@ impl Keeper {
             .unwrap_or(false)
     }
 
-    /// Handles a readable session connection: `CLOSE`, or end of stream.
+    /// Handles a readable session connection: `TTY` (recorded), `CLOSE`,
+    /// or end of stream.
     fn session_readable(&mut self, i: usize) {
-        // A session says nothing but CLOSE; that, end of stream or an
-        // error all end it.
+        // A session says TTY (once, right after OPEN) and CLOSE; CLOSE, end
+        // of stream or an error end it.
         let said = proto::recv(&self.sessions.iter().nth(i).expect("a polled session").conn);
+        if let Ok(Some((line, _))) = &said {
+            if let Some(Request::Tty { path }) = Request::parse(line) {
+                match tty_bind_name(&path) {
+                    Some(p) => {
+                        if let Some(s) = self.sessions.get_mut(i) {
+                            s.tty_bind = Some(p.to_string());
+                        }
+                    }
+                    None => sys::syslog(
+                        libc::LOG_WARNING,
+                        &format!("{}: ignoring the terminal name {path:?}", self.account.name),
+                    ),
+                }
+                return;
+            }
+        }
         {
             let s = self.sessions.remove(i, Instant::now());
+            if let Some(tty) = &s.tty_bind {
+                if let Err(e) = unbind_tty(self.container.namespaces.get(Namespace::Mnt), tty) {
+                    sys::syslog(
+                        libc::LOG_WARNING,
+                        &format!(
+                            "{}: removing the terminal bind {tty}: {e}",
+                            self.account.name
+                        ),
+                    );
+                }
+            }
             let closed = matches!(&said, Ok(Some((line, _))) if Request::parse(line) == Some(Request::Close));
             self.audit_session_close(
                 &s,
@@ -361,7 +398,7 @@ impl Keeper {
                 let _ = proto::send(&conn, "OK\n", &[]);
                 Some("stopped by hutchctl".into())
             }
-            Some(Request::Close) | None => {
+            Some(Request::Close) | Some(Request::Tty { .. }) | None => {
                 let _ = proto::send(&conn, "ERR unknown request\n", &[]);
                 None
             }
@@ -426,11 +463,76 @@ impl Keeper {
                 since: now_unix(),
             },
             origin,
+            tty_bind: None,
         });
         if let Some(s) = self.sessions.iter().last() {
             self.audit_session_open(s);
         }
         self.write_state();
+    }
+}
+
+/// A terminal bind's name as the module makes it: `/dev/` and one component
+/// (`pts-3`, `tty1`), nothing that could name another place.
+fn tty_bind_name(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/dev/")?;
+    let ok = !rest.is_empty()
+        && rest != "."
+        && rest != ".."
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    ok.then_some(path)
+}
+
+/// Unmounts the terminal bind `path` in the container's mount namespace
+/// (`mnt`) and removes its mount point, in a forked child (the keeper's own
+/// namespaces stay as they are). The container's /dev is a root-owned
+/// tmpfs: nothing of the user's is on the way; the final name is not
+/// followed (UMOUNT_NOFOLLOW), and the file goes only if the unmount did.
+fn unbind_tty(mnt: std::os::fd::BorrowedFd<'_>, path: &str) -> Result<(), String> {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    match sys::fork().map_err(|e| format!("fork: {e}"))? {
+        sys::Forked::Child => {
+            let code = (|| {
+                nix::sched::setns(mnt, nix::sched::CloneFlags::CLONE_NEWNS).map_err(|_| 2)?;
+                nix::mount::umount2(
+                    path,
+                    nix::mount::MntFlags::MNT_DETACH | nix::mount::MntFlags::UMOUNT_NOFOLLOW,
+                )
+                .map_err(|e| if e == nix::errno::Errno::EINVAL { 3 } else { 4 })?;
+                let _ = std::fs::remove_file(path);
+                Ok::<i32, i32>(0)
+            })()
+            .unwrap_or_else(|c| c);
+            sys::exit_now(code)
+        }
+        sys::Forked::Parent(child) => match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, 0)) => Ok(()),
+            Ok(WaitStatus::Exited(_, 2)) => Err("setns(mnt) failed".into()),
+            // Not mounted (any more): nothing to remove.
+            Ok(WaitStatus::Exited(_, 3)) => Ok(()),
+            Ok(other) => Err(format!("umount2 failed ({other:?})")),
+            Err(e) => Err(format!("waitpid: {e}")),
+        },
+    }
+}
+
+/// Only `/dev/` and one plain component is a terminal bind the keeper removes.
+#[cfg(test)]
+#[test]
+fn tty_bind_names() {
+    assert_eq!(tty_bind_name("/dev/pts-3"), Some("/dev/pts-3"));
+    assert_eq!(tty_bind_name("/dev/tty1"), Some("/dev/tty1"));
+    for bad in [
+        "/dev/",
+        "/dev/..",
+        "/dev/a/b",
+        "/etc/passwd",
+        "/dev/x y",
+        "dev/tty1",
+    ] {
+        assert_eq!(tty_bind_name(bad), None, "{bad}");
     }
 }
 
@@ -452,6 +554,7 @@ mod tests {
                 since: 0,
             },
             origin: cgroup::Origin::default(),
+            tty_bind: None,
         }
     }
 
