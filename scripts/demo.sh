@@ -30,26 +30,51 @@ SSHD_PID=
 # The PAM module caches the compiled policy in /run/hutch/policy-cache.
 RUN_HUTCH_WAS_THERE=0
 [ -e /run/hutch ] && RUN_HUTCH_WAS_THERE=1
+# The demo's cgroup directories, deepest first (cgroup_root "hutch-demo" is
+# made below this shell's own cgroup in every hierarchy).
+demo_cgroups() {
+    find /sys/fs/cgroup -mindepth 1 -maxdepth 8 -type d -path '*/hutch-demo*' 2>/dev/null | sort -r
+}
+# Pids still in the demo's cgroups (its keeper, the container).
+demo_pids() {
+    demo_cgroups | while read -r d; do cat "$d/cgroup.procs" 2>/dev/null; done | sort -u
+}
 cleanup() {
     set +e
     [ -n "$SSHD_PID" ] && kill "$SSHD_PID" 2>/dev/null && wait "$SSHD_PID" 2>/dev/null
-    # The container goes with the last session; wait for its keeper (bounded).
-    for _ in $(seq 50); do [ -e "$D/run/users/$USER_NAME" ] || break; sleep 0.1; done
-    for p in $(pgrep -u "$USER_NAME" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+    # The container goes with the last session: the keeper kills it, removes
+    # the user's cgroups and its state, reaps the init and exits. Wait for
+    # all of that (bounded), not only for the state directory: the keeper
+    # itself sits in hutch-demo/keepers until it has exited.
+    for _ in $(seq 150); do
+        [ -z "$(demo_pids)" ] && [ ! -e "$D/run/users/$USER_NAME" ] && break
+        sleep 0.2
+    done
+    # Whatever is still there after 30 s is the demo's own: end it by pid.
+    for p in $(demo_pids) $(pgrep -u "$USER_NAME" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
     id "$USER_NAME" >/dev/null 2>&1 && userdel -r "$USER_NAME" 2>/dev/null
     for m in $(awk -v d="$D" '$5 ~ "^"d {print $5}' /proc/self/mountinfo | sort -r); do umount -l "$m"; done
-    for base in /sys/fs/cgroup/*/ /sys/fs/cgroup/unified/; do
-        find "$base" -depth -type d -path '*hutch-demo*' -exec rmdir {} + 2>/dev/null
+    # rmdir refuses a group a dying process still holds: retry (bounded).
+    for _ in $(seq 50); do
+        left=$(demo_cgroups)
+        [ -z "$left" ] && break
+        for g in $left; do rmdir "$g" 2>/dev/null; done
+        [ -z "$(demo_cgroups)" ] && break
+        sleep 0.2
+    done
+    [ -z "$(demo_cgroups)" ] || echo "demo: could not remove cgroups: $(demo_cgroups | tr '\n' ' ')" >&2
+    # The PAM module's cache of the demo's policy (its key holds the path);
+    # /run/hutch itself only if the demo made it and nothing else is in it.
+    for f in /run/hutch/policy-cache/*.cache; do
+        [ -e "$f" ] && grep -qaF "$D/hutch.toml" "$f" && rm -f "$f"
     done
     if [ "$RUN_HUTCH_WAS_THERE" = 0 ]; then
-        rm -rf /run/hutch
-    else
-        # Only the demo's cache (written after its policy file).
-        find /run/hutch/policy-cache -maxdepth 1 -name '*.cache' -newer "$D/hutch.toml" -delete 2>/dev/null
+        rmdir /run/hutch/policy-cache /run/hutch 2>/dev/null
     fi
     rm -rf "$D"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 # 1. Install hutch-shell and the module where the demo user and PAM find them.
 install -m 0755 "$BIN/hutch-shell" "$D/hutch-shell"
@@ -126,8 +151,10 @@ else
                  echo "/etc/passwd:"; cat /etc/passwd; echo "mounts:"; cat /proc/mounts | cut -d" " -f1-3'
     echo
     echo "demo: on the host meanwhile:"
-    "${SSH[@]}" 'sleep 3' & sleep 1.5
+    "${SSH[@]}" 'sleep 3' &
+    SLEEPER=$!
+    sleep 1.5
     "$BIN/hutchctl" --config "$D/hutch.toml" list
-    wait
+    wait "$SLEEPER"   # not a bare wait: the sshd is a background job too
 fi
 echo "demo: logged out; cleaning up."

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::{debian_rootfs, output, unique, Bins, Sftp, SshdEnv, SshdOpts, TestDir, TestUser};
 
@@ -197,29 +197,45 @@ impl HutchEnv {
         left
     }
 
-    fn remove_cgroup_tree(dir: &Path) {
+    /// Removes `dir` and every cgroup below it, deepest first, until
+    /// `deadline`: a group a dying process still holds refuses rmdir with
+    /// EBUSY for a while (a keeper's teardown of a thousand containers takes
+    /// seconds), so each refusal kills what is listed in it (processes of
+    /// this test's own making) and tries again.
+    fn remove_cgroup_tree(dir: &Path, deadline: Instant) {
         if let Ok(entries) = std::fs::read_dir(dir) {
             for e in entries.flatten() {
                 if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    Self::remove_cgroup_tree(&e.path());
+                    Self::remove_cgroup_tree(&e.path(), deadline);
                 }
             }
         }
-        for _ in 0..50 {
+        loop {
             if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            if Instant::now() >= deadline {
+                eprintln!("warning: cgroup {} could not be removed", dir.display());
+                return;
+            }
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        eprintln!("warning: cgroup {} could not be removed", dir.display());
     }
 }
 
 impl Drop for HutchEnv {
     fn drop(&mut self) {
-        // Keepers started by this env's sshd end with it; give them a moment.
+        // Keepers started by this env end with their last session: let them
+        // finish their own teardown (bounded), then kill what is left.
         let cfg = self.config.to_string_lossy().to_string();
-        crate::proc::kill_until_gone(Duration::from_secs(5), || {
+        let keepers = || -> Vec<i32> {
             crate::proc::pids()
                 .into_iter()
                 .filter(|&p| {
@@ -227,7 +243,11 @@ impl Drop for HutchEnv {
                     c.contains("hutch-keeper") && c.contains(&cfg)
                 })
                 .collect()
+        };
+        crate::wait_until(Duration::from_secs(3), || {
+            keepers().is_empty().then_some(())
         });
+        crate::proc::kill_until_gone(Duration::from_secs(10), keepers);
         // The PAM module's cache of this env's policy, and its login counters.
         let _ = std::fs::remove_file(hutch_policy::cache_path(
             &self.config,
@@ -277,7 +297,7 @@ impl Drop for HutchEnv {
                         let _ = cg.kill_all();
                     }
                 }
-                Self::remove_cgroup_tree(&d);
+                Self::remove_cgroup_tree(&d, Instant::now() + Duration::from_secs(30));
             }
         }
     }

@@ -155,6 +155,13 @@ fn main() -> anyhow::Result<()> {
         let _ = k.wait();
     }
     drop(ns);
+    // Everything this run made (users, cgroups, mounts) goes now, and is
+    // checked gone: a bench that leaves a cgroup tree behind is a bug.
+    let tag = hutch.cgroup_root.clone();
+    drop(users);
+    drop(hutch);
+    let left = hutch_tests::leftovers(&tag);
+    anyhow::ensure!(left.is_empty(), "left behind:\n{}", left.join("\n"));
 
     let per = s2.saturating_sub(s1) as f64 / n as f64;
     println!(
