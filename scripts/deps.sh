@@ -9,7 +9,11 @@
 # removes qemu-utils as a conflict, and qemu-img is gone. So:
 #   1. every check that fails names its package; those packages are installed
 #      in one apt-get call (after a simulation that reports every package the
-#      call would remove);
+#      call would remove). Where backports is still in the sources, apt
+#      refuses that call instead (qemu-utils Breaks bookworm's
+#      qemu-system-common): each installed package apt names as breaking it
+#      is then replaced, in the same call, by the version apt would take were
+#      it not installed;
 #   2. the checks run again; the packages of those still failing are
 #      installed again, alone (apt then takes the candidate version, which
 #      fits what step 1 installed);
@@ -127,6 +131,24 @@ if [[ ${DEPS_LIST:-0} == 1 ]]; then
     exit 0
 fi
 
+# The version of $1 apt would take were it not installed: the highest pin
+# priority, then the highest version (apt-cache policy's version table).
+default_version() {
+    apt-cache policy "$1" | awk '/^ (\*\*\*|   ) [^ ]+ [0-9]+$/ {print $(NF), $(NF-1)}' |
+        while read -r prio ver; do
+            [[ $(dpkg-query -W -f='${Version}' "$1" 2>/dev/null) == "$ver" ]] && continue
+            echo "$prio $ver"
+        done | sort -k1,1nr | {
+            best="" bp=""
+            while read -r prio ver; do
+                if [[ -z $best ]]; then best=$ver bp=$prio; continue; fi
+                [[ $prio == "$bp" ]] || break
+                dpkg --compare-versions "$ver" gt "$best" && best=$ver
+            done
+            echo "$best"
+        }
+}
+
 packages_of() { awk '{print $1}' | sort -u | xargs; }
 
 # Disables every boot service (init script, systemd unit) of the packages this
@@ -197,13 +219,18 @@ if [[ -n ${missing// /} ]]; then
         printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
         chmod 0755 /usr/sbin/policy-rc.d
         own_policy=1
-        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
     # What the install must leave as it was (see the header).
     snap=$(mktemp -d /tmp/deps-snap.XXXXXX)
     cp -a /etc/nsswitch.conf "$snap/" 2>/dev/null || true
     cp -a /etc/pam.d "$snap/pam.d" 2>/dev/null || true
     dpkg-query -W -f '${Package}\n' 2>/dev/null | sort >"$snap/packages.before" || true
+    apt_err=$(mktemp)
+    on_exit() {
+        if ((own_policy)); then rm -f /usr/sbin/policy-rc.d; fi
+        rm -rf "$apt_err" "$snap"
+    }
+    trap on_exit EXIT
     apt-get update -qq
     # What the install would remove, said before it happens.
     # shellcheck disable=SC2086
@@ -212,7 +239,27 @@ if [[ -n ${missing// /} ]]; then
         say "installing $missing makes apt remove: $(tr '\n' ';' <<<"$removed") (a conflict; what we need of them is checked and reinstalled after)"
     fi
     # shellcheck disable=SC2086
-    apt_install $missing
+    if ! apt_install $missing; then
+        # apt explains what breaks only when not quiet: ask it again.
+        # shellcheck disable=SC2086
+        apt-get install -s --no-install-recommends $missing >"$apt_err" 2>&1 || true
+        # An installed package from another suite (backports) that Breaks
+        # what the install brings: take the default suite's version of it in
+        # the same transaction, as apt does by itself when that suite is not
+        # in the sources.
+        breakers=$(sed -n 's/^ \([^ ]*\) : Breaks: .*/\1/p' "$apt_err" | sort -u | xargs)
+        [[ -n $breakers ]] || { cat "$apt_err" >&2; die "apt-get install $missing failed (above)"; }
+        pins=()
+        for b in $breakers; do
+            v=$(default_version "$b")
+            [[ -n $v ]] || die "apt-get install $missing failed: $b breaks it, and no other version of $b is available"
+            say "$b $(dpkg-query -W -f='${Version}' "$b" 2>/dev/null) breaks the install; replacing it with $v"
+            removed+="$b $(dpkg-query -W -f='${Version}' "$b" 2>/dev/null) (replaced by $v)"$'\n'
+            pins+=("$b=$v")
+        done
+        # shellcheck disable=SC2086
+        apt_install --allow-downgrades $missing "${pins[@]}"
+    fi
     again=$(unmet | packages_of)
     if [[ -n ${again// /} ]]; then
         say "still missing after the install: $(unmet | tr '\n' ';') installing $again again"
@@ -224,8 +271,8 @@ if [[ -n ${missing// /} ]]; then
     fi
     disable_boot_services "$snap"
     restore_login_config "$snap"
-    rm -rf "$snap"
-    if ((own_policy)); then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
+    on_exit
+    trap - EXIT
 fi
 
 left=$(unmet)
