@@ -68,8 +68,12 @@ cleanup() {
     for f in /run/hutch/policy-cache/*.cache; do
         [ -e "$f" ] && grep -qaF "$D/hutch.toml" "$f" && rm -f "$f"
     done
+    # pam_hutch's login counters for the demo's PAM service.
+    for f in /run/hutch/counters/*.counters; do
+        [ -e "$f" ] && grep -qF 'service="hutch-demo-sshd"' "$f" && rm -f "$f"
+    done
     if [ "$RUN_HUTCH_WAS_THERE" = 0 ]; then
-        rmdir /run/hutch/policy-cache /run/hutch 2>/dev/null
+        rmdir /run/hutch/policy-cache /run/hutch/counters /run/hutch 2>/dev/null
     fi
     rm -rf "$D"
 }
