@@ -12,8 +12,9 @@
 //! - the mount family: `mount`, `umount2`, `pivot_root`, `chroot`, `fsopen`,
 //!   `fsconfig`, `fsmount`, `fspick`, `move_mount`, `open_tree`, `mount_setattr`;
 //! - keyrings (not namespaced), `bpf`, `perf_event_open`, `userfaultfd`,
-//!   `io_uring_*`, `kexec_*`, modules, `open_by_handle_at`, `reboot`, swap,
-//!   `acct`, `quotactl`, `syslog`;
+//!   `io_uring_*`, `io_setup` (kernel AIO contexts: one host-wide pool,
+//!   fs.aio-max-nr), `kexec_*`, modules, `open_by_handle_at`, `reboot`,
+//!   swap, `acct`, `quotactl`, `syslog`;
 //! - `socket(AF_ALG)` (page-cache writes into the shared template, "Copy
 //!   Fail") and `socket(AF_VSOCK)`;
 //! - `ioctl(TIOCSTI)` and `ioctl(TIOCLINUX)` (typing into someone's terminal).
@@ -111,6 +112,9 @@ pub const DENIED: &[&str] = &[
     "io_uring_setup",
     "io_uring_enter",
     "io_uring_register",
+    // Kernel AIO contexts come from one host-wide pool (fs.aio-max-nr): a
+    // container could take them all. Denied like io_uring.
+    "io_setup",
     "kexec_load",
     "kexec_file_load",
     "init_module",
@@ -153,6 +157,7 @@ fn number(name: &str) -> Option<u32> {
         "io_uring_setup" => libc::SYS_io_uring_setup,
         "io_uring_enter" => libc::SYS_io_uring_enter,
         "io_uring_register" => libc::SYS_io_uring_register,
+        "io_setup" => libc::SYS_io_setup,
         "kexec_load" => libc::SYS_kexec_load,
         "kexec_file_load" => libc::SYS_kexec_file_load,
         "init_module" => libc::SYS_init_module,
@@ -515,6 +520,12 @@ mod tests {
         apply("default").unwrap();
         let e = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER).unwrap_err();
         assert_eq!(e, nix::errno::Errno::EPERM);
+        let mut ctx: libc::c_ulong = 0;
+        // SAFETY: io_setup writes one aio_context_t into `ctx`, which outlives the call.
+        #[allow(unsafe_code)]
+        let r = unsafe { libc::syscall(libc::SYS_io_setup, 1, &mut ctx as *mut libc::c_ulong) };
+        assert_eq!(r, -1);
+        assert_eq!(nix::errno::Errno::last(), nix::errno::Errno::EPERM);
         let e = nix::sys::socket::socket(
             nix::sys::socket::AddressFamily::Alg,
             nix::sys::socket::SockType::SeqPacket,

@@ -54,9 +54,16 @@ pub struct Options {
     pub ready: Option<OwnedFd>,
 }
 
+/// The keeper's own umask, whatever it inherited.
+pub const KEEPER_UMASK: u32 = 0o022;
+
 /// Runs a keeper to the end; returns the exit code.
 pub fn main(opts: Options) -> i32 {
     sys::reset_signals();
+    // The keeper makes the container's directories and files with the modes
+    // it names; the umask of whatever PAM host started it (077 under some
+    // admins' su) must not take bits off (a 0700 `/` in the container).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(KEEPER_UMASK));
     sys::openlog(c"hutch-keeper");
     let mut ready = opts.ready.map(File::from);
     let started = Instant::now();

@@ -41,19 +41,21 @@ pub struct Rules<'a> {
     pub nat_uplink: Option<&'a str>,
 }
 
-/// `hutch-<user>`, with characters nft identifiers cannot hold as `_`.
+/// `hutch-<user>`, injective: letters, digits, `-` and `.` stay, every
+/// other byte (`_` itself included) becomes `_` and two hex digits, so no
+/// two user names share a table (`x$` is `hutch-x_24`, `x_` is
+/// `hutch-x_5f`): a second user's install would otherwise replace the
+/// first one's rules.
 pub fn table_name(user: &str) -> String {
-    let clean: String = user
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("hutch-{clean}")
+    let mut out = String::from("hutch-");
+    for b in user.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("_{b:02x}"));
+        }
+    }
+    out
 }
 
 /// The batch that removes the user's tables (whether they exist or not).
@@ -198,6 +200,23 @@ pub fn install(r: &Rules<'_>) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    /// Table names are injective over user names, and valid nft identifiers.
+    #[test]
+    fn table_names_are_injective() {
+        assert_eq!(table_name("alice"), "hutch-alice");
+        assert_eq!(table_name("x$"), "hutch-x_24");
+        assert_eq!(table_name("x_"), "hutch-x_5f");
+        assert_eq!(table_name("a.b-c"), "hutch-a.b-c");
+        let names = ["x$", "x_", "x_24", "x", "x__", "x_5f", "X$", "a.b", "a_2eb"];
+        let mut seen = std::collections::BTreeSet::new();
+        for n in names {
+            assert!(seen.insert(table_name(n)), "{n} collides");
+            assert!(table_name(n)
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')));
+        }
+    }
+
     /// The script holds anti-spoof rules for the port's MAC and address, the deny list, and NAT only when asked.
     #[test]
     fn script() {
@@ -216,9 +235,11 @@ mod tests {
             nat_uplink: None,
         };
         let s = install_script(&r);
-        assert!(s.starts_with("create table bridge hutch-al_ice\ntable bridge hutch-al_ice {\n"));
+        assert!(
+            s.starts_with("create table bridge hutch-al_20ice\ntable bridge hutch-al_20ice {\n")
+        );
         assert!(reinstall_script(&r)
-            .starts_with("table bridge hutch-al_ice\ndelete table bridge hutch-al_ice\n"));
+            .starts_with("table bridge hutch-al_20ice\ndelete table bridge hutch-al_20ice\n"));
         for want in [
             "ether saddr != 02:68:0a:4d:00:02 drop",
             "ip saddr != 10.77.0.2 drop",
@@ -232,7 +253,7 @@ mod tests {
         assert!(!s.contains("masquerade"));
         r.nat_uplink = Some("up0");
         let s = install_script(&r);
-        assert!(s.contains("create table ip hutch-al_ice\n"));
+        assert!(s.contains("create table ip hutch-al_20ice\n"));
         assert!(s.contains("ip saddr 10.77.0.2 oifname \"up0\" masquerade"));
         assert!(!s.contains("chain allow"));
     }

