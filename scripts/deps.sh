@@ -100,6 +100,8 @@ squashfs-tools      | cmd:mksquashfs
 prometheus          | cmd:promtool
 prometheus-node-exporter | cmd:prometheus-node-exporter
 lintian             | cmd:lintian
+xfsprogs            | cmd:mkfs.xfs
+lxcfs               | cmd:lxcfs
 '
 
 say() { echo "deps.sh: $*"; }

@@ -295,7 +295,10 @@ pub fn diff(cli: &Cli, user: &str, all: bool) -> anyhow::Result<i32> {
     let state = match State::read(&paths.state()) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("hutchctl: {user} has no running container");
+            if let Some(code) = crate::layer_cmd::diff_stopped(cli, user, all)? {
+                return Ok(code);
+            }
+            eprintln!("hutchctl: {user} has no running container and no persistent layer");
             return Ok(1);
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", paths.state().display())),
@@ -339,7 +342,12 @@ pub fn diff(cli: &Cli, user: &str, all: bool) -> anyhow::Result<i32> {
         .with_context(|| format!("the init of {user}'s container"))?;
     let mounts = mount_points(&text);
 
-    let walk = changes(upper, lower, &mounts, all);
+    report(&changes(upper, lower, &mounts, all))
+}
+
+/// Prints a walk as `hutchctl diff` does: the changes on stdout, what could
+/// not be read on stderr; the exit status.
+pub fn report(walk: &Walk) -> anyhow::Result<i32> {
     let stdout = io::stdout();
     let mut out = stdout.lock();
     for c in &walk.changes {

@@ -1,8 +1,8 @@
 //! hutchctl: the admin's tool.
 //!
 //! `template build|load|list|update|unload`, `list`, `stats`, `watch`,
-//! `freeze`, `thaw`, `enter`, `diff`, `stop`, `check`, `policy`, `setup`,
-//! `completions`.
+//! `freeze`, `thaw`, `enter`, `diff`, `stop`, `reset`, `check`, `policy`,
+//! `setup`, `completions`.
 
 mod admin_audit;
 mod completions;
@@ -10,6 +10,7 @@ mod containers;
 mod diff;
 mod enter;
 mod freeze;
+mod layer_cmd;
 #[cfg(test)]
 mod manpage;
 mod metrics;
@@ -114,6 +115,10 @@ pub enum Command {
     /// Names are printed as `ls -b` does in the C locale, one change a line;
     /// no name the user made is followed. Exit status 2 when some entries
     /// could not be read (they are named on stderr).
+    ///
+    /// Of a running container: its layer against the template generation it
+    /// runs on. Of a stopped one with a persistent layer: the layer, mounted
+    /// read-only for the moment, against the template as built on disk.
     Diff {
         /// The user whose container to compare.
         user: String,
@@ -124,6 +129,13 @@ pub enum Command {
     /// Stop a user's container: end every process and session in it.
     Stop {
         /// The user whose container to stop.
+        user: String,
+    },
+    /// Discard a user's persistent writable layer (`writable =
+    /// "persistent"`): every change they made outside home. The container
+    /// must be stopped; the next login starts from the template.
+    Reset {
+        /// The user whose layer to discard.
         user: String,
     },
     /// Check a policy file (default: --config) and report errors.
@@ -264,6 +276,7 @@ fn main() {
         } => enter::enter(&cli, user, *root, command),
         Command::Diff { user, all } => diff::diff(&cli, user, *all),
         Command::Stop { user } => containers::stop(&cli, user),
+        Command::Reset { user } => layer_cmd::reset(&cli, user),
         Command::Check {
             probe: Some(user),
             service,

@@ -24,6 +24,12 @@ pub const DEFAULT_TEMPLATE: &str = "default";
 pub const DEFAULT_SHELL: &str = "/bin/bash";
 /// Built-in hostname pattern.
 pub const DEFAULT_HOSTNAME: &str = "{user}";
+/// `memory_high` when only `memory` is set: 90 % of it, rounded down to a
+/// 4 KiB page (Kubernetes' MemoryQoS throttles at the same fraction).
+pub fn default_memory_high(memory: u64) -> u64 {
+    (memory / 10 * 9) & !4095
+}
+
 /// Built-in size of the writable layer: 1 GiB.
 pub const DEFAULT_WRITABLE_SIZE: u64 = 1 << 30;
 /// Built-in seccomp profile.
@@ -231,7 +237,13 @@ pub(crate) fn explain(model: &Model, account: &Account, service: &str) -> Explan
     };
     let memory = limit(p.memory);
     add("memory", size(memory), origin(p.memory));
-    let memory_high = limit(p.memory_high);
+    // Unset under a memory limit: pressure (reclaim, throttling) starts at
+    // 90 % of it, before the OOM killer acts at the limit; "none" turns it off.
+    let memory_high = match (limit(p.memory_high), memory) {
+        (Some(h), _) => Some(h),
+        (None, Some(Limit::Max(m))) => Some(Limit::Max(default_memory_high(m))),
+        (None, _) => None,
+    };
     add("memory_high", size(memory_high), origin(p.memory_high));
     let swap = limit(p.swap);
     add("swap", size(swap), origin(p.swap));

@@ -1289,3 +1289,36 @@ fn timing_large_policy() {
     times.sort();
     println!("median cached load+resolve {:?} (budget 2ms)", times[10]);
 }
+
+// ---- memory that behaves for interactive users (issue 14) -------------------
+
+/// Without `memory_high`, a memory limit brings pressure at 90 % of it
+/// (page-aligned); `"none"` turns it off, an explicit value wins, and
+/// without a memory limit there is none.
+#[test]
+fn memory_high_defaults_below_memory() {
+    let u = confined(&parse("[defaults]\nmemory = \"512M\"\n"), &alice());
+    assert_eq!(u.limits.memory_max, Some(512 << 20));
+    assert_eq!(u.limits.memory_high, Some(483_183_820 & !4095));
+    assert!(u.limits.memory_high.unwrap() < u.limits.memory_max.unwrap());
+    let u = confined(
+        &parse("[defaults]\nmemory = \"512M\"\nmemory_high = \"none\"\n"),
+        &alice(),
+    );
+    assert_eq!(u.limits.memory_high, None);
+    let u = confined(
+        &parse("[defaults]\nmemory = \"512M\"\nmemory_high = \"500M\"\n"),
+        &alice(),
+    );
+    assert_eq!(u.limits.memory_high, Some(500 << 20));
+    let u = confined(&parse("[defaults]\nmemory = \"none\"\n"), &alice());
+    assert_eq!(u.limits.memory_high, None);
+    let u = confined(&parse(""), &alice());
+    assert_eq!(u.limits.memory_high, None);
+    // A user's own memory moves the default with it.
+    let u = confined(
+        &parse("[defaults]\nmemory = \"512M\"\n[users.alice]\nmemory = \"1G\"\n"),
+        &alice(),
+    );
+    assert_eq!(u.limits.memory_high, Some(default_memory_high(1 << 30)));
+}

@@ -153,7 +153,14 @@ fn child_main(spec: &ContainerSpec, go: OwnedFd, status: OwnedFd) -> ! {
     let mut status = fs::File::from(status);
     match setup(spec, go) {
         Ok(pidns) => {
-            let _ = writeln!(status, "OK {pidns}");
+            // Becoming the user cleared the parent-death signal (the kernel
+            // does at every change of credentials): armed again, so that a
+            // keeper killed from now on takes the init with it. One killed
+            // before this line has closed the status pipe: the report fails.
+            let armed = prctl::set_pdeathsig(Signal::SIGKILL).is_ok();
+            if !armed || writeln!(status, "OK {pidns}").is_err() {
+                sys::exit_now(1)
+            }
             drop(status);
             init_loop()
         }

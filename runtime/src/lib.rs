@@ -2,6 +2,7 @@
 //!
 //! - [`cgroup`]: v1 and v2 cgroups behind one interface (knows nothing of users)
 //! - [`template`]: build templates on disk and load them read-only into tmpfs
+//! - [`layer`]: the persistent writable layer: an ext4 image per user on a loop device
 //! - [`rootfs`]: the container's root: overlay, binds, /proc /dev /sys, pivot_root
 //! - [`container`]: clone the init with its namespaces and set it up, step by step
 //! - [`ns`]: the container's namespaces, their join order, opening and joining them
@@ -28,6 +29,7 @@ pub mod error;
 pub mod inspect;
 pub mod join;
 pub mod keeper;
+pub mod layer;
 pub mod mountinfo;
 pub mod net;
 pub mod ns;

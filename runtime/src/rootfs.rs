@@ -31,6 +31,11 @@ pub struct RootfsSpec {
     pub staging: PathBuf,
     /// Size of the writable layer and of /tmp, in bytes.
     pub writable_size: u64,
+    /// The persistent layer ([`crate::layer`]): its ext4 file system as a
+    /// detached mount the keeper made (the device opened outside the
+    /// container's devices cgroup), attached here on the staging dir.
+    /// `None`: the layer is a tmpfs, gone at teardown.
+    pub layer_mount: Option<std::sync::Arc<OwnedFd>>,
     pub user: String,
     pub uid: u32,
     pub gid: u32,
@@ -210,21 +215,43 @@ fn make_root_private() -> Result<()> {
     ))
 }
 
-/// The writable layer: a tmpfs of the policy's size on the staging dir, with
-/// `upper`, `work` and `root` (the merged view) inside.
+/// The writable layer on the staging dir, with `upper`, `work` and `root`
+/// (the merged view) inside: a tmpfs of the policy's size, or the
+/// persistent layer's ext4 image, mounted by the keeper.
 fn mount_writable_layer(spec: &RootfsSpec) -> Result<PathBuf> {
     let dir = &spec.staging;
-    let data = format!("size={},mode=0755", spec.writable_size.max(1 << 20));
-    mount(
-        Some("hutch-upper"),
-        dir,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(data.as_str()),
-    )
-    .map_err(sys_err("mounting the writable layer (tmpfs) on", dir))?;
+    match &spec.layer_mount {
+        None => {
+            let data = format!("size={},mode=0755", spec.writable_size.max(1 << 20));
+            mount(
+                Some("hutch-upper"),
+                dir,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some(data.as_str()),
+            )
+            .map_err(sys_err("mounting the writable layer (tmpfs) on", dir))?;
+        }
+        Some(tree) => {
+            let c = CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|_| {
+                RootfsError::Refused(format!("{} contains a NUL byte", dir.display()))
+            })?;
+            sys::move_mount_to(tree.as_fd(), &c)
+                .map_err(io_err("attaching the persistent layer (ext4) on", dir))?;
+        }
+    }
     for sub in ["upper", "work", "root"] {
-        mkdir_mode(&dir.join(sub), 0o755)?;
+        let path = dir.join(sub);
+        mkdir_mode(&path, 0o755)?;
+        // Made by hutch at the layer's top, which the user never sees; checked
+        // all the same, since a persistent one was made in an earlier life.
+        let md = fs::symlink_metadata(&path).map_err(io_err("stat of", &path))?;
+        if !md.is_dir() {
+            return Err(RootfsError::Refused(format!(
+                "{} in the writable layer is not a directory",
+                path.display()
+            )));
+        }
     }
     Ok(dir.clone())
 }
@@ -244,12 +271,17 @@ fn mount_overlay(spec: &RootfsSpec, layer: &Path) -> Result<PathBuf> {
             )));
         }
     }
-    let data = format!(
+    let mut data = format!(
         "lowerdir={},upperdir={},workdir={}",
         spec.lower.display(),
         layer.join("upper").display(),
         layer.join("work").display()
     );
+    if spec.layer_mount.is_some() {
+        // A persistent upper outlives its template generation: overlayfs
+        // allows a lower changed while unmounted only without these.
+        data.push_str(",index=off,redirect_dir=off,metacopy=off");
+    }
     mount(
         Some("hutch"),
         &root,
@@ -1002,6 +1034,7 @@ pub(crate) mod tests {
             lower: "/run/hutch/template/default/1".into(),
             staging: "/run/hutch/users/alice/root".into(),
             writable_size: 1 << 30,
+            layer_mount: None,
             user: "alice".into(),
             uid: 1001,
             gid: 1001,

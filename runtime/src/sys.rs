@@ -5,7 +5,7 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use nix::unistd::Pid;
 
@@ -626,4 +626,174 @@ pub fn syslog_time(unix: i64) -> String {
         tm.tm_min,
         tm.tm_sec
     )
+}
+
+/// `struct loop_info64` of `<linux/loop.h>`.
+#[repr(C)]
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+/// `struct loop_config` of `<linux/loop.h>` (LOOP_CONFIGURE, Linux 5.8).
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+/// The loop device is detached when its last user (the mount) closes it.
+pub const LO_FLAGS_AUTOCLEAR: u32 = 4;
+/// Read-only loop device.
+pub const LO_FLAGS_READ_ONLY: u32 = 1;
+/// The backing file is read and written with O_DIRECT: no second copy of
+/// the layer in the page cache.
+pub const LO_FLAGS_DIRECT_IO: u32 = 16;
+
+/// `ioctl(/dev/loop-control, LOOP_CTL_GET_FREE)`: the number of a free loop
+/// device (made if needed).
+pub fn loop_get_free(control: BorrowedFd<'_>) -> io::Result<u32> {
+    const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+    // SAFETY: LOOP_CTL_GET_FREE takes no argument; `control` is a live fd.
+    let n = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as u32)
+}
+
+/// `ioctl(loop, LOOP_CONFIGURE)`: backs the loop device `dev` with
+/// `backing`, with `flags` (`LO_FLAGS_*`), in one step.
+pub fn loop_configure(dev: BorrowedFd<'_>, backing: BorrowedFd<'_>, flags: u32) -> io::Result<()> {
+    const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+    let cfg = LoopConfig {
+        fd: backing.as_raw_fd() as u32,
+        block_size: 0,
+        info: LoopInfo64 {
+            lo_device: 0,
+            lo_inode: 0,
+            lo_rdevice: 0,
+            lo_offset: 0,
+            lo_sizelimit: 0,
+            lo_number: 0,
+            lo_encrypt_type: 0,
+            lo_encrypt_key_size: 0,
+            lo_flags: flags,
+            lo_file_name: [0; 64],
+            lo_crypt_name: [0; 64],
+            lo_encrypt_key: [0; 32],
+            lo_init: [0; 2],
+        },
+        reserved: [0; 8],
+    };
+    // SAFETY: `cfg` is a valid, fully initialised loop_config that outlives
+    // the call; the kernel only reads it. Both fds are live.
+    let rc = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE, &cfg as *const LoopConfig) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+// The kernel's sizes: loop_info64 is 232 bytes, loop_config 304.
+const _: () = assert!(std::mem::size_of::<LoopInfo64>() == 232);
+const _: () = assert!(std::mem::size_of::<LoopConfig>() == 304);
+
+/// `fsopen(fsname, FSOPEN_CLOEXEC)`: a file system context.
+fn fsopen(fsname: &CStr) -> io::Result<OwnedFd> {
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    // SAFETY: `fsname` is NUL-terminated and outlives the call.
+    let fd = unsafe { libc::syscall(libc::SYS_fsopen, fsname.as_ptr(), FSOPEN_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `fsconfig(fd, cmd, key, value, 0)` with optional strings.
+fn fsconfig(
+    fd: BorrowedFd<'_>,
+    cmd: libc::c_uint,
+    key: Option<&CStr>,
+    value: Option<&CStr>,
+) -> io::Result<()> {
+    let ptr = |s: Option<&CStr>| s.map_or(std::ptr::null(), |s| s.as_ptr());
+    // SAFETY: the strings are NUL-terminated (or null, as the command
+    // allows) and outlive the call; `fd` is a live fs context.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fd.as_raw_fd(),
+            cmd,
+            ptr(key),
+            ptr(value),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Mounts `source` (a block device path) as `fstype` with the
+/// comma-separated `options`, nosuid and nodev, as a *detached* mount: an
+/// fd that [`move_mount_to`] attaches, possibly in another mount namespace
+/// (the container's). The device is opened here, by the caller, so a
+/// devices cgroup the attaching process sits in does not apply to it.
+pub fn mount_detached(fstype: &CStr, source: &CStr, options: &[&CStr]) -> io::Result<OwnedFd> {
+    const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    const MOUNT_ATTR_NOSUID: libc::c_uint = 0x02;
+    const MOUNT_ATTR_NODEV: libc::c_uint = 0x04;
+    let ctx = fsopen(fstype)?;
+    fsconfig(
+        ctx.as_fd(),
+        FSCONFIG_SET_STRING,
+        Some(c"source"),
+        Some(source),
+    )?;
+    for opt in options {
+        let text = opt.to_bytes();
+        match text.iter().position(|b| *b == b'=') {
+            Some(i) => {
+                let key = std::ffi::CString::new(&text[..i]).map_err(io::Error::other)?;
+                let value = std::ffi::CString::new(&text[i + 1..]).map_err(io::Error::other)?;
+                fsconfig(ctx.as_fd(), FSCONFIG_SET_STRING, Some(&key), Some(&value))?;
+            }
+            None => fsconfig(ctx.as_fd(), FSCONFIG_SET_FLAG, Some(opt), None)?,
+        }
+    }
+    fsconfig(ctx.as_fd(), FSCONFIG_CMD_CREATE, None, None)?;
+    // SAFETY: `ctx` is a live fs context that CMD_CREATE has made a
+    // superblock for; fsmount only reads its arguments.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            ctx.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }

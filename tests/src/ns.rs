@@ -8,7 +8,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 /// Shell commands (run inside a private mount namespace) that mount a fresh
-/// tmpfs on /dev with null zero full random urandom tty, a new devpts
+/// tmpfs on /dev with null zero full random urandom tty, loop-control (the
+/// keeper makes the loop nodes of persistent layers itself), a new devpts
 /// instance at /dev/pts with /dev/ptmx → pts/ptmx, /dev/shm, the /proc/self/fd
 /// links, and bind `log_socket` at /dev/log.
 pub fn private_dev_script(log_socket: &Path) -> String {
@@ -20,6 +21,7 @@ mknod -m 666 /dev/full c 1 7
 mknod -m 666 /dev/random c 1 8
 mknod -m 666 /dev/urandom c 1 9
 mknod -m 666 /dev/tty c 5 0
+mknod -m 600 /dev/loop-control c 10 237
 mkdir -m 755 /dev/pts
 mkdir -m 1777 /dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,gid=5 devpts /dev/pts

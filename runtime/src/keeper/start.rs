@@ -65,6 +65,8 @@ pub enum StartError {
         #[source]
         source: io::Error,
     },
+    #[error("persistent layer")]
+    Layer(#[source] crate::layer::LayerError),
     #[error("container")]
     Container(#[source] ContainerError),
     #[error("network")]
@@ -273,6 +275,34 @@ impl Keeper {
             sys::syslog(libc::LOG_WARNING, &format!("{user}: {w}"));
         }
 
+        // 4b. A persistent layer: the user's image, once the previous
+        // container's mount of it has gone, mounted (detached) for the init
+        // to attach. Dropped unattached (a later phase failed), it unmounts.
+        let layer = match up.writable {
+            hutch_policy::WritableMode::Ephemeral => None,
+            hutch_policy::WritableMode::Persistent => {
+                let t = Instant::now();
+                let l = crate::layer::attach(&host.lib_dir, user, up.limits.writable_size)
+                    .map_err(StartError::Layer)?;
+                sys::syslog(
+                    libc::LOG_INFO,
+                    &format!(
+                        "{user}: persistent layer {} {} on {} in {:.1} ms{}",
+                        l.image.path.display(),
+                        if l.image.created { "made" } else { "mounted" },
+                        l.device.display(),
+                        t.elapsed().as_secs_f64() * 1000.0,
+                        l.image
+                            .note
+                            .as_ref()
+                            .map(|n| format!(" ({n})"))
+                            .unwrap_or_default()
+                    ),
+                );
+                Some(l)
+            }
+        };
+
         // 5. The container.
         let staging = paths.staging();
         private_dir(&staging)?;
@@ -280,11 +310,16 @@ impl Keeper {
         let mut spec = ContainerSpec {
             rootfs: rootfs_spec(&account, &up, &loaded.path, &staging),
         };
+        spec.rootfs.layer_mount = layer.as_ref().map(|l| l.mount.clone());
         spec.rootfs.syslog_socket = log.path().to_path_buf();
         spec.rootfs.seccomp_deny = seccomp_deny;
         spec.rootfs.resolv_conf = crate::net::resolv_conf(&host, &up.network);
         container = container::spawn(&spec, |pid| cg.attach(pid.as_raw()))
             .map_err(StartError::Container)?;
+        // Attached in the container's mount namespace now: it goes with it
+        // (at the keeper's exit, which closes the namespaces' last fds).
+        drop(spec);
+        drop(layer);
 
         // 5b. The network (veth, lease, firewall tables), from the keeper's own netns.
         let netns = container.namespaces.get(Namespace::Net);
@@ -384,6 +419,7 @@ fn rootfs_spec(account: &Account, up: &UserPolicy, lower: &Path, staging: &Path)
         lower: lower.to_path_buf(),
         staging: staging.to_path_buf(),
         writable_size: up.limits.writable_size,
+        layer_mount: None,
         user: account.name.clone(),
         uid: account.uid,
         gid: account.gid,
