@@ -57,6 +57,10 @@ pub const IMAGE: &str = "layer.img";
 const IMAGE_NEW: &str = "layer.img.new";
 /// The ext4 label of every layer.
 pub const LABEL: &str = "hutch-layer";
+/// mkfs.ext4's `-E`: root owns the top directory; the inode tables and the
+/// journal are not written out, since a new sparse file reads as zeros
+/// already (the image starts at ~660 KiB on disk instead of ~33 MiB).
+const MKFS_EXTENDED: &str = "root_owner=0:0,lazy_itable_init=1,lazy_journal_init=1";
 /// How long a new container waits for the previous one's layer to go.
 pub const RELEASE_WAIT: Duration = Duration::from_secs(10);
 
@@ -371,7 +375,7 @@ fn prepare_image(dir: BorrowedFd<'_>, dir_path: &Path, size: u64) -> Result<Imag
             ftruncate(&file, size as i64).map_err(io_at("sizing", &new_path))?;
             run_tool(
                 "mkfs.ext4",
-                &["-q", "-F", "-m", "0", "-L", LABEL, "-E", "root_owner=0:0"],
+                &["-q", "-F", "-m", "0", "-L", LABEL, "-E", MKFS_EXTENDED],
                 &file,
                 &new_path,
                 &[0],
