@@ -467,24 +467,23 @@ pub struct Mounted {
     pub device: PathBuf,
     pub image: Image,
     pub mount: std::sync::Arc<OwnedFd>,
+    /// How long each step took, for the keeper's log line.
+    pub steps: Vec<(&'static str, Duration)>,
 }
 
 /// Mount options of a layer: a damaged layer stops taking writes
 /// (`errors=remount-ro`) rather than spreading the damage.
 pub const MOUNT_OPTIONS: &[&std::ffi::CStr] = &[c"errors=remount-ro"];
 
-/// Opens `/dev/loopN`. devtmpfs makes the node as the device appears; a
-/// /dev that is not devtmpfs (a private one, as the tests' sshd has) gets
-/// it made here, root's 0600, from the device number sysfs gives.
+/// Opens `/dev/loopN`. devtmpfs has made the node by the time
+/// LOOP_CTL_GET_FREE returns (it waits for its node when a device is
+/// added); a /dev that is not devtmpfs (a private one, as the tests' sshd
+/// has) gets it made here, root's 0600, from the device number sysfs gives.
 fn open_loop_node(n: u32, path: &Path) -> io::Result<File> {
     let open = || File::options().read(true).write(true).open(path);
-    for _ in 0..10 {
-        match open() {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
-            other => return other,
-        }
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        other => return other,
     }
     let numbers = std::fs::read_to_string(format!("/sys/block/loop{n}/dev"))?;
     let (major, minor) = numbers
@@ -576,15 +575,24 @@ fn loop_attach(file: &File, shown: &Path, flags: u32) -> Result<(OwnedFd, PathBu
 /// of it has gone, attached read-write to a loop device that clears itself
 /// when the last mount goes, and mounted (detached).
 pub fn attach(lib_dir: &Path, user: &str, size: u64) -> Result<Mounted> {
+    let mut steps = Vec::new();
+    let mut t = Instant::now();
+    let mut step = |name: &'static str| {
+        steps.push((name, t.elapsed()));
+        t = Instant::now();
+    };
     let dir = open_user_dir(lib_dir, user, true)?.expect("made when missing");
     let dir_path = user_dir(lib_dir, user);
     wait_released(&dir_path.join(IMAGE), RELEASE_WAIT)?;
+    step("wait");
     let image = prepare_image(dir.as_fd(), &dir_path, size)?;
+    step(if image.created { "mkfs" } else { "open" });
     let (dev, device) = loop_attach(
         &image.file,
         &image.path,
         sys::LO_FLAGS_AUTOCLEAR | sys::LO_FLAGS_DIRECT_IO,
     )?;
+    step("loop");
     let source = CString::new(device.as_os_str().as_encoded_bytes()).expect("no NUL in /dev/loopN");
     let mount =
         sys::mount_detached(c"ext4", &source, MOUNT_OPTIONS).map_err(|source| LayerError::Io {
@@ -592,11 +600,13 @@ pub fn attach(lib_dir: &Path, user: &str, size: u64) -> Result<Mounted> {
             path: device.clone(),
             source,
         })?;
+    step("mount");
     drop(dev);
     Ok(Mounted {
         device,
         image,
         mount: std::sync::Arc::new(mount),
+        steps,
     })
 }
 
@@ -701,6 +711,8 @@ pub fn reset(lib_dir: &Path, user: &str) -> Result<Option<Removed>> {
 mod tests {
     use super::*;
 
+    use std::os::unix::fs::MetadataExt;
+
     /// A name that is not one path component never names a layer directory.
     #[test]
     fn names_are_one_component() {
@@ -751,5 +763,55 @@ mod tests {
         std::os::unix::fs::symlink(&lib, base.path().join("link")).unwrap();
         let e = open_user_dir(&base.path().join("link"), "alice", true).unwrap_err();
         assert!(e.to_string().contains("symlink in lib_dir"), "{e}");
+    }
+
+    /// The kernel path, as root: the first attach makes and mounts the image
+    /// (root's 0600 file in a 0700 directory), a second one waits for the
+    /// first mount to go; a larger size grows the image (e2fsck + resize2fs),
+    /// a smaller one keeps it and says so; reset removes it all. Prints each
+    /// step's time.
+    #[test]
+    fn attach_grow_keep_and_reset() {
+        if !nix::unistd::geteuid().is_root() || !Path::new("/dev/loop-control").exists() {
+            eprintln!("SKIP attach_grow_keep_and_reset: needs root and loop devices");
+            return;
+        }
+        let base = tempfile::tempdir_in("/var/tmp").unwrap();
+        let lib = base.path();
+        let m = attach(lib, "alice", 32 << 20).unwrap();
+        eprintln!("first: {:?} on {}", m.steps, m.device.display());
+        assert!(m.image.created && m.image.size == 32 << 20);
+        let md = std::fs::metadata(image_path(lib, "alice")).unwrap();
+        assert_eq!((md.uid(), md.mode() & 0o7777, md.nlink()), (0, 0o600, 1));
+        let dmd = std::fs::metadata(user_dir(lib, "alice")).unwrap();
+        assert_eq!(dmd.mode() & 0o7777, 0o700);
+        assert_eq!(loop_devices_of(&m.image.path).len(), 1);
+        let image = m.image.path.clone();
+        drop(m);
+        let released = wait_released(&image, RELEASE_WAIT).unwrap();
+        eprintln!("released {released:?} after the mount's fd closed");
+        let m = attach(lib, "alice", 32 << 20).unwrap();
+        eprintln!("again: {:?}", m.steps);
+        assert!(!m.image.created && m.image.note.is_none());
+        drop(m);
+        wait_released(&image, RELEASE_WAIT).unwrap();
+        let m = attach(lib, "alice", 48 << 20).unwrap();
+        assert_eq!(m.image.size, 48 << 20);
+        assert!(
+            m.image.note.as_deref().unwrap().contains("grown"),
+            "{:?}",
+            m.image.note
+        );
+        drop(m);
+        wait_released(&image, RELEASE_WAIT).unwrap();
+        let m = attach(lib, "alice", 16 << 20).unwrap();
+        assert_eq!(m.image.size, 48 << 20);
+        assert!(m.image.note.as_deref().unwrap().contains("does not shrink"));
+        // While mounted, reset is refused (after its bounded wait).
+        drop(m);
+        let r = reset(lib, "alice").unwrap().unwrap();
+        assert_eq!(r.size, 48 << 20);
+        assert!(!user_dir(lib, "alice").exists());
+        assert!(reset(lib, "alice").unwrap().is_none());
     }
 }

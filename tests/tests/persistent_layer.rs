@@ -259,6 +259,14 @@ fn persistent_layer_survives_logout_and_teardown() {
         );
         let again = hutch.ctl(&["reset", &name]);
         assert_eq!(again.code(), Some(1), "{}", again.describe());
+        for l in env.syslog().lines() {
+            if l.contains("container up")
+                || l.contains("persistent layer")
+                || l.contains("torn down")
+            {
+                eprintln!("keeper: {l}");
+            }
+        }
         let out = env.ssh(
             &user,
             &["test -e /var/tmp/kept && echo there || echo fresh"],
@@ -320,6 +328,11 @@ fn persistent_layer_on_xfs_and_switching_modes() {
         assert_eq!(trimmed(&out), "one\ntwo-gone", "{}", out.describe());
         assert!(hutch.wait_gone(&name, Duration::from_secs(20)).is_empty());
         assert_image_at_rest(&guard);
+        for l in env.syslog().lines() {
+            if l.contains("container up") || l.contains("persistent layer") {
+                eprintln!("keeper: {l}");
+            }
+        }
         let reset = hutch.ctl(&["reset", &name]);
         assert!(reset.status.success(), "{}", reset.describe());
         assert!(!guard.image().exists());

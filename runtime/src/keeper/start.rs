@@ -287,11 +287,16 @@ impl Keeper {
                 sys::syslog(
                     libc::LOG_INFO,
                     &format!(
-                        "{user}: persistent layer {} {} on {} in {:.1} ms{}",
+                        "{user}: persistent layer {} {} on {} in {:.1} ms (ms: {}){}",
                         l.image.path.display(),
                         if l.image.created { "made" } else { "mounted" },
                         l.device.display(),
                         t.elapsed().as_secs_f64() * 1000.0,
+                        l.steps
+                            .iter()
+                            .map(|(s, d)| format!("{s} {:.1}", d.as_secs_f64() * 1000.0))
+                            .collect::<Vec<_>>()
+                            .join(", "),
                         l.image
                             .note
                             .as_ref()
