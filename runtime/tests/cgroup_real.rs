@@ -15,23 +15,6 @@ use std::time::{Duration, Instant};
 
 use hutch_runtime::cgroup::{Cgroup, CgroupRoot, IoDeviceLimit, Limits, Mode, LEAF};
 
-/// True when running as root; otherwise prints why the test is skipped, or
-/// fails under `HUTCH_REQUIRE_ROOT=1`.
-fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("HUTCH_REQUIRE_ROOT").as_deref() == Ok("1") {
-        panic!("{test}: needs root and HUTCH_REQUIRE_ROOT=1 forbids skipping");
-    }
-    // Straight to stderr, past libtest's capture, so that the skip shows.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {test}: needs root (writes cgroupfs)"
-    );
-    false
-}
-
 /// A unique root spec, relative to the runner's own cgroup.
 fn unique_spec() -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -137,7 +120,7 @@ fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// Limits land in the real v1 files, a child is attached in every hierarchy, kill_all empties the group and remove leaves nothing.
 #[test]
 fn create_attach_kill_remove() {
-    if !root_or_skip("create_attach_kill_remove") {
+    if !hutch_tests::require_root("create_attach_kill_remove") {
         return;
     }
     let mut t = TestGroup::new(CgroupRoot::open(&unique_spec()).expect("open"));
@@ -221,7 +204,7 @@ fn create_attach_kill_remove() {
 /// Without a cgroup2 mount, kill_all takes the v1 way (freeze, SIGKILL, thaw) and kills children that forked.
 #[test]
 fn kill_all_with_v1_freezer() {
-    if !root_or_skip("kill_all_with_v1_freezer") {
+    if !hutch_tests::require_root("kill_all_with_v1_freezer") {
         return;
     }
     let mountinfo: String = read(Path::new("/proc/self/mountinfo"))
@@ -264,7 +247,7 @@ fn kill_all_with_v1_freezer() {
 /// pids.max stops a shell that forks many children, and stats() counts the refusals.
 #[test]
 fn pids_max_stops_forks() {
-    if !root_or_skip("pids_max_stops_forks") {
+    if !hutch_tests::require_root("pids_max_stops_forks") {
         return;
     }
     let mut t = TestGroup::new(CgroupRoot::open(&unique_spec()).expect("open"));
@@ -303,7 +286,7 @@ fn pids_max_stops_forks() {
 /// A memory hog over memory.max (no swap) is OOM-killed and stats().oom_kills goes up.
 #[test]
 fn memory_max_oom_kills_hog() {
-    if !root_or_skip("memory_max_oom_kills_hog") {
+    if !hutch_tests::require_root("memory_max_oom_kills_hog") {
         return;
     }
     if Command::new("python3")
@@ -340,7 +323,7 @@ fn memory_max_oom_kills_hog() {
 /// A limit the kernel refuses fails create with the file and value named, and a new group is not left behind.
 #[test]
 fn failed_create_cleans_up() {
-    if !root_or_skip("failed_create_cleans_up") {
+    if !hutch_tests::require_root("failed_create_cleans_up") {
         return;
     }
     let t = TestGroup::new(CgroupRoot::open(&unique_spec()).expect("open"));
@@ -369,7 +352,7 @@ fn failed_create_cleans_up() {
 /// On this host's controller-less cgroup2 mount the v2 code still works where it can: making a group enables nothing, and cgroup.freeze freezes and thaws a real process.
 #[test]
 fn unified_without_controllers() {
-    if !root_or_skip("unified_without_controllers") {
+    if !hutch_tests::require_root("unified_without_controllers") {
         return;
     }
     let mut t = TestGroup::new(CgroupRoot::open(&unique_spec()).expect("open"));
@@ -405,7 +388,7 @@ fn unified_without_controllers() {
 /// longer in the group is left alone.
 #[test]
 fn detach_returns_a_process_to_its_origin() {
-    if !root_or_skip("detach_returns_a_process_to_its_origin") {
+    if !hutch_tests::require_root("detach_returns_a_process_to_its_origin") {
         return;
     }
     let mut t = TestGroup::new(CgroupRoot::open(&unique_spec()).expect("open"));

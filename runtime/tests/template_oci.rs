@@ -8,74 +8,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use hutch_runtime::template::{BuildOptions, Source, TemplateError, TemplateStore};
-use nix::mount::{umount2, MntFlags};
+use hutch_runtime::template::{BuildOptions, Source, TemplateError};
+use hutch_tests::store::write_file;
+use hutch_tests::StoreEnv;
 
-fn have_root(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("HUTCH_REQUIRE_ROOT").is_none_or(|v| v != "1"),
-        "{test}: needs root (HUTCH_REQUIRE_ROOT=1)"
-    );
-    eprintln!("SKIP {test}: needs root (mounts tmpfs, chowns files)");
-    false
-}
-
-/// A private lib_dir and run_dir; on drop unmounts what is mounted below it.
-struct TestEnv {
-    dir: Option<tempfile::TempDir>,
-    store: TemplateStore,
-}
-
-impl TestEnv {
-    fn new(test: &str) -> TestEnv {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("hutch-oci-{test}-"))
-            .tempdir()
-            .unwrap();
-        let store = TemplateStore::new(&dir.path().join("lib"), &dir.path().join("run"));
-        TestEnv {
-            dir: Some(dir),
-            store,
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.as_ref().unwrap().path()
-    }
-}
-
-impl Drop for TestEnv {
-    fn drop(&mut self) {
-        let root = fs::canonicalize(self.path()).unwrap();
-        let mut under: Vec<PathBuf> = mount_points()
-            .into_iter()
-            .filter(|p| p.starts_with(&root))
-            .collect();
-        under.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-        for point in under {
-            let _ = umount2(&point, MntFlags::MNT_DETACH);
-        }
-        if let Some(dir) = self.dir.take() {
-            let _ = dir.close();
-        }
-    }
-}
-
-fn mount_points() -> Vec<PathBuf> {
-    hutch_runtime::mountinfo::read_own()
-        .unwrap()
-        .into_iter()
-        .map(|m| m.mount_point)
-        .collect()
-}
-
-fn write_file(path: &Path, data: &str, mode: u32) {
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(path, data).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+/// A private lib_dir and run_dir for `test`, unmounted and removed on Drop.
+fn test_env(test: &str) -> StoreEnv {
+    StoreEnv::new(&format!("hutch-oci-{test}-"))
 }
 
 fn sha256(path: &Path) -> String {
@@ -189,10 +128,10 @@ fn make_layout(base: &Path) -> PathBuf {
 /// whiteout file survives, setuid is stripped; the source is recorded.
 #[test]
 fn build_from_oci_layout() {
-    if !have_root("build_from_oci_layout") {
+    if !hutch_tests::require_root("build_from_oci_layout") {
         return;
     }
-    let env = TestEnv::new("build");
+    let env = test_env("build");
     let layout = make_layout(env.path());
     let report = env
         .store
@@ -248,10 +187,10 @@ fn build_from_oci_layout() {
 /// A blob whose content does not match its digest is refused.
 #[test]
 fn oci_digest_mismatch_is_refused() {
-    if !have_root("oci_digest_mismatch_is_refused") {
+    if !hutch_tests::require_root("oci_digest_mismatch_is_refused") {
         return;
     }
-    let env = TestEnv::new("digest");
+    let env = test_env("digest");
     let layout = make_layout(env.path());
     let hex = sha256(&env.path().join("l2.tar"));
     fs::write(layout.join("blobs/sha256").join(&hex), b"tampered").unwrap();
@@ -266,10 +205,10 @@ fn oci_digest_mismatch_is_refused() {
 /// A shell the policy names but the image lacks refuses the build.
 #[test]
 fn oci_missing_policy_shell_is_refused() {
-    if !have_root("oci_missing_policy_shell_is_refused") {
+    if !hutch_tests::require_root("oci_missing_policy_shell_is_refused") {
         return;
     }
-    let env = TestEnv::new("shell");
+    let env = test_env("shell");
     let layout = make_layout(env.path());
     let policy = hutch_policy::Policy::parse(
         "[defaults]\nshell = \"/bin/sh\"\n[groups.staff]\nshell = \"/usr/bin/zsh\"\n",
@@ -308,10 +247,10 @@ fn policy_shells_include_the_default() {
 /// unloads an older one nobody uses; `list` shows the users of each.
 #[test]
 fn update_and_release_generations() {
-    if !have_root("update_and_release_generations") {
+    if !hutch_tests::require_root("update_and_release_generations") {
         return;
     }
-    let env = TestEnv::new("gens");
+    let env = test_env("gens");
     let layout = make_layout(env.path());
     env.store
         .build("t", &Source::Oci(layout), &BuildOptions::default())

@@ -13,67 +13,16 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use hutch_runtime::template::{BuildReport, Loaded, TemplateError, TemplateStore};
-use nix::mount::{umount2, MntFlags};
-
-/// True when running as root; otherwise prints why `test` skips (or fails
-/// under `HUTCH_REQUIRE_ROOT=1`).
-fn have_root(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("HUTCH_REQUIRE_ROOT").is_none_or(|v| v != "1"),
-        "{test}: needs root (HUTCH_REQUIRE_ROOT=1)"
-    );
-    eprintln!("SKIP {test}: needs root (mounts tmpfs, chowns files)");
-    false
-}
+use hutch_tests::store::write_file;
+use hutch_tests::StoreEnv;
 
 fn env_is(name: &str) -> bool {
     std::env::var_os(name).is_some_and(|v| v == "1")
 }
 
-/// A private lib_dir and run_dir in a temp dir; on drop unmounts everything
-/// mounted below it (deepest first), then removes it.
-struct TestEnv {
-    dir: Option<tempfile::TempDir>,
-    store: TemplateStore,
-}
-
-impl TestEnv {
-    fn new(test: &str) -> TestEnv {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("hutch-tpl-{test}-"))
-            .tempdir()
-            .unwrap();
-        let store = TemplateStore::new(&dir.path().join("lib"), &dir.path().join("run"));
-        TestEnv {
-            dir: Some(dir),
-            store,
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.as_ref().unwrap().path()
-    }
-}
-
-impl Drop for TestEnv {
-    fn drop(&mut self) {
-        let root = fs::canonicalize(self.path()).unwrap();
-        let mut under: Vec<PathBuf> = mounts()
-            .into_iter()
-            .map(|m| m.0)
-            .filter(|p| p.starts_with(&root))
-            .collect();
-        under.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-        for point in under {
-            let _ = umount2(&point, MntFlags::MNT_DETACH);
-        }
-        if let Some(dir) = self.dir.take() {
-            let _ = dir.close();
-        }
-    }
+/// A private lib_dir and run_dir for `test`, unmounted and removed on Drop.
+fn test_env(test: &str) -> StoreEnv {
+    StoreEnv::new(&format!("hutch-tpl-{test}-"))
 }
 
 /// (mount point, per-mount options, fstype) from /proc/self/mountinfo.
@@ -88,12 +37,6 @@ fn mounts() -> Vec<(PathBuf, Vec<String>, String)> {
 fn mount_at(path: &Path) -> Option<(PathBuf, Vec<String>, String)> {
     let path = fs::canonicalize(path).ok()?;
     mounts().into_iter().rev().find(|m| m.0 == path)
-}
-
-fn write_file(path: &Path, data: &str, mode: u32) {
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(path, data).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
 
 /// A small root filesystem: /bin/sh, sftp-server, a setuid and a setgid
@@ -177,10 +120,10 @@ fn leftovers(dir: &Path) -> Vec<String> {
 /// node and strips setuid/setgid bits, reporting each.
 #[test]
 fn build_from_dir_sanitizes_and_keeps_symlinks() {
-    if !have_root("build_from_dir_sanitizes_and_keeps_symlinks") {
+    if !hutch_tests::require_root("build_from_dir_sanitizes_and_keeps_symlinks") {
         return;
     }
-    let env = TestEnv::new("dir");
+    let env = test_env("dir");
     let src = env.path().join("src");
     make_rootfs(&src);
     let report = env.store.build_from_dir("small", &src).unwrap();
@@ -205,10 +148,10 @@ fn build_from_dir_sanitizes_and_keeps_symlinks() {
 /// A tree without /bin/sh is refused and leaves the previous build in place.
 #[test]
 fn build_refuses_tree_without_bin_sh() {
-    if !have_root("build_refuses_tree_without_bin_sh") {
+    if !hutch_tests::require_root("build_refuses_tree_without_bin_sh") {
         return;
     }
-    let env = TestEnv::new("nosh");
+    let env = test_env("nosh");
     let good = env.path().join("good");
     make_rootfs(&good);
     env.store.build_from_dir("t", &good).unwrap();
@@ -242,10 +185,10 @@ fn build_refuses_tree_without_bin_sh() {
 /// a missing sftp-server is a warning.
 #[test]
 fn rebuild_replaces_template() {
-    if !have_root("rebuild_replaces_template") {
+    if !hutch_tests::require_root("rebuild_replaces_template") {
         return;
     }
-    let env = TestEnv::new("rebuild");
+    let env = test_env("rebuild");
     let v1 = env.path().join("v1");
     make_rootfs(&v1);
     write_file(&v1.join("version"), "1", 0o644);
@@ -271,10 +214,10 @@ fn rebuild_replaces_template() {
 /// A source directory that holds the store itself is refused (the copy would never end).
 #[test]
 fn build_refuses_source_containing_store() {
-    if !have_root("build_refuses_source_containing_store") {
+    if !hutch_tests::require_root("build_refuses_source_containing_store") {
         return;
     }
-    let env = TestEnv::new("self");
+    let env = test_env("self");
     make_rootfs(env.path());
     let err = env.store.build_from_dir("t", env.path()).unwrap_err();
     assert!(err.to_string().contains("into itself"), "{err}");
@@ -284,10 +227,10 @@ fn build_refuses_source_containing_store() {
 /// A tarball builds like a directory: setuid stripped, device skipped, symlinks kept.
 #[test]
 fn build_from_tar() {
-    if !have_root("build_from_tar") {
+    if !hutch_tests::require_root("build_from_tar") {
         return;
     }
-    let env = TestEnv::new("tar");
+    let env = test_env("tar");
     let src = env.path().join("src");
     make_rootfs(&src);
     let tarball = env.path().join("rootfs.tar.gz");
@@ -308,10 +251,10 @@ fn build_from_tar() {
 /// EROFS; it is current; unloading leaves nothing mounted and no directory.
 #[test]
 fn load_is_read_only_nosuid_nodev() {
-    if !have_root("load_is_read_only_nosuid_nodev") {
+    if !hutch_tests::require_root("load_is_read_only_nosuid_nodev") {
         return;
     }
-    let env = TestEnv::new("load");
+    let env = test_env("load");
     let src = env.path().join("src");
     make_rootfs(&src);
     env.store.build_from_dir("t", &src).unwrap();
@@ -362,10 +305,10 @@ fn load_is_read_only_nosuid_nodev() {
 /// list() shows them all with their size in RAM.
 #[test]
 fn generations_count_up() {
-    if !have_root("generations_count_up") {
+    if !hutch_tests::require_root("generations_count_up") {
         return;
     }
-    let env = TestEnv::new("gens");
+    let env = test_env("gens");
     let src = env.path().join("src");
     make_rootfs(&src);
     env.store.build_from_dir("t", &src).unwrap();
@@ -401,10 +344,10 @@ fn generations_count_up() {
 /// Concurrent first logins (ensure_loaded from several threads) load one generation.
 #[test]
 fn ensure_loaded_loads_once() {
-    if !have_root("ensure_loaded_loads_once") {
+    if !hutch_tests::require_root("ensure_loaded_loads_once") {
         return;
     }
-    let env = TestEnv::new("ensure");
+    let env = test_env("ensure");
     let src = env.path().join("src");
     make_rootfs(&src);
     env.store.build_from_dir("t", &src).unwrap();
@@ -425,10 +368,10 @@ fn ensure_loaded_loads_once() {
 /// Loading a template that was never built fails with NotBuilt and makes no generation.
 #[test]
 fn load_of_missing_template_leaves_nothing() {
-    if !have_root("load_of_missing_template_leaves_nothing") {
+    if !hutch_tests::require_root("load_of_missing_template_leaves_nothing") {
         return;
     }
-    let env = TestEnv::new("missing");
+    let env = test_env("missing");
     let err = env.store.load("nope").unwrap_err();
     assert!(matches!(err, TemplateError::NotBuilt { .. }), "{err:?}");
     assert!(!env.store.generations_dir("nope").exists());
@@ -458,7 +401,7 @@ fn debootstrap_bookworm_builds_and_loads() {
         eprintln!("SKIP debootstrap_bookworm_builds_and_loads: set HUTCH_TEST_DEBOOTSTRAP=1 (needs root and a Debian mirror)");
         return;
     }
-    if !have_root("debootstrap_bookworm_builds_and_loads") {
+    if !hutch_tests::require_root("debootstrap_bookworm_builds_and_loads") {
         return;
     }
     let (built_store, report, took) = debian_template();
@@ -488,7 +431,7 @@ fn debootstrap_bookworm_builds_and_loads() {
     );
     assert!(setuid.is_empty(), "{setuid:?}");
 
-    let env = TestEnv::new("deb");
+    let env = test_env("deb");
     let store = TemplateStore::new(&built_store.lib_dir, &env.path().join("run"));
     let started = Instant::now();
     let loaded = store.load("bookworm").unwrap();

@@ -21,6 +21,7 @@ pub mod proc;
 pub mod pty;
 pub mod rootfs;
 pub mod sshd;
+pub mod store;
 pub mod syslog;
 pub mod tmp;
 pub mod user;
@@ -34,6 +35,7 @@ pub use ns::{in_private_ns, su_in_private_ns, su_in_private_ns_with_log, NsDaemo
 pub use pty::PtySession;
 pub use rootfs::{debian_rootfs, ROOTFS_PACKAGES};
 pub use sshd::{Background, Login, Sftp, SshdEnv, SshdOpts, STOCK_PAM_STACK};
+pub use store::StoreEnv;
 pub use syslog::Syslog;
 pub use tmp::TestDir;
 pub use user::TestUser;
@@ -44,16 +46,26 @@ use std::time::{Duration, Instant};
 
 /// True when the test runs as root. Otherwise prints `SKIP <test>: needs
 /// root` and returns false, unless `HUTCH_REQUIRE_ROOT=1`, where it panics:
-/// CI can never pass by skipping.
+/// CI can never pass by skipping. The one root gate of every suite (the
+/// runtime's integration tests use it too).
 pub fn require_root(test_name: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    if std::env::var("HUTCH_REQUIRE_ROOT").as_deref() == Ok("1") {
-        panic!("{test_name}: needs root, and HUTCH_REQUIRE_ROOT=1 forbids skipping");
-    }
-    eprintln!("SKIP {test_name}: needs root");
+    skip(test_name, "needs root");
     false
+}
+
+/// Skips `test_name` for `why`, printing `SKIP <test>: <why>` past
+/// libtest's capture, unless `HUTCH_REQUIRE_ROOT=1`, where a skip is a
+/// failure: it panics. For what a host may lack (a v1 devices hierarchy,
+/// a unified one); the caller returns after it.
+pub fn skip(test_name: &str, why: &str) {
+    if std::env::var("HUTCH_REQUIRE_ROOT").as_deref() == Ok("1") {
+        panic!("{test_name}: {why}, and HUTCH_REQUIRE_ROOT=1 forbids skipping");
+    }
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIP {test_name}: {why}");
 }
 
 /// Reports a suite's summary line (`109 attempts, 0 escapes`): printed, and

@@ -22,6 +22,8 @@ use nix::unistd::Pid;
 
 pub mod bpfdev;
 pub mod detect;
+#[cfg(test)]
+mod fake;
 mod fsio;
 pub mod v1;
 pub mod v2;
@@ -767,28 +769,8 @@ pub fn without_controller(limits: &Limits, controller: &Controller) -> (Limits, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
-    /// Makes a fake cgroup directory holding the files the kernel would give it.
-    fn fake(dir: &Path, files: &[(&str, &str)]) {
-        std::fs::create_dir_all(dir).unwrap();
-        for (f, v) in files {
-            std::fs::write(dir.join(f), v).unwrap();
-        }
-    }
-
-    fn v2_dir(dir: &Path, controllers: &str) {
-        fake(
-            dir,
-            &[
-                ("cgroup.controllers", controllers),
-                ("cgroup.subtree_control", ""),
-                ("cgroup.procs", ""),
-                ("memory.max", "max"),
-                ("pids.max", "max"),
-            ],
-        );
-    }
+    use super::fake::{dir as fake, v2_dir};
 
     /// A pure v2 host end to end on a fake tree: controllers enabled above the group, limits in it, attach into the leaf.
     #[test]

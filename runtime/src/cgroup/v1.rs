@@ -437,15 +437,9 @@ pub(super) fn create_group(
 
 #[cfg(test)]
 mod tests {
+    use super::super::fake::dir as fake;
     use super::super::IoDeviceLimit;
     use super::*;
-
-    fn fake(dir: &Path, files: &[(&str, &str)]) {
-        std::fs::create_dir_all(dir).unwrap();
-        for (f, v) in files {
-            std::fs::write(dir.join(f), v).unwrap();
-        }
-    }
 
     /// The limits read back; v1's "unlimited" values and a -1 quota are none.
     #[test]

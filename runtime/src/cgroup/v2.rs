@@ -303,16 +303,9 @@ pub(super) fn create_group(
 
 #[cfg(test)]
 mod tests {
+    use super::super::fake::dir as fake;
     use super::super::IoDeviceLimit;
     use super::*;
-
-    /// Makes a fake cgroup directory with empty control files, as the kernel would.
-    fn fake(dir: &Path, files: &[(&str, &str)]) {
-        std::fs::create_dir_all(dir).unwrap();
-        for (f, v) in files {
-            std::fs::write(dir.join(f), v).unwrap();
-        }
-    }
 
     /// The limits read back: numbers, and `max` as none.
     #[test]
