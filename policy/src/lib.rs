@@ -4,10 +4,6 @@
 //! Pure: nothing here touches the kernel; the only I/O is reading the files.
 //! The PAM module, hutch-keeper and hutchctl all call the same code, so
 //! `hutchctl check` judges a file exactly as a login would.
-//!
-//! INTERFACE CONTRACT (used by runtime/, pam-module/, shell/, ctl/): the public
-//! types and functions below are relied upon by the other crates. Extend them
-//! freely; do not rename or remove without updating the callers.
 
 mod cache;
 mod error;

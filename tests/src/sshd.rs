@@ -5,7 +5,7 @@
 use crate::ns::private_dev_script;
 use crate::{proc, shell_quote, wait_until, PtySession, Syslog, TestDir, TestUser};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -268,11 +268,6 @@ impl SshdEnv {
         &self.syslog
     }
 
-    /// Path of the PAM service file, to rewrite between logins if needed.
-    pub fn pam_service_file(&self) -> PathBuf {
-        self.dir.join("pam.d").join(&self.service)
-    }
-
     /// Authorizes `user`'s key through the env's own AuthorizedKeysFile
     /// (`<dir>/keys/%u`), for users whose home cannot hold it.
     pub fn authorize(&self, user: &impl Login) {
@@ -345,28 +340,6 @@ impl SshdEnv {
             .arg(format!("{}@127.0.0.1", user.login()))
             .args(args);
         crate::output(&mut c)
-    }
-
-    /// `ssh ... user@127.0.0.1 ARGS` with `input` on stdin.
-    pub fn ssh_stdin(&self, user: &impl Login, args: &[&str], input: &[u8]) -> Output {
-        use std::io::Write;
-        let mut c = self.client("ssh");
-        c.args(Self::ssh_opts(user))
-            .args(["-p", &self.port.to_string()])
-            .arg(format!("{}@127.0.0.1", user.login()))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut ch = c.spawn().expect("spawn ssh");
-        let mut si = ch.stdin.take().unwrap();
-        let data = input.to_vec();
-        let w = std::thread::spawn(move || {
-            let _ = si.write_all(&data);
-        });
-        let out = ch.wait_with_output().expect("wait ssh");
-        let _ = w.join();
-        out
     }
 
     /// `scp -P PORT ARGS` (use [`remote`](Self::remote) for the remote side;

@@ -3,9 +3,6 @@
 //! This module knows nothing about users or policy: it takes a relative group
 //! name and a [`Limits`] of its own, and it manages directories in cgroupfs.
 //!
-//! INTERFACE CONTRACT (used by runtime/src/keeper and ctl/): the public items
-//! below are relied upon. Extend freely; keep these signatures.
-//!
 //! Layout on a host: [`CgroupRoot::open`] resolves hutch's root in every
 //! hierarchy hutch uses (v2: the unified mount; v1/hybrid: one directory per
 //! controller hierarchy plus the unified mount, if any, for cgroup.kill and
@@ -13,6 +10,12 @@
 //! limits written and a leaf `<root>/<rel>/<LEAF>` where processes go (v2 forbids
 //! processes in an inner cgroup with controllers; v1 uses the same shape so
 //! that one code path serves both).
+//!
+//! Files: this one (the types, [`CgroupRoot`], [`Cgroup`]: attach, kill,
+//! freeze, remove, stats), [`detect`] (finding the hierarchies), [`v1`] and
+//! [`v2`] (each version's group making, limits, counters, freezer),
+//! [`bpfdev`] (the v2 device filter), `fsio` (control files read and
+//! written with errors that name them).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

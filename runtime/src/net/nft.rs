@@ -1,5 +1,5 @@
 //! Per-user firewall: the nftables script of a user's tables, applied as
-//! one atomic batch through libnftables ([`super::nftffi`]).
+//! one atomic batch through libnftables (`net::nftffi`).
 //!
 //! - `table bridge hutch-<user>`: frames arriving from the user's bridge
 //!   port (input to the host, forwarded to other ports) must carry the

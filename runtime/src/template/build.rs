@@ -23,7 +23,7 @@ use super::command::{find_program, run_builder};
 use super::{create_dir_all_mode, lock_file, tree, BuildReport, TemplateError, TemplateStore};
 
 /// Where a template's tree comes from. Recorded at build time (see
-/// [`record_source`]) so that `hutchctl template update` can build again
+/// `record_source`) so that `hutchctl template update` can build again
 /// from the same place.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

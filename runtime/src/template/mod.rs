@@ -244,7 +244,9 @@ impl TemplateStore {
         validate_name(name)?;
         let _lock = self.lock_loading(name)?;
         // Taken under the loading lock, as release takes it: one order, no deadlock.
-        let pin = Pin(lock_file(&self.pins_path(name), false)?);
+        let pin = Pin {
+            _lock: lock_file(&self.pins_path(name), false)?,
+        };
         let loaded = match load::current(self, name)? {
             Some(loaded) => loaded,
             None => load::load(self, name)?,
@@ -375,7 +377,9 @@ impl TemplateStore {
 /// [`TemplateStore::ensure_loaded_pinned`]: no generation of the template is
 /// released while it is held. Dropping it lets go.
 #[derive(Debug)]
-pub struct Pin(#[allow(dead_code)] File);
+pub struct Pin {
+    _lock: File,
+}
 
 /// Opens (creating it, mode 0600) and flocks `path`: exclusive or shared.
 /// The lock lasts as long as the returned file is open.
@@ -504,7 +508,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = TemplateStore::new(&dir.path().join("lib"), &dir.path().join("run"));
         create_dir_all_mode(&dir.path().join("run/template"), 0o755).unwrap();
-        let pin = Pin(lock_file(&store.pins_path("t"), false).unwrap());
+        let pin = Pin {
+            _lock: lock_file(&store.pins_path("t"), false).unwrap(),
+        };
         let (tx, rx) = std::sync::mpsc::channel();
         let s2 = store.clone();
         let t = std::thread::spawn(move || tx.send(s2.release("t", 1).unwrap()).unwrap());
