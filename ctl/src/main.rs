@@ -258,6 +258,16 @@ pub fn policy_or_defaults(cli: &Cli) -> anyhow::Result<hutch_policy::Policy> {
     }
 }
 
+/// The name a user's container is keyed by: the NSS canonical name
+/// ([`hutch_runtime::account::lookup`]), so `hutchctl stop Alice` finds
+/// alice's; a name NSS no longer knows (a deleted account's container) as
+/// given.
+fn container_user(user: &str) -> String {
+    hutch_runtime::account::lookup(user)
+        .map(|a| a.name)
+        .unwrap_or_else(|_| user.to_string())
+}
+
 fn main() {
     let cli = Cli::parse();
     // An entered shell may run for hours: its start is a record of its own.
@@ -265,18 +275,21 @@ fn main() {
     let result = match &cli.command {
         Command::Template(cmd) => template_cmd::run(&cli, cmd),
         Command::List { json } => containers::list(&cli, *json),
-        Command::Stats { user, json } => stats::stats(&cli, user.as_deref(), *json),
+        Command::Stats { user, json } => {
+            let user = user.as_deref().map(container_user);
+            stats::stats(&cli, user.as_deref(), *json)
+        }
         Command::Watch { interval, once } => watch::watch(&cli, *interval, *once),
-        Command::Freeze { user } => freeze::set(&cli, user, true),
-        Command::Thaw { user } => freeze::set(&cli, user, false),
+        Command::Freeze { user } => freeze::set(&cli, &container_user(user), true),
+        Command::Thaw { user } => freeze::set(&cli, &container_user(user), false),
         Command::Enter {
             user,
             root,
             command,
-        } => enter::enter(&cli, user, *root, command),
-        Command::Diff { user, all } => diff::diff(&cli, user, *all),
-        Command::Stop { user } => containers::stop(&cli, user),
-        Command::Reset { user } => layer_cmd::reset(&cli, user),
+        } => enter::enter(&cli, &container_user(user), *root, command),
+        Command::Diff { user, all } => diff::diff(&cli, &container_user(user), *all),
+        Command::Stop { user } => containers::stop(&cli, &container_user(user)),
+        Command::Reset { user } => layer_cmd::reset(&cli, &container_user(user)),
         Command::Check {
             probe: Some(user),
             service,

@@ -33,6 +33,14 @@ pub fn valid_user_name(name: &str) -> bool {
 }
 
 /// Looks `name` up through NSS, with its groups' names (primary first).
+///
+/// The account is the one NSS calls canonical: the name `getpwuid` gives
+/// for the uid `name` resolves to, when that name resolves back to the same
+/// uid. `Alice` on an SSSD or AD host (case-insensitive), an LDAP entry's
+/// second `uid` value, or a second local name on the same uid are one
+/// account with one container, one policy table and one set of groups, not
+/// one each (the uid is the principal the kernel knows). Everything hutch
+/// keys by user (run dir, cgroup, keeper, hostname) uses this name.
 pub fn lookup(name: &str) -> Result<Account, AccountError> {
     if !valid_user_name(name) {
         return Err(AccountError::BadName(name.to_string()));
@@ -44,10 +52,12 @@ pub fn lookup(name: &str) -> Result<Account, AccountError> {
             source,
         })?
         .ok_or_else(|| AccountError::NoSuchUser(name.to_string()))?;
-    let cname = CString::new(name).map_err(|_| AccountError::BadName(name.to_string()))?;
+    let user = canonical(user);
+    let cname =
+        CString::new(user.name.as_str()).map_err(|_| AccountError::BadName(user.name.clone()))?;
     let gids = getgrouplist(&cname, user.gid).map_err(|source| AccountError::Lookup {
         what: "groups of",
-        name: name.to_string(),
+        name: user.name.clone(),
         source,
     })?;
     let mut groups = Vec::new();
@@ -68,6 +78,22 @@ pub fn lookup(name: &str) -> Result<Account, AccountError> {
         home: user.dir,
         shell: user.shell,
     })
+}
+
+/// The canonical entry of `user`'s uid ([`lookup`]): `getpwuid`'s, if its
+/// name is one hutch accepts and resolves back to the same uid; else
+/// `user` as it is.
+fn canonical(user: User) -> User {
+    let Ok(Some(by_uid)) = User::from_uid(user.uid) else {
+        return user;
+    };
+    if by_uid.name == user.name || !valid_user_name(&by_uid.name) {
+        return user;
+    }
+    match User::from_name(&by_uid.name) {
+        Ok(Some(back)) if back.uid == user.uid => by_uid,
+        _ => user,
+    }
 }
 
 /// The numeric ids of the account's groups (primary first).

@@ -155,7 +155,7 @@ pub fn open_session(
         Decision::Refuse(why) => return Err(err("policy")(why)),
         Decision::Confine(up) => up,
     };
-    confine(opts, &policy, &up, account, user, info).map(Outcome::Joined)
+    confine(opts, &policy, &up, account, info).map(Outcome::Joined)
 }
 
 /// For `hutchctl check --probe`: like [`open_session`] for a user the
@@ -174,7 +174,7 @@ pub fn open_probe_session(
     match policy.resolve(&account, &info.service) {
         Decision::Exempt(why) => Err(err("policy")(format!("not confined: {why}"))),
         Decision::Refuse(why) => Err(err("policy")(format!("refused: {why}"))),
-        Decision::Confine(up) => confine(opts, &policy, &up, account, user, info),
+        Decision::Confine(up) => confine(opts, &policy, &up, account, info),
     }
 }
 
@@ -186,7 +186,6 @@ fn confine(
     policy: &Policy,
     up: &hutch_policy::UserPolicy,
     account: hutch_policy::Account,
-    user: &str,
     info: &SessionInfo,
 ) -> Result<Session, JoinError> {
     // Before anything changes: setns(mnt) fails in a threaded caller, and a
@@ -194,6 +193,8 @@ fn confine(
     check_single_threaded()?;
     // The session's seccomp filter, a profile file read now, on the host.
     let filter = seccomp::resolve(&up.seccomp).map_err(|e| err("seccomp")(e.to_string()))?;
+    // Keyed by the NSS canonical name, not the string PAM was given.
+    let user = account.name.as_str();
     let paths = UserPaths::new(policy.host(), user);
     let (conn, init_pid, namespaces, created) = connect_or_start(opts, &paths, user, info)?;
     let tty = host_tty();

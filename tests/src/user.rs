@@ -58,6 +58,30 @@ impl TestUser {
         u
     }
 
+    /// A second name on `of`'s uid, gid, home and shell (`useradd -o -u`),
+    /// logging in with `of`'s key (the shared home's authorized_keys): two
+    /// spellings of one principal, as an SSSD or LDAP alias is. Drop removes
+    /// only the passwd entry.
+    pub fn create_alias(name: &str, of: &TestUser) -> TestUser {
+        check_name(name);
+        run_ok(
+            Command::new("useradd")
+                .args(["-o", "-M", "-u"])
+                .arg(of.uid.to_string())
+                .arg("-g")
+                .arg(of.gid.to_string())
+                .arg("-d")
+                .arg(&of.home)
+                .arg("-s")
+                .arg(&of.shell)
+                .arg(name),
+        );
+        let mut u = TestUser::adopt(name, true);
+        u.key = of.key.clone();
+        u.pubkey = of.pubkey.clone();
+        u
+    }
+
     /// A user whose home directory `/home/NAME` is a symlink to `target`
     /// (e.g. `/etc`). Nothing is written through the link: authorize its key
     /// with [`SshdEnv::authorize`](crate::SshdEnv::authorize) instead.

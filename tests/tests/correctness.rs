@@ -69,3 +69,52 @@ fn keeper_sets_its_own_umask() {
     drop(user);
     assert_no_leftovers(&name, Duration::from_secs(5));
 }
+
+/// Two names on one uid (a local stand-in for SSSD's `Alice` beside
+/// `alice`, or an LDAP entry's second uid value): logins under either
+/// land in one container keyed by the NSS canonical name (the one
+/// getpwuid gives), with its hostname; there is no run dir, cgroup or
+/// keeper for the other spelling; `hutchctl stop ALIAS` stops it.
+#[test]
+fn containers_keyed_by_the_canonical_name() {
+    if !require_root("containers_keyed_by_the_canonical_name") {
+        return;
+    }
+    let hutch = HutchEnv::new(POLICY);
+    let user = hutch.user();
+    let alias = TestUser::create_alias(&unique("ht"), &user);
+    let (name, aname) = (user.name.clone(), alias.name.clone());
+    {
+        let env = hutch.sshd(Sftp::Internal);
+        let hold = env.ssh_pty(&user, &["echo HOLDING; sleep 600"]);
+        assert!(
+            hold.expect("HOLDING", Duration::from_secs(60)).is_some(),
+            "{}",
+            hold.output()
+        );
+        let init = hutch.state(&name).and_then(|s| s["init_pid"].as_i64());
+        let out = env.ssh(
+            &alias,
+            &["hostname; readlink /proc/self/ns/pid; sleep 1; echo ALIAS-OK"],
+        );
+        assert!(out.status.success(), "{}", out.describe());
+        let lines: Vec<String> = out.stdout_str().lines().map(str::to_string).collect();
+        assert_eq!(lines[0], format!("box-{name}"), "{}", out.describe());
+        assert!(
+            !hutch.user_dir(&aname).exists(),
+            "a second container for the alias {aname}"
+        );
+        assert!(hutch.user_cgroups(&aname).is_empty());
+        let pidns = std::fs::read_link(format!("/proc/{}/ns/pid", init.unwrap())).unwrap();
+        assert_eq!(lines[1], pidns.to_string_lossy(), "not the same container");
+        let out = hutch.ctl(&["stop", &aname]);
+        assert!(out.status.success(), "{}", out.describe());
+        let left = hutch.wait_gone(&name, Duration::from_secs(30));
+        assert!(left.is_empty(), "{left:?}");
+        drop(hold);
+    }
+    drop(alias);
+    drop(user);
+    assert_no_leftovers(&name, Duration::from_secs(5));
+    assert_no_leftovers(&aname, Duration::from_secs(5));
+}

@@ -202,6 +202,10 @@ impl Keeper {
         let policy = Policy::load(config).map_err(StartError::Policy)?;
         let host = policy.host().clone();
         let account = account::lookup(user).map_err(StartError::Account)?;
+        // Keyed by the NSS canonical name ([`account::lookup`]), whatever
+        // spelling started us.
+        let canonical = account.name.clone();
+        let user = canonical.as_str();
         let up = match policy.resolve(&account, service) {
             Decision::Confine(p) => *p,
             Decision::Exempt(why) => {
