@@ -551,8 +551,10 @@ fn open_target(root: &Path, path: &Path, kind: Kind) -> Result<OwnedFd> {
 
 /// Bind-mounts the object behind `fd` on `target` (a container path,
 /// resolved by [`open_target`] and mounted through its fd), then re-resolves
-/// the target, which must now be the new mount, and remounts it nosuid,
-/// nodev, and read-only where asked.
+/// the target, which must now be the new mount, and makes it nosuid,
+/// nodev, and read-only where asked, keeping every restriction the source's
+/// mount had ([`restrict_bind`]: a home on a noexec or nosymfollow file
+/// system stays so inside).
 fn bind_fd_at(fd: &OwnedFd, root: &Path, target: &Path, kind: Kind, read_only: bool) -> Result<()> {
     let at = open_target(root, target, kind)?;
     mount(
@@ -565,18 +567,79 @@ fn bind_fd_at(fd: &OwnedFd, root: &Path, target: &Path, kind: Kind, read_only: b
     .map_err(sys_err("bind-mounting onto", target))?;
     drop(at);
     let at = open_target(root, target, kind)?;
+    restrict_bind(&at, target, read_only)
+}
+
+/// Adds nosuid, nodev (and rdonly) to the bind whose root is `at`, taking
+/// none of the source mount's restrictions away: `mount_setattr` sets only
+/// these (Linux 5.12). A `MS_REMOUNT|MS_BIND` replaces the per-mount flags
+/// instead (outside a user namespace nothing is locked), so on an older
+/// kernel the source's own (noexec, nosymfollow, atime) are read with
+/// statvfs and passed again.
+fn restrict_bind(at: &OwnedFd, target: &Path, read_only: bool) -> Result<()> {
+    let mut set = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
+    if read_only {
+        set |= sys::MOUNT_ATTR_RDONLY;
+    }
+    match sys::mount_setattr_add(at.as_fd(), set) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {}
+        Err(e) => {
+            return Err(io_err(
+                "mount_setattr (nosuid,nodev) of the bind on",
+                target,
+            )(e))
+        }
+    }
     let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     if read_only {
         flags |= MsFlags::MS_RDONLY;
     }
+    flags |= source_restrictions(at);
     mount(
         None::<&str>,
-        &fd_path(&at),
+        &fd_path(at),
         None::<&str>,
         flags,
         None::<&str>,
     )
     .map_err(sys_err("remounting (nosuid,nodev) the bind on", target))
+}
+
+/// The per-mount restrictions of the mount `fd` is on, as remount flags
+/// (for kernels without `mount_setattr`).
+fn source_restrictions(fd: &OwnedFd) -> MsFlags {
+    const ST_RDONLY: u64 = 0x1;
+    const ST_NOEXEC: u64 = 0x8;
+    const ST_NOATIME: u64 = 0x400;
+    const ST_NODIRATIME: u64 = 0x800;
+    const ST_RELATIME: u64 = 0x1000;
+    const ST_NOSYMFOLLOW: u64 = 0x2000;
+    const MS_NOSYMFOLLOW: u64 = 0x100;
+    let Ok(st) = nix::sys::statvfs::fstatvfs(fd) else {
+        return MsFlags::empty();
+    };
+    let f = st.flags().bits();
+    let mut out = MsFlags::empty();
+    for (st_bit, ms) in [
+        (ST_RDONLY, MsFlags::MS_RDONLY),
+        (ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (ST_NOATIME, MsFlags::MS_NOATIME),
+        (ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (ST_RELATIME, MsFlags::MS_RELATIME),
+        (
+            ST_NOSYMFOLLOW,
+            MsFlags::from_bits_retain(MS_NOSYMFOLLOW as _),
+        ),
+    ] {
+        if f & st_bit != 0 {
+            out |= ms;
+        }
+    }
+    if f & (ST_NOATIME | ST_RELATIME) == 0 {
+        out |= MsFlags::MS_STRICTATIME;
+    }
+    out
 }
 
 /// A verified `/dev/null` of the new root: a character device 1:3 reached

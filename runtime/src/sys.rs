@@ -193,6 +193,46 @@ fn close_range(first: u32, last: u32) {
     }
 }
 
+/// `mount_setattr` attribute bits (linux/mount.h).
+pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub const MOUNT_ATTR_NODEV: u64 = 0x4;
+
+/// `mount_setattr(fd, "", AT_EMPTY_PATH, {attr_set: set})` (Linux 5.12):
+/// adds `set` to the mount `fd` is the root of, leaving every other
+/// attribute of it (noexec, nosymfollow, atime) as it is.
+pub fn mount_setattr_add(fd: BorrowedFd<'_>, set: u64) -> io::Result<()> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: the path is a NUL-terminated empty string and `attr` a valid
+    // struct mount_attr of the size passed; both outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Marks every descriptor from `first` on close-on-exec
 /// (`close_range(first, ~0, CLOSE_RANGE_CLOEXEC)`, Linux 5.11; else one
 /// `fcntl` per entry of /proc/self/fd). The caller keeps using them; only

@@ -118,3 +118,63 @@ fn containers_keyed_by_the_canonical_name() {
     assert_no_leftovers(&name, Duration::from_secs(5));
     assert_no_leftovers(&aname, Duration::from_secs(5));
 }
+
+/// A mount the test made on the host, unmounted (lazily) on Drop.
+struct HostMount(std::path::PathBuf);
+
+impl Drop for HostMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A home on a `noexec,nosymfollow` file system (a tmpfs the test mounts):
+/// the container's bind of it keeps both (a remount with only nosuid,nodev
+/// cleared them: the user could run programs from it and follow symlinks).
+#[test]
+fn home_bind_keeps_the_source_mounts_restrictions() {
+    if !require_root("home_bind_keeps_the_source_mounts_restrictions") {
+        return;
+    }
+    let hutch = HutchEnv::new(POLICY);
+    let dir = TestDir::new("htfsflags");
+    let fs = dir.join("fs");
+    std::fs::create_dir(&fs).unwrap();
+    run_ok(
+        std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                "noexec,nosymfollow,nosuid,nodev,mode=0755",
+            ])
+            .arg("hutch-test-flags")
+            .arg(&fs),
+    );
+    let _mounted = HostMount(fs.clone());
+    let name = unique("ht");
+    let home = fs.join(&name);
+    let user = TestUser::create_with_home(&name, &hutch.shell, &home, None);
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(user.uid), Some(user.gid)).unwrap();
+    {
+        let env = hutch.sshd(Sftp::Internal);
+        env.authorize(&user);
+        let out = env.ssh(
+            &user,
+            &["cp /bin/true ~/t; chmod 755 ~/t; if ~/t 2>/dev/null; then echo EXEC=allowed; else echo EXEC=denied; fi; \
+               ln -s /etc/hostname ~/l; if cat ~/l >/dev/null 2>&1; then echo FOLLOW=allowed; else echo FOLLOW=denied; fi; \
+               grep -c \" $HOME \" /proc/self/mountinfo"],
+        );
+        assert_eq!(
+            out.stdout_str(),
+            "EXEC=denied\nFOLLOW=denied\n1\n",
+            "{}",
+            out.describe()
+        );
+        let left = hutch.wait_gone(&name, Duration::from_secs(30));
+        assert!(left.is_empty(), "{left:?}");
+    }
+    drop(user);
+    assert_no_leftovers(&name, Duration::from_secs(5));
+}
