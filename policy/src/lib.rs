@@ -27,7 +27,7 @@ pub use resolve::{
     DEFAULT_TEMPLATE, DEFAULT_WRITABLE_SIZE,
 };
 pub use units::OnLogout;
-pub use values::{ServiceMode, WritableMode};
+pub use values::{CpusMode, ServiceMode, WritableMode};
 
 use error::Source;
 use raw::Model;
@@ -69,7 +69,13 @@ pub struct HostSettings {
     pub usage_retention: Duration,
     /// The usage history's SQLite file (`usage_db`, default `<lib_dir>/usage.db`).
     pub usage_db: PathBuf,
+    /// Where lxcfs is mounted (`lxcfs`, default [`DEFAULT_LXCFS`]); `None`
+    /// (`"none"`): never bind it in. Used only when a live lxcfs is there.
+    pub lxcfs: Option<PathBuf>,
 }
+
+/// Where Debian's lxcfs.service mounts lxcfs.
+pub const DEFAULT_LXCFS: &str = "/var/lib/lxcfs";
 
 /// How long usage samples are kept unless `[host] usage_retention` says otherwise: 30 days.
 pub const DEFAULT_USAGE_RETENTION: Duration = Duration::from_secs(30 * 86400);
@@ -119,6 +125,8 @@ pub struct Limits {
     pub swap_max: Option<u64>,
     pub cpu: Option<CpuQuota>,
     pub cpu_weight: Option<u64>,
+    /// `cpus`: the container's cpuset (`auto`: as many CPUs as `cpu` allows).
+    pub cpus: CpusMode,
     pub pids_max: Option<u64>,
     pub io: Vec<IoLimit>,
     pub io_weight: Option<u64>,
@@ -501,6 +509,10 @@ impl Policy {
                         .join("usage.db")
                     },
                     |v| PathBuf::from(&v.value.0),
+                ),
+                lxcfs: model.lxcfs.as_ref().map_or_else(
+                    || Some(PathBuf::from(DEFAULT_LXCFS)),
+                    |v| v.value.0.as_ref().map(PathBuf::from),
                 ),
             },
             warnings: diagnostics.clone(),

@@ -15,8 +15,8 @@ use toml::Spanned;
 use crate::error::{Diagnostic, Loc, Located, Source};
 use crate::units::{CountLimit, CpuLimit, OnLogout, Seconds, Size, SizeLimit, Weight};
 use crate::values::{
-    AbsPath, CgroupRoot, HostnamePattern, IoList, MountList, Name, NetworkMode, SeccompProfile,
-    ServiceMode, WritableMode,
+    AbsPath, CgroupRoot, CpusMode, HostnamePattern, IoList, MountList, Name, NetworkMode,
+    PathOrNone, SeccompProfile, ServiceMode, WritableMode,
 };
 macro_rules! rules {
     ($( $(#[$m:meta])* $field:ident : $ty:ty ),* $(,)?) => {
@@ -102,6 +102,8 @@ rules! {
     swap: SizeLimit,
     cpu: CpuLimit,
     cpu_weight: Weight,
+    /// Which host CPUs the container runs on: `auto` (as many as `cpu` allows).
+    cpus: CpusMode,
     pids: CountLimit,
     io: IoList,
     io_weight: Weight,
@@ -140,6 +142,7 @@ pub(crate) struct RawHost {
     pub net: Option<Spanned<crate::net::NetHost>>,
     pub usage_retention: Option<Spanned<crate::units::Seconds>>,
     pub usage_db: Option<Spanned<AbsPath>>,
+    pub lxcfs: Option<Spanned<PathOrNone>>,
 }
 
 /// The keys of `[host]` (part of the cache's format fingerprint).
@@ -150,6 +153,7 @@ pub const HOST_KEYS: &[&str] = &[
     "net",
     "usage_retention",
     "usage_db",
+    "lxcfs",
 ];
 
 /// `[template]`.
@@ -192,6 +196,7 @@ pub(crate) struct Model {
     pub net: Option<Located<crate::net::NetHost>>,
     pub usage_retention: Option<Located<crate::units::Seconds>>,
     pub usage_db: Option<Located<AbsPath>>,
+    pub lxcfs: Option<Located<PathOrNone>>,
     pub template: Option<Located<Name>>,
     pub defaults: Rules,
     pub plans: BTreeMap<String, Rules>,
@@ -223,6 +228,7 @@ impl Model {
         m.net = raw.host.net.map(|s| src.locate(s));
         m.usage_retention = raw.host.usage_retention.map(|s| src.locate(s));
         m.usage_db = raw.host.usage_db.map(|s| src.locate(s));
+        m.lxcfs = raw.host.lxcfs.map(|s| src.locate(s));
         m.template = raw.template.name.map(|s| src.locate(s));
         if let Some(d) = raw.defaults {
             let loc = src.loc(d.span().start);
@@ -268,6 +274,7 @@ impl Model {
         take(&mut self.net, later.net);
         take(&mut self.usage_retention, later.usage_retention);
         take(&mut self.usage_db, later.usage_db);
+        take(&mut self.lxcfs, later.lxcfs);
         take(&mut self.template, later.template);
         self.defaults.overlay(later.defaults);
         for (mine, theirs) in [

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use crate::error::Loc;
 use crate::raw::{Model, Picked, Rules};
 use crate::units::{format_size, Limit, OnLogout, CPU_PERIOD_US};
-use crate::values::{HostnamePattern, MountSpec, ServiceMode, Vars, WritableMode};
+use crate::values::{CpusMode, HostnamePattern, MountSpec, ServiceMode, Vars, WritableMode};
 use crate::{Account, BindMount, CpuQuota, Decision, Limits, Network, UserPolicy};
 
 /// Built-in template name.
@@ -260,6 +260,8 @@ pub(crate) fn explain(model: &Model, account: &Account, service: &str) -> Explan
         cpu_weight.map_or("\"none\"".into(), |w| w.to_string()),
         origin(p.cpu_weight),
     );
+    let cpus = p.cpus.map_or(CpusMode::Auto, |(v, _)| v.value);
+    add("cpus", cpus.to_string(), origin(p.cpus));
     let pids = p.pids.map(|(v, _)| v.value.0);
     add("pids", count(pids), origin(p.pids));
     let io = p.io.map(|(v, _)| v.value.0.clone()).unwrap_or_default();
@@ -443,6 +445,7 @@ pub(crate) fn explain(model: &Model, account: &Account, service: &str) -> Explan
                         swap_max: swap.and_then(Limit::get),
                         cpu,
                         cpu_weight,
+                        cpus,
                         pids_max: pids.and_then(Limit::get),
                         io,
                         io_weight,

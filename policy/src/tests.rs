@@ -56,6 +56,7 @@ fn empty_file_gives_builtin_defaults() {
             net: Default::default(),
             usage_retention: crate::DEFAULT_USAGE_RETENTION,
             usage_db: "/var/lib/hutch/usage.db".into(),
+            lxcfs: Some("/var/lib/lxcfs".into()),
         }
     );
     let u = confined(&p, &alice());
@@ -299,7 +300,7 @@ fn unknown_key_with_did_you_mean() {
     );
     assert_eq!(
         error("[host]\nrun = \"/x\"\n"),
-        "hutch.toml:2:1: host: unknown key \"run\" (known keys: run_dir, lib_dir, cgroup_root, net, usage_retention, usage_db)"
+        "hutch.toml:2:1: host: unknown key \"run\" (known keys: run_dir, lib_dir, cgroup_root, net, usage_retention, usage_db, lxcfs)"
     );
 }
 
@@ -505,6 +506,7 @@ strict = true
                 period_us: 100_000
             }),
             cpu_weight: Some(200),
+            cpus: CpusMode::Auto,
             pids_max: Some(256),
             io: vec![IoLimit {
                 device: "/dev/vda".into(),
@@ -945,7 +947,7 @@ fn all_errors_reported() {
     assert_eq!(
         e.lines().collect::<Vec<_>>(),
         [
-            "hutch.d/1.toml:2:1: defaults: unknown key \"bogus\" (known keys: confine, enforce, plan, priority, template, shell, hostname, memory, memory_high, swap, cpu, cpu_weight, pids, io, io_weight, writable_size, writable, max_sessions, on_logout, linger, mounts, network, egress_deny, egress_allow, rate_in, rate_out, net_device, vlan_id, seccomp, strict)",
+            "hutch.d/1.toml:2:1: defaults: unknown key \"bogus\" (known keys: confine, enforce, plan, priority, template, shell, hostname, memory, memory_high, swap, cpu, cpu_weight, cpus, pids, io, io_weight, writable_size, writable, max_sessions, on_logout, linger, mounts, network, egress_deny, egress_allow, rate_in, rate_out, net_device, vlan_id, seccomp, strict)",
             "hutch.toml:2:8: users.a.plan: plan \"x\" is not defined (no [plans.NAME] table exists)",
             "hutch.toml:4:12: users.b.priority: priority only applies to groups",
         ]
@@ -975,7 +977,7 @@ fn explain_shows_origins() {
     assert_eq!(show("shell"), "shell = \"/bin/bash\"  # built-in default");
     assert_eq!(show("confine"), "confine = true  # built-in default");
     assert_eq!(e.service_mode, ServiceMode::Confine);
-    assert_eq!(e.entries.len(), 27);
+    assert_eq!(e.entries.len(), 28);
 }
 
 /// The shipped default policy parses, and the rule keys are all documented in the man page.
@@ -1321,4 +1323,31 @@ fn memory_high_defaults_below_memory() {
         &alice(),
     );
     assert_eq!(u.limits.memory_high, Some(default_memory_high(1 << 30)));
+}
+
+/// `[host] lxcfs`: Debian's mount point by default, another absolute path,
+/// or "none"; a relative path is refused naming the key.
+#[test]
+fn host_lxcfs() {
+    assert_eq!(
+        parse("").host().lxcfs,
+        Some(PathBuf::from("/var/lib/lxcfs"))
+    );
+    assert_eq!(
+        parse("[host]\nlxcfs = \"/srv/lxcfs\"\n").host().lxcfs,
+        Some(PathBuf::from("/srv/lxcfs"))
+    );
+    assert_eq!(parse("[host]\nlxcfs = \"none\"\n").host().lxcfs, None);
+    let e = error("[host]\nlxcfs = \"lxcfs\"\n");
+    assert!(e.contains("lxcfs") && e.contains("\"none\""), "{e}");
+}
+
+/// `cpus`: "auto" unless set, "none" in a table, anything else refused.
+#[test]
+fn cpus_key() {
+    assert_eq!(confined(&parse(""), &alice()).limits.cpus, CpusMode::Auto);
+    let u = confined(&parse("[users.alice]\ncpus = \"none\"\n"), &alice());
+    assert_eq!(u.limits.cpus, CpusMode::All);
+    let e = error("[defaults]\ncpus = \"2\"\n");
+    assert!(e.contains("\"auto\", \"none\""), "{e}");
 }

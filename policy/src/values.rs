@@ -125,6 +125,30 @@ impl fmt::Display for AbsPath {
     }
 }
 
+/// An absolute path, or `"none"`: `[host] lxcfs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathOrNone(pub Option<String>);
+
+impl<'de> Deserialize<'de> for PathOrNone {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = string(d)?;
+        if s == "none" {
+            return Ok(PathOrNone(None));
+        }
+        check_path(&s).map_err(|e| de::Error::custom(format!("invalid path {e} (or \"none\")")))?;
+        Ok(PathOrNone(Some(s)))
+    }
+}
+
+impl fmt::Display for PathOrNone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(p) => write!(f, "{p:?}"),
+            None => f.write_str("\"none\""),
+        }
+    }
+}
+
 /// `cgroup_root`: absolute (`/hutch`) or relative (`hutch-ci`), no `..`, not empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgroupRoot(pub String);
@@ -545,8 +569,19 @@ word_enum! {
     WritableMode {
         /// A tmpfs of `writable_size`, gone at teardown (the default).
         Ephemeral = "ephemeral",
-        /// A directory under `<lib_dir>/users/<user>/`, kept across containers.
+        /// An ext4 image under `<lib_dir>/users/<user>/`, kept across containers.
         Persistent = "persistent",
+    }
+}
+
+word_enum! {
+    /// `cpus`: which host CPUs a container runs on (its cpuset).
+    CpusMode {
+        /// As many as `cpu` allows, rounded up (all without a `cpu` limit),
+        /// the ones fewest other containers run on; `nproc` inside counts them.
+        Auto = "auto",
+        /// Every CPU of the host: only the `cpu` quota limits.
+        All = "none",
     }
 }
 

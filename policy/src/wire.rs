@@ -24,8 +24,8 @@ use crate::net::{EgressList, EgressRule, IfName, Ipv4Net, NetHost, Proto, Rate, 
 use crate::raw::{Model, Rules};
 use crate::units::{CountLimit, CpuLimit, Limit, OnLogout, Seconds, Size, SizeLimit, Weight};
 use crate::values::{
-    AbsPath, CgroupRoot, HostnamePattern, IoList, MountList, MountSpec, Name, NetworkMode,
-    SeccompProfile, ServiceMode, WritableMode,
+    AbsPath, CgroupRoot, CpusMode, HostnamePattern, IoList, MountList, MountSpec, Name,
+    NetworkMode, PathOrNone, SeccompProfile, ServiceMode, WritableMode,
 };
 use crate::{CpuQuota, HostSettings, IoLimit};
 
@@ -386,7 +386,7 @@ newtype_wire! {
     Name(String), AbsPath(String), CgroupRoot(String), HostnamePattern(String), SeccompProfile(String),
     SizeLimit(Limit), CountLimit(Limit), Size(u64), Weight(u64), Seconds(Duration),
     CpuLimit(Option<CpuQuota>), IoList(Vec<IoLimit>), MountList(Vec<MountSpec>),
-    EgressList(Vec<EgressRule>), Rate(Option<u64>), IfName(String),
+    EgressList(Vec<EgressRule>), Rate(Option<u64>), IfName(String), PathOrNone(Option<String>),
 }
 
 impl Wire for VlanId {
@@ -437,7 +437,7 @@ macro_rules! word_wire {
     )*};
 }
 
-word_wire!(WritableMode, NetworkMode, ServiceMode);
+word_wire!(WritableMode, NetworkMode, ServiceMode, CpusMode);
 
 impl Wire for Limit {
     fn put(&self, w: &mut Writer) {
@@ -670,6 +670,7 @@ impl Wire for HostSettings {
             net,
             usage_retention,
             usage_db,
+            lxcfs,
         } = self;
         run_dir.put(w);
         lib_dir.put(w);
@@ -677,6 +678,7 @@ impl Wire for HostSettings {
         net.put(w);
         usage_retention.put(w);
         usage_db.put(w);
+        lxcfs.put(w);
     }
     fn get(r: &mut Reader<'_>) -> Result<Self, Corrupt> {
         Ok(HostSettings {
@@ -686,6 +688,7 @@ impl Wire for HostSettings {
             net: NetHost::get(r)?,
             usage_retention: Duration::get(r)?,
             usage_db: PathBuf::get(r)?,
+            lxcfs: Option::get(r)?,
         })
     }
 }
@@ -699,6 +702,7 @@ impl Wire for Model {
             net,
             usage_retention,
             usage_db,
+            lxcfs,
             template,
             defaults,
             plans,
@@ -712,6 +716,7 @@ impl Wire for Model {
         net.put(w);
         usage_retention.put(w);
         usage_db.put(w);
+        lxcfs.put(w);
         template.put(w);
         defaults.put(w);
         plans.put(w);
@@ -727,6 +732,7 @@ impl Wire for Model {
             net: Option::get(r)?,
             usage_retention: Option::get(r)?,
             usage_db: Option::get(r)?,
+            lxcfs: Option::get(r)?,
             template: Option::get(r)?,
             defaults: Wire::get(r)?,
             plans: Wire::get(r)?,

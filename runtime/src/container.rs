@@ -397,6 +397,10 @@ mod tests {
             self.0.push("mount_sys");
             Ok(())
         }
+        fn mount_figures(&mut self, _: &RootfsSpec, _: &Path) -> R<()> {
+            self.0.push("mount_figures");
+            Ok(())
+        }
         fn mount_dev(&mut self, _: &RootfsSpec, _: &Path) -> R<()> {
             self.0.push("mount_dev");
             Ok(())
@@ -490,6 +494,7 @@ mod tests {
             "bind_policy_mounts",
             "mount_proc",
             "mount_sys",
+            "mount_figures",
             "mount_dev",
             "mask_paths",
         ] {
@@ -519,6 +524,10 @@ mod tests {
             "privileges are dropped after the root is built: {steps:?}"
         );
         assert_eq!(steps.last(), Some(&"check_no_capabilities"), "{steps:?}");
-        assert_eq!(steps.len(), 26, "a step was added or lost: {steps:?}");
+        assert!(
+            at("mount_sys") < at("mount_figures") && at("mount_figures") < at("mask_paths"),
+            "the figures go over a mounted /proc and /sys: {steps:?}"
+        );
+        assert_eq!(steps.len(), 27, "a step was added or lost: {steps:?}");
     }
 }

@@ -4,6 +4,7 @@
 //! - [`template`]: build templates on disk and load them read-only into tmpfs
 //! - [`layer`]: the persistent writable layer: an ext4 image per user on a loop device
 //! - [`rootfs`]: the container's root: overlay, binds, /proc /dev /sys, pivot_root
+//! - [`cpus`]: the container's CPU set and the CPU figures it shows without lxcfs
 //! - [`container`]: clone the init with its namespaces and set it up, step by step
 //! - [`ns`]: the container's namespaces, their join order, opening and joining them
 //! - [`privs`]: capability sets and becoming the user
@@ -24,8 +25,10 @@ pub mod audit;
 pub mod cgroup;
 pub mod container;
 pub mod counters;
+pub mod cpus;
 pub mod enter;
 pub mod error;
+pub mod figures;
 pub mod inspect;
 pub mod join;
 pub mod keeper;

@@ -88,8 +88,14 @@ impl HutchEnv {
 
     /// Rewrites the policy file (host settings kept).
     pub fn write_policy(&self, policy: &str) {
+        self.write_policy_with_host("", policy);
+    }
+
+    /// Rewrites the policy file with `host` (lines such as `lxcfs = "..."`)
+    /// added to the env's `[host]` table.
+    pub fn write_policy_with_host(&self, host: &str, policy: &str) {
         let text = format!(
-            "[host]\nrun_dir = \"{}\"\nlib_dir = \"{}\"\ncgroup_root = \"{}\"\n\n[template]\nname = \"{E2E_TEMPLATE}\"\n\n{policy}\n",
+            "[host]\nrun_dir = \"{}\"\nlib_dir = \"{}\"\ncgroup_root = \"{}\"\n{host}\n[template]\nname = \"{E2E_TEMPLATE}\"\n\n{policy}\n",
             self.run_dir.display(),
             self.lib_dir.display(),
             self.cgroup_root

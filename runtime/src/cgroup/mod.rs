@@ -45,6 +45,10 @@ pub struct Limits {
     /// (quota_us, period_us)
     pub cpu_max: Option<(u64, u64)>,
     pub cpu_weight: Option<u64>,
+    /// The CPUs the group may run on, a kernel CPU list (`0-1,4`): v1
+    /// `cpuset.cpus` (written before the leaf exists, which copies it), v2
+    /// `cpuset.cpus`. `None` leaves the parent's.
+    pub cpus: Option<String>,
     pub pids_max: Option<u64>,
     pub io: Vec<IoDeviceLimit>,
     pub io_weight: Option<u64>,
@@ -497,6 +501,37 @@ impl Cgroup {
         }
     }
 
+    /// The CPU lists (`cpuset.cpus`) of the groups directly below this one,
+    /// in the hierarchy that carries cpusets (v1 cpuset, or v2 where the
+    /// controller is on); those without one are left out.
+    pub fn children_cpus(&self) -> Vec<String> {
+        let dir = match self.mode {
+            Mode::V1 => self.v1_dirs().cpuset,
+            Mode::V2 => self.unified_dir(),
+        };
+        let Some(dir) = dir else {
+            return Vec::new();
+        };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in entries.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            for f in ["cpuset.cpus", "cpus"] {
+                if let Ok(v) = std::fs::read_to_string(e.path().join(f)) {
+                    if !v.trim().is_empty() {
+                        out.push(v.trim().to_string());
+                    }
+                    break;
+                }
+            }
+        }
+        out
+    }
+
     /// The group's directory in the unified hierarchy, if one is mounted.
     pub fn unified_dir(&self) -> Option<PathBuf> {
         self.hiers
@@ -753,17 +788,17 @@ pub fn without_controller(limits: &Limits, controller: &Controller) -> (Limits, 
             drop_if(l.cpu_weight.take().is_some(), "cpu_weight");
         }
         Controller::Pids => drop_if(l.pids_max.take().is_some(), "pids"),
+        Controller::Cpuset => drop_if(l.cpus.take().is_some(), "cpus"),
         Controller::Blkio | Controller::Io => {
             drop_if(!std::mem::take(&mut l.io).is_empty(), "io");
             drop_if(l.io_weight.take().is_some(), "io_weight");
         }
         Controller::Devices => drop_if(l.devices.take().is_some(), "devices"),
         // No limit of its own: the device filter is dropped by create_with,
-        // the freezer and cpuset are needed for the group itself.
+        // the freezer is needed for the group itself.
         Controller::DeviceFilter
         | Controller::Freezer
         | Controller::Cpuacct
-        | Controller::Cpuset
         | Controller::Other(_) => {}
     }
     (l, dropped)

@@ -144,6 +144,9 @@ pub fn check_controllers(d: &Dirs, limits: &Limits) -> Result<(), CgroupError> {
     if limits.devices.is_some() {
         need(&d.devices, Controller::Devices)?;
     }
+    if limits.cpus.is_some() {
+        need(&d.cpuset, Controller::Cpuset)?;
+    }
     Ok(())
 }
 
@@ -394,6 +397,11 @@ pub(super) fn create_group(
             for d in &made {
                 copy_cpuset(d, h.mount.noprefix)?;
             }
+            // Narrowed before the leaf exists, which copies it (a v1 child
+            // must stay within its parent).
+            if let (Some(cpus), false) = (&limits.cpus, leaf.exists()) {
+                fsio::write(&group, cpuset_files(h.mount.noprefix)[0], cpus)?;
+            }
         }
         // v1 devices: a new child copies its parent's rules and
         // can never exceed them, but `deny a` is refused on a
@@ -596,6 +604,7 @@ mod tests {
             swap_max: Some(1 << 20),
             cpu_max: Some((25_000, 50_000)),
             cpu_weight: Some(100),
+            cpus: None,
             pids_max: Some(32),
             io: vec![IoDeviceLimit {
                 major: 7,

@@ -28,6 +28,9 @@ pub fn required(limits: &Limits) -> BTreeSet<&'static str> {
     if limits.pids_max.is_some() {
         r.insert("pids");
     }
+    if limits.cpus.is_some() {
+        r.insert("cpuset");
+    }
     if !limits.io.is_empty() || limits.io_weight.is_some() {
         r.insert("io");
     }
@@ -137,6 +140,9 @@ pub fn limit_writes(limits: &Limits) -> Vec<(&'static str, String)> {
     }
     if let Some(v) = limits.pids_max {
         w.push(("pids.max", v.to_string()));
+    }
+    if let Some(v) = &limits.cpus {
+        w.push(("cpuset.cpus", v.clone()));
     }
     for d in &limits.io {
         w.push((
@@ -342,6 +348,7 @@ mod tests {
         ("pids.max", "max"),
         ("io.max", ""),
         ("io.weight", "default 100"),
+        ("cpuset.cpus", ""),
     ];
 
     /// Every limit lands in its v2 file with the kernel's syntax.
@@ -356,6 +363,7 @@ mod tests {
             swap_max: Some(0),
             cpu_max: Some((50_000, 100_000)),
             cpu_weight: Some(200),
+            cpus: Some("1,3".into()),
             pids_max: Some(64),
             io: vec![IoDeviceLimit {
                 major: 8,
@@ -378,6 +386,8 @@ mod tests {
         assert_eq!(r("pids.max"), "64");
         assert_eq!(r("io.max"), "8:0 rbps=1048576 wbps=max riops=max wiops=100");
         assert_eq!(r("io.weight"), "default 50");
+        assert_eq!(r("cpuset.cpus"), "1,3");
+        assert!(required(&limits).contains("cpuset"));
     }
 
     /// `None` limits leave their files alone.

@@ -124,6 +124,7 @@ pub fn cgroup_limits(l: &hutch_policy::Limits) -> Result<cgroup::Limits, LimitsE
         swap_max: l.swap_max,
         cpu_max: l.cpu.map(|c| (c.quota_us, c.period_us)),
         cpu_weight: l.cpu_weight,
+        cpus: None,
         pids_max: l.pids_max,
         io,
         io_weight: l.io_weight,
@@ -262,8 +263,11 @@ impl Keeper {
                 }
             })?;
 
-        // 4. The user's cgroup, limits applied before anything runs in it.
-        let limits = cgroup_limits(&up.limits).map_err(StartError::Limits)?;
+        // 4. The user's cgroup, limits applied before anything runs in it;
+        // its CPUs (`cpus = "auto"`) where the fewest other containers run.
+        let mut limits = cgroup_limits(&up.limits).map_err(StartError::Limits)?;
+        let cpus = crate::figures::container_cpus(&root, &up.limits);
+        limits.cpus = cpus.as_ref().map(crate::cpus::format_list);
         // A controller the host lacks: `strict` refuses the login naming it,
         // otherwise one warning and the rest applies.
         let (cg, warnings) = root
@@ -322,6 +326,8 @@ impl Keeper {
         spec.rootfs.layer_mount = layer.as_ref().map(|l| l.mount.clone());
         spec.rootfs.syslog_socket = log.path().to_path_buf();
         spec.rootfs.seccomp_deny = seccomp_deny;
+        let lxcfs = host.lxcfs.as_deref().and_then(crate::figures::live_lxcfs);
+        spec.rootfs.figures = crate::figures::figures(lxcfs, cpus.as_ref());
         spec.rootfs.resolv_conf = crate::net::resolv_conf(&host, &up.network);
         container = container::spawn(&spec, |pid| cg.attach(pid.as_raw()))
             .map_err(StartError::Container)?;
@@ -442,6 +448,7 @@ fn rootfs_spec(account: &Account, up: &UserPolicy, lower: &Path, staging: &Path)
         marker: String::new(),
         seccomp: up.seccomp.clone(),
         seccomp_deny: Vec::new(),
+        figures: Default::default(),
         resolv_conf: None,
     }
 }
