@@ -150,7 +150,10 @@ fi
 check "package: hutch-shell in /etc/shells" groot 'grep -qx /usr/sbin/hutch-shell /etc/shells'
 check "package: conffile /etc/hutch/hutch.toml" groot 'dpkg-query -W -f="\${Conffiles}" hutch | grep -q /etc/hutch/hutch.toml'
 check "package: module in the multiarch security dir" groot 'test -f /lib/x86_64-linux-gnu/security/pam_hutch.so'
-check "package: man pages" groot 'for m in man8/pam_hutch.8 man8/hutch-shell.8 man8/hutchctl.8 man5/hutch.toml.5; do test -f /usr/share/man/$m.gz || exit 1; done'
+check "package: man pages" groot 'for m in man8/pam_hutch.8 man8/hutch-shell.8 man8/hutchctl.8 man5/hutch.toml.5 man7/hutch-audit.7; do test -f /usr/share/man/$m.gz || exit 1; done'
+check "package: bash and zsh completions" groot 'test -s /usr/share/bash-completion/completions/hutchctl && test -s /usr/share/zsh/vendor-completions/_hutchctl'
+check "package: --version names the build" groot 'hutchctl --version | grep -Eq "^hutchctl [0-9.]+ \(git [0-9a-f]{12}\)$"'
+check "unit: hutch-metrics.timer active" groot '[ "$(systemctl is-active hutch-metrics.timer)" = active ]'
 check "unit: hutch.service active, Delegate=yes" groot '[ "$(systemctl is-active hutch.service)" = active ] && [ "$(systemctl show -P Delegate hutch.service)" = yes ]'
 check "unit: loaded the template at start" groot 'ls -d /run/hutch/template/default/*/ >/dev/null'
 check "setup: pam_hutch is the last session line of sshd" groot 'grep "^[^#]*session" /etc/pam.d/sshd | tail -n 1 | grep -q pam_hutch.so'
@@ -176,6 +179,31 @@ check "logind: alice has a session" groot 'loginctl list-sessions --no-legend | 
 # pam_hutch in the systemd-user service refuses it for confined users.
 check "systemd-user: no user manager of alice on the host" groot '! systemctl is-active --quiet "user@$(id -u alice).service"'
 
+log "metrics: the timer's textfile, scraped once through node_exporter"
+groot 'systemctl start hutch-metrics.service' >/dev/null 2>&1 || true
+check "metrics: textfile written by hutch-metrics.service" groot 'grep -q "^hutch_container_sessions{user=\"alice\"} 1$" /var/lib/prometheus/node-exporter/hutch.prom'
+NE_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+ssh "${SSH_OPTS[@]}" -i "$IMG/id_ed25519" -N -L "127.0.0.1:$NE_PORT:127.0.0.1:9100" root@127.0.0.1 </dev/null &
+FWD=$!
+SCRAPED=
+for _ in $(seq 30); do
+    SCRAPED=$(python3 -c "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:$NE_PORT/metrics', timeout=5).read().decode())" 2>/dev/null) && break
+    sleep 1
+done
+kill "$FWD" 2>/dev/null || true
+wait "$FWD" 2>/dev/null || true
+echo "$SCRAPED" | grep '^hutch_\|^# [A-Z]* hutch_' >"$SHARE/out/scraped-hutch.prom" || true
+if grep -q '^hutch_container_memory_limit_bytes{user="alice"} 100663296$' "$SHARE/out/scraped-hutch.prom" \
+    && grep -q '^hutch_container_pids_limit{user="alice"} 40$' "$SHARE/out/scraped-hutch.prom" \
+    && grep -q '^node_textfile_scrape_error 0$' <<<"$SCRAPED"; then
+    pass "metrics: node_exporter serves hutch's series (v2 limits of alice)"
+else
+    fail "metrics: node_exporter scrape" "$(head -c 300 "$SHARE/out/scraped-hutch.prom" | tr '\n' ' ')"
+fi
+if command -v promtool >/dev/null; then
+    check "metrics: promtool accepts the scraped series" promtool check metrics <"$SHARE/out/scraped-hutch.prom"
+fi
+
 log "quota workloads"
 rc=0; galice 'tail /dev/zero' >/dev/null 2>&1 || rc=$?
 check "memory.max: the hog is OOM-killed (rc $rc)" groot "[ $rc -ne 0 ] && awk '/^oom_kill /{exit !(\$2 > 0)}' $CG/users/alice/memory.events"
@@ -185,6 +213,9 @@ galice 'i=0; while [ $i -lt 60 ]; do sleep 20 & i=$((i+1)); done 2>/dev/null; wa
 check "pids.max: forks refused at the limit" groot "awk '/^max /{exit !(\$2 > 0)}' $CG/users/alice/pids.events"
 galice 'timeout 4 sh -c "while :; do :; done"' >/dev/null 2>&1 || true
 check "cpu.max: throttled" groot "awk '/^nr_throttled /{exit !(\$2 > 0)}' $CG/users/alice/cpu.stat"
+groot 'systemctl start hutch-metrics.service' >/dev/null 2>&1 || true
+REPORT=$(groot 'hutchctl report alice --since 1h --csv' 2>&1 || true)
+if awk -F, 'NR == 2 && $1 == "\"alice\"" && $8 > 0 && $9 > 0 && $11 > 0 {ok = 1} END {exit !ok}' <<<"$REPORT"; then pass "report: alice hit her limits (OOM kill, pids, throttling recorded)"; else fail "report: alice's limit hits" "$(tr '\n' ' ' <<<"$REPORT")"; fi
 IO=$(galice 'stat -fc %T $HOME; s=$(date +%s.%N); dd if=/dev/zero of=$HOME/io.bin bs=64k count=64 oflag=direct 2>/dev/null; e=$(date +%s.%N); rm -f $HOME/io.bin; awk -v a=$e -v b=$s "BEGIN{print a-b}"' 2>&1 || true)
 IO_FS=$(echo "$IO" | head -n 1) IO_SECS=$(echo "$IO" | tail -n 1)
 if [[ $IO_FS == ext2/ext3 ]] && awk -v t="$IO_SECS" 'BEGIN{exit !(t >= 2.5)}'; then pass "io.max: 4 MiB at 1 MiB/s to vda took ${IO_SECS}s"; else fail "io.max" "fs $IO_FS, 4 MiB took ${IO_SECS}s"; fi
@@ -222,7 +253,7 @@ check "package: reinstall (upgrade path) keeps hutch.service active" groot "cd /
 groot 'systemctl status hutch.service --no-pager; journalctl -b --no-pager' >"$SHARE/out/journal.txt" 2>&1 || true
 check "package: purge" groot 'rm /etc/hutch/hutch.d/50-vmtest.toml /etc/hutch/hutch.d/51-vmtest-vlan.toml && DEBIAN_FRONTEND=noninteractive apt-get purge -y hutch >/dev/null 2>&1'
 check "purge: /etc/shells restored" groot '! grep -q hutch-shell /etc/shells'
-check "purge: no hutch state" groot '! test -e /var/lib/hutch && ! test -e /run/hutch && ! test -e /etc/hutch && ! grep -q " /run/hutch" /proc/mounts'
+check "purge: no hutch state" groot '! test -e /var/lib/hutch && ! test -e /run/hutch && ! test -e /etc/hutch && ! grep -q " /run/hutch" /proc/mounts && ! test -e /var/lib/prometheus/node-exporter/hutch.prom'
 check "purge: /etc/pam.d as before setup" groot '! grep -rq pam_hutch /etc/pam.d && ! ls /etc/pam.d/*.hutch-bak 2>/dev/null'
 
 groot 'systemctl poweroff' >/dev/null 2>&1 || true
