@@ -163,7 +163,11 @@ pub fn record(
             ])?;
         }
     }
-    let cutoff = now.saturating_sub(retention.as_secs()) as i64;
+    let cutoff = if retention.is_zero() {
+        i64::MAX
+    } else {
+        now.saturating_sub(retention.as_secs()) as i64
+    };
     tx.execute("DELETE FROM samples WHERE ts < ?1", [cutoff])?;
     tx.execute("DELETE FROM sessions WHERE last_seen < ?1", [cutoff])?;
     tx.commit()?;

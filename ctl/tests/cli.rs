@@ -69,3 +69,87 @@ fn bash_completion_completes() {
     assert_eq!(complete("hutchctl te"), ["template"]);
     assert_eq!(complete("hutchctl template u"), ["unload", "update"]);
 }
+
+/// `[host] usage_db` and `usage_retention` through the binary: `metrics
+/// --record` samples a container (here one whose keeper is this test and
+/// whose cgroup is gone) into usage_db, `report` shows it; with
+/// `usage_retention = 0` the history keeps nothing.
+#[test]
+fn usage_db_and_retention_keys() {
+    use hutch_runtime::keeper::state::{SessionState, State};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.db");
+    let config = dir.path().join("hutch.toml");
+    let policy = |extra: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[host]\nrun_dir = \"{}\"\nlib_dir = \"{}\"\ncgroup_root = \"hutch-cli-test-none\"\nusage_db = \"{}\"\n{extra}",
+                dir.path().join("run").display(),
+                dir.path().join("lib").display(),
+                db.display()
+            ),
+        )
+        .unwrap();
+    };
+    policy("");
+    let user_dir = dir.path().join("run/users/rcuser");
+    std::fs::create_dir_all(&user_dir).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    State {
+        user: "rcuser".into(),
+        uid: 4242,
+        keeper_pid: std::process::id() as i32,
+        init_pid: 1,
+        started: now,
+        template: "t".into(),
+        generation: 1,
+        hostname: "rcuser".into(),
+        cgroups: vec![],
+        sessions: vec![SessionState {
+            id: 1,
+            service: "sshd".into(),
+            tty: "ssh".into(),
+            rhost: "-".into(),
+            pid: 1,
+            since: now,
+        }],
+    }
+    .write(&user_dir.join("state.json"))
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = hutchctl()
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let metrics = run(&["metrics", "--record"]);
+    assert!(
+        metrics.contains("hutch_container_sessions{user=\"rcuser\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(db.exists(), "the history is at usage_db");
+    let csv = run(&["report", "--since", "1h", "--csv"]);
+    assert!(
+        csv.lines()
+            .nth(1)
+            .unwrap_or("")
+            .starts_with("\"rcuser\",1,1,"),
+        "{csv}"
+    );
+    policy("usage_retention = 0\n");
+    run(&["metrics", "--record"]);
+    let csv = run(&["report", "--since", "1h", "--csv"]);
+    assert_eq!(csv.lines().count(), 1, "retention 0 keeps nothing: {csv}");
+}
