@@ -16,8 +16,10 @@
 //! takes, per container in the window, the last value less the first (or
 //! less nothing, for a container made inside the window) and sums the
 //! containers of a user; the peak is the highest. Sessions are counted once
-//! each (user, container, session id). What a container did after its last
-//! sample, and sessions shorter than the sampling interval, are not seen.
+//! each (user, container, session id). A container's last sample is the
+//! keeper's own, taken at teardown ([`hutch_runtime::usage_spool`]) and
+//! recorded at the next run; sessions shorter than the sampling interval
+//! are not seen.
 
 use std::path::Path;
 use std::time::Duration;
@@ -208,6 +210,22 @@ pub fn record_snapshot(cli: &Cli, snap: &Snapshot) -> anyhow::Result<()> {
     }
     let path = host.usage_db.clone();
     let mut conn = open(&path)?;
+    // The final usage of containers torn down since the last sample.
+    let spooled = hutch_runtime::usage_spool::pending(&host.run_dir);
+    for (_, f) in &spooled {
+        let last = Sample {
+            user: f.user.clone(),
+            uid: f.uid,
+            container: f.container,
+            sessions: f.sessions,
+            stats: f.stats.clone(),
+        };
+        record(&mut conn, f.ts, &[last], &[], host.usage_retention)
+            .with_context(|| format!("recording usage in {}", path.display()))?;
+    }
+    for (file, _) in &spooled {
+        let _ = std::fs::remove_file(file);
+    }
     record(
         &mut conn,
         now_unix(),

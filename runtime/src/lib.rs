@@ -17,6 +17,7 @@
 //! - [`audit`]: the structured audit records (`hutch-audit` in syslog)
 //! - [`counters`]: pam_hutch's login counters, for `hutchctl metrics`
 //! - [`mountinfo`]: the one parser of /proc/PID/mountinfo
+//! - [`usage_spool`]: a container's final usage, left by its keeper for the history
 //! - [`sys`]: the one place for unsafe libc calls that nix does not cover
 //! - [`error`]: printing an error with its causes
 
@@ -42,6 +43,7 @@ pub mod rootfs;
 pub mod seccomp;
 pub mod sys;
 pub mod template;
+pub mod usage_spool;
 
 /// The real system. Every set-up trait of this crate
 /// ([`rootfs::RootfsOps`], [`privs::PrivOps`], the container's own steps)

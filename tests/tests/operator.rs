@@ -268,15 +268,25 @@ fn metrics_report_and_audit_over_real_logins() {
         (lines, env.service.clone())
     };
 
-    // The report: both samples, the holding session, CPU used.
+    // The next recording takes in the last container's final usage (the
+    // keeper spools it at teardown; the first container's was taken by the
+    // first recording).
+    let out = hutch.ctl(&["metrics", "--record"]);
+    assert!(out.status.success(), "{}", out.describe());
+    assert!(
+        hutch_runtime::usage_spool::pending(&hutch.run_dir).is_empty(),
+        "the spool was not taken in"
+    );
+    // The report: both containers (each one's final usage, and two samples
+    // of the second), the holding session.
     let out = hutch.ctl(&["report", &name, "--since", "1h", "--json"]);
     assert!(out.status.success(), "{}", out.describe());
     let rows: serde_json::Value = serde_json::from_str(&out.stdout_str()).unwrap();
     assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
     let r = &rows[0];
     assert_eq!(r["user"], name.as_str());
-    assert_eq!(r["samples"], 2, "{r}");
-    assert_eq!(r["containers"], 1, "{r}");
+    assert_eq!(r["samples"], 4, "{r}");
+    assert_eq!(r["containers"], 2, "{r}");
     assert_eq!(r["sessions"], 1, "{r}");
     assert!(r["memory_peak_bytes"].as_u64().unwrap() > 0, "{r}");
     let out = hutch.ctl(&["report", "--since", "1h", "--csv"]);
@@ -334,6 +344,17 @@ fn metrics_report_and_audit_over_real_logins() {
             .iter()
             .all(|s| s["cpu_seconds"].parse::<f64>().is_ok()),
         "{stops:#?}"
+    );
+    // The history's CPU time is the containers' final CPU time, as their
+    // container.stop records say it.
+    let audited: f64 = stops
+        .iter()
+        .map(|s| s["cpu_seconds"].parse::<f64>().unwrap())
+        .sum();
+    let reported = r["cpu_seconds"].as_f64().unwrap();
+    assert!(
+        (reported - audited).abs() < 0.01 && reported > 0.0,
+        "report {reported} s, container.stop {audited} s"
     );
     // hutchctl's own record of the stop.
     let admin = audit(&ctl_log.lines());

@@ -243,7 +243,7 @@ impl std::fmt::Display for Controller {
 
 /// Usage and fault counters of one group (the subset a hierarchy provides;
 /// absent values are `None`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     pub memory_current: Option<u64>,
     pub memory_peak: Option<u64>,

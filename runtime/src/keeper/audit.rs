@@ -22,6 +22,16 @@ pub(super) enum Ended<'a> {
 }
 
 impl Keeper {
+    /// The run dir: `<run_dir>/users/<user>` is the keeper's own.
+    fn paths_run_dir(&self) -> std::path::PathBuf {
+        self.paths
+            .dir
+            .parent()
+            .and_then(std::path::Path::parent)
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
     /// `user`, `uid` and `container` (`USER:STARTED`), which every record has.
     fn audit_record(&self, event: &'static str) -> Record {
         Record::new(event)
@@ -75,8 +85,28 @@ impl Keeper {
             .send();
     }
 
-    /// `container.stop`: why, how long it ran, and its final counters.
+    /// `container.stop`: why, how long it ran, and its final counters,
+    /// which also go to the usage spool for the history.
     pub(super) fn audit_container_stop(&self, why: &str, stats: Option<&crate::cgroup::Stats>) {
+        if let Some(s) = stats {
+            let spooled = crate::usage_spool::write(
+                &self.paths_run_dir(),
+                &crate::usage_spool::Final {
+                    user: self.account.name.clone(),
+                    uid: self.account.uid,
+                    container: self.state.started,
+                    ts: now_unix(),
+                    sessions: 0,
+                    stats: s.clone(),
+                },
+            );
+            if let Err(e) = spooled {
+                crate::sys::syslog(
+                    libc::LOG_WARNING,
+                    &format!("{}: spooling the final usage: {e}", self.account.name),
+                );
+            }
+        }
         let s = stats.cloned().unwrap_or_default();
         let secs = |us: Option<u64>| us.map(|v| format!("{:.3}", v as f64 / 1e6));
         self.audit_record("container.stop")
