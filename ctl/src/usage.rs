@@ -210,7 +210,14 @@ pub fn record_snapshot(cli: &Cli, snap: &Snapshot) -> anyhow::Result<()> {
     }
     let path = host.usage_db.clone();
     let mut conn = open(&path)?;
-    // The final usage of containers torn down since the last sample.
+    // The final usage of containers torn down since the last sample (and
+    // from now on, keepers leave theirs).
+    hutch_runtime::usage_spool::enable(&host.run_dir).with_context(|| {
+        format!(
+            "making {}",
+            hutch_runtime::usage_spool::dir(&host.run_dir).display()
+        )
+    })?;
     let spooled = hutch_runtime::usage_spool::pending(&host.run_dir);
     for (_, f) in &spooled {
         let last = Sample {

@@ -4,7 +4,9 @@
 //! `<run_dir>/usage-spool/<user>.<started>.json`, and the next
 //! `hutchctl metrics --record` takes them into the usage history and
 //! removes the file. So the history has what a container did after the
-//! sampler last looked, and the keeper needs no database.
+//! sampler last looked, and the keeper needs no database. The keeper spools
+//! only where the spool directory exists: the first recording makes it, so
+//! a host that records nothing gathers no files.
 
 use std::fs;
 use std::io::{self, Write};
@@ -34,13 +36,25 @@ pub fn dir(run_dir: &Path) -> PathBuf {
     run_dir.join("usage-spool")
 }
 
-/// Writes `f` (a private temporary file renamed into place).
-pub fn write(run_dir: &Path, f: &Final) -> io::Result<()> {
+/// Makes the spool directory (0700): from now on keepers spool.
+pub fn enable(run_dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(run_dir)?;
+    match fs::DirBuilder::new().mode(0o700).create(dir(run_dir)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `f` (a private temporary file renamed into place), if the spool
+/// directory exists ([`enable`]); `Ok(false)` when it does not.
+pub fn write(run_dir: &Path, f: &Final) -> io::Result<bool> {
     let d = dir(run_dir);
-    match fs::DirBuilder::new().mode(0o700).create(&d) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
+    if !d.is_dir() {
+        return Ok(false);
     }
     let name = format!("{}.{}.json", f.user, f.container);
     let tmp = d.join(format!(".{name}.tmp"));
@@ -56,7 +70,8 @@ pub fn write(run_dir: &Path, f: &Final) -> io::Result<()> {
             .map_err(io::Error::other)?
             .as_bytes(),
     )?;
-    fs::rename(&tmp, d.join(name))
+    fs::rename(&tmp, d.join(name))?;
+    Ok(true)
 }
 
 /// Every spooled final usage, with its file (to remove once recorded).
@@ -103,7 +118,10 @@ mod tests {
                 ..Stats::default()
             },
         };
-        write(d.path(), &f).unwrap();
+        assert!(!write(d.path(), &f).unwrap(), "no spool before enable");
+        assert!(pending(d.path()).is_empty());
+        enable(d.path()).unwrap();
+        assert!(write(d.path(), &f).unwrap());
         let p = pending(d.path());
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].1, f);

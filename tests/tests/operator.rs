@@ -139,6 +139,9 @@ fn metrics_report_and_audit_over_real_logins() {
     let ctl_log = Syslog::bind(hutch.dir.join("ctl-log.sock"));
     let prom_dir = TestDir::new("htprom");
     let prom = prom_dir.join("hutch.prom");
+    // Recording from the start: keepers spool their final usage from now on.
+    let out = hutch.ctl(&["metrics", "--record"]);
+    assert!(out.status.success(), "{}", out.describe());
     let (lines, service) = {
         let env = hutch.sshd(Sftp::Internal);
         // A login that makes the container and goes with it.
