@@ -193,9 +193,12 @@ done
 kill "$FWD" 2>/dev/null || true
 wait "$FWD" 2>/dev/null || true
 echo "$SCRAPED" | grep '^hutch_\|^# [A-Z]* hutch_' >"$SHARE/out/scraped-hutch.prom" || true
-if grep -q '^hutch_container_memory_limit_bytes{user="alice"} 100663296$' "$SHARE/out/scraped-hutch.prom" \
-    && grep -q '^hutch_container_pids_limit{user="alice"} 40$' "$SHARE/out/scraped-hutch.prom" \
-    && grep -q '^node_textfile_scrape_error 0$' <<<"$SCRAPED"; then
+# node_exporter writes its own float form (1.00663296e+08): compare as numbers.
+sample_is() { awk -v s="$1" -v v="$2" '$1 == s && $2 == v + 0 {ok = 1} END {exit !ok}'; }
+if sample_is 'hutch_container_memory_limit_bytes{user="alice"}' 100663296 <"$SHARE/out/scraped-hutch.prom" \
+    && sample_is 'hutch_container_pids_limit{user="alice"}' 40 <"$SHARE/out/scraped-hutch.prom" \
+    && sample_is 'hutch_container_sessions{user="alice"}' 1 <"$SHARE/out/scraped-hutch.prom" \
+    && sample_is node_textfile_scrape_error 0 <<<"$SCRAPED"; then
     pass "metrics: node_exporter serves hutch's series (v2 limits of alice)"
 else
     fail "metrics: node_exporter scrape" "$(head -c 300 "$SHARE/out/scraped-hutch.prom" | tr '\n' ' ')"
@@ -232,6 +235,14 @@ end_sessions
 eventually "teardown: cgroup, state, processes and keeper gone" 30 \
     "! test -e $CG/users/alice && ! test -e /run/hutch/users/alice && ! pgrep -u alice >/dev/null && ! kill -0 $KEEPER 2>/dev/null"
 eventually "logind: alice's sessions ended" 15 '! loginctl list-sessions --no-legend | grep -q alice'
+PROBE=$(groot 'hutchctl check --probe alice' 2>&1 || true)
+echo "$PROBE" >"$SHARE/out/probe-alice.txt"
+if grep -q '^verdict: ok (5 checks passed)$' <<<"$PROBE" && grep -q '^PASS limits: memory 100663296, pids 40, cpu Some((20000, 100000))' <<<"$PROBE"; then
+    pass "probe: alice's container built, checked (v2 limits) and torn down"
+else
+    fail "probe" "$(tr '\n' ' ' <<<"$PROBE")"
+fi
+check "probe: nothing left of alice's container" groot "! test -e $CG/users/alice && ! test -e /run/hutch/users/alice"
 check "unit: hutch.service still active, nothing failed" groot '[ "$(systemctl is-active hutch.service)" = active ] && [ -z "$(systemctl list-units --failed --no-legend | grep -v "user@")" ]'
 
 log "vlan networking (bob)"
