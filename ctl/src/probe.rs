@@ -367,7 +367,7 @@ pub fn probe(cli: &Cli, user: &str, service: &str, keeper: &Path) -> anyhow::Res
         );
     }
     if joined {
-        teardown(cli, user, &paths)?;
+        teardown(cli, user, &paths, pid.as_raw())?;
     }
     let failed = checks.iter().filter(|c| !c.ok).count();
     if joined && failed == 0 && checks.len() == 5 {
@@ -387,10 +387,17 @@ pub fn probe(cli: &Cli, user: &str, service: &str, keeper: &Path) -> anyhow::Res
     }
 }
 
-/// Stops the probe's container unless someone logged in meanwhile.
-fn teardown(cli: &Cli, user: &str, paths: &hutch_runtime::paths::UserPaths) -> anyhow::Result<()> {
+/// Stops the probe's container unless someone logged in meanwhile (a
+/// session other than the probe's own, whose process was `probe_pid`: the
+/// keeper may not have written its end into state.json yet).
+fn teardown(
+    cli: &Cli,
+    user: &str,
+    paths: &hutch_runtime::paths::UserPaths,
+    probe_pid: i32,
+) -> anyhow::Result<()> {
     let others = hutch_runtime::keeper::state::State::read(&paths.state())
-        .map(|s| s.sessions.len())
+        .map(|s| s.sessions.iter().filter(|x| x.pid != probe_pid).count())
         .unwrap_or(0);
     if others > 0 {
         println!("{user} logged in during the probe: the container stays ({others} sessions)");

@@ -552,7 +552,7 @@ fn probe_builds_checks_and_tears_down() {
     let name = user.name.clone();
     let admin = TestUser::create(&unique("ht"), Path::new("/bin/bash"));
     hutch.write_policy(&format!(
-        "{POLICY}\n[users.{name}]\nenforce = false\ncpu = \"50%\"\n[users.{}]\nconfine = false\n",
+        "{POLICY}\n[users.{name}]\nenforce = false\ncpu = \"50%\"\nmemory_high = \"768M\"\n[users.{}]\nconfine = false\n",
         admin.name
     ));
     let keeper = hutch.bins.keeper.to_string_lossy().to_string();
@@ -581,7 +581,9 @@ fn probe_builds_checks_and_tears_down() {
         "{text}"
     );
     assert!(
-        text.contains("memory 1073741824, pids 512, cpu Some((50000, 100000))"),
+        text.contains(
+            "memory 1073741824, memory_high 805306368, pids 512, cpu Some((50000, 100000))"
+        ),
         "{text}"
     );
     assert!(
