@@ -41,6 +41,7 @@ pub fn open_in_child(opts: &JoinOptions, user: &str) -> Result<f64, String> {
                     let _ = w.write_all(format!("ERR not joined: {other:?}").as_bytes());
                 }
                 Err(e) => {
+                    let e = hutch_runtime::error::chain(&e);
                     let _ = w.write_all(format!("ERR {e}").as_bytes());
                 }
             }

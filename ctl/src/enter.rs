@@ -22,7 +22,7 @@ fn cstring(s: &str) -> anyhow::Result<CString> {
 /// `hutchctl enter`. Returns the command's exit status (125 when entering
 /// failed inside the container, 127 when the command was not found).
 pub fn enter(cli: &Cli, user: &str, root: bool, cmd: &[String]) -> anyhow::Result<i32> {
-    hutch_runtime::join::check_single_threaded().map_err(|e| anyhow::anyhow!("{e}"))?;
+    hutch_runtime::join::check_single_threaded()?;
     let policy = crate::policy_or_defaults(cli)?;
     let host = policy.host().clone();
     let paths = hutch_runtime::paths::UserPaths::new(&host, user);

@@ -256,6 +256,7 @@ fn child(
             sys::exit_now(0)
         }
         Err(err) => {
+            let err = hutch_runtime::error::chain(&err).replace('\n', " ");
             let _ = report.write_all(format!("ERR\t{err}\n").as_bytes());
             sys::exit_now(1)
         }
@@ -265,7 +266,7 @@ fn child(
 /// `hutchctl check --probe USER [--service S]`: 0 when every check
 /// passed, 1 when one failed or the user cannot be probed.
 pub fn probe(cli: &Cli, user: &str, service: &str, keeper: &Path) -> anyhow::Result<i32> {
-    hutch_runtime::join::check_single_threaded().map_err(|e| anyhow::anyhow!("{e}"))?;
+    hutch_runtime::join::check_single_threaded()?;
     let policy = hutch_policy::Policy::load(&cli.config)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("loading policy {}", cli.config.display()))?;

@@ -8,7 +8,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use hutch_runtime::audit::Record;
 use hutch_runtime::counters::{self, LoginResult};
-use hutch_runtime::join::{JoinError, JoinOptions, Outcome, Session, SessionInfo};
+use hutch_runtime::error::chain;
+use hutch_runtime::join::{JoinError, JoinOptions, Outcome, Refusal, Session, SessionInfo, Step};
 
 use crate::args::{self, Args, OnError};
 use crate::codes::{PAM_IGNORE, PAM_SERVICE_ERR, PAM_SESSION_ERR, PAM_SUCCESS};
@@ -161,10 +162,7 @@ pub fn open_session<O: PamOps, S: AsRef<str>>(
                 joiner.counters(&args.config).as_ref(),
                 "?",
                 &info,
-                &JoinError {
-                    step: "pam_get_user",
-                    cause,
-                },
+                &JoinError::new(Step::PamGetUser, cause),
             );
         }
     };
@@ -298,17 +296,11 @@ fn session_record(event: &'static str, user: &str, uid: Option<u32>, info: &Sess
 /// The cause of a refusal as the counters label it: the step, or for the
 /// keeper's and the policy's own refusals what they refused for.
 pub fn refusal_cause(e: &JoinError) -> String {
-    if e.step == "keeper" && e.cause.contains("the most the policy allows") {
-        return "max_sessions".into();
-    }
-    if e.step == "keeper" && e.cause.contains("is not available on this host") {
-        return "controller_missing".into();
-    }
-    if e.step == "policy" && e.cause.contains("refuses confined users") {
-        return "service".into();
+    if let Some(r) = e.refusal {
+        return r.label().into();
     }
     let mut out = String::new();
-    for c in e.step.chars() {
+    for c in e.step.name().chars() {
         if c.is_ascii_alphanumeric() {
             out.push(c.to_ascii_lowercase());
         } else if !out.ends_with('_') {
@@ -346,18 +338,14 @@ fn failed<O: PamOps>(
     joiner.audit(
         &session_record(event, user, None, info)
             .field("cause", &cause)
-            .field("reason", e.to_string())
+            .field("reason", chain(e))
             .notice(),
     );
     match on_error {
         OnError::Fail => {
             ops.log(
                 LOG_ERR,
-                &format!(
-                    "refusing session of {}: {}",
-                    clean(user),
-                    clean(&e.to_string())
-                ),
+                &format!("refusing session of {}: {}", clean(user), clean(&chain(e))),
             );
             ops.tell_user(&user_message(e));
             PAM_SESSION_ERR
@@ -368,7 +356,7 @@ fn failed<O: PamOps>(
                 &format!(
                     "NOT confining session of {} (on_error=ignore): {}",
                     clean(user),
-                    clean(&e.to_string())
+                    clean(&chain(e))
                 ),
             );
             PAM_IGNORE
@@ -421,13 +409,13 @@ pub fn close_session<O: PamOps, S: AsRef<str>>(
 /// otherwise only that the cause is in the system log (paths and internals
 /// stay there).
 pub fn user_message(e: &JoinError) -> String {
-    let policy_refusal = e.step == "keeper"
-        && (e.cause.contains("the most the policy allows")
-            || e.cause.contains("is not available on this host"));
-    if policy_refusal {
-        format!("hutch: login refused: {}", clean(&e.cause))
-    } else {
-        "hutch: your session could not be set up; the system log says why".to_string()
+    match e.refusal {
+        Some(Refusal::MaxSessions | Refusal::MissingController) => {
+            format!("hutch: login refused: {}", clean(&chain(e.cause.as_ref())))
+        }
+        Some(Refusal::Service) | None => {
+            "hutch: your session could not be set up; the system log says why".to_string()
+        }
     }
 }
 
@@ -452,6 +440,7 @@ pub fn clean(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hutch_runtime::ns::Namespace;
     use std::cell::RefCell;
     use std::os::unix::net::UnixStream;
 
@@ -520,7 +509,8 @@ mod tests {
         Monitor,
         LastGood,
         Join,
-        Fail(&'static str, &'static str),
+        Fail(Step, &'static str),
+        Refused(Step, Refusal, &'static str),
         Panic,
     }
 
@@ -589,10 +579,10 @@ mod tests {
                         tty: None,
                     }))
                 }
-                Script::Fail(step, cause) => Err(JoinError {
-                    step,
-                    cause: cause.to_string(),
-                }),
+                Script::Fail(step, cause) => Err(JoinError::new(step, cause)),
+                Script::Refused(step, refusal, cause) => {
+                    Err(JoinError::refused(step, refusal, cause))
+                }
                 Script::Panic => panic!("boom in join"),
             }
         }
@@ -704,7 +694,7 @@ mod tests {
     #[test]
     fn error_is_session_err() {
         let mut h = FakeHandle::alice();
-        let j = FakeJoiner::new(Script::Fail("keeper", "no keeper after 30s"));
+        let j = FakeJoiner::new(Script::Fail(Step::Keeper, "no keeper after 30s"));
         assert_eq!(open(&mut h, &[], &j), PAM_SESSION_ERR);
         let errors: Vec<_> = h
             .lines()
@@ -724,8 +714,9 @@ mod tests {
     #[test]
     fn refusal_told_to_user() {
         let mut h = FakeHandle::alice();
-        let j = FakeJoiner::new(Script::Fail(
-            "keeper",
+        let j = FakeJoiner::new(Script::Refused(
+            Step::Keeper,
+            Refusal::MaxSessions,
             "alice already has 2 sessions, the most the policy allows (2)",
         ));
         assert_eq!(open(&mut h, &[], &j), PAM_SESSION_ERR);
@@ -735,8 +726,8 @@ mod tests {
         );
         let mut h = FakeHandle::alice();
         let j = FakeJoiner::new(Script::Fail(
-            "template",
-            "/var/lib/hutch/templates/x: not found",
+            Step::Keeper,
+            "template: /var/lib/hutch/templates/x: not found",
         ));
         assert_eq!(open(&mut h, &[], &j), PAM_SESSION_ERR);
         assert_eq!(
@@ -750,7 +741,7 @@ mod tests {
     fn on_error_ignore() {
         let mut h = FakeHandle::alice();
         let j = FakeJoiner::new(Script::Fail(
-            "policy",
+            Step::Policy,
             "/etc/hutch/hutch.toml:3:1: unknown key",
         ));
         assert_eq!(open(&mut h, &["on_error=ignore"], &j), PAM_IGNORE);
@@ -768,7 +759,12 @@ mod tests {
     /// seccomp filter) refuses the session even with on_error=ignore.
     #[test]
     fn failure_inside_refuses_even_with_ignore() {
-        for step in ["setns(mnt)", "seccomp(load)", "no_new_privs", "fds"] {
+        for step in [
+            Step::Setns(Namespace::Mnt),
+            Step::SeccompLoad,
+            Step::NoNewPrivs,
+            Step::Fds,
+        ] {
             let mut h = FakeHandle::alice();
             let j = FakeJoiner::new(Script::Fail(step, "boom"));
             assert_eq!(
@@ -783,7 +779,7 @@ mod tests {
         }
         // Before joining, ignore still lets the session through (on the host).
         let mut h = FakeHandle::alice();
-        let j = FakeJoiner::new(Script::Fail("seccomp", "profile /x: not found"));
+        let j = FakeJoiner::new(Script::Fail(Step::Seccomp, "profile /x: not found"));
         assert_eq!(open(&mut h, &["on_error=ignore"], &j), PAM_IGNORE);
     }
 
@@ -905,8 +901,9 @@ mod tests {
     #[test]
     fn refusals_and_joins_counted() {
         let mut h = FakeHandle::alice();
-        let j = FakeJoiner::new(Script::Fail(
-            "keeper",
+        let j = FakeJoiner::new(Script::Refused(
+            Step::Keeper,
+            Refusal::MaxSessions,
             "alice already has 2 sessions, the most the policy allows (2)",
         ));
         open(&mut h, &["config=/etc/x.toml"], &j);
@@ -948,27 +945,35 @@ mod tests {
     /// Causes are labels: a step's odd characters go, the policy's and keeper's refusals are named.
     #[test]
     fn refusal_causes() {
-        let e = |step, cause: &str| JoinError {
-            step,
-            cause: cause.into(),
-        };
-        assert_eq!(refusal_cause(&e("setns(mnt)", "EINVAL")), "setns_mnt");
-        assert_eq!(refusal_cause(&e("policy", "hutch.toml:1:1: bad")), "policy");
+        let e = |step, cause: &'static str| JoinError::new(step, cause);
         assert_eq!(
-            refusal_cause(&e(
-                "policy",
+            refusal_cause(&e(Step::Setns(Namespace::Mnt), "EINVAL")),
+            "setns_mnt"
+        );
+        assert_eq!(
+            refusal_cause(&e(Step::Policy, "hutch.toml:1:1: bad")),
+            "policy"
+        );
+        assert_eq!(
+            refusal_cause(&JoinError::refused(
+                Step::Policy,
+                Refusal::Service,
                 "service systemd-user refuses confined users (x)"
             )),
             "service"
         );
         assert_eq!(
-            refusal_cause(&e(
-                "keeper",
+            refusal_cause(&JoinError::refused(
+                Step::Keeper,
+                Refusal::MissingController,
                 "controller memory is not available on this host (x)"
             )),
             "controller_missing"
         );
-        assert_eq!(refusal_cause(&e("pam_get_user", "no user")), "pam_get_user");
+        assert_eq!(
+            refusal_cause(&e(Step::PamGetUser, "no user")),
+            "pam_get_user"
+        );
     }
 
     /// Control characters from the client cannot forge syslog lines.

@@ -1,8 +1,8 @@
-//! What the PAM module does to enter a container: find or start the user's
-//! keeper, open a session (a live connection), and move the calling process
-//! into the container's cgroup and namespaces (mount last).
-//!
-//! INTERFACE CONTRACT (used by pam-module/): keep these signatures.
+//! What the PAM module does to join a container: find or start the user's
+//! keeper, open a session (a live connection), move the calling process
+//! into the container's cgroup and namespaces (mount last), and confine it
+//! as a session's processes are. Every failure is a [`JoinError`] naming
+//! its [`Step`].
 
 use std::ffi::CString;
 use std::fs;
@@ -12,13 +12,13 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::error::chain;
 use crate::keeper::lock_user;
+pub use crate::keeper::proto::Refusal;
 use crate::keeper::proto::{self, Request};
-use crate::ns::{Namespaces, NsError};
+use crate::ns::{Namespace, Namespaces, NsError};
 use crate::paths::UserPaths;
 use crate::{account, privs, seccomp, sys, Kernel};
-use hutch_policy::{Decision, Policy};
+use hutch_policy::{Decision, Policy, ServiceMode};
 
 /// How long closing a session waits for the keeper's answer.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -84,44 +84,121 @@ pub enum Outcome {
     ExemptByLastGood { broken: String, why: String },
 }
 
-/// A failure, naming the step (`"policy"`, `"threads"`, `"keeper"`, `"setns(mnt)"`, ...)
-/// and its cause. `Display` gives `"<step>: <cause>"`.
-#[derive(Debug, thiserror::Error)]
-#[error("{step}: {cause}")]
-pub struct JoinError {
-    pub step: &'static str,
-    pub cause: String,
+/// The step of opening a session that failed, as the log line and the
+/// login counters name it ([`Step::name`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The PAM module's own: no user name from PAM.
+    PamGetUser,
+    Account,
+    Policy,
+    Threads,
+    /// Resolving the policy's seccomp profile (on the host, before the join).
+    Seccomp,
+    Lock,
+    Keeper,
+    Dumpable,
+    Setns(Namespace),
+    Chdir,
+    Capabilities,
+    Fds,
+    NoNewPrivs,
+    /// Loading the seccomp filter (inside).
+    SeccompLoad,
 }
 
-/// The steps that fail with the caller already (partly) in the container:
-/// setting up the namespaces, capabilities and the session's confinement.
-/// After one of them the session must be refused whatever `on_error` says:
-/// the caller is neither on the host nor confined.
-pub const STEPS_INSIDE: &[&str] = &[
-    "dumpable",
-    "setns(cgroup)",
-    "setns(ipc)",
-    "setns(uts)",
-    "setns(net)",
-    "setns(pid)",
-    "setns(mnt)",
-    "chdir",
-    "capabilities",
-    "fds",
-    "no_new_privs",
-    "seccomp(load)",
-];
+impl Step {
+    /// `"keeper"`, `"setns(mnt)"`, `"seccomp(load)"`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::PamGetUser => "pam_get_user",
+            Step::Account => "account",
+            Step::Policy => "policy",
+            Step::Threads => "threads",
+            Step::Seccomp => "seccomp",
+            Step::Lock => "lock",
+            Step::Keeper => "keeper",
+            Step::Dumpable => "dumpable",
+            Step::Setns(ns) => ns.setns_step(),
+            Step::Chdir => "chdir",
+            Step::Capabilities => "capabilities",
+            Step::Fds => "fds",
+            Step::NoNewPrivs => "no_new_privs",
+            Step::SeccompLoad => "seccomp(load)",
+        }
+    }
 
-impl JoinError {
-    /// Whether the caller had begun joining the container when this
-    /// happened ([`STEPS_INSIDE`]): then the only safe answer is a refusal.
-    pub fn inside(&self) -> bool {
-        STEPS_INSIDE.contains(&self.step)
+    /// Whether the caller had begun joining the container when this step
+    /// failed (the namespaces, capabilities and the session's confinement):
+    /// then it is neither on the host nor confined, and the only safe
+    /// answer is a refusal, whatever `on_error` says.
+    pub fn inside(self) -> bool {
+        match self {
+            Step::PamGetUser
+            | Step::Account
+            | Step::Policy
+            | Step::Threads
+            | Step::Seccomp
+            | Step::Lock
+            | Step::Keeper => false,
+            Step::Dumpable
+            | Step::Setns(_)
+            | Step::Chdir
+            | Step::Capabilities
+            | Step::Fds
+            | Step::NoNewPrivs
+            | Step::SeccompLoad => true,
+        }
     }
 }
 
-fn err(step: &'static str) -> impl FnOnce(String) -> JoinError {
-    move |cause| JoinError { step, cause }
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The cause of a [`JoinError`]: a typed error where the failure happened
+/// in this process, the keeper's words where it happened in the keeper.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// Opening a session failed at `step`; the cause is the source (print the
+/// whole with [`crate::error::chain`]: `setns(mnt): EINVAL: ...`).
+/// `refusal` is set when the policy refused, rather than something failing.
+#[derive(Debug, thiserror::Error)]
+#[error("{step}")]
+pub struct JoinError {
+    pub step: Step,
+    pub refusal: Option<Refusal>,
+    #[source]
+    pub cause: Cause,
+}
+
+impl JoinError {
+    pub fn new(step: Step, cause: impl Into<Cause>) -> JoinError {
+        JoinError {
+            step,
+            refusal: None,
+            cause: cause.into(),
+        }
+    }
+
+    /// A refusal the policy makes, with its words.
+    pub fn refused(step: Step, refusal: Refusal, cause: impl Into<Cause>) -> JoinError {
+        JoinError {
+            refusal: Some(refusal),
+            ..JoinError::new(step, cause)
+        }
+    }
+
+    /// [`Step::inside`] of its step.
+    pub fn inside(&self) -> bool {
+        self.step.inside()
+    }
+}
+
+fn err(step: Step) -> impl FnOnce(String) -> JoinError {
+    move |cause| JoinError::new(step, cause)
 }
 
 /// Opens a session of `user` through PAM service `info.service`: looks the
@@ -133,7 +210,7 @@ pub fn open_session(
     user: &str,
     info: &SessionInfo,
 ) -> Result<Outcome, JoinError> {
-    let account = account::lookup(user).map_err(|e| err("account")(e.to_string()))?;
+    let account = account::lookup(user).map_err(|e| JoinError::new(Step::Account, e))?;
     // Root logs in even when the policy cannot be read (fail closed for everyone else).
     if account.uid == 0 {
         return Ok(Outcome::Exempt("root is never confined".into()));
@@ -152,7 +229,10 @@ pub fn open_session(
     }
     let up = match explained.decision {
         Decision::Exempt(why) => return Ok(Outcome::Exempt(why)),
-        Decision::Refuse(why) => return Err(err("policy")(why)),
+        Decision::Refuse(why) if explained.service_mode == ServiceMode::Refuse => {
+            return Err(JoinError::refused(Step::Policy, Refusal::Service, why))
+        }
+        Decision::Refuse(why) => return Err(err(Step::Policy)(why)),
         Decision::Confine(up) => up,
     };
     confine(opts, &policy, &up, account, info).map(Outcome::Joined)
@@ -166,14 +246,14 @@ pub fn open_probe_session(
     user: &str,
     info: &SessionInfo,
 ) -> Result<Session, JoinError> {
-    let account = account::lookup(user).map_err(|e| err("account")(e.to_string()))?;
+    let account = account::lookup(user).map_err(|e| JoinError::new(Step::Account, e))?;
     if account.uid == 0 {
-        return Err(err("policy")("root is never confined".into()));
+        return Err(err(Step::Policy)("root is never confined".into()));
     }
-    let policy = Policy::load(&opts.config).map_err(|e| err("policy")(e.to_string()))?;
+    let policy = Policy::load(&opts.config).map_err(|e| JoinError::new(Step::Policy, e))?;
     match policy.resolve(&account, &info.service) {
-        Decision::Exempt(why) => Err(err("policy")(format!("not confined: {why}"))),
-        Decision::Refuse(why) => Err(err("policy")(format!("refused: {why}"))),
+        Decision::Exempt(why) => Err(err(Step::Policy)(format!("not confined: {why}"))),
+        Decision::Refuse(why) => Err(err(Step::Policy)(format!("refused: {why}"))),
         Decision::Confine(up) => confine(opts, &policy, &up, account, info),
     }
 }
@@ -192,7 +272,7 @@ fn confine(
     // half-joined process must never happen.
     check_single_threaded()?;
     // The session's seccomp filter, a profile file read now, on the host.
-    let filter = seccomp::resolve(&up.seccomp).map_err(|e| err("seccomp")(e.to_string()))?;
+    let filter = seccomp::resolve(&up.seccomp).map_err(|e| err(Step::Seccomp)(e.to_string()))?;
     // Keyed by the NSS canonical name, not the string PAM was given.
     let user = account.name.as_str();
     let paths = UserPaths::new(policy.host(), user);
@@ -243,10 +323,12 @@ fn broken_policy(
     service: &str,
     e: hutch_policy::PolicyError,
 ) -> Result<Outcome, JoinError> {
-    let cause = e.to_string();
     match Policy::last_good(&opts.config, &opts.policy_cache).map(|p| p.resolve(account, service)) {
-        Some(Decision::Exempt(why)) => Ok(Outcome::ExemptByLastGood { broken: cause, why }),
-        _ => Err(err("policy")(cause)),
+        Some(Decision::Exempt(why)) => Ok(Outcome::ExemptByLastGood {
+            broken: e.to_string(),
+            why,
+        }),
+        _ => Err(JoinError::new(Step::Policy, e)),
     }
 }
 
@@ -324,14 +406,14 @@ fn bind_tty(t: HostTty) -> Result<String, String> {
 /// Refuses a caller with more than one thread (read from /proc/self/status).
 pub fn check_single_threaded() -> Result<(), JoinError> {
     let status = fs::read_to_string("/proc/self/status")
-        .map_err(|e| err("threads")(format!("reading /proc/self/status: {e}")))?;
+        .map_err(|e| err(Step::Threads)(format!("reading /proc/self/status: {e}")))?;
     let threads = status
         .lines()
         .find_map(|l| l.strip_prefix("Threads:"))
         .and_then(|v| v.trim().parse::<u32>().ok())
-        .ok_or_else(|| err("threads")("no Threads: line in /proc/self/status".into()))?;
+        .ok_or_else(|| err(Step::Threads)("no Threads: line in /proc/self/status".into()))?;
     if threads != 1 {
-        return Err(err("threads")(format!(
+        return Err(err(Step::Threads)(format!(
             "the calling program has {threads} threads; a process can only enter a mount namespace while single-threaded (graphical logins such as gdm cannot be confined)"
         )));
     }
@@ -355,8 +437,8 @@ fn connect_or_start(
     }
     for _ in 0..3 {
         let lock = lock_user(&paths.lock(), true)
-            .map_err(|e| err("lock")(format!("locking {}: {e}", paths.lock().display())))?
-            .ok_or_else(|| err("lock")("lock not taken".into()))?;
+            .map_err(|e| err(Step::Lock)(format!("locking {}: {e}", paths.lock().display())))?
+            .ok_or_else(|| err(Step::Lock)("lock not taken".into()))?;
         if let Some(o) = try_open(paths, info, opts.timeout)? {
             return Ok(joined(o));
         }
@@ -372,7 +454,7 @@ fn connect_or_start(
             return Ok((c, p, n, true));
         }
     }
-    Err(err("keeper")(format!(
+    Err(err(Step::Keeper)(format!(
         "the keeper of {user} did not accept the session"
     )))
 }
@@ -396,7 +478,7 @@ fn try_open(
             return Ok(None)
         }
         Err(e) => {
-            return Err(err("keeper")(format!(
+            return Err(err(Step::Keeper)(format!(
                 "connecting to {}: {e}",
                 sock.display()
             )))
@@ -421,7 +503,7 @@ fn try_open(
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
             ) =>
         {
-            return Err(err("keeper")(format!(
+            return Err(err(Step::Keeper)(format!(
                 "no answer from {} within {} s",
                 sock.display(),
                 timeout.as_secs()
@@ -429,7 +511,7 @@ fn try_open(
         }
         Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(None),
         Err(e) => {
-            return Err(err("keeper")(format!(
+            return Err(err(Step::Keeper)(format!(
                 "reading from {}: {e}",
                 sock.display()
             )))
@@ -445,13 +527,23 @@ fn try_open(
                     let _ = conn.set_read_timeout(None);
                     Ok(Some((conn, pid, namespaces)))
                 }
-                _ => Err(err("keeper")(format!(
+                _ => Err(err(Step::Keeper)(format!(
                     "malformed answer {line:?} with {got} descriptors"
                 ))),
             }
         }
-        Some("ERR") => Err(err("keeper")(f.collect::<Vec<_>>().join(" "))),
-        _ => Err(err("keeper")(format!("unexpected answer {line:?}"))),
+        Some("ERR") => Err(err(Step::Keeper)(f.collect::<Vec<_>>().join(" "))),
+        Some("REFUSED") => Err(keeper_refusal(f.next(), f.collect::<Vec<_>>().join(" "))),
+        _ => Err(err(Step::Keeper)(format!("unexpected answer {line:?}"))),
+    }
+}
+
+/// The keeper's `REFUSED <label> <message>` (a label it does not know is
+/// a plain failure: the words still reach the log).
+fn keeper_refusal(label: Option<&str>, cause: String) -> JoinError {
+    match label.and_then(Refusal::from_label) {
+        Some(r) => JoinError::refused(Step::Keeper, r, cause),
+        None => err(Step::Keeper)(cause),
     }
 }
 
@@ -459,9 +551,10 @@ fn try_open(
 /// not root's or that others can write.
 fn check_keeper_binary(path: &Path) -> Result<(), JoinError> {
     use std::os::unix::fs::MetadataExt;
-    let md = fs::metadata(path).map_err(|e| err("keeper")(format!("{}: {e}", path.display())))?;
+    let md =
+        fs::metadata(path).map_err(|e| err(Step::Keeper)(format!("{}: {e}", path.display())))?;
     if md.uid() != 0 || md.mode() & 0o022 != 0 || !md.is_file() {
-        return Err(err("keeper")(format!(
+        return Err(err(Step::Keeper)(format!(
             "{} must be a regular file owned by root and writable only by root",
             path.display()
         )));
@@ -475,9 +568,9 @@ fn check_keeper_binary(path: &Path) -> Result<(), JoinError> {
 fn spawn_keeper(opts: &JoinOptions, user: &str, service: &str) -> Result<(), JoinError> {
     check_keeper_binary(&opts.keeper)?;
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| err("keeper")(format!("pipe2: {e}")))?;
+        .map_err(|e| err(Step::Keeper)(format!("pipe2: {e}")))?;
     let prog = CString::new(opts.keeper.as_os_str().as_encoded_bytes())
-        .map_err(|_| err("keeper")("bad path".into()))?;
+        .map_err(|_| err(Step::Keeper)("bad path".into()))?;
     let cstr = |s: &str| CString::new(s.replace('\0', "")).unwrap_or_default();
     let argv = [
         cstr("hutch-keeper"),
@@ -493,7 +586,7 @@ fn spawn_keeper(opts: &JoinOptions, user: &str, service: &str) -> Result<(), Joi
         cstr("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
         cstr("LANG=C"),
     ];
-    match sys::fork().map_err(|e| err("keeper")(format!("fork: {e}")))? {
+    match sys::fork().map_err(|e| err(Step::Keeper)(format!("fork: {e}")))? {
         sys::Forked::Child => {
             // Intermediate child: new session, fork again, exit, so the
             // keeper is nobody's child in the PAM host.
@@ -528,7 +621,7 @@ fn spawn_keeper(opts: &JoinOptions, user: &str, service: &str) -> Result<(), Joi
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
-            return Err(err("keeper")(format!(
+            return Err(err(Step::Keeper)(format!(
                 "the keeper did not report ready within {} s",
                 opts.timeout.as_secs()
             )));
@@ -540,7 +633,7 @@ fn spawn_keeper(opts: &JoinOptions, user: &str, service: &str) -> Result<(), Joi
             Ok(0) => continue,
             Ok(_) => break,
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(err("keeper")(format!("poll: {e}"))),
+            Err(e) => return Err(err(Step::Keeper)(format!("poll: {e}"))),
         }
     }
     let mut line = String::new();
@@ -549,9 +642,12 @@ fn spawn_keeper(opts: &JoinOptions, user: &str, service: &str) -> Result<(), Joi
     if line == "READY" {
         Ok(())
     } else if let Some(cause) = line.strip_prefix("ERR ") {
-        Err(err("keeper")(cause.to_string()))
+        Err(err(Step::Keeper)(cause.to_string()))
+    } else if let Some(rest) = line.strip_prefix("REFUSED ") {
+        let (label, cause) = rest.split_once(' ').unwrap_or((rest, ""));
+        Err(keeper_refusal(Some(label), cause.to_string()))
     } else {
-        Err(err("keeper")(format!(
+        Err(err(Step::Keeper)(format!(
             "{} exited without reporting (status {line:?}); see syslog",
             opts.keeper.display()
         )))
@@ -564,15 +660,14 @@ fn spawn_keeper(opts: &JoinOptions, user: &str, service: &str) -> Result<(), Joi
 /// ([`privs::drop_exec_caps`]), so that whatever it forks for the user (the
 /// shell, sftp, scp) starts with every capability set empty.
 fn join_container(namespaces: &Namespaces) -> Result<(), JoinError> {
-    namespaces.join_all().map_err(|e| JoinError {
-        step: e.step(),
-        // `setns(mnt)` is the step and the whole message.
-        cause: match &e {
-            NsError::Setns { source, .. } => source.to_string(),
-            _ => chain(&e),
-        },
+    namespaces.join_all().map_err(|e| match e {
+        // The step names the namespace; the kernel's errno is the cause.
+        NsError::Setns { ns, source } => JoinError::new(Step::Setns(ns), source),
+        NsError::Dumpable(_) => JoinError::new(Step::Dumpable, e),
+        NsError::Chdir(_) => JoinError::new(Step::Chdir, e),
+        NsError::Open { .. } | NsError::Count { .. } => JoinError::new(Step::Keeper, e),
     })?;
-    privs::drop_exec_caps(&mut Kernel).map_err(|e| err("capabilities")(chain(&e)))
+    privs::drop_exec_caps(&mut Kernel).map_err(|e| JoinError::new(Step::Capabilities, e))
 }
 
 /// The PAM host, once in the container, is confined the way hutch-shell
@@ -595,19 +690,19 @@ fn confine_session_process(filter: Option<&[u32]>) -> Result<(), JoinError> {
     for fd in 0..3 {
         if let Ok(st) = nix::sys::stat::fstat(fd) {
             if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-                return Err(err("fds")(format!(
+                return Err(err(Step::Fds)(format!(
                     "descriptor {fd} of the calling program is a directory of the host; a session must not start with one"
                 )));
             }
         }
     }
     sys::cloexec_from(3)
-        .map_err(|e| err("fds")(format!("marking descriptors close-on-exec: {e}")))?;
+        .map_err(|e| err(Step::Fds)(format!("marking descriptors close-on-exec: {e}")))?;
     use crate::privs::PrivOps;
     Kernel
         .no_new_privs()
-        .map_err(|e| err("no_new_privs")(chain(&e)))?;
-    seccomp::load(filter).map_err(|e| err("seccomp(load)")(e.to_string()))?;
+        .map_err(|e| JoinError::new(Step::NoNewPrivs, e))?;
+    seccomp::load(filter).map_err(|e| err(Step::SeccompLoad)(e.to_string()))?;
     Ok(())
 }
 

@@ -65,7 +65,8 @@ impl Namespace {
         }
     }
 
-    /// The step that joins it, as failures name it: `setns(net)`.
+    /// The step that joins it, as failures name it: `setns(net)`
+    /// ([`crate::join::Step::Setns`]).
     pub fn setns_step(self) -> &'static str {
         match self {
             Namespace::Cgroup => "setns(cgroup)",
@@ -106,19 +107,6 @@ pub enum NsError {
     },
     #[error("chdir(\"/\") in the container")]
     Chdir(#[source] nix::Error),
-}
-
-impl NsError {
-    /// The step that failed, as [`crate::join::JoinError`] names it
-    /// (`"namespaces"`, `"dumpable"`, `"setns(mnt)"`, `"chdir"`).
-    pub fn step(&self) -> &'static str {
-        match self {
-            NsError::Open { .. } | NsError::Count { .. } => "namespaces",
-            NsError::Dumpable(_) => "dumpable",
-            NsError::Setns { ns, .. } => ns.setns_step(),
-            NsError::Chdir(_) => "chdir",
-        }
-    }
 }
 
 /// One process's namespaces, opened: a descriptor for each of
@@ -219,7 +207,6 @@ mod tests {
         assert_eq!(via_fd, net);
         let short = Namespaces::from_fds(Vec::new()).unwrap_err();
         assert!(matches!(short, NsError::Count { got: 0 }), "{short}");
-        assert_eq!(short.step(), "namespaces");
     }
 
     /// A pid that does not exist fails naming the path.

@@ -87,8 +87,8 @@ pub fn main(opts: Options) -> i32 {
             keeper.serve();
             0
         }
-        Err(e) => {
-            let e = crate::error::chain(&e);
+        Err(err) => {
+            let e = crate::error::chain(&err);
             let msg = format!("{}: {e}", opts.user);
             sys::syslog(
                 libc::LOG_ERR,
@@ -96,7 +96,11 @@ pub fn main(opts: Options) -> i32 {
             );
             match ready.take() {
                 Some(mut r) => {
-                    let _ = writeln!(r, "ERR {}", e.replace('\n', " "));
+                    let line = e.replace('\n', " ");
+                    let _ = match err.refusal() {
+                        Some(refusal) => writeln!(r, "REFUSED {} {line}", refusal.label()),
+                        None => writeln!(r, "ERR {line}"),
+                    };
                 }
                 None => eprintln!("hutch-keeper: cannot make the container of {msg}"),
             }

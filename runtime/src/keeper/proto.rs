@@ -6,6 +6,7 @@
 //! module  -> keeper   OPEN <service> <tty> <rhost>
 //! keeper  -> module   OK <init-pid> <session-id>        + fds in ns::Namespace::JOIN_ORDER
 //!                     ERR <message>
+//!                     REFUSED <refusal> <message>        (the policy refuses: see Refusal)
 //! module  -> keeper   TTY </dev/NAME>                    (the host terminal it bound; no answer)
 //! module  -> keeper   CLOSE                              (then the connection drops)
 //! ctl     -> keeper   STATUS                             -> OK <state json>
@@ -15,6 +16,9 @@
 //! (close_session, sshd killed), the keeper counts the session as ended,
 //! and removes the session's terminal bind (`TTY`): the module, confined by
 //! then, cannot unmount it, and a killed host never would.
+//!
+//! A keeper that cannot start reports on its readiness pipe (`--ready-fd`)
+//! `READY`, `ERR <message>` or `REFUSED <refusal> <message>`, one line.
 
 use std::io::{self, IoSlice, IoSliceMut, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -26,6 +30,41 @@ use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, Ms
 pub const MAX_FDS: usize = 8;
 /// The longest line accepted.
 pub const MAX_LINE: usize = 64 * 1024;
+
+/// A refusal the policy makes, as opposed to a failure: the user may be
+/// told it (the module passes the keeper's words on), and the login
+/// counters label it. The keeper sends it as `REFUSED <label> <message>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The policy's `max_sessions` is reached.
+    MaxSessions,
+    /// A controller a limit needs is missing and `strict` refuses the login.
+    MissingController,
+    /// The PAM service refuses confined users (the module's own decision).
+    Service,
+}
+
+impl Refusal {
+    /// Its name on the wire and in the login counters.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::MaxSessions => "max_sessions",
+            Refusal::MissingController => "controller_missing",
+            Refusal::Service => "service",
+        }
+    }
+
+    /// The refusal a label names.
+    pub fn from_label(label: &str) -> Option<Refusal> {
+        [
+            Refusal::MaxSessions,
+            Refusal::MissingController,
+            Refusal::Service,
+        ]
+        .into_iter()
+        .find(|r| r.label() == label)
+    }
+}
 
 /// A request to the keeper.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
 use super::audit::Ended;
-use super::proto::{self, Request};
+use super::proto::{self, Refusal, Request};
 use super::state::SessionState;
 use super::{now_unix, Keeper};
 use crate::cgroup;
@@ -409,8 +409,12 @@ impl Keeper {
         let user = self.account.name.clone();
         let max = self.policy.limits.max_sessions;
         if let Err(refusal) = self.sessions.admit(&user, max) {
-            // Tab-separated like OK: the module passes the text on to the user.
-            let _ = proto::send(&conn, &format!("ERR\t{refusal}\n"), &[]);
+            // The module passes the text on to the user.
+            let _ = proto::send(
+                &conn,
+                &format!("REFUSED\t{}\t{refusal}\n", Refusal::MaxSessions.label()),
+                &[],
+            );
             sys::syslog(
                 libc::LOG_NOTICE,
                 &format!(

@@ -17,6 +17,7 @@ use hutch_policy::{Account, Decision, Policy, UserPolicy};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use super::proto::Refusal;
 use super::serve::Sessions;
 use super::state::State;
 use super::{logproxy, make_private_dir, now_unix, Keeper};
@@ -78,6 +79,21 @@ pub enum StartError {
     /// The policy's seccomp profile file (read on the host for the marker).
     #[error("seccomp")]
     Seccomp(#[source] crate::seccomp::SeccompError),
+}
+
+impl StartError {
+    /// Whether the login is refused for what the host lacks, in words the
+    /// user may see, rather than failing: a cgroup controller is missing
+    /// (under `strict`, any one a limit needs; otherwise one without which
+    /// nothing can be applied, see [`cgroup::CgroupRoot::create_with`]).
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            StartError::Cgroup(CgroupError::MissingController { .. }) => {
+                Some(Refusal::MissingController)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A policy limit the cgroup layer cannot take.
