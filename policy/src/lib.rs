@@ -133,6 +133,11 @@ pub struct Limits {
     /// Size of the writable layer (tmpfs) in bytes.
     pub writable_size: u64,
     pub max_sessions: Option<u32>,
+    /// Ptys the container's devpts may hold at once (`max=`); `None`:
+    /// the kernel's own limit. The host's non-initial devpts instances
+    /// share one pool (kernel.pty.max - kernel.pty.reserve, 3072 by
+    /// default): without a bound one user takes them all.
+    pub ptys_max: Option<u64>,
     /// Refuse the login when the host lacks a controller a limit needs
     /// (`strict = true`); by default the rest applies with one warning.
     pub strict: bool,

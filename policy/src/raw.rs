@@ -110,6 +110,8 @@ rules! {
     writable_size: Size,
     writable: WritableMode,
     max_sessions: CountLimit,
+    /// Pseudo-terminals the container's devpts may hold at once (devpts `max=`).
+    ptys: CountLimit,
     on_logout: OnLogout,
     /// Synonym of `on_logout = "linger:DURATION"`; folded into `on_logout` when read.
     linger: Seconds,

@@ -32,6 +32,8 @@ pub fn default_memory_high(memory: u64) -> u64 {
 
 /// Built-in size of the writable layer: 1 GiB.
 pub const DEFAULT_WRITABLE_SIZE: u64 = 1 << 30;
+/// Built-in bound of a container's ptys (devpts `max=`).
+pub const DEFAULT_PTYS: u64 = 64;
 /// Built-in seccomp profile.
 pub const DEFAULT_SECCOMP: &str = "default";
 
@@ -288,6 +290,8 @@ pub(crate) fn explain(model: &Model, account: &Account, service: &str) -> Explan
     add("writable", writable.to_string(), origin(p.writable));
     let max_sessions = p.max_sessions.map(|(v, _)| v.value.0);
     add("max_sessions", count(max_sessions), origin(p.max_sessions));
+    let ptys = p.ptys.map_or(Limit::Max(DEFAULT_PTYS), |(v, _)| v.value.0);
+    add("ptys", count(Some(ptys)), origin(p.ptys));
     let on_logout = p.on_logout.map_or(OnLogout::Kill, |(v, _)| v.value);
     add("on_logout", format!("\"{on_logout}\""), origin(p.on_logout));
     let network = p
@@ -451,6 +455,7 @@ pub(crate) fn explain(model: &Model, account: &Account, service: &str) -> Explan
                         io_weight,
                         writable_size,
                         max_sessions: max_sessions.and_then(Limit::get).map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+                        ptys_max: ptys.get(),
                         strict,
                     },
                     linger: on_logout.linger(),

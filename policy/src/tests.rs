@@ -67,6 +67,7 @@ fn empty_file_gives_builtin_defaults() {
         u.limits,
         Limits {
             writable_size: 1 << 30,
+            ptys_max: Some(crate::resolve::DEFAULT_PTYS),
             ..Limits::default()
         }
     );
@@ -488,6 +489,7 @@ io = [ { device = "/dev/vda", read_bps = "50M", write_bps = "20M", read_iops = 1
 io_weight = 50
 writable_size = "2G"
 max_sessions = 8
+ptys = 16
 writable = "persistent"
 network = "loopback"
 seccomp = "default"
@@ -518,10 +520,19 @@ strict = true
             io_weight: Some(50),
             writable_size: 2 << 30,
             max_sessions: Some(8),
+            ptys_max: Some(16),
             strict: true,
         }
     );
     assert_eq!(u.writable, WritableMode::Persistent);
+    // ptys: 64 unless set; "none" leaves the kernel's own limit.
+    assert_eq!(confined(&parse(""), &alice()).limits.ptys_max, Some(64));
+    assert_eq!(
+        confined(&parse("[defaults]\nptys = \"none\"\n"), &alice())
+            .limits
+            .ptys_max,
+        None
+    );
     assert_eq!(u.seccomp, "default");
     let pct = parse("[defaults]\ncpu = \"250%\"\n[users.alice]\ncpu = 2\n");
     assert_eq!(
@@ -947,7 +958,7 @@ fn all_errors_reported() {
     assert_eq!(
         e.lines().collect::<Vec<_>>(),
         [
-            "hutch.d/1.toml:2:1: defaults: unknown key \"bogus\" (known keys: confine, enforce, plan, priority, template, shell, hostname, memory, memory_high, swap, cpu, cpu_weight, cpus, pids, io, io_weight, writable_size, writable, max_sessions, on_logout, linger, mounts, network, egress_deny, egress_allow, rate_in, rate_out, net_device, vlan_id, seccomp, strict)",
+            "hutch.d/1.toml:2:1: defaults: unknown key \"bogus\" (known keys: confine, enforce, plan, priority, template, shell, hostname, memory, memory_high, swap, cpu, cpu_weight, cpus, pids, io, io_weight, writable_size, writable, max_sessions, ptys, on_logout, linger, mounts, network, egress_deny, egress_allow, rate_in, rate_out, net_device, vlan_id, seccomp, strict)",
             "hutch.toml:2:8: users.a.plan: plan \"x\" is not defined (no [plans.NAME] table exists)",
             "hutch.toml:4:12: users.b.priority: priority only applies to groups",
         ]
@@ -977,7 +988,7 @@ fn explain_shows_origins() {
     assert_eq!(show("shell"), "shell = \"/bin/bash\"  # built-in default");
     assert_eq!(show("confine"), "confine = true  # built-in default");
     assert_eq!(e.service_mode, ServiceMode::Confine);
-    assert_eq!(e.entries.len(), 28);
+    assert_eq!(e.entries.len(), 29);
 }
 
 /// The shipped default policy parses, and the rule keys are all documented in the man page.

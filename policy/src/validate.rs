@@ -240,6 +240,7 @@ fn priority_ties(model: &Model) -> Vec<Diagnostic> {
             writable_size,
             writable,
             max_sessions,
+            ptys,
             on_logout,
             mounts,
             network,

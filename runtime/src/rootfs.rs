@@ -59,6 +59,8 @@ pub struct RootfsSpec {
     pub resolv_conf: Option<String>,
     /// The policy's seccomp profile, passed to hutch-shell in the marker.
     pub seccomp: String,
+    /// The most ptys the container's devpts holds (`max=`); `None`: the kernel's.
+    pub ptys_max: Option<u64>,
     /// A file profile's syscall names, read by the keeper on the host
     /// ([`crate::seccomp::profile_names`]), for the marker.
     pub seccomp_deny: Vec<String>,
@@ -1078,7 +1080,7 @@ fn mount_dev(spec: &RootfsSpec, root: &Path) -> Result<()> {
         &pts,
         Some("devpts"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        Some(devpts_options(spec.ptys_max).as_str()),
     )
     .map_err(sys_err("mounting devpts on", &pts))?;
     for (link, to) in [
@@ -1115,6 +1117,17 @@ fn mount_dev(spec: &RootfsSpec, root: &Path) -> Result<()> {
         .map_err(sys_err("binding the syslog socket onto", &target))?;
     }
     Ok(())
+}
+
+/// The container's devpts: a new instance, ptys the user's and mode 0620
+/// to group tty, and at most `max` of them (the host's non-initial devpts
+/// instances share kernel.pty.max - kernel.pty.reserve, 3072 by default).
+pub fn devpts_options(max: Option<u64>) -> String {
+    let mut o = String::from("newinstance,ptmxmode=0666,mode=0620,gid=5");
+    if let Some(n) = max {
+        o.push_str(&format!(",max={n}"));
+    }
+    o
 }
 
 fn mount_tmpfs_dirs(spec: &RootfsSpec, root: &Path) -> Result<()> {
@@ -1217,6 +1230,7 @@ pub(crate) mod tests {
             marker: String::new(),
             seccomp: "default".into(),
             seccomp_deny: Vec::new(),
+            ptys_max: Some(64),
             resolv_conf: None,
             figures: Figures::default(),
         }

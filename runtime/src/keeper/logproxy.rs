@@ -9,8 +9,12 @@
 //! authpriv), rate-limited per container by a token bucket, and forwarded to
 //! the host's `/dev/log` (looked up for every line, so a restarted syslog
 //! daemon is found again; absent or full, the line is dropped). The sender's
-//! uid comes from the kernel (`SO_PASSCRED`), never from the line. Lines the
-//! bucket drops are counted and reported in one line at most once a second.
+//! uid comes from the kernel (`SO_PASSCRED`), never from the line. Two
+//! buckets bound what a container sends the host's syslog: lines (a flood of
+//! short ones) and bytes (lines up to [`MAX_LINE`] long under the line rate
+//! would still be ~800 KiB/s into the host's logs); a line goes only when
+//! both have room. What they drop is counted and reported in one line at
+//! most once a second.
 
 use std::io::{self, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -28,8 +32,12 @@ pub const SOCKET_NAME: &str = "log.sock";
 pub const RATE: u32 = 100;
 /// Lines a container may log at once before the rate applies.
 pub const BURST: u32 = 500;
+/// Bytes a container may log per second on average (forwarded lines, tag included).
+pub const BYTE_RATE: u32 = 32 << 10;
+/// Bytes a container may log at once before the byte rate applies.
+pub const BYTE_BURST: u32 = 256 << 10;
 /// Longest line forwarded (the rest is cut).
-const MAX_LINE: usize = 8192;
+pub const MAX_LINE: usize = 8192;
 /// Datagrams read per wake-up, so a flood cannot starve the sessions.
 const BATCH: usize = 256;
 /// How often the dropped-lines count is reported, at most.
@@ -60,15 +68,27 @@ impl Bucket {
 
     /// Takes one token if there is one.
     pub fn take(&mut self, now: Instant) -> bool {
+        self.take_n(now, 1)
+    }
+
+    /// Takes `n` tokens if there are that many (else none).
+    pub fn take_n(&mut self, now: Instant, n: usize) -> bool {
+        self.refill(now);
+        self.has(n) && {
+            self.tokens -= n as f64;
+            true
+        }
+    }
+
+    /// Whether `n` tokens are there now (after [`Bucket::refill`]).
+    fn has(&self, n: usize) -> bool {
+        self.tokens >= n as f64
+    }
+
+    fn refill(&mut self, now: Instant) {
         let dt = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + dt * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
     }
 }
 
@@ -148,8 +168,12 @@ pub struct LogProxy {
     user: String,
     host: PathBuf,
     out: Option<UnixDatagram>,
+    /// Lines.
     bucket: Bucket,
+    /// Bytes.
+    bytes: Bucket,
     dropped: u64,
+    dropped_bytes: u64,
     last_report: Instant,
 }
 
@@ -171,7 +195,9 @@ impl LogProxy {
             host: host.to_path_buf(),
             out: None,
             bucket: Bucket::new(RATE, BURST, now),
+            bytes: Bucket::new(BYTE_RATE, BYTE_BURST, now),
             dropped: 0,
+            dropped_bytes: 0,
             last_report: now,
         })
     }
@@ -214,14 +240,27 @@ impl LogProxy {
                 }
             };
             let now = Instant::now();
-            if self.bucket.take(now) {
-                let line = rewrite(&buf[..n], uid, &self.user);
+            let line = rewrite(&buf[..n], uid, &self.user);
+            if self.admit(now, line.len()) {
                 self.forward(&line);
             } else {
                 self.dropped += 1;
+                self.dropped_bytes += line.len() as u64;
             }
         }
         self.tick();
+    }
+
+    /// Whether a line of `len` bytes may go now: one line token and `len`
+    /// byte tokens, both taken or neither.
+    fn admit(&mut self, now: Instant, len: usize) -> bool {
+        self.bucket.refill(now);
+        self.bytes.refill(now);
+        if self.bucket.has(1) && self.bytes.has(len) {
+            self.bucket.take_n(now, 1) && self.bytes.take_n(now, len)
+        } else {
+            false
+        }
     }
 
     /// How long until a drop report is due (`None`: nothing to report).
@@ -242,13 +281,15 @@ impl LogProxy {
             return;
         }
         let text = format!(
-            "<{}>hutch[{}]: dropped {} lines (rate limit {RATE}/s, burst {BURST})",
+            "<{}>hutch[{}]: dropped {} lines, {} bytes (rate limits {RATE} lines/s, burst {BURST}; {BYTE_RATE} bytes/s, burst {BYTE_BURST})",
             LOG_USER | LOG_WARNING,
             self.user,
-            self.dropped
+            self.dropped,
+            self.dropped_bytes
         );
         self.forward(text.as_bytes());
         self.dropped = 0;
+        self.dropped_bytes = 0;
         self.last_report = Instant::now();
     }
 
@@ -328,6 +369,30 @@ mod tests {
         );
     }
 
+    /// Long lines under the line rate are held to the byte rate: of 100
+    /// lines of 8 KiB at once (well under the 500-line burst), only what
+    /// the 256 KiB byte burst holds goes; a line that fits goes and takes
+    /// a line token, one that does not takes neither.
+    #[test]
+    fn bytes_are_limited_too() {
+        let t0 = Instant::now();
+        let t = tempfile::tempdir().unwrap();
+        let mut p =
+            LogProxy::bind(&t.path().join(SOCKET_NAME), "alice", &t.path().join("none")).unwrap();
+        let sent = (0..100).filter(|_| p.admit(t0, MAX_LINE)).count();
+        assert_eq!(sent, (BYTE_BURST as usize) / MAX_LINE);
+        assert!(
+            p.bucket.has(BURST as usize - sent),
+            "a refused line took a line token"
+        );
+        // A second later, the byte rate's worth more.
+        let t1 = t0 + Duration::from_secs(1);
+        let more = (0..100).filter(|_| p.admit(t1, MAX_LINE)).count();
+        assert_eq!(more, (BYTE_RATE as usize) / MAX_LINE);
+        // Short lines still go while bytes remain.
+        assert!(p.admit(t1 + Duration::from_millis(100), 100));
+    }
+
     /// End to end on sockets: uid from SCM_CREDENTIALS (the test's own), tagging, the drop count reported once.
     #[test]
     fn proxy_forwards_and_counts_drops() {
@@ -363,7 +428,7 @@ mod tests {
         let n = host.recv(&mut buf).unwrap();
         assert_eq!(
             &buf[..n],
-            b"<12>hutch[alice]: dropped 5 lines (rate limit 100/s, burst 500)"
+            &b"<12>hutch[alice]: dropped 5 lines, 115 bytes (rate limits 100 lines/s, burst 500; 32768 bytes/s, burst 262144)"[..]
         );
         assert_eq!(p.next_tick(), None);
         c.send_to(b"<13>flood", p.path()).unwrap();
@@ -374,7 +439,7 @@ mod tests {
         let n = host.recv(&mut buf).unwrap();
         assert_eq!(
             &buf[..n],
-            b"<12>hutch[alice]: dropped 1 lines (rate limit 100/s, burst 500)",
+            &b"<12>hutch[alice]: dropped 1 lines, 23 bytes (rate limits 100 lines/s, burst 500; 32768 bytes/s, burst 262144)"[..],
             "pending drops reported on drop"
         );
     }

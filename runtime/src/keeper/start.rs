@@ -465,6 +465,7 @@ fn rootfs_spec(account: &Account, up: &UserPolicy, lower: &Path, staging: &Path)
         seccomp: up.seccomp.clone(),
         seccomp_deny: Vec::new(),
         figures: Default::default(),
+        ptys_max: up.limits.ptys_max,
         resolv_conf: None,
     }
 }
