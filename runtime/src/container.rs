@@ -9,7 +9,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 
 use nix::sched::{unshare, CloneFlags};
@@ -303,21 +303,9 @@ impl SetupOps for Kernel {
     fn link_up_lo(&mut self) -> Result<(), SetupError> {
         sys::link_up("lo").map_err(SetupError::LinkUp)
     }
+    /// fds 0-2 still point at the host's /dev/null: point them at the container's.
     fn reopen_stdio(&mut self) {
-        reopen_stdio()
-    }
-}
-
-/// fds 0-2 still point at the host's /dev/null: point them at the container's.
-fn reopen_stdio() {
-    if let Ok(null) = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
-        for fd in 0..3 {
-            let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
-        }
+        sys::stdio_to_dev_null()
     }
 }
 

@@ -594,15 +594,7 @@ fn spawn_keeper(opts: &JoinOptions, user: &str, service: &str) -> Result<(), Joi
             if let Ok(sys::Forked::Child) = sys::fork() {
                 let _ = nix::unistd::dup2(ready_w.as_raw_fd(), 3);
                 sys::close_fds_from(4, &[]);
-                if let Ok(null) = fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open("/dev/null")
-                {
-                    for fd in 0..3 {
-                        let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
-                    }
-                }
+                sys::stdio_to_dev_null();
                 let _ = nix::unistd::execve(&prog, &argv, &env);
                 sys::exit_now(127);
             }
