@@ -1,5 +1,5 @@
 //! pam_hutch.so: the PAM session module that places a confined user's
-//! session in their container (DESIGN.md, "The session, step by step").
+//! session in their container (docs/DESIGN.md, "The session, step by step").
 //!
 //! A guest in someone else's process (sshd's privileged monitor, login, su):
 //! thin `extern "C"` glue in [`ffi`] (the only unsafe code), the decisions in

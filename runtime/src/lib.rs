@@ -1,4 +1,5 @@
-//! hutch-runtime: everything in hutch that touches the kernel.
+//! hutch-runtime: everything in hutch that touches the kernel. docs/DESIGN.md
+//! (in the repository) walks through it in the order a login runs.
 //!
 //! - [`cgroup`]: v1 and v2 cgroups behind one interface (knows nothing of users)
 //! - [`template`]: build templates on disk and load them read-only into tmpfs
@@ -18,6 +19,9 @@
 //! - [`counters`]: pam_hutch's login counters, for `hutchctl metrics`
 //! - [`mountinfo`]: the one parser of /proc/PID/mountinfo
 //! - [`usage_spool`]: a container's final usage, left by its keeper for the history
+//! - [`figures`]: what a container is told of its own resources (lxcfs or generated)
+//! - [`seccomp`]: the seccomp filter of a session
+//! - [`paths`]: where hutch keeps its files; the container marker
 //! - [`sys`]: the one place for unsafe libc calls that nix does not cover
 //! - [`error`]: printing an error with its causes
 

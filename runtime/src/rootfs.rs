@@ -2,8 +2,8 @@
 //! a writable tmpfs layer, overlayfs over the read-only template, generated
 //! /etc files, the home and the login shell bound in, /proc, read-only /sys,
 //! a small /dev with its own devpts, /dev/shm, /run, /tmp, the keeper's
-//! syslog proxy socket at /dev/log, then pivot_root. Every step is a named function, in the order of
-//! DESIGN.md ("Building a container").
+//! syslog proxy socket at /dev/log, then pivot_root. Every step is a named
+//! function, in the order of docs/DESIGN.md ("Building a container").
 //!
 //! Paths the user controls (home, policy mount sources) are opened with
 //! `openat2(RESOLVE_NO_SYMLINKS)` and mounted through `/proc/self/fd/N`, so a
@@ -506,8 +506,9 @@ enum Kind {
 /// Opens (O_PATH) the mount target `path` inside the new root, one
 /// component at a time with `openat2(RESOLVE_NO_SYMLINKS|RESOLVE_BENEATH)`:
 /// the user owns their home (and may own a persistent layer), so a symlink
-/// planted there between sessions must not redirect a mount (LXC's and
-/// runc's mount-target CVEs, checklist 1.9). Missing components are made
+/// planted there between sessions must not redirect a mount (runc's
+/// mount-target races: CVE-2021-30465, CVE-2023-27561, CVE-2025-31133,
+/// CVE-2025-52565). Missing components are made
 /// (directories, and the last one as `kind`), never through a symlink.
 fn open_target(root: &Path, path: &Path, kind: Kind) -> Result<OwnedFd> {
     let names: Vec<&std::ffi::OsStr> = path

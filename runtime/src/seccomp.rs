@@ -5,7 +5,9 @@
 //! A deny list, not moby's allow list: the user's processes already hold no
 //! capabilities, so most privileged calls fail anyway; the filter closes the
 //! kernel surface an unprivileged process still reaches and that a container
-//! does not need (checklist 2.5):
+//! does not need (what moby's `profiles/seccomp/default.json` denies a
+//! container without capabilities, and its `socket` and `clone` argument
+//! rules):
 //! - namespaces: `unshare`, `setns`, `clone` with any `CLONE_NEW*` flag
 //!   (`clone3` answers ENOSYS so libc falls back to `clone`, whose flags we
 //!   can see);

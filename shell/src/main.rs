@@ -2,7 +2,8 @@
 //!
 //! pam_hutch has already put the session into the user's container; this
 //! shell, run as the user, checks that it really is inside, tidies what it
-//! inherited and execs the policy's inner shell. In the order of DESIGN.md:
+//! inherited and execs the policy's inner shell. In the order of
+//! docs/DESIGN.md ("The session, step by step", step 9):
 //! 1. confirm the container marker (never fall back to a host shell);
 //! 2. close stray fds;
 //! 3. make sure the cwd is inside the container;
