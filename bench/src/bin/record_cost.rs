@@ -1,0 +1,184 @@
+//! record_cost: what `hutchctl metrics --textfile F --record` (the package's
+//! 15 s timer) costs per container. Makes N cgroups under a root of its own
+//! (`users/NAME` in every hierarchy, as a keeper does, so that the counters
+//! are read from real cgroup files) and N keeper state files that name this
+//! process as their keeper, then times the real hutchctl binary with 1 and
+//! with N containers, with and without `--record`, medians of R runs, and
+//! prints the cost per container of the metrics and of the recording, and
+//! how much the SQLite history grows per container sample. Root only;
+//! removes everything it made.
+//!
+//! `record_cost [N] [R]` (default 200, 15). `HUTCHCTL` names the binary to
+//! time; otherwise the release build beside this one, else the debug one
+//! (`cargo build --release -p hutchctl` for the figures that matter).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use hutch_bench::median;
+use hutch_runtime::cgroup::{CgroupRoot, Limits};
+use hutch_runtime::keeper::state::{SessionState, State};
+
+/// The hutchctl binary: `HUTCHCTL`, else release if built, else debug.
+fn hutchctl() -> PathBuf {
+    if let Some(p) = std::env::var_os("HUTCHCTL") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the target directory");
+    for p in ["release", "debug"] {
+        let b = target.join(p).join("hutchctl");
+        if b.exists() {
+            return b;
+        }
+    }
+    panic!("build hutchctl first");
+}
+
+/// `n` containers' state files in `run`, each naming this process as its keeper.
+fn write_states(run: &Path, n: usize) {
+    let users = run.join("users");
+    let _ = std::fs::remove_dir_all(&users);
+    for i in 0..n {
+        let user = format!("rc{i}");
+        let dir = users.join(&user);
+        std::fs::create_dir_all(&dir).unwrap();
+        State {
+            user: user.clone(),
+            uid: 50_000 + i as u32,
+            keeper_pid: std::process::id() as i32,
+            init_pid: std::process::id() as i32,
+            started: 1_764_000_000,
+            template: "bench".into(),
+            generation: 1,
+            hostname: user.clone(),
+            cgroups: vec![],
+            sessions: vec![SessionState {
+                id: 1,
+                service: "sshd".into(),
+                tty: "ssh".into(),
+                rhost: "127.0.0.1".into(),
+                pid: 1,
+                since: 1_764_000_000,
+            }],
+        }
+        .write(&dir.join("state.json"))
+        .unwrap();
+    }
+}
+
+/// Median wall time (ms) of `runs` runs of hutchctl with `args`.
+fn time(ctl: &Path, config: &Path, args: &[&str], runs: usize) -> f64 {
+    let mut v = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let st = Command::new(ctl)
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .status()
+            .expect("running hutchctl");
+        assert!(st.success(), "hutchctl {args:?}: {st}");
+        v.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    median(&mut v)
+}
+
+/// The history's size on disk: the database and its write-ahead log.
+fn db_bytes(db: &Path) -> u64 {
+    let wal = db.with_extension("db-wal");
+    [db, wal.as_path()]
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum()
+}
+
+fn main() -> anyhow::Result<()> {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(200);
+    let runs: usize = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(15);
+    anyhow::ensure!(n >= 2, "N must be at least 2");
+    anyhow::ensure!(
+        nix::unistd::geteuid().is_root(),
+        "record_cost needs root (it makes cgroups)"
+    );
+    let ctl = hutchctl();
+    let tmp = tempfile::tempdir()?;
+    let rel = format!("hutch-rc{}", std::process::id());
+    let root = CgroupRoot::open(&rel)?;
+    let mut made = Vec::new();
+    let limits = Limits {
+        memory_max: Some(1 << 30),
+        pids_max: Some(512),
+        ..Limits::default()
+    };
+    for i in 0..n {
+        made.push(root.create(&format!("users/rc{i}"), &limits)?);
+    }
+    let db = tmp.path().join("usage.db");
+    let config = tmp.path().join("hutch.toml");
+    let run = tmp.path().join("run");
+    std::fs::write(
+        &config,
+        format!(
+            "[host]\nrun_dir = \"{}\"\nlib_dir = \"{}\"\ncgroup_root = \"{rel}\"\nusage_db = \"{}\"\n",
+            run.display(),
+            tmp.path().join("lib").display(),
+            db.display()
+        ),
+    )?;
+    let prom = tmp.path().join("hutch.prom");
+    let prom = prom.to_string_lossy().to_string();
+    let plain = ["metrics", "--textfile", prom.as_str()];
+    let record = ["metrics", "--textfile", prom.as_str(), "--record"];
+    let result = (|| {
+        write_states(&run, 1);
+        let m1 = time(&ctl, &config, &plain, runs);
+        let r1 = time(&ctl, &config, &record, runs);
+        write_states(&run, n);
+        let mn = time(&ctl, &config, &plain, runs);
+        let before = db_bytes(&db);
+        let rn = time(&ctl, &config, &record, runs);
+        let after = db_bytes(&db);
+        let per = |a: f64, b: f64| (b - a) / (n - 1) as f64;
+        let grow = after.saturating_sub(before) as f64 / (runs * n) as f64;
+        println!("hutchctl: {}", ctl.display());
+        println!("containers: 1 and {n}, medians of {runs} runs (ms)");
+        println!("                  1 container   {n} containers   per container");
+        println!(
+            "metrics           {m1:>11.2}   {mn:>13.2}   {:>10.3} ms",
+            per(m1, mn)
+        );
+        println!(
+            "metrics --record  {r1:>11.2}   {rn:>13.2}   {:>10.3} ms",
+            per(r1, rn)
+        );
+        println!(
+            "recording alone: {:.3} ms per container per sample (--record less the plain run)",
+            per(r1, rn) - per(m1, mn)
+        );
+        println!("history growth: {grow:.0} bytes per container sample");
+        println!(
+            "at one sample every 15 s: {:.1} MB per container per 30 days",
+            grow * (86_400.0 / 15.0) * 30.0 / 1e6
+        );
+        Ok::<(), anyhow::Error>(())
+    })();
+    for cg in made {
+        let _ = cg.remove();
+    }
+    for d in root.dirs() {
+        let _ = std::fs::remove_dir(d.join("users"));
+        let _ = std::fs::remove_dir(&d);
+    }
+    result
+}
