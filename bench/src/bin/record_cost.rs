@@ -97,6 +97,51 @@ fn db_bytes(db: &Path) -> u64 {
         .sum()
 }
 
+/// Times the four runs and prints the figures.
+fn measure(
+    ctl: &Path,
+    config: &Path,
+    run: &Path,
+    db: &Path,
+    prom: &str,
+    n: usize,
+    runs: usize,
+) -> anyhow::Result<()> {
+    let plain = ["metrics", "--textfile", prom];
+    let record = ["metrics", "--textfile", prom, "--record"];
+    write_states(run, 1);
+    let m1 = time(ctl, config, &plain, runs);
+    let r1 = time(ctl, config, &record, runs);
+    write_states(run, n);
+    let mn = time(ctl, config, &plain, runs);
+    let before = db_bytes(db);
+    let rn = time(ctl, config, &record, runs);
+    let after = db_bytes(db);
+    let per = |a: f64, b: f64| (b - a) / (n - 1) as f64;
+    let grow = after.saturating_sub(before) as f64 / (runs * n) as f64;
+    println!("hutchctl: {}", ctl.display());
+    println!("containers: 1 and {n}, medians of {runs} runs (ms)");
+    println!("                  1 container   {n} containers   per container");
+    println!(
+        "metrics           {m1:>11.2}   {mn:>13.2}   {:>10.3} ms",
+        per(m1, mn)
+    );
+    println!(
+        "metrics --record  {r1:>11.2}   {rn:>13.2}   {:>10.3} ms",
+        per(r1, rn)
+    );
+    println!(
+        "recording alone: {:.3} ms per container per sample (--record less the plain run)",
+        per(r1, rn) - per(m1, mn)
+    );
+    println!("history growth: {grow:.0} bytes per container sample");
+    println!(
+        "at one sample every 15 s: {:.1} MB per container per 30 days",
+        grow * (86_400.0 / 15.0) * 30.0 / 1e6
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let n: usize = std::env::args()
         .nth(1)
@@ -138,41 +183,7 @@ fn main() -> anyhow::Result<()> {
     )?;
     let prom = tmp.path().join("hutch.prom");
     let prom = prom.to_string_lossy().to_string();
-    let plain = ["metrics", "--textfile", prom.as_str()];
-    let record = ["metrics", "--textfile", prom.as_str(), "--record"];
-    let result = (|| {
-        write_states(&run, 1);
-        let m1 = time(&ctl, &config, &plain, runs);
-        let r1 = time(&ctl, &config, &record, runs);
-        write_states(&run, n);
-        let mn = time(&ctl, &config, &plain, runs);
-        let before = db_bytes(&db);
-        let rn = time(&ctl, &config, &record, runs);
-        let after = db_bytes(&db);
-        let per = |a: f64, b: f64| (b - a) / (n - 1) as f64;
-        let grow = after.saturating_sub(before) as f64 / (runs * n) as f64;
-        println!("hutchctl: {}", ctl.display());
-        println!("containers: 1 and {n}, medians of {runs} runs (ms)");
-        println!("                  1 container   {n} containers   per container");
-        println!(
-            "metrics           {m1:>11.2}   {mn:>13.2}   {:>10.3} ms",
-            per(m1, mn)
-        );
-        println!(
-            "metrics --record  {r1:>11.2}   {rn:>13.2}   {:>10.3} ms",
-            per(r1, rn)
-        );
-        println!(
-            "recording alone: {:.3} ms per container per sample (--record less the plain run)",
-            per(r1, rn) - per(m1, mn)
-        );
-        println!("history growth: {grow:.0} bytes per container sample");
-        println!(
-            "at one sample every 15 s: {:.1} MB per container per 30 days",
-            grow * (86_400.0 / 15.0) * 30.0 / 1e6
-        );
-        Ok::<(), anyhow::Error>(())
-    })();
+    let result = measure(&ctl, &config, &run, &db, &prom, n, runs);
     for cg in made {
         let _ = cg.remove();
     }
