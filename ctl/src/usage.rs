@@ -25,7 +25,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::metrics::Snapshot;
 use crate::Cli;
@@ -60,6 +60,10 @@ CREATE TABLE IF NOT EXISTS sessions (
     PRIMARY KEY (user, container, id)
 );
 CREATE INDEX IF NOT EXISTS sessions_last_seen ON sessions(last_seen);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 ";
 
 /// Opens (making it, mode 0600) the store at `path`.
@@ -210,8 +214,17 @@ pub fn record_snapshot(cli: &Cli, snap: &Snapshot) -> anyhow::Result<()> {
     }
     let path = host.usage_db.clone();
     let mut conn = open(&path)?;
-    // The final usage of containers torn down since the last sample (and
-    // from now on, keepers leave theirs).
+    // At most one sample of the running containers per usage_interval.
+    let now = now_unix();
+    let last: Option<i64> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'last_sample'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let due =
+        last.is_none_or(|t| now.saturating_sub(t.max(0) as u64) >= host.usage_interval.as_secs());
     hutch_runtime::usage_spool::enable(&host.run_dir).with_context(|| {
         format!(
             "making {}",
@@ -233,14 +246,19 @@ pub fn record_snapshot(cli: &Cli, snap: &Snapshot) -> anyhow::Result<()> {
     for (file, _) in &spooled {
         let _ = std::fs::remove_file(file);
     }
-    record(
-        &mut conn,
-        now_unix(),
-        &samples,
-        &sessions,
-        host.usage_retention,
-    )
-    .with_context(|| format!("recording usage in {}", path.display()))
+    if !due {
+        samples.clear();
+        sessions.clear();
+    }
+    if due {
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('last_sample', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [now as i64],
+        )?;
+    }
+    record(&mut conn, now, &samples, &sessions, host.usage_retention)
+        .with_context(|| format!("recording usage in {}", path.display()))
 }
 
 /// What one user used over a report's window.

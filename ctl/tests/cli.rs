@@ -148,6 +148,20 @@ fn usage_db_and_retention_keys() {
             .starts_with("\"rcuser\",1,1,"),
         "{csv}"
     );
+    // Within usage_interval (default 1m) a second run samples nothing; with 0, every run.
+    run(&["metrics", "--record"]);
+    let samples = |csv: &str| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(csv).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["samples"].to_string())
+            .collect()
+    };
+    assert_eq!(samples(&run(&["report", "--since", "1h", "--json"])), ["1"]);
+    policy("usage_interval = 0\n");
+    run(&["metrics", "--record"]);
+    assert_eq!(samples(&run(&["report", "--since", "1h", "--json"])), ["2"]);
     policy("usage_retention = 0\n");
     run(&["metrics", "--record"]);
     let csv = run(&["report", "--since", "1h", "--csv"]);

@@ -69,6 +69,9 @@ pub struct HostSettings {
     pub usage_retention: Duration,
     /// The usage history's SQLite file (`usage_db`, default `<lib_dir>/usage.db`).
     pub usage_db: PathBuf,
+    /// The least time between two usage samples of the running containers
+    /// (`usage_interval`, default [`DEFAULT_USAGE_INTERVAL`]); zero: every run.
+    pub usage_interval: Duration,
     /// Where lxcfs is mounted (`lxcfs`, default [`DEFAULT_LXCFS`]); `None`
     /// (`"none"`): never bind it in. Used only when a live lxcfs is there.
     pub lxcfs: Option<PathBuf>,
@@ -76,6 +79,9 @@ pub struct HostSettings {
 
 /// Where Debian's lxcfs.service mounts lxcfs.
 pub const DEFAULT_LXCFS: &str = "/var/lib/lxcfs";
+
+/// How often usage is sampled at most unless `[host] usage_interval` says otherwise: 1 minute.
+pub const DEFAULT_USAGE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How long usage samples are kept unless `[host] usage_retention` says otherwise: 30 days.
 pub const DEFAULT_USAGE_RETENTION: Duration = Duration::from_secs(30 * 86400);
@@ -515,6 +521,10 @@ impl Policy {
                     },
                     |v| PathBuf::from(&v.value.0),
                 ),
+                usage_interval: model
+                    .usage_interval
+                    .as_ref()
+                    .map_or(DEFAULT_USAGE_INTERVAL, |v| v.value.0),
                 lxcfs: model.lxcfs.as_ref().map_or_else(
                     || Some(PathBuf::from(DEFAULT_LXCFS)),
                     |v| v.value.0.as_ref().map(PathBuf::from),

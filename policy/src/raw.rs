@@ -144,6 +144,7 @@ pub(crate) struct RawHost {
     pub net: Option<Spanned<crate::net::NetHost>>,
     pub usage_retention: Option<Spanned<crate::units::Seconds>>,
     pub usage_db: Option<Spanned<AbsPath>>,
+    pub usage_interval: Option<Spanned<crate::units::Seconds>>,
     pub lxcfs: Option<Spanned<PathOrNone>>,
 }
 
@@ -155,6 +156,7 @@ pub const HOST_KEYS: &[&str] = &[
     "net",
     "usage_retention",
     "usage_db",
+    "usage_interval",
     "lxcfs",
 ];
 
@@ -198,6 +200,7 @@ pub(crate) struct Model {
     pub net: Option<Located<crate::net::NetHost>>,
     pub usage_retention: Option<Located<crate::units::Seconds>>,
     pub usage_db: Option<Located<AbsPath>>,
+    pub usage_interval: Option<Located<crate::units::Seconds>>,
     pub lxcfs: Option<Located<PathOrNone>>,
     pub template: Option<Located<Name>>,
     pub defaults: Rules,
@@ -230,6 +233,7 @@ impl Model {
         m.net = raw.host.net.map(|s| src.locate(s));
         m.usage_retention = raw.host.usage_retention.map(|s| src.locate(s));
         m.usage_db = raw.host.usage_db.map(|s| src.locate(s));
+        m.usage_interval = raw.host.usage_interval.map(|s| src.locate(s));
         m.lxcfs = raw.host.lxcfs.map(|s| src.locate(s));
         m.template = raw.template.name.map(|s| src.locate(s));
         if let Some(d) = raw.defaults {
@@ -276,6 +280,7 @@ impl Model {
         take(&mut self.net, later.net);
         take(&mut self.usage_retention, later.usage_retention);
         take(&mut self.usage_db, later.usage_db);
+        take(&mut self.usage_interval, later.usage_interval);
         take(&mut self.lxcfs, later.lxcfs);
         take(&mut self.template, later.template);
         self.defaults.overlay(later.defaults);

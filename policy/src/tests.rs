@@ -56,6 +56,7 @@ fn empty_file_gives_builtin_defaults() {
             net: Default::default(),
             usage_retention: crate::DEFAULT_USAGE_RETENTION,
             usage_db: "/var/lib/hutch/usage.db".into(),
+            usage_interval: crate::DEFAULT_USAGE_INTERVAL,
             lxcfs: Some("/var/lib/lxcfs".into()),
         }
     );
@@ -204,6 +205,12 @@ fn usage_retention_key() {
         std::path::PathBuf::from("/var/log/hutch-usage.db")
     );
     assert!(error("[host]\nusage_db = \"rel.db\"\n").contains("usage_db"));
+    assert_eq!(
+        parse("[host]\nusage_interval = \"5m\"\n")
+            .host()
+            .usage_interval,
+        std::time::Duration::from_secs(300)
+    );
 }
 
 /// enforce = false keeps the would-be decision and says where it came from.
@@ -301,7 +308,7 @@ fn unknown_key_with_did_you_mean() {
     );
     assert_eq!(
         error("[host]\nrun = \"/x\"\n"),
-        "hutch.toml:2:1: host: unknown key \"run\" (known keys: run_dir, lib_dir, cgroup_root, net, usage_retention, usage_db, lxcfs)"
+        "hutch.toml:2:1: host: unknown key \"run\" (known keys: run_dir, lib_dir, cgroup_root, net, usage_retention, usage_db, usage_interval, lxcfs)"
     );
 }
 

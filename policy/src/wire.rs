@@ -670,6 +670,7 @@ impl Wire for HostSettings {
             net,
             usage_retention,
             usage_db,
+            usage_interval,
             lxcfs,
         } = self;
         run_dir.put(w);
@@ -678,6 +679,7 @@ impl Wire for HostSettings {
         net.put(w);
         usage_retention.put(w);
         usage_db.put(w);
+        usage_interval.put(w);
         lxcfs.put(w);
     }
     fn get(r: &mut Reader<'_>) -> Result<Self, Corrupt> {
@@ -688,6 +690,7 @@ impl Wire for HostSettings {
             net: NetHost::get(r)?,
             usage_retention: Duration::get(r)?,
             usage_db: PathBuf::get(r)?,
+            usage_interval: Duration::get(r)?,
             lxcfs: Option::get(r)?,
         })
     }
@@ -702,6 +705,7 @@ impl Wire for Model {
             net,
             usage_retention,
             usage_db,
+            usage_interval,
             lxcfs,
             template,
             defaults,
@@ -716,6 +720,7 @@ impl Wire for Model {
         net.put(w);
         usage_retention.put(w);
         usage_db.put(w);
+        usage_interval.put(w);
         lxcfs.put(w);
         template.put(w);
         defaults.put(w);
@@ -732,6 +737,7 @@ impl Wire for Model {
             net: Option::get(r)?,
             usage_retention: Option::get(r)?,
             usage_db: Option::get(r)?,
+            usage_interval: Option::get(r)?,
             lxcfs: Option::get(r)?,
             template: Option::get(r)?,
             defaults: Wire::get(r)?,

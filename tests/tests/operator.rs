@@ -131,7 +131,10 @@ fn metrics_report_and_audit_over_real_logins() {
     std::fs::create_dir_all(&dropins).unwrap();
     std::fs::write(
         dropins.join("50-usage.toml"),
-        format!("[host]\nusage_db = \"{}\"\n", db.display()),
+        format!(
+            "[host]\nusage_db = \"{}\"\nusage_interval = 0\n",
+            db.display()
+        ),
     )
     .unwrap();
     let user = hutch.user();

@@ -19,6 +19,10 @@ usermod -s /usr/sbin/hutch-shell alice
 install -d -m 0700 -o alice -g alice /home/alice/.ssh
 install -m 0600 -o alice -g alice "$PUB" /home/alice/.ssh/authorized_keys
 cat >/etc/hutch/hutch.d/50-vmtest.toml <<'TOML'
+# The test samples usage when it wants to (hutch-metrics.service), not once a minute.
+[host]
+usage_interval = 0
+
 [users.alice]
 memory = "96M"
 swap = "0"
