@@ -164,10 +164,17 @@ impl Namespaces {
     /// exe, environ) (runc's nsexec, CVE-2016-9962).
     pub fn join_all(&self) -> Result<(), NsError> {
         nix::sys::prctl::set_dumpable(false).map_err(NsError::Dumpable)?;
-        for (fd, ns) in self.fds.iter().zip(Namespace::JOIN_ORDER) {
-            setns(fd, ns.flag()).map_err(|source| NsError::Setns { ns, source })?;
+        for ns in Namespace::JOIN_ORDER {
+            self.join(ns)?;
         }
         nix::unistd::chdir("/").map_err(NsError::Chdir)
+    }
+
+    /// Moves the calling thread into one of them only (the keeper's
+    /// children that act in the container's mount namespace). Nothing else
+    /// changes: no `chdir`, no dumpable flag.
+    pub fn join(&self, ns: Namespace) -> Result<(), NsError> {
+        setns(self.get(ns), ns.flag()).map_err(|source| NsError::Setns { ns, source })
     }
 }
 

@@ -796,20 +796,18 @@ fn open_as_user(spec: &RootfsSpec, path: &Path, flags: libc::c_int) -> Result<Ow
     match sys::fork().map_err(io_err("forking to open as the user", path))? {
         sys::Forked::Child => {
             drop(parent);
-            let gids: Vec<Gid> = spec.groups.iter().map(|(_, g)| Gid::from_raw(*g)).collect();
-            let opened = nix::unistd::setgroups(&gids)
-                .and_then(|()| {
-                    let g = Gid::from_raw(spec.gid);
-                    nix::unistd::setresgid(g, g, g)
-                })
-                .and_then(|()| {
-                    let u = Uid::from_raw(spec.uid);
-                    nix::unistd::setresuid(u, u, u)
-                })
-                .map_err(|e| RootfsError::Sys {
-                    op: "becoming the user to open",
-                    path: path.to_path_buf(),
-                    source: e,
+            let id = crate::privs::Identity {
+                uid: spec.uid,
+                gid: spec.gid,
+                groups: spec.groups.iter().map(|(_, g)| *g).collect(),
+            };
+            let opened = crate::privs::become_user(&mut Kernel, &id)
+                .map_err(|e| {
+                    RootfsError::Refused(format!(
+                        "becoming the user to open {}: {}",
+                        path.display(),
+                        crate::error::chain(&e)
+                    ))
                 })
                 .and_then(|()| open_no_symlinks(path, flags));
             let sent = match &opened {

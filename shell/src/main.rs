@@ -22,7 +22,8 @@ use std::path::Path;
 use std::process::exit;
 
 use hutch_runtime::paths::{Marker, CONTAINER_MARKER};
-use hutch_runtime::seccomp;
+use hutch_runtime::privs::PrivOps;
+use hutch_runtime::{seccomp, Kernel};
 
 /// Exit status when not inside a container (the shell never ran).
 const EXIT_REFUSED: i32 = 1;
@@ -37,8 +38,8 @@ fn main() {
     let marker = confirm_inside();
     fds::close_stray();
     ensure_cwd_inside();
-    if let Err(e) = nix::sys::prctl::set_no_new_privs() {
-        eprintln!("hutch-shell: prctl(PR_SET_NO_NEW_PRIVS): {e}");
+    if let Err(e) = PrivOps::no_new_privs(&mut Kernel) {
+        eprintln!("hutch-shell: {}", hutch_runtime::error::chain(&e));
         exit(EXIT_REFUSED);
     }
     if let Err(e) = seccomp::apply_marker(&marker) {

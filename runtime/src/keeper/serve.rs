@@ -17,7 +17,7 @@ use super::state::SessionState;
 use super::{now_unix, Keeper};
 use crate::cgroup;
 use crate::error::chain;
-use crate::ns::Namespace;
+use crate::ns::{Namespace, Namespaces};
 use crate::sys;
 
 /// How long a keeper waits for its first session (the module that started
@@ -295,7 +295,7 @@ impl Keeper {
         {
             let s = self.sessions.remove(i, Instant::now());
             if let Some(tty) = &s.tty_bind {
-                if let Err(e) = unbind_tty(self.container.namespaces.get(Namespace::Mnt), tty) {
+                if let Err(e) = unbind_tty(&self.container.namespaces, tty) {
                     sys::syslog(
                         libc::LOG_WARNING,
                         &format!(
@@ -490,16 +490,16 @@ fn tty_bind_name(path: &str) -> Option<&str> {
 }
 
 /// Unmounts the terminal bind `path` in the container's mount namespace
-/// (`mnt`) and removes its mount point, in a forked child (the keeper's own
+/// and removes its mount point, in a forked child (the keeper's own
 /// namespaces stay as they are). The container's /dev is a root-owned
 /// tmpfs: nothing of the user's is on the way; the final name is not
 /// followed (UMOUNT_NOFOLLOW), and the file goes only if the unmount did.
-fn unbind_tty(mnt: std::os::fd::BorrowedFd<'_>, path: &str) -> Result<(), String> {
+fn unbind_tty(namespaces: &Namespaces, path: &str) -> Result<(), String> {
     use nix::sys::wait::{waitpid, WaitStatus};
     match sys::fork().map_err(|e| format!("fork: {e}"))? {
         sys::Forked::Child => {
             let code = (|| {
-                nix::sched::setns(mnt, nix::sched::CloneFlags::CLONE_NEWNS).map_err(|_| 2)?;
+                namespaces.join(Namespace::Mnt).map_err(|_| 2)?;
                 nix::mount::umount2(
                     path,
                     nix::mount::MntFlags::MNT_DETACH | nix::mount::MntFlags::UMOUNT_NOFOLLOW,

@@ -414,20 +414,11 @@ impl NetHandle {
         if let (Some(name), Some(netns)) = (&self.give_back, netns) {
             let back = std::fs::File::open("/proc/thread-self/ns/net").and_then(|own| {
                 use std::os::fd::AsFd;
-                let name = name.clone();
-                let own = own;
-                std::thread::scope(|s| {
-                    s.spawn(|| {
-                        nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET)
-                            .map_err(std::io::Error::from)?;
-                        let mut nl = Netlink::open()?;
-                        let i = nl
-                            .link_index(CONTAINER_IF)?
-                            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
-                        nl.move_link(i, own.as_fd(), &name)
-                    })
-                    .join()
-                    .map_err(|_| std::io::Error::other("the netns thread panicked"))?
+                netlink::in_netns(netns, |nl| {
+                    let i = nl
+                        .link_index(CONTAINER_IF)?
+                        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
+                    nl.move_link(i, own.as_fd(), name)
                 })
             });
             if let Err(e) = back {
