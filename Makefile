@@ -59,11 +59,12 @@ install: release
 	install -D -m 0755 $(TARGET_DIR)/release/hutchctl $(DESTDIR)$(SBINDIR)/hutchctl
 	install -D -m 0755 $(TARGET_DIR)/release/hutch-shell $(DESTDIR)$(SBINDIR)/hutch-shell
 	install -D -m 0755 $(TARGET_DIR)/release/hutch-keeper $(DESTDIR)$(LIBEXECDIR)/hutch-keeper
+	install -D -m 0755 $(TARGET_DIR)/release/hutch $(DESTDIR)$(LIBEXECDIR)/hutch
 	install -D -m 0644 $(TARGET_DIR)/release/libpam_hutch.so $(DESTDIR)$(PAMDIR)/pam_hutch.so
 
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/hutchctl $(DESTDIR)$(SBINDIR)/hutch-shell
-	rm -f $(DESTDIR)$(LIBEXECDIR)/hutch-keeper $(DESTDIR)$(PAMDIR)/pam_hutch.so
+	rm -f $(DESTDIR)$(LIBEXECDIR)/hutch-keeper $(DESTDIR)$(LIBEXECDIR)/hutch $(DESTDIR)$(PAMDIR)/pam_hutch.so
 	-rmdir $(DESTDIR)$(LIBEXECDIR) 2>/dev/null
 
 # The .deb (and .changes/.buildinfo) land in DEB_OUT, not in the parent

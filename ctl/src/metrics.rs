@@ -579,6 +579,7 @@ mod tests {
             generation: 3,
             hostname: "box-alice".into(),
             cgroups: vec![],
+            cpus: None,
             sessions: vec![SessionState {
                 id: 1,
                 service: "sshd".into(),

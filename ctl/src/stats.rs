@@ -95,11 +95,12 @@ pub fn stats(cli: &Cli, user: Option<&str>, json: bool) -> anyhow::Result<i32> {
         return Ok(0);
     }
     println!(
-        "{:<16} {:>4} {:>9} {:>9} {:>9} {:>5} {:>9} {:>9} {:>7} {:>7} {:>4} {:>5} {:>5} {:>9}",
+        "{:<16} {:>4} {:>9} {:>9} {:>9} {:>9} {:>5} {:>9} {:>9} {:>7} {:>7} {:>4} {:>5} {:>5} {:>9}",
         "USER",
         "SESS",
         "MEM",
         "MEM-PEAK",
+        "IN-TMPFS",
         "CPU",
         "PIDS",
         "IO-READ",
@@ -114,11 +115,12 @@ pub fn stats(cli: &Cli, user: Option<&str>, json: bool) -> anyhow::Result<i32> {
     for r in &rows {
         let s = r.stats.clone().unwrap_or_default();
         println!(
-            "{:<16} {:>4} {:>9} {:>9} {:>9} {:>5} {:>9} {:>9} {:>7} {:>7} {:>4} {:>5} {:>5} {:>9}",
+            "{:<16} {:>4} {:>9} {:>9} {:>9} {:>9} {:>5} {:>9} {:>9} {:>7} {:>7} {:>4} {:>5} {:>5} {:>9}",
             r.user,
             r.sessions,
             mib(s.memory_current),
             mib(s.memory_peak),
+            mib(s.shmem),
             secs(s.cpu_usage_us),
             opt(s.pids_current),
             mib(s.io_read_bytes),

@@ -45,6 +45,12 @@ pub fn user_cgroup(user: &str) -> String {
 /// The cgroup (relative to hutch's cgroup root) where keepers live.
 pub const KEEPER_CGROUP: &str = "keepers";
 
+/// Where `hutch status` finds the keeper's status socket inside a container.
+pub const STATUS_SOCKET: &str = "/run/hutch/status.sock";
+
+/// Where the `hutch` command is bound inside a container.
+pub const STATUS_TOOL: &str = "/usr/bin/hutch";
+
 /// Where the keeper writes the in-container marker hutch-shell checks.
 pub const CONTAINER_MARKER: &str = "/run/hutch-container";
 

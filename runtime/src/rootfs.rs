@@ -46,6 +46,11 @@ pub struct RootfsSpec {
     pub inner_shell: PathBuf,
     /// Host files bound read-only at the same path (the login shell, hutch-shell).
     pub host_files: Vec<PathBuf>,
+    /// Host files bound read-only elsewhere: (host path, container path),
+    /// e.g. the `hutch` command at [`crate::paths::STATUS_TOOL`].
+    pub tools: Vec<(PathBuf, PathBuf)>,
+    /// The keeper's status socket, bound at [`crate::paths::STATUS_SOCKET`].
+    pub status_socket: Option<PathBuf>,
     /// Policy mounts.
     pub mounts: Vec<hutch_policy::BindMount>,
     pub hostname: String,
@@ -887,6 +892,10 @@ fn bind_host_files(spec: &RootfsSpec, root: &Path) -> Result<()> {
         let fd = open_no_symlinks(file, 0)?;
         bind_fd_at(&fd, root, file, Kind::File(0o755), true)?;
     }
+    for (host, target) in &spec.tools {
+        let fd = open_no_symlinks(host, 0)?;
+        bind_fd_at(&fd, root, target, Kind::File(0o755), true)?;
+    }
     Ok(())
 }
 
@@ -1142,6 +1151,23 @@ fn mount_tmpfs_dirs(spec: &RootfsSpec, root: &Path) -> Result<()> {
     .map_err(sys_err("mounting tmpfs on", &run))?;
     // sshd and login record sessions in /run/utmp; it must exist.
     write_file(&run.join("utmp"), "", 0o664)?;
+    // The keeper's status socket (hutch status), on the root-owned /run.
+    if let Some(sock) = &spec.status_socket {
+        let target = inside(root, Path::new(crate::paths::STATUS_SOCKET))?;
+        if let Some(dir) = target.parent() {
+            mkdir_mode(dir, 0o755)?;
+        }
+        let fd = open_no_symlinks(sock, 0)?;
+        write_file(&target, "", 0o666)?;
+        mount(
+            Some(&fd_path(&fd)),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(sys_err("binding the status socket onto", &target))?;
+    }
     let tmp = root.join("tmp");
     mkdir_mode(&tmp, 0o1777)?;
     let data = format!("mode=1777,size={}", spec.writable_size.max(1 << 20));
@@ -1223,6 +1249,8 @@ pub(crate) mod tests {
             home: "/home/alice".into(),
             inner_shell: "/bin/bash".into(),
             host_files: vec![],
+            tools: vec![],
+            status_socket: None,
             mounts: vec![],
             hostname: "alice".into(),
             syslog_socket: "/dev/log".into(),

@@ -247,6 +247,10 @@ impl std::fmt::Display for Controller {
 pub struct Stats {
     pub memory_current: Option<u64>,
     pub memory_peak: Option<u64>,
+    /// Of `memory_current`: tmpfs files and shared memory (the container's
+    /// /tmp, /dev/shm, /run and ephemeral writable layer are tmpfs), from
+    /// `memory.stat` (v2 `shmem`, v1 `total_shmem`).
+    pub shmem: Option<u64>,
     pub cpu_usage_us: Option<u64>,
     pub pids_current: Option<u64>,
     pub oom_kills: Option<u64>,

@@ -334,6 +334,8 @@ pub fn stats(d: &Dirs) -> Result<Stats, CgroupError> {
     if let Some(m) = d.memory.as_deref() {
         s.memory_current = fsio::read_u64(m, "memory.usage_in_bytes")?;
         s.memory_peak = fsio::read_u64(m, "memory.max_usage_in_bytes")?;
+        let stat = fsio::read_opt(m, "memory.stat")?.unwrap_or_default();
+        s.shmem = fsio::keyed(&stat, "total_shmem");
         // v1 counts an OOM kill only in the victim's own cgroup (v2
         // propagates it up): sum the group's subtree, leaf included.
         s.oom_kills = fsio::sum_keyed_subtree(m, "memory.oom_control", "oom_kill")?;

@@ -214,9 +214,11 @@ pub fn stats(dir: &Path) -> Result<Stats, CgroupError> {
     let cpu = fsio::read_opt(dir, "cpu.stat")?.unwrap_or_default();
     let mem_events = fsio::read_opt(dir, "memory.events")?.unwrap_or_default();
     let io = fsio::read_opt(dir, "io.stat")?.map(|t| io_stat_sum(&t));
+    let mem_stat = fsio::read_opt(dir, "memory.stat")?.unwrap_or_default();
     Ok(Stats {
         memory_current: fsio::read_u64(dir, "memory.current")?,
         memory_peak: fsio::read_u64(dir, "memory.peak")?,
+        shmem: fsio::keyed(&mem_stat, "shmem"),
         cpu_usage_us: fsio::keyed(&cpu, "usage_usec"),
         pids_current: fsio::read_u64(dir, "pids.current")?,
         oom_kills: fsio::keyed(&mem_events, "oom_kill"),

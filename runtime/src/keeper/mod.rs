@@ -20,6 +20,7 @@ pub mod proto;
 mod serve;
 pub mod start;
 pub mod state;
+pub mod status;
 mod teardown;
 
 pub use start::{cgroup_limits, container_devices, StartError};
@@ -122,6 +123,10 @@ struct Keeper {
     net: Option<crate::net::NetHandle>,
     /// The container's /dev/log (dropped at teardown, which removes its socket).
     log: Option<logproxy::LogProxy>,
+    /// `hutch status`'s socket (dropped at teardown, which removes it).
+    status: Option<status::StatusServer>,
+    /// Limit notices written to the sessions' terminals.
+    notices: u64,
     listener: Option<UnixListener>,
     signals: SignalFd,
     sessions: serve::Sessions,

@@ -41,6 +41,8 @@ pub(super) struct Session {
     /// The host terminal bound into the container's /dev for this session
     /// (`TTY`), unbound when it ends.
     pub(super) tty_bind: Option<String>,
+    /// The limit counters when it opened (`hutch status`: since login).
+    pub(super) baseline: super::status::Hits,
 }
 
 /// The open sessions, the next session id, and since when none is open.
@@ -168,6 +170,7 @@ enum Source {
     Listener,
     Session(usize),
     Log,
+    Status,
 }
 
 impl Keeper {
@@ -205,6 +208,10 @@ impl Keeper {
                 sources.push(Source::Log);
                 fds.push(PollFd::new(l.fd(), PollFlags::POLLIN));
             }
+            if let Some(s) = &self.status {
+                sources.push(Source::Status);
+                fds.push(PollFd::new(s.fd(), PollFlags::POLLIN));
+            }
             match poll(&mut fds, ptimeout) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -241,6 +248,9 @@ impl Keeper {
                 } else {
                     l.tick();
                 }
+            }
+            if is(Source::Status) {
+                self.status_readable();
             }
             // Backwards, so that the indices still to come stay valid.
             for i in (0..self.sessions.len()).rev() {
@@ -468,6 +478,7 @@ impl Keeper {
             },
             origin,
             tty_bind: None,
+            baseline: super::status::Hits::from_stats(&self.cgroup.stats().unwrap_or_default()),
         });
         if let Some(s) = self.sessions.iter().last() {
             self.audit_session_open(s);
@@ -559,6 +570,7 @@ mod tests {
             },
             origin: cgroup::Origin::default(),
             tty_bind: None,
+            baseline: Default::default(),
         }
     }
 

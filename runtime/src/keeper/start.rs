@@ -279,6 +279,14 @@ impl Keeper {
                 }
             })?;
 
+        // 3c. `hutch status`'s socket, bound into the container.
+        let status_path = paths.dir.join(super::status::SOCKET_NAME);
+        let status =
+            super::status::StatusServer::bind(&status_path).map_err(|source| StartError::Bind {
+                path: status_path.clone(),
+                source,
+            })?;
+
         // 4. The user's cgroup, limits applied before anything runs in it;
         // its CPUs (`cpus = "auto"`) where the fewest other containers run.
         let mut limits = cgroup_limits(&up.limits).map_err(StartError::Limits)?;
@@ -342,6 +350,12 @@ impl Keeper {
         spec.rootfs.layer_mount = layer.as_ref().map(|l| l.mount.clone());
         spec.rootfs.syslog_socket = log.path().to_path_buf();
         spec.rootfs.seccomp_deny = seccomp_deny;
+        spec.rootfs.status_socket = Some(status.path().to_path_buf());
+        if let Some(tool) = status_tool() {
+            spec.rootfs
+                .tools
+                .push((tool, PathBuf::from(paths::STATUS_TOOL)));
+        }
         let lxcfs = host.lxcfs.as_deref().and_then(crate::figures::live_lxcfs);
         spec.rootfs.figures = crate::figures::figures(lxcfs, cpus.as_ref());
         spec.rootfs.resolv_conf = crate::net::resolv_conf(&host, &up.network);
@@ -401,6 +415,7 @@ impl Keeper {
             generation: loaded.generation,
             hostname: up.hostname.clone(),
             cgroups: cg.dirs(),
+            cpus: cpus.as_ref().map(crate::cpus::format_list),
             sessions: Vec::new(),
         };
         let keeper = Keeper {
@@ -412,6 +427,8 @@ impl Keeper {
             container,
             net,
             log: Some(log),
+            status: Some(status),
+            notices: 0,
             listener: Some(listener),
             signals,
             sessions: Sessions::new(Instant::now()),
@@ -422,6 +439,14 @@ impl Keeper {
         drop(pin);
         Ok(keeper)
     }
+}
+
+/// The `hutch` command installed beside the keeper (`/usr/libexec/hutch/`
+/// in the package, the build's target directory in the tests), if any.
+fn status_tool() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let tool = exe.with_file_name("hutch");
+    tool.is_file().then_some(tool)
 }
 
 /// [`make_private_dir`], failing as a start phase.
@@ -458,6 +483,8 @@ fn rootfs_spec(account: &Account, up: &UserPolicy, lower: &Path, staging: &Path)
         home: account.home.clone(),
         inner_shell: up.shell.clone(),
         host_files,
+        tools: Vec::new(),
+        status_socket: None,
         mounts: up.mounts.clone(),
         hostname: up.hostname.clone(),
         syslog_socket: PathBuf::from("/dev/log"),

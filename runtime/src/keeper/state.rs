@@ -33,6 +33,9 @@ pub struct State {
     pub generation: u64,
     pub hostname: String,
     pub cgroups: Vec<PathBuf>,
+    /// The CPUs the container runs on (`cpus = "auto"`), when not all.
+    #[serde(default)]
+    pub cpus: Option<String>,
     pub sessions: Vec<SessionState>,
 }
 

@@ -92,6 +92,7 @@ impl Keeper {
         let _ = fs::remove_file(self.paths.socket());
         self.listener = None;
         self.log = None;
+        self.status = None;
         for s in self.sessions.iter() {
             self.audit_session_close(s, Ended::Teardown(why));
         }
