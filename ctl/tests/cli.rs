@@ -109,6 +109,7 @@ fn usage_db_and_retention_keys() {
         generation: 1,
         hostname: "rcuser".into(),
         cgroups: vec![],
+        cpus: None,
         sessions: vec![SessionState {
             id: 1,
             service: "sshd".into(),
