@@ -57,6 +57,7 @@ fn write_states(run: &Path, n: usize) {
             generation: 1,
             hostname: user.clone(),
             cgroups: vec![],
+            cpus: None,
             sessions: vec![SessionState {
                 id: 1,
                 service: "sshd".into(),
