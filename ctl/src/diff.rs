@@ -38,7 +38,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use hutch_runtime::inspect::{self, LiveProcess};
-use hutch_runtime::keeper::state::State;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{fstatat, FileStat, Mode, SFlag};
 
@@ -291,23 +290,23 @@ fn mount_points(mountinfo: &[u8]) -> BTreeSet<Vec<u8>> {
 pub fn diff(cli: &Cli, user: &str, all: bool) -> anyhow::Result<i32> {
     let policy = crate::policy_or_defaults(cli)?;
     let host = policy.host();
-    let paths = hutch_runtime::paths::UserPaths::new(host, user);
-    let state = match State::read(&paths.state()) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    let crate::Running {
+        state,
+        cgroups,
+        cgroup,
+    } = match crate::find_container(host, user)? {
+        Ok(found) => found,
+        Err(crate::NotRunning::NoState) => {
             if let Some(code) = crate::layer_cmd::diff_stopped(cli, user, all)? {
                 return Ok(code);
             }
             eprintln!("hutchctl: {user} has no running container and no persistent layer");
             return Ok(1);
         }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", paths.state().display())),
-    };
-    let cgroups = hutch_runtime::cgroup::CgroupRoot::open(&host.cgroup_root)
-        .with_context(|| format!("cgroup root {:?}", host.cgroup_root))?;
-    let Some(cgroup) = cgroups.existing(&hutch_runtime::paths::user_cgroup(user)) else {
-        eprintln!("hutchctl: {user} has no running container (no cgroup)");
-        return Ok(1);
+        Err(crate::NotRunning::NoCgroup) => {
+            eprintln!("hutchctl: {user} has no running container (no cgroup)");
+            return Ok(1);
+        }
     };
     let keepers = cgroups
         .existing(hutch_runtime::paths::KEEPER_CGROUP)

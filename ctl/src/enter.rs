@@ -8,7 +8,6 @@ use std::ffi::CString;
 use anyhow::Context;
 use hutch_policy::Decision;
 use hutch_runtime::enter::EnterSpec;
-use hutch_runtime::keeper::state::State;
 use hutch_runtime::privs::Identity;
 
 use crate::Cli;
@@ -25,20 +24,16 @@ pub fn enter(cli: &Cli, user: &str, root: bool, cmd: &[String]) -> anyhow::Resul
     hutch_runtime::join::check_single_threaded()?;
     let policy = crate::policy_or_defaults(cli)?;
     let host = policy.host().clone();
-    let paths = hutch_runtime::paths::UserPaths::new(&host, user);
-    let state = match State::read(&paths.state()) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    let crate::Running { state, cgroup, .. } = match crate::find_container(&host, user)? {
+        Ok(found) => found,
+        Err(crate::NotRunning::NoState) => {
             eprintln!("hutchctl: {user} has no running container");
             return Ok(1);
         }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", paths.state().display())),
-    };
-    let cgroups = hutch_runtime::cgroup::CgroupRoot::open(&host.cgroup_root)
-        .with_context(|| format!("cgroup root {:?}", host.cgroup_root))?;
-    let Some(cgroup) = cgroups.existing(&hutch_runtime::paths::user_cgroup(user)) else {
-        eprintln!("hutchctl: {user} has no running container (no cgroup)");
-        return Ok(1);
+        Err(crate::NotRunning::NoCgroup) => {
+            eprintln!("hutchctl: {user} has no running container (no cgroup)");
+            return Ok(1);
+        }
     };
     let account =
         hutch_runtime::account::lookup(user).with_context(|| format!("looking up {user}"))?;

@@ -258,6 +258,49 @@ pub fn policy_or_defaults(cli: &Cli) -> anyhow::Result<hutch_policy::Policy> {
     }
 }
 
+/// A user's running container as hutchctl finds it on the host: its
+/// state.json, hutch's cgroup root and the container's group.
+pub struct Running {
+    pub state: hutch_runtime::keeper::state::State,
+    pub cgroups: hutch_runtime::cgroup::CgroupRoot,
+    pub cgroup: hutch_runtime::cgroup::Cgroup,
+}
+
+/// Why [`find_container`] found none.
+pub enum NotRunning {
+    /// No state.json: nothing runs.
+    NoState,
+    /// A state.json without a cgroup (a container half gone).
+    NoCgroup,
+}
+
+/// Reads `user`'s state.json and finds the container's cgroup. What it
+/// names (the init's pid) is only a record: check it before using it
+/// ([`hutch_runtime::inspect::LiveProcess::verify`]).
+pub fn find_container(
+    host: &hutch_policy::HostSettings,
+    user: &str,
+) -> anyhow::Result<Result<Running, NotRunning>> {
+    let paths = hutch_runtime::paths::UserPaths::new(host, user);
+    let state = match hutch_runtime::keeper::state::State::read(&paths.state()) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Err(NotRunning::NoState)),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", paths.state().display())),
+    };
+    let cgroups = hutch_runtime::cgroup::CgroupRoot::open(&host.cgroup_root)
+        .with_context(|| format!("cgroup root {:?}", host.cgroup_root))?;
+    Ok(
+        match cgroups.existing(&hutch_runtime::paths::user_cgroup(user)) {
+            Some(cgroup) => Ok(Running {
+                state,
+                cgroups,
+                cgroup,
+            }),
+            None => Err(NotRunning::NoCgroup),
+        },
+    )
+}
+
 /// The name a user's container is keyed by: the NSS canonical name
 /// ([`hutch_runtime::account::lookup`]), so `hutchctl stop Alice` finds
 /// alice's; a name NSS no longer knows (a deleted account's container) as

@@ -28,6 +28,7 @@ use nix::unistd::Pid;
 
 use crate::cgroup::Cgroup;
 use crate::error::chain;
+use crate::inspect::{InspectError, LiveProcess};
 use crate::ns::{Namespaces, NsError};
 use crate::paths::{Marker, CONTAINER_MARKER};
 use crate::privs::{self, Identity};
@@ -56,10 +57,9 @@ pub struct EnterSpec<'a> {
 pub enum EnterError {
     #[error(transparent)]
     Namespaces(#[from] NsError),
-    #[error("pid {pid} is not in the container's cgroup (the container is gone or was replaced)")]
-    NotTheInit { pid: i32 },
-    #[error("reading the container's cgroup")]
-    Cgroup(#[source] crate::cgroup::CgroupError),
+    /// The recorded init is gone or not the container's any more.
+    #[error(transparent)]
+    Init(#[from] InspectError),
     #[error("{op}")]
     Sys {
         op: &'static str,
@@ -77,17 +77,12 @@ pub const SETUP_FAILED: i32 = 125;
 /// Runs `spec.argv` in the container and returns its exit status (128+N
 /// when killed by signal N). Must be called single-threaded.
 pub fn run(spec: &EnterSpec<'_>) -> Result<i32, EnterError> {
-    // Open the namespaces first, then check the pid is the container's: a
-    // reused pid could not be in the user's cgroup.
-    let namespaces = Namespaces::open(spec.init_pid)?;
-    if !spec
-        .cgroup
-        .pids()
-        .map_err(EnterError::Cgroup)?
-        .contains(&spec.init_pid)
-    {
-        return Err(EnterError::NotTheInit { pid: spec.init_pid });
-    }
+    // The recorded pid, held by a pidfd and checked to be in the
+    // container's cgroup; its namespaces opened, then the pidfd checked
+    // again: they are that process's, not a later holder's of its number.
+    let init = LiveProcess::verify(spec.init_pid, spec.cgroup, "the container's cgroup")?;
+    let namespaces = Namespaces::open(init.pid)?;
+    init.still_alive()?;
     // The terminal's Ctrl-C reaches hutchctl too: it waits, the middle
     // process decides. Blocked here, they die pending with hutchctl.
     let mut waiting = SigSet::empty();
