@@ -404,8 +404,12 @@ fn teardown(
         println!("{user} logged in during the probe: the container stays ({others} sessions)");
         return Ok(());
     }
+    // With no linger the keeper is already tearing down: give it a moment.
+    let settle = Instant::now() + Duration::from_secs(2);
+    while paths.state().exists() && Instant::now() < settle {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let deadline = Instant::now() + Duration::from_secs(15);
-    // The keeper may already be tearing down (no linger): wait for it or stop it.
     while paths.state().exists() && Instant::now() < deadline {
         if crate::containers::stop(cli, user).unwrap_or(1) == 0 {
             break;
