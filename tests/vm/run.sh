@@ -148,6 +148,10 @@ else
     fail "install" "$(tail -n 5 "$SHARE/out/setup.log" | tr '\n' ' ')"
 fi
 check "package: hutch-shell in /etc/shells" groot 'grep -qx /usr/sbin/hutch-shell /etc/shells'
+if command -v lintian >/dev/null; then
+    # Info tags are explained in debian/hutch.lintian-overrides.
+    check "package: lintian reports no error or warning" lintian --fail-on error,warning "$DEB"
+fi
 check "package: conffile /etc/hutch/hutch.toml" groot 'dpkg-query -W -f="\${Conffiles}" hutch | grep -q /etc/hutch/hutch.toml'
 check "package: module in the multiarch security dir" groot 'test -f /lib/x86_64-linux-gnu/security/pam_hutch.so'
 check "package: man pages" groot 'for m in man8/pam_hutch.8 man8/hutch-shell.8 man8/hutchctl.8 man5/hutch.toml.5 man7/hutch-audit.7; do test -f /usr/share/man/$m.gz || exit 1; done'
