@@ -1,5 +1,6 @@
 //! The audit record of an admin's action (hutch-audit(7), event `admin`):
-//! one per `enter`, `stop`, `freeze`, `thaw`, `template build|load|update|unload`
+//! one per `enter`, `stop`, `reset`, `freeze`, `thaw`, `check --probe`,
+//! `template build|load|update|unload`
 //! and `setup`, after it ran, with who ran it and how it ended. Read-only
 //! commands (`list`, `stats`, `metrics`, `report`, `check`, ...) send none.
 
@@ -15,6 +16,7 @@ pub fn action(cmd: &Command) -> Option<(&'static str, String)> {
             (if *root { "enter-root" } else { "enter" }, user.clone())
         }
         Command::Stop { user } => ("stop", user.clone()),
+        Command::Reset { user } => ("reset", user.clone()),
         Command::Check {
             probe: Some(user), ..
         } => ("probe", user.clone()),
@@ -101,6 +103,8 @@ mod tests {
             user: "alice".into(),
         };
         assert_eq!(action(&stop), Some(("stop", "alice".to_string())));
+        let reset = Command::Reset { user: "bob".into() };
+        assert_eq!(action(&reset), Some(("reset", "bob".to_string())));
         assert_eq!(action(&Command::List { json: false }), None);
         assert_eq!(action(&Command::Template(TemplateCmd::List)), None);
         let r = record("stop", "alice", &Ok(1)).render();
