@@ -18,8 +18,9 @@
 //! containers of a user; the peak is the highest. Sessions are counted once
 //! each (user, container, session id). A container's last sample is the
 //! keeper's own, taken at teardown ([`hutch_runtime::usage_spool`]) and
-//! recorded at the next run; sessions shorter than the sampling interval
-//! are not seen.
+//! recorded at the next run, with the number of sessions it served: so the
+//! totals and the session count are whole once the container has gone; for
+//! a container still running they are as of its last sample.
 
 use std::path::Path;
 use std::time::Duration;
@@ -240,7 +241,18 @@ pub fn record_snapshot(cli: &Cli, snap: &Snapshot) -> anyhow::Result<()> {
             sessions: f.sessions,
             stats: f.stats.clone(),
         };
-        record(&mut conn, f.ts, &[last], &[], host.usage_retention)
+        // Every session it served, also those too short for a sample to see.
+        let served: Vec<SessionSeen> = (1..=f.served)
+            .map(|id| SessionSeen {
+                user: f.user.clone(),
+                container: f.container,
+                id,
+                service: "-".into(),
+                rhost: "-".into(),
+                since: f.container,
+            })
+            .collect();
+        record(&mut conn, f.ts, &[last], &served, host.usage_retention)
             .with_context(|| format!("recording usage in {}", path.display()))?;
     }
     for (file, _) in &spooled {

@@ -28,6 +28,9 @@ pub struct Final {
     pub ts: u64,
     /// Sessions open when it went.
     pub sessions: u64,
+    /// Sessions it served in all (their ids are 1 to `served`).
+    #[serde(default)]
+    pub served: u64,
     pub stats: Stats,
 }
 
@@ -113,6 +116,7 @@ mod tests {
             container: 17,
             ts: 20,
             sessions: 0,
+            served: 3,
             stats: Stats {
                 cpu_usage_us: Some(5),
                 ..Stats::default()

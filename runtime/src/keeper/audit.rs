@@ -97,6 +97,7 @@ impl Keeper {
                     container: self.state.started,
                     ts: now_unix(),
                     sessions: 0,
+                    served: self.sessions.served(),
                     stats: s.clone(),
                 },
             );

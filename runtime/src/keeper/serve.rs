@@ -106,6 +106,12 @@ impl Sessions {
         }
     }
 
+    /// How many session ids were handed out: the sessions this container
+    /// served (ids are 1, 2, ...).
+    pub(super) fn served(&self) -> u64 {
+        self.next_id - 1
+    }
+
     /// The id of the session being opened; never reused, even when
     /// opening it fails after this.
     pub(super) fn take_id(&mut self) -> u64 {
