@@ -151,14 +151,8 @@ fn mount_private(att: &layer::Attached) -> anyhow::Result<PathBuf> {
     use nix::mount::{mount, MsFlags};
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
         .context("unshare(CLONE_NEWNS) for the read-only mount")?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .context("making the private mount namespace private")?;
+    hutch_runtime::rootfs::make_root_private()
+        .context("making the private mount namespace private")?;
     let base = Path::new("/tmp");
     mount(
         Some("hutchctl-diff"),

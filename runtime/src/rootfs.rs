@@ -246,7 +246,11 @@ impl RootfsOps for Kernel {
     }
 }
 
-fn make_root_private() -> Result<()> {
+/// Stops mount propagation both ways for this process's mount namespace
+/// (`/` made MS_REC|MS_PRIVATE): the first step of a container's set-up, and
+/// of any private mount namespace root makes (hutchctl's read-only view of a
+/// stopped layer), so that nothing mounted in it reaches the host.
+pub fn make_root_private() -> Result<()> {
     mount(
         None::<&str>,
         "/",

@@ -82,11 +82,25 @@ pub fn choose(
     Some(l.addr)
 }
 
-/// Whether `pid` is a live hutch-keeper (pids get reused).
+/// Whether `pid` is a live hutch-keeper (pids get reused). A killed
+/// keeper that its parent (PID 1, after the double fork) has not reaped yet
+/// is a zombie: dead, though `/proc/PID` still names it.
 pub fn keeper_alive(pid: i32) -> bool {
     pid > 0
-        && fs::read_to_string(format!("/proc/{pid}/comm"))
-            .is_ok_and(|c| c.trim_end() == "hutch-keeper")
+        && fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| stat_is_live(&stat, "hutch-keeper"))
+}
+
+/// Whether a `/proc/PID/stat` line is of a process named `comm` that has
+/// not exited: `PID (COMM) STATE ...`, the name as the kernel keeps it
+/// (it may hold spaces and parentheses: the last `)` ends it), and a
+/// state other than zombie (`Z`) or dead (`X`).
+fn stat_is_live(stat: &str, comm: &str) -> bool {
+    let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+        return false;
+    };
+    let state = stat[close + 1..].split_whitespace().next();
+    open < close && &stat[open + 1..close] == comm && !matches!(state, Some("Z" | "X") | None)
 }
 
 /// The lease file at `path`.
@@ -176,6 +190,25 @@ mod tests {
         "10.0.0.0/29".parse().unwrap()
     }
     const GW: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+
+    /// A keeper is live by its name and state: a zombie (killed, not yet
+    /// reaped) or another program with its pid is not.
+    #[test]
+    fn zombie_keeper_is_not_alive() {
+        assert!(stat_is_live(
+            "4242 (hutch-keeper) S 1 4242 4242 0",
+            "hutch-keeper"
+        ));
+        assert!(!stat_is_live(
+            "4242 (hutch-keeper) Z 1 4242",
+            "hutch-keeper"
+        ));
+        assert!(!stat_is_live("4242 (hutch-keeper) X 1", "hutch-keeper"));
+        assert!(!stat_is_live("4242 (bash) S 1", "hutch-keeper"));
+        assert!(!stat_is_live("4242 (a) (hutch-keeper) S 1", "hutch-keeper"));
+        assert!(!stat_is_live("garbage", "hutch-keeper"));
+        assert!(!keeper_alive(std::process::id() as i32));
+    }
 
     /// The same user gets the same address again; others get different ones.
     #[test]
