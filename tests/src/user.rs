@@ -108,23 +108,18 @@ impl TestUser {
 
     /// A user whose home is `home`, which is neither made nor written to
     /// (a path on a file system the test mounts; authorize its key with
-    /// [`SshdEnv::authorize`](crate::SshdEnv::authorize)). With `same_as`,
-    /// a second name for that user's uid and gid (`useradd -o`). Drop
-    /// removes only the account.
-    pub fn create_with_home(
-        name: &str,
-        shell: &Path,
-        home: &Path,
-        same_as: Option<&TestUser>,
-    ) -> TestUser {
+    /// [`SshdEnv::authorize`](crate::SshdEnv::authorize)). Drop removes
+    /// only the account.
+    pub fn create_with_home(name: &str, shell: &Path, home: &Path) -> TestUser {
         check_name(name);
-        let mut c = Command::new("useradd");
-        c.args(["-M", "-d"]).arg(home).arg("-s").arg(shell);
-        match same_as {
-            Some(u) => c.args(["-o", "-u", &u.uid.to_string(), "-g", &u.gid.to_string()]),
-            None => c.arg("-U"),
-        };
-        run_ok(c.arg(name));
+        run_ok(
+            Command::new("useradd")
+                .args(["-M", "-U", "-d"])
+                .arg(home)
+                .arg("-s")
+                .arg(shell)
+                .arg(name),
+        );
         TestUser::adopt(name, true)
     }
 

@@ -154,7 +154,7 @@ fn home_bind_keeps_the_source_mounts_restrictions() {
     let _mounted = HostMount(fs.clone());
     let name = unique("ht");
     let home = fs.join(&name);
-    let user = TestUser::create_with_home(&name, &hutch.shell, &home, None);
+    let user = TestUser::create_with_home(&name, &hutch.shell, &home);
     std::fs::create_dir(&home).unwrap();
     std::os::unix::fs::chown(&home, Some(user.uid), Some(user.gid)).unwrap();
     {

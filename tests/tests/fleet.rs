@@ -7,6 +7,7 @@
 //! account (another case, an alias) share its one container.
 
 use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
 use std::time::Duration;
 
 use hutch_tests::hutch::trimmed;
@@ -42,15 +43,18 @@ fn limit(hutch: &HutchEnv, user: &str, name: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-/// Waits until `user`'s container holds a session (its limits are written
-/// by then), then reads its limit file `name`.
-fn limit_when_up(hutch: &HutchEnv, user: &str, name: &str) -> Option<String> {
-    wait_until(Duration::from_secs(30), || {
-        hutch
-            .state(user)
-            .filter(|s| s["sessions"].as_array().is_some_and(|a| !a.is_empty()))
-    })?;
-    limit(hutch, user, name)
+/// A session that holds `user`'s container open until dropped: an ssh
+/// login on a pty, up once its shell has run inside the container (its
+/// limits are written by then). A login that fails says why (its output).
+fn hold(env: &SshdEnv, user: &impl Login) -> PtySession {
+    let s = env.ssh_pty(user, &["echo HOLDING; sleep 600"]);
+    assert!(
+        s.expect("HOLDING", Duration::from_secs(120)).is_some(),
+        "{}: the holding login did not come up: {}",
+        user.login(),
+        s.output()
+    );
+    s
 }
 
 /// `hutchctl policy SPELLING` inside the directory's namespace.
@@ -128,10 +132,10 @@ fn directory_users_get_their_groups_limits() {
         env.authorize(&alice);
         env.authorize(&bob);
 
-        let _a = env.background(&alice, "sleep 300");
-        let _b = env.background(&bob, "sleep 300");
+        let _a = hold(&env, &alice);
+        let _b = hold(&env, &bob);
         assert_eq!(
-            limit_when_up(&hutch, &alice.name, "pids.max").as_deref(),
+            limit(&hutch, &alice.name, "pids.max").as_deref(),
             Some("66")
         );
         assert_eq!(
@@ -140,10 +144,7 @@ fn directory_users_get_their_groups_limits() {
                 .as_deref(),
             Some("314572800")
         );
-        assert_eq!(
-            limit_when_up(&hutch, &bob.name, "pids.max").as_deref(),
-            Some("88")
-        );
+        assert_eq!(limit(&hutch, &bob.name, "pids.max").as_deref(), Some("88"));
 
         let out = env.ssh(&alice, &["id -un; id -Gn; hostname"]);
         assert!(out.status.success(), "{}", out.describe());
@@ -220,10 +221,9 @@ fn directory_users_get_their_groups_limits() {
 /// `ssh NAME@`, `ssh name-in-another-case@` and `ssh alias@` of one
 /// directory account land in one container, keyed by the canonical name
 /// NSS gives (`getpwuid` of the account's uid), with the canonical name's
-/// groups and so its group limits: a spelling must neither open a second
-/// container (a second set of limits) nor lose the groups' limits.
+/// group limits: a spelling must neither open a second container (a second
+/// set of limits) nor lose the groups' limits.
 #[test]
-#[ignore = "needs containers keyed by the canonical NSS name (issue 13, item 6)"]
 fn spellings_of_one_account_share_its_container() {
     if !require_root("spellings_of_one_account_share_its_container") {
         return;
@@ -268,16 +268,44 @@ fn spellings_of_one_account_share_its_container() {
         opts.mount_ns = Some(dir.ns_pid());
         let env = SshdEnv::start(opts);
         env.authorize(&alice);
+        // sshd's AuthorizedKeysFile is keys/%u, and %u is the pw_name NSS
+        // answers for the spelling: nslcd gives the alias back as asked
+        // (and the canonical name for another case).
+        env.authorize(&alice.as_spelled(&alias));
 
-        let _hold = env.background(&alice, "sleep 300");
-        limit_when_up(&hutch, &alice.name, "pids.max").expect("alice's container");
+        let _hold = hold(&env, &alice);
         let pidns = trimmed(&env.ssh(&alice, &["readlink /proc/self/ns/pid"]));
         assert!(pidns.starts_with("pid:["), "{pidns}");
 
+        // The session's supplementary groups are the credentials sshd set
+        // (initgroups of the name NSS answered) before exec: hutch keys the
+        // container, its limits and its /etc by the canonical name but does
+        // not touch a session's groups. nslcd answers the canonical name
+        // for another case (so the canonical groups) and the alias as asked,
+        // whose memberUid search finds none (SSSD would answer the
+        // canonical name for both).
+        let gids_of = |spelling: &str| {
+            let out = output(dir.command("python3").args([
+                "-c",
+                "import os, pwd, sys\n\
+                 p = pwd.getpwnam(sys.argv[1])\n\
+                 print(*sorted(os.getgrouplist(p.pw_name, p.pw_gid)))",
+                spelling,
+            ]));
+            assert!(out.status.success(), "{}", out.describe());
+            trimmed(&out)
+        };
+        let upper_gids = gids_of(&upper);
+        assert!(
+            upper_gids
+                .split_whitespace()
+                .any(|g| g == students.gid.to_string()),
+            "{upper_gids}"
+        );
         for s in [upper.as_str(), alias.as_str()] {
             let out = env.ssh(
                 &alice.as_spelled(s),
-                &["readlink /proc/self/ns/pid; id -un; id -Gn"],
+                &["readlink /proc/self/ns/pid; id -un; id -G | tr ' ' '\\n' | sort -n | xargs"],
             );
             assert!(out.status.success(), "{s}: {}", out.describe());
             let lines: Vec<String> = out.stdout_str().lines().map(str::to_string).collect();
@@ -288,11 +316,7 @@ fn spellings_of_one_account_share_its_container() {
                 out.describe()
             );
             assert_eq!(lines[1], alice.name, "{s}: {}", out.describe());
-            assert!(
-                lines[2].split_whitespace().any(|g| g == students.name),
-                "{s} lost the groups: {}",
-                out.describe()
-            );
+            assert_eq!(lines[2], gids_of(s), "{s}: {}", out.describe());
         }
         let users: Vec<String> = std::fs::read_dir(hutch.run_dir.join("users"))
             .unwrap()
@@ -404,9 +428,9 @@ fn staged_drop_ins_are_checked_before_deploy() {
         let env = SshdEnv::start(opts);
         env.authorize(&alice);
         let pids_at_login = || {
-            let hold = env.background(&alice, "sleep 300");
-            let got = limit_when_up(&hutch, &alice.name, "pids.max");
-            drop(hold);
+            let h = hold(&env, &alice);
+            let got = limit(&hutch, &alice.name, "pids.max");
+            drop(h);
             let left = hutch.wait_gone(&alice.name, Duration::from_secs(20));
             assert!(left.is_empty(), "{left:?}");
             got
@@ -432,12 +456,30 @@ fn staged_drop_ins_are_checked_before_deploy() {
     }
 }
 
+/// Fills an owner-only mount for `uid`:`gid`: a 0700 home with a file,
+/// `evil` a symlink to /etc and `up` a symlink to the mount's root.
+fn fill_homes(src: &std::path::Path, uid: u32, gid: u32) {
+    let home = src.join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::write(home.join("hello"), "from a home root cannot read\n").unwrap();
+    std::os::unix::fs::symlink("/etc", src.join("evil")).unwrap();
+    std::os::unix::fs::symlink(".", src.join("up")).unwrap();
+    for p in [&home.join("hello"), &home] {
+        std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
+    }
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+}
+
 /// A home that root cannot open — on a file system that refuses root as
-/// NFS with `root_squash` does (an owner-only FUSE mount: this kernel has
-/// no NFS; the VM tier runs the real NFS server) — is opened by a child
-/// that became the user and bound into the container; a symlink in its
-/// place is refused all the same; the last logout leaves the user's mount
-/// as it was.
+/// NFS with `root_squash` does (an owner-only FUSE mount; tests/tests/nfs.rs
+/// runs the real NFS server) — is opened by a child that became the user
+/// and bound into the container; the last logout leaves the user's mount as
+/// it was. Then the same account's home is moved (`usermod -d`, with the
+/// mount down: its daemon runs as the user) onto a symlink on that mount
+/// (to /etc), and onto its real home reached through a symlinked parent:
+/// root cannot even look at either, so they are opened as the user too,
+/// and that open follows no symlink either: both logins are refused, the
+/// log naming the path.
 #[test]
 fn home_root_cannot_open_is_opened_as_the_user() {
     if !require_root("home_root_cannot_open_is_opened_as_the_user") {
@@ -448,36 +490,22 @@ fn home_root_cannot_open_is_opened_as_the_user() {
     let mnt = place.join("mnt");
     let home = mnt.join("home");
     let name = unique("ht");
-    let user = TestUser::create_with_home(&name, &hutch.shell, &home, None);
-    // A second name of the same uid whose home is a symlink on that mount.
-    let name2 = unique("ht");
-    let user2 = TestUser::create_with_home(&name2, &hutch.shell, &mnt.join("evil"), Some(&user));
+    let user = TestUser::create_with_home(&name, &hutch.shell, &home);
     let (uid, gid) = (user.uid, user.gid);
-    let fs = OwnerOnlyMount::new(&mnt, uid, gid, |src| {
-        let home = src.join("home");
-        std::fs::create_dir(&home).unwrap();
-        std::fs::write(home.join("hello"), "from a home root cannot read\n").unwrap();
-        std::os::unix::fs::symlink("/etc", src.join("evil")).unwrap();
-        for p in [&home.join("hello"), &home] {
-            std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
-        }
-        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
-    });
-
-    // The premise: root is refused, the user is not.
-    let refused = fs
-        .root_stat(&home)
-        .expect_err("root must not reach the home");
-    assert!(refused.contains("Permission denied"), "{refused}");
-    let out = output(fs.command_as(uid, gid, "cat").arg(home.join("hello")));
-    assert!(out.status.success(), "{}", out.describe());
-
     {
+        let fs = OwnerOnlyMount::new(&mnt, uid, gid, |src| fill_homes(src, uid, gid));
+        // The premise: root is refused, the user is not.
+        for p in [home.clone(), mnt.join("evil"), mnt.join("up")] {
+            let refused = fs.root_stat(&p).expect_err("root must not reach it");
+            assert!(refused.contains("Permission denied"), "{refused}");
+        }
+        let out = output(fs.command_as(uid, gid, "cat").arg(home.join("hello")));
+        assert!(out.status.success(), "{}", out.describe());
+
         let mut opts = hutch.sshd_opts(Sftp::Internal);
         opts.mount_ns = Some(fs.ns_pid());
         let env = SshdEnv::start(opts);
         env.authorize(&user);
-
         let out = env.ssh(
             &user,
             &["pwd; cat hello; hostname; readlink /proc/1/exe >/dev/null; cat /proc/1/comm"],
@@ -501,26 +529,42 @@ fn home_root_cannot_open_is_opened_as_the_user() {
             "after the teardown: {}",
             out.describe()
         );
-
-        // A home that is a symlink there (to /etc): opened as the user,
-        // still refused, and the login with it.
-        env.authorize(&user2);
-        let out = env.ssh(&user2, &["cat /etc/hostname"]);
-        assert_ne!(out.code(), Some(0), "{}", out.describe());
-        let why = env.syslog().wait_for(
-            |l| l.contains(&name2) && l.contains("symlink"),
-            Duration::from_secs(10),
-        );
-        assert!(why.is_some(), "{:#?}", env.syslog().lines());
-        let left = hutch.wait_gone(&name2, Duration::from_secs(20));
-        assert!(left.is_empty(), "{left:?}");
     }
-    drop(fs);
-    drop(user2);
+
+    // The account's home a symlink there (to /etc), then its real home
+    // through a symlinked parent: opened as the user, still refused.
+    for planted in [mnt.join("evil"), mnt.join("up").join("home")] {
+        std::fs::remove_dir(&mnt).unwrap();
+        run_ok(Command::new("usermod").arg("-d").arg(&planted).arg(&name));
+        let fs = OwnerOnlyMount::new(&mnt, uid, gid, |src| fill_homes(src, uid, gid));
+        let mut opts = hutch.sshd_opts(Sftp::Internal);
+        opts.mount_ns = Some(fs.ns_pid());
+        let env = SshdEnv::start(opts);
+        env.authorize(&user);
+        let out = env.ssh(&user, &["pwd"]);
+        assert_ne!(
+            out.code(),
+            Some(0),
+            "{}: {}",
+            planted.display(),
+            out.describe()
+        );
+        let why = format!(
+            "home of {name}: {} is a symlink or has one in its path",
+            planted.display()
+        );
+        let said = env
+            .syslog()
+            .wait_for(|l| l.contains(&why), Duration::from_secs(20));
+        assert!(said.is_some(), "{why}\n{:#?}", env.syslog().lines());
+        let left = hutch.wait_gone(&name, Duration::from_secs(20));
+        assert!(left.is_empty(), "{left:?}");
+        assert!(fs.mounted(), "the refused login touched the user's mount");
+    }
     drop(user);
     let tag = hutch.cgroup_root.clone();
     drop(hutch);
-    for t in [name.as_str(), name2.as_str(), tag.as_str()] {
+    for t in [name.as_str(), tag.as_str()] {
         assert_no_leftovers(t, Duration::from_secs(5));
     }
 }
