@@ -42,7 +42,9 @@
 #     (which sssd-common depends on) add `sss` to nsswitch.conf and run
 #     pam-auth-update;
 #   - /etc/nsswitch.conf and /etc/pam.d are compared with a copy taken before
-#     the install; any change is undone and reported (never expected).
+#     the install; a change to a file that was there is undone and reported
+#     (never expected); a new PAM service file that a package owns (cron's,
+#     atd's, sudo's) is kept, since the tests read those stacks.
 #
 # Environment: DEPS_SKIP_CARGO=1 skips the Rust toolchain check (the chroot
 # test of this script has no toolchain); DEPS_LIST=1 prints the needs and
@@ -78,10 +80,13 @@ procps              | cmd:pgrep
 passwd              | cmd:useradd
 login               | cmd:login
 sudo                | cmd:sudo
+sudo                | file:/etc/pam.d/sudo
 cron                | cmd:cron
 cron                | cmd:crontab
+cron                | file:/etc/pam.d/cron
 at                  | cmd:atd
 at                  | cmd:at
+at                  | file:/etc/pam.d/atd
 coreutils           | cmd:timeout
 python3             | cmd:python3
 debhelper           | cmd:dh
@@ -177,7 +182,10 @@ disable_boot_services() {
 }
 
 # Puts /etc/nsswitch.conf and /etc/pam.d back as they were before the install
-# if a maintainer script changed them (never expected; see the header).
+# if a maintainer script changed them (never expected; see the header). A
+# file that is new in /etc/pam.d and belongs to a package (a freshly
+# installed cron's, at's, sudo's own service) is the package's and stays:
+# the tests read those stacks, and no existing service changes by it.
 restore_login_config() {
     local snap=$1
     if [[ -f $snap/nsswitch.conf ]] && ! cmp -s "$snap/nsswitch.conf" /etc/nsswitch.conf; then
@@ -185,15 +193,28 @@ restore_login_config() {
         diff "$snap/nsswitch.conf" /etc/nsswitch.conf >&2 || true
         cp -a "$snap/nsswitch.conf" /etc/nsswitch.conf
     fi
-    if [[ -d $snap/pam.d ]] && ! diff -r "$snap/pam.d" /etc/pam.d >/dev/null 2>&1; then
-        echo "deps.sh: the install changed /etc/pam.d; restoring it:" >&2
-        diff -r "$snap/pam.d" /etc/pam.d >&2 || true
-        local f
-        for f in /etc/pam.d/*; do
-            [[ -e $snap/pam.d/${f##*/} ]] || rm -f "$f"
-        done
-        cp -a "$snap/pam.d/." /etc/pam.d/
-    fi
+    [[ -d $snap/pam.d ]] || return 0
+    local f name owner
+    for f in /etc/pam.d/*; do
+        name=${f##*/}
+        if [[ -e $snap/pam.d/$name ]]; then
+            cmp -s "$snap/pam.d/$name" "$f" && continue
+            echo "deps.sh: the install changed $f; restoring it:" >&2
+            diff "$snap/pam.d/$name" "$f" >&2 || true
+            cp -a "$snap/pam.d/$name" "$f"
+        elif owner=$(dpkg-query -S "$f" 2>/dev/null); then
+            say "new PAM service $name from ${owner%%:*} (kept)"
+        else
+            echo "deps.sh: the install made $f, which no package owns; removing it" >&2
+            rm -f "$f"
+        fi
+    done
+    for f in "$snap"/pam.d/*; do
+        name=${f##*/}
+        [[ -e /etc/pam.d/$name ]] && continue
+        echo "deps.sh: the install removed /etc/pam.d/$name; restoring it" >&2
+        cp -a "$f" "/etc/pam.d/$name"
+    done
 }
 
 apt_install() {
@@ -265,8 +286,11 @@ if [[ -n ${missing// /} ]]; then
     again=$(unmet | packages_of)
     if [[ -n ${again// /} ]]; then
         say "still missing after the install: $(unmet | tr '\n' ';') installing $again again"
+        # --reinstall: a package can be installed and still lack a file we
+        # need (a deleted conffile, such as /etc/pam.d/cron, which only
+        # --force-confmiss brings back).
         # shellcheck disable=SC2086
-        apt_install $again
+        apt_install --reinstall -o Dpkg::Options::=--force-confmiss $again
     fi
     if ((fresh_sshd)) && command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
         systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true

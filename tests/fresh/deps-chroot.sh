@@ -60,11 +60,17 @@ set -u
 fail=0
 for c in qemu-img qemu-system-x86_64 mmdebstrap debootstrap sshd ssh ssh-keygen nft ip rsync \
          busybox unshare nsenter flock su login useradd pgrep timeout python3 cc make \
-         pkg-config dh dpkg-buildpackage mkfs.ext4 xz; do
+         pkg-config dh dpkg-buildpackage mkfs.ext4 xz sudo cron crontab atd at slapd slapadd \
+         ldapsearch nslcd squashfuse mksquashfs promtool prometheus-node-exporter lintian \
+         mkfs.xfs lxcfs; do
     command -v "$c" >/dev/null || [ -x "/usr/sbin/$c" ] || { echo "MISSING command $c"; fail=1; }
 done
 for m in libnftables; do pkg-config --exists "$m" || { echo "MISSING pkg-config $m"; fail=1; }; done
-for f in /usr/include/security/pam_modules.h /usr/lib/openssh/sftp-server; do
+# The distribution's PAM stacks the tests build their private services
+# from (confine_paths.rs): new files of new packages, which deps.sh's
+# restore of /etc/pam.d once deleted.
+for f in /usr/include/security/pam_modules.h /usr/lib/openssh/sftp-server \
+         /etc/pam.d/cron /etc/pam.d/atd /etc/pam.d/sudo; do
     [ -e "$f" ] || { echo "MISSING file $f"; fail=1; }
 done
 ls /lib/*/security/pam_unix.so >/dev/null 2>&1 || { echo "MISSING pam_unix.so"; fail=1; }
