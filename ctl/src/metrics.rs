@@ -588,6 +588,8 @@ mod tests {
                 pid: 5,
                 since: 1_764_000_001,
             }],
+            notices: 0,
+            last_notice: None,
         };
         let mut counts = counters::Counts::new();
         for incs in [

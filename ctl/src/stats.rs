@@ -15,6 +15,9 @@ use crate::Cli;
 pub struct Row {
     pub user: String,
     pub sessions: usize,
+    /// Limit notices the keeper wrote to the container's terminals, and the last.
+    pub notices: u64,
+    pub last_notice: Option<String>,
     /// Absent when the user's cgroup is gone (a stale state file).
     pub stats: Option<Stats>,
 }
@@ -56,6 +59,8 @@ pub fn rows(cli: &Cli, user: Option<&str>) -> anyhow::Result<Vec<Row>> {
         rows.push(Row {
             user: st.user.clone(),
             sessions: st.sessions.len(),
+            notices: st.notices,
+            last_notice: st.last_notice.clone(),
             stats,
         });
     }
@@ -87,15 +92,21 @@ pub fn stats(cli: &Cli, user: Option<&str>, json: bool) -> anyhow::Result<i32> {
     if json {
         let v: Vec<serde_json::Value> = rows
             .iter()
-            .map(
-                |r| serde_json::json!({ "user": r.user, "sessions": r.sessions, "stats": r.stats }),
-            )
+            .map(|r| {
+                serde_json::json!({
+                    "user": r.user,
+                    "sessions": r.sessions,
+                    "stats": r.stats,
+                    "notices": r.notices,
+                    "last_notice": r.last_notice,
+                })
+            })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
     println!(
-        "{:<16} {:>4} {:>9} {:>9} {:>9} {:>9} {:>5} {:>9} {:>9} {:>7} {:>7} {:>4} {:>5} {:>5} {:>9}",
+        "{:<16} {:>4} {:>9} {:>9} {:>9} {:>9} {:>5} {:>9} {:>9} {:>7} {:>7} {:>4} {:>5} {:>5} {:>9} {:>7}",
         "USER",
         "SESS",
         "MEM",
@@ -110,12 +121,13 @@ pub fn stats(cli: &Cli, user: Option<&str>, json: bool) -> anyhow::Result<i32> {
         "OOM",
         "PIDS!",
         "HIGH!",
-        "THROTTLED"
+        "THROTTLED",
+        "NOTICES"
     );
     for r in &rows {
         let s = r.stats.clone().unwrap_or_default();
         println!(
-            "{:<16} {:>4} {:>9} {:>9} {:>9} {:>9} {:>5} {:>9} {:>9} {:>7} {:>7} {:>4} {:>5} {:>5} {:>9}",
+            "{:<16} {:>4} {:>9} {:>9} {:>9} {:>9} {:>5} {:>9} {:>9} {:>7} {:>7} {:>4} {:>5} {:>5} {:>9} {:>7}",
             r.user,
             r.sessions,
             mib(s.memory_current),
@@ -131,6 +143,7 @@ pub fn stats(cli: &Cli, user: Option<&str>, json: bool) -> anyhow::Result<i32> {
             opt(s.pids_limit_hits),
             opt(s.memory_high_events),
             secs(s.cpu_throttled_us),
+            r.notices,
         );
     }
     Ok(0)

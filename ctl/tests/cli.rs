@@ -118,6 +118,8 @@ fn usage_db_and_retention_keys() {
             pid: 1,
             since: now,
         }],
+        notices: 0,
+        last_notice: None,
     }
     .write(&user_dir.join("state.json"))
     .unwrap();

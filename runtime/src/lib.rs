@@ -37,6 +37,7 @@ pub mod figures;
 pub mod inspect;
 pub mod join;
 pub mod keeper;
+pub mod kmsg;
 pub mod layer;
 pub mod mountinfo;
 pub mod net;

@@ -69,6 +69,8 @@ fn write_states(run: &Path, n: usize) {
                 pid: 1,
                 since: 1_764_000_000,
             }],
+            notices: 0,
+            last_notice: None,
         }
         .write(&dir.join("state.json"))
         .unwrap();

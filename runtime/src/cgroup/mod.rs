@@ -14,7 +14,8 @@
 //! Files: this one (the types, [`CgroupRoot`], [`Cgroup`]: attach, kill,
 //! freeze, remove, stats), [`detect`] (finding the hierarchies), [`v1`] and
 //! [`v2`] (each version's group making, limits, counters, freezer),
-//! [`bpfdev`] (the v2 device filter), `fsio` (control files read and
+//! [`bpfdev`] (the v2 device filter), [`events`] (what the kernel signals
+//! when a limit acts), `fsio` (control files read and
 //! written with errors that name them).
 
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ use nix::unistd::Pid;
 
 pub mod bpfdev;
 pub mod detect;
+pub mod events;
 #[cfg(test)]
 mod fake;
 mod fsio;

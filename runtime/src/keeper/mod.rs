@@ -16,6 +16,7 @@
 
 mod audit;
 pub mod logproxy;
+pub mod notice;
 pub mod proto;
 mod serve;
 pub mod start;
@@ -125,8 +126,8 @@ struct Keeper {
     log: Option<logproxy::LogProxy>,
     /// `hutch status`'s socket (dropped at teardown, which removes it).
     status: Option<status::StatusServer>,
-    /// Limit notices written to the sessions' terminals.
-    notices: u64,
+    /// The limits' events and the notices written to the terminals.
+    watch: notice::Watch,
     listener: Option<UnixListener>,
     signals: SignalFd,
     sessions: serve::Sessions,
@@ -170,6 +171,8 @@ impl Keeper {
     fn write_state(&self) {
         let mut st = self.state.clone();
         st.sessions = self.sessions.states();
+        st.notices = self.watch.sent;
+        st.last_notice = self.watch.last.clone();
         if let Err(e) = st.write(&self.paths.state()) {
             sys::syslog(
                 libc::LOG_WARNING,

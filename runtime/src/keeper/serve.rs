@@ -177,6 +177,7 @@ enum Source {
     Session(usize),
     Log,
     Status,
+    Limit(usize),
 }
 
 impl Keeper {
@@ -193,6 +194,10 @@ impl Keeper {
                 Linger::TearDown => RETRY,
             };
             let timeout = match self.log.as_ref().and_then(|l| l.next_tick()) {
+                Some(t) => timeout.min(t),
+                None => timeout,
+            };
+            let timeout = match self.watch.timeout(now, !self.sessions.is_empty()) {
                 Some(t) => timeout.min(t),
                 None => timeout,
             };
@@ -217,6 +222,10 @@ impl Keeper {
             if let Some(s) = &self.status {
                 sources.push(Source::Status);
                 fds.push(PollFd::new(s.fd(), PollFlags::POLLIN));
+            }
+            for (i, (fd, flags)) in self.watch.fds().into_iter().enumerate() {
+                sources.push(Source::Limit(i));
+                fds.push(PollFd::new(fd, flags));
             }
             match poll(&mut fds, ptimeout) {
                 Ok(_) => {}
@@ -258,6 +267,12 @@ impl Keeper {
             if is(Source::Status) {
                 self.status_readable();
             }
+            for s in &ready {
+                if let Source::Limit(i) = s {
+                    self.limit_ready(*i);
+                }
+            }
+            self.watch_tick();
             // Backwards, so that the indices still to come stay valid.
             for i in (0..self.sessions.len()).rev() {
                 if is(Source::Session(i)) {

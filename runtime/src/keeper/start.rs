@@ -417,7 +417,10 @@ impl Keeper {
             cgroups: cg.dirs(),
             cpus: cpus.as_ref().map(crate::cpus::format_list),
             sessions: Vec::new(),
+            notices: 0,
+            last_notice: None,
         };
+        let watch = super::notice::Watch::new(&cg, &up.limits);
         let keeper = Keeper {
             account,
             policy: up,
@@ -428,7 +431,7 @@ impl Keeper {
             net,
             log: Some(log),
             status: Some(status),
-            notices: 0,
+            watch,
             listener: Some(listener),
             signals,
             sessions: Sessions::new(Instant::now()),

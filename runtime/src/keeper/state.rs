@@ -37,6 +37,12 @@ pub struct State {
     #[serde(default)]
     pub cpus: Option<String>,
     pub sessions: Vec<SessionState>,
+    /// Limit notices written to the container's terminals so far, and the
+    /// last of them (`hutchctl stats`).
+    #[serde(default)]
+    pub notices: u64,
+    #[serde(default)]
+    pub last_notice: Option<String>,
 }
 
 impl State {

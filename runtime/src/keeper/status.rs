@@ -145,6 +145,9 @@ pub struct Status {
     pub teardown: String,
     /// Limit notices written to the sessions' terminals so far.
     pub notices: u64,
+    /// The last of them.
+    #[serde(default)]
+    pub last_notice: Option<String>,
 }
 
 /// What [`StatusServer::accept`] found.
@@ -295,7 +298,7 @@ fn human_age(secs: u64) -> String {
     }
 }
 
-fn bytes(v: u64) -> String {
+pub(super) fn bytes(v: u64) -> String {
     const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
     let mut x = v as f64;
     let mut u = 0;
@@ -432,7 +435,12 @@ pub fn render(s: &Status) -> String {
     line("persists", kept.into());
     line("teardown", s.teardown.clone());
     if s.notices > 0 {
-        line("notices", format!("{} limit notice(s) sent", s.notices));
+        let last = s.last_notice.as_deref().unwrap_or("");
+        let last = last.strip_prefix("hutch: ").unwrap_or(last);
+        line(
+            "notices",
+            format!("{} limit notice(s) sent, the last: {last}", s.notices),
+        );
     }
     out
 }
@@ -516,7 +524,8 @@ impl super::Keeper {
                 writable: self.policy.writable.as_str().to_string(),
             },
             teardown: teardown_words(&self.policy.on_logout),
-            notices: self.notices,
+            notices: self.watch.sent,
+            last_notice: self.watch.last.clone(),
         }
     }
 
@@ -634,6 +643,7 @@ mod tests {
             },
             teardown: teardown_words(&hutch_policy::OnLogout::Kill),
             notices: 1,
+            last_notice: Some("hutch: memory limit 128M reached; killed 7 (x), 120M".into()),
         };
         let t = render(&s);
         for want in [
