@@ -22,6 +22,7 @@ mknod -m 666 /dev/random c 1 8
 mknod -m 666 /dev/urandom c 1 9
 mknod -m 666 /dev/tty c 5 0
 mknod -m 600 /dev/loop-control c 10 237
+mknod -m 600 /dev/kmsg c 1 11
 mkdir -m 755 /dev/pts
 mkdir -m 1777 /dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,gid=5 devpts /dev/pts

@@ -94,6 +94,16 @@ impl Proc {
     }
 }
 
+/// Who holds the most of the tasks at the pids limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// A process, by its threads and children (a fork loop, make's jobs).
+    Parent(Proc, u64),
+    /// Processes of one command whose parent has gone (orphans the
+    /// container's init took over).
+    Command(String, u64),
+}
+
 /// What happened.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -109,7 +119,7 @@ pub enum Event {
         limit: Option<u64>,
         refused: u64,
         in_use: Option<u64>,
-        holder: Option<(Proc, u64)>,
+        holder: Option<Holder>,
     },
     /// The CPU quota throttled the container in `percent` of the periods
     /// of the last `secs`; `busiest` has used `busy` percent of a core.
@@ -152,8 +162,11 @@ impl Event {
                     format!("{refused} forks refused")
                 };
                 let detail = match (in_use, holder) {
-                    (Some(n), Some((p, k))) => {
+                    (Some(n), Some(Holder::Parent(p, k))) => {
                         format!(" ({n} in use, {k} of them by {})", p.words())
+                    }
+                    (Some(n), Some(Holder::Command(c, k))) => {
+                        format!(" ({n} in use, {k} of them {})", printable(c))
                     }
                     (Some(n), None) => format!(" ({n} in use)"),
                     _ => String::new(),
@@ -592,28 +605,42 @@ impl Keeper {
         out
     }
 
-    /// The process that holds the most tasks: its own threads and its
-    /// children (a fork loop's parent, make's jobs).
-    fn holder(&self) -> Option<(Proc, u64)> {
+    /// Who holds the most tasks: the process with the most threads and
+    /// children (a fork loop's parent, make's jobs), or, where more are
+    /// orphans of one command (their parent gone, the init their parent
+    /// now), that command. The init itself is never named.
+    fn holder(&self) -> Option<Holder> {
+        let init = self.container.init.as_raw();
         let mut held: HashMap<i32, u64> = HashMap::new();
+        let mut orphans: HashMap<String, u64> = HashMap::new();
         let mut comm = HashMap::new();
         for pid in self.cgroup.pids().unwrap_or_default() {
             let Some(st) = proc_stat(pid) else { continue };
             *held.entry(pid).or_default() += st.threads.saturating_sub(1);
-            *held.entry(st.ppid).or_default() += 1;
+            if st.ppid == init {
+                *orphans.entry(st.comm.clone()).or_default() += 1;
+            } else {
+                *held.entry(st.ppid).or_default() += 1;
+            }
             comm.insert(pid, st.comm);
         }
-        let (pid, n) = held
+        let parent = held
             .into_iter()
-            .filter(|(p, _)| comm.contains_key(p))
-            .max_by_key(|&(p, n)| (n, -p))?;
-        Some((
-            Proc {
-                pid: ns_pid(pid),
-                comm: comm.remove(&pid).unwrap_or_default(),
-            },
-            n,
-        ))
+            .filter(|(p, _)| *p != init && comm.contains_key(p))
+            .max_by_key(|&(p, n)| (n, -p));
+        let orphan = orphans.into_iter().max_by_key(|(c, n)| (*n, c.clone()));
+        match (parent, orphan) {
+            (Some((_, n)), Some((c, k))) if k > n => Some(Holder::Command(c, k)),
+            (None, Some((c, k))) => Some(Holder::Command(c, k)),
+            (Some((pid, n)), _) => Some(Holder::Parent(
+                Proc {
+                    pid: ns_pid(pid),
+                    comm: comm.remove(&pid).unwrap_or_default(),
+                },
+                n,
+            )),
+            (None, None) => None,
+        }
     }
 
     /// The process with the highest CPU use over its life, in percent of a core.
@@ -809,7 +836,7 @@ mod tests {
             limit: Some(64),
             refused: 3,
             in_use: Some(64),
-            holder: Some((
+            holder: Some(Holder::Parent(
                 Proc {
                     pid: Some(7),
                     comm: "make".into(),
@@ -820,6 +847,16 @@ mod tests {
         assert_eq!(
             forks.line(),
             "hutch: process limit 64 reached; 3 forks refused (64 in use, 40 of them by 7 (make))"
+        );
+        let orphans = Event::ForksRefused {
+            limit: Some(64),
+            refused: 1,
+            in_use: Some(64),
+            holder: Some(Holder::Command("sleep".into(), 50)),
+        };
+        assert_eq!(
+            orphans.line(),
+            "hutch: process limit 64 reached; a fork refused (64 in use, 50 of them sleep)"
         );
         let cpu = Event::Throttled {
             cores: 1.5,

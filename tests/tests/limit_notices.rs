@@ -1,0 +1,128 @@
+//! When a limit acts the user is told, over real SSH: an OOM kill in one
+//! session of the user reaches the terminal of another as one line naming
+//! the limit, the process (its pid as the container sees it, its command)
+//! and what it held; more kills within the window are summed up in one line
+//! when it ends; the OOM killer takes the biggest process and the other
+//! session survives (no `memory.oom.group`); a fork refused at the pids limit
+//! is told too; `hutch status` and `hutchctl stats` count the notices.
+
+use std::time::Duration;
+
+use hutch_tests::*;
+
+const POLICY: &str = "[defaults]\nmemory = \"64M\"\npids = 40\nwritable_size = \"128M\"\non_logout = \"linger:2m\"\n";
+
+/// The lines starting with `hutch: ` in a terminal's output.
+fn notices(out: &str) -> Vec<String> {
+    out.split(['\r', '\n'])
+        .filter(|l| l.starts_with("hutch: "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn limit_notices_reach_the_terminals() {
+    if !require_root("limit_notices_reach_the_terminals") {
+        return;
+    }
+    let hutch = HutchEnv::new(POLICY);
+    let user = hutch.user();
+    let name = user.name.clone();
+    {
+        let env = hutch.sshd(Sftp::Internal);
+        let mut hold = env.ssh_pty(&user, &[]);
+        assert!(
+            hold.expect("$ ", Duration::from_secs(30)).is_some(),
+            "{}",
+            hold.output()
+        );
+
+        // Three OOM kills in a row in another session (no terminal there).
+        let out = env.ssh(
+            &user,
+            &["for i in 1 2 3; do tail /dev/zero & echo pid=$!; wait $!; echo rc=$?; done"],
+        );
+        let text = out.stdout_str();
+        let pids: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("pid="))
+            .collect();
+        assert_eq!(pids.len(), 3, "{}", out.describe());
+        assert_eq!(
+            text.matches("rc=137").count(),
+            3,
+            "each tail is killed: {}",
+            out.describe()
+        );
+        assert!(!text.contains("hutch:"), "no terminal, no notice: {text}");
+        let first = format!(
+            "hutch: memory limit 64M reached; killed {} (tail), ",
+            pids[0]
+        );
+        let seen = hold.expect(&first, Duration::from_secs(30));
+        assert!(seen.is_some(), "want {first:?}:\n{}", hold.output());
+        // The other two within the window: one line when it ends.
+        let summary = format!(
+            "2 more processes killed in 10s, the last {} (tail), ",
+            pids[2]
+        );
+        let seen = hold.expect(&summary, Duration::from_secs(40));
+        assert!(seen.is_some(), "want {summary:?}:\n{}", hold.output());
+        let lines = notices(&hold.output());
+        eprintln!("notices: {lines:#?}");
+        assert_eq!(lines.len(), 2, "one line and one summary: {lines:#?}");
+        assert!(
+            lines[0].ends_with('M') && lines[1].ends_with('M'),
+            "{lines:#?}"
+        );
+
+        // The biggest process went, the holding session lives on.
+        hold.send("echo alive-$((40+2))\n");
+        assert!(
+            hold.expect("alive-42", Duration::from_secs(20)).is_some(),
+            "{}",
+            hold.output()
+        );
+
+        // A fork refused at the pids limit.
+        let out = env.ssh(
+            &user,
+            &["bash -c 'for i in $(seq 60); do sleep 8 & done; wait' 2>/dev/null; echo over"],
+        );
+        assert!(out.stdout_str().contains("over"), "{}", out.describe());
+        let want = "hutch: process limit 40 reached; ";
+        let seen = hold.expect(want, Duration::from_secs(30));
+        assert!(seen.is_some(), "want {want:?}:\n{}", hold.output());
+        let lines = notices(&hold.output());
+        let forks = lines.iter().find(|l| l.starts_with(want)).unwrap();
+        assert!(
+            forks.contains("refused (")
+                && forks.contains(" in use, ")
+                && forks.contains(" of them by ")
+                && forks.contains(" (bash))"),
+            "names the forking shell: {forks}"
+        );
+
+        // Counted: hutch status (from the holding session) and hutchctl stats.
+        let out = env.ssh(&user, &["hutch status --json"]);
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", out.describe()));
+        assert_eq!(s["hits"]["oom_kills"], 3, "{s}");
+        assert!(s["hits"]["pids_refused"].as_u64().unwrap() >= 1, "{s}");
+        assert_eq!(s["notices"], 3, "{s}");
+        assert!(s["last_notice"].as_str().unwrap().starts_with(want), "{s}");
+        let out = hutch.ctl(&["stats", &name, "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v[0]["notices"], 3, "{v}");
+        let out = hutch.ctl(&["stats", &name]);
+        assert!(out.stdout_str().contains("NOTICES"), "{}", out.describe());
+
+        hold.send("exit\n");
+        let _ = hold.wait(Duration::from_secs(10));
+        let stop = hutch.ctl(&["stop", &name]);
+        assert!(stop.status.success(), "{}", stop.describe());
+        assert!(hutch.wait_gone(&name, Duration::from_secs(20)).is_empty());
+    }
+    drop(user);
+    assert_no_leftovers(&name, Duration::from_secs(5));
+}
