@@ -61,20 +61,39 @@ fn limit_notices_reach_the_terminals() {
         );
         let seen = hold.expect(&first, Duration::from_secs(30));
         assert!(seen.is_some(), "want {first:?}:\n{}", hold.output());
-        // The other two within the window: one line when it ends.
-        let summary = format!(
-            "2 more processes killed in 10s, the last {} (tail), ",
-            pids[2]
-        );
-        let seen = hold.expect(&summary, Duration::from_secs(40));
-        assert!(seen.is_some(), "want {summary:?}:\n{}", hold.output());
-        let lines = notices(&hold.output());
+        // The other two came within the window of that line (or, on a slow
+        // machine, of the summary after it): they are summed up when it
+        // ends, never a line each at once.
+        let more = |l: &str| -> u64 {
+            l.split_once("reached; ")
+                .and_then(|(_, r)| r.split_once(" more process"))
+                .and_then(|(n, _)| n.parse().ok())
+                .unwrap_or(0)
+        };
+        let lines = wait_until(Duration::from_secs(60), || {
+            let lines = notices(&hold.output());
+            (lines.iter().map(|l| more(l)).sum::<u64>() >= 2).then_some(lines)
+        })
+        .unwrap_or_else(|| panic!("no summary of the other kills:\n{}", hold.output()));
         eprintln!("notices: {lines:#?}");
-        assert_eq!(lines.len(), 2, "one line and one summary: {lines:#?}");
+        assert!(lines[0].starts_with(&first), "{lines:#?}");
         assert!(
-            lines[0].ends_with('M') && lines[1].ends_with('M'),
+            lines[1..]
+                .iter()
+                .all(|l| more(l) > 0 && l.contains(" killed in 10s, the last ")),
+            "the rest are summaries: {lines:#?}"
+        );
+        assert_eq!(
+            lines[1..].iter().map(|l| more(l)).sum::<u64>(),
+            2,
             "{lines:#?}"
         );
+        let last = lines.last().unwrap();
+        assert!(
+            last.contains(&format!("the last {} (tail), ", pids[2])) && last.ends_with('M'),
+            "{lines:#?}"
+        );
+        let memory_lines = lines.len() as u64;
 
         // The biggest process went, the holding session lives on.
         hold.send("echo alive-$((40+2))\n");
@@ -109,11 +128,11 @@ fn limit_notices_reach_the_terminals() {
             .unwrap_or_else(|e| panic!("{e}: {}", out.describe()));
         assert_eq!(s["hits"]["oom_kills"], 3, "{s}");
         assert!(s["hits"]["pids_refused"].as_u64().unwrap() >= 1, "{s}");
-        assert_eq!(s["notices"], 3, "{s}");
+        assert_eq!(s["notices"], memory_lines + 1, "{s}");
         assert!(s["last_notice"].as_str().unwrap().starts_with(want), "{s}");
         let out = hutch.ctl(&["stats", &name, "--json"]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(v[0]["notices"], 3, "{v}");
+        assert_eq!(v[0]["notices"], memory_lines + 1, "{v}");
         let out = hutch.ctl(&["stats", &name]);
         assert!(out.stdout_str().contains("NOTICES"), "{}", out.describe());
 

@@ -713,7 +713,7 @@ impl Keeper {
 const DEVPTS_SUPER_MAGIC: i64 = 0x1cd1;
 
 fn is_devpts(fd: BorrowedFd<'_>) -> bool {
-    nix::sys::statfs::fstatfs(fd).is_ok_and(|s| s.filesystem_type().0 as i64 == DEVPTS_SUPER_MAGIC)
+    nix::sys::statfs::fstatfs(fd).is_ok_and(|s| s.filesystem_type().0 == DEVPTS_SUPER_MAGIC)
 }
 
 /// The pty names in a devpts directory (`0`, `1`, ...; not `ptmx`).
