@@ -44,6 +44,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 #include <linux/capability.h>
 
@@ -345,7 +346,8 @@ static int a_caps_empty(void) {
         sscanf(line, "Seccomp:\t%d", &sec);
     }
     if (nnp != 1) ESCAPED("NoNewPrivs is %d", nnp);
-    BLOCKED("all capability sets empty, NoNewPrivs 1, Seccomp %d", sec);
+    if (sec != 2) ESCAPED("Seccomp is %d (no filter)", sec);
+    BLOCKED("all capability sets empty, NoNewPrivs 1, Seccomp 2");
 }
 static int a_keyctl(void) { return expect_fail(syscall(SYS_add_key, "user", "hutch", "x", 1, -3 /* KEY_SPEC_SESSION_KEYRING */), "add_key"); }
 static int a_keyctl_join(void) { return expect_fail(syscall(SYS_keyctl, 1 /* KEYCTL_JOIN_SESSION_KEYRING */, "hutch"), "keyctl(JOIN_SESSION_KEYRING)"); }
@@ -396,13 +398,44 @@ static int a_tiocstl_high_bits(void) {
     char c = '\n';
     return expect_fail(syscall(SYS_ioctl, fd, 0x100000000UL | TIOCSTI, &c), "ioctl(TIOCSTI | 1<<32)");
 }
+/* A pty of our own made our controlling terminal (setsid in this forked
+   child, then the slave's first open): the kernel itself would allow
+   TIOCSTI on it, so only the filter can refuse. Works with or without a
+   session terminal (cron, su with no tty). Returns the slave, or -1. */
+static int own_ctty(void) {
+    if (setsid() < 0) return -1;
+    int m = posix_openpt(O_RDWR | O_NOCTTY);
+    if (m < 0 || grantpt(m) < 0 || unlockpt(m) < 0) return -1;
+    char *n = ptsname(m);
+    if (!n) return -1;
+    return open(n, O_RDWR);
+}
+/* A call the filter denies must fail with the filter's EPERM: another
+   errno means the kernel saw it, so no filter stood in the way. */
+static int expect_filtered(long r, const char *what) {
+    if (r >= 0) ESCAPED("%s succeeded (%ld)", what, r);
+    if (errno == EPERM) BLOCKED("%s: EPERM (the filter)", what);
+    ESCAPED("%s reached the kernel (%s): no filter", what, strerror(errno));
+}
+static int a_tiocsti_own(void) {
+    int fd = own_ctty();
+    if (fd < 0) ESCAPED("could not make a pty of our own to test on: %s", strerror(errno));
+    char c = '\n';
+    return expect_filtered(ioctl(fd, TIOCSTI, &c), "ioctl(TIOCSTI) on our own controlling pty");
+}
+static int a_tiocsti_own_high(void) {
+    int fd = own_ctty();
+    if (fd < 0) ESCAPED("could not make a pty of our own to test on: %s", strerror(errno));
+    char c = '\n';
+    return expect_filtered(syscall(SYS_ioctl, fd, 0x100000000UL | TIOCSTI, &c), "ioctl(TIOCSTI | 1<<32) on our own pty");
+}
 static int a_tioclinux(void) {
-    int fd = open("/dev/tty", O_RDWR);
+    /* On a pty the kernel answers ENOTTY (not a virtual console): only the
+       filter's EPERM shows the filter is there. */
+    int fd = own_ctty();
     if (fd < 0) fd = 0;
     char sub = 6; /* TIOCL_GETSHIFTSTATE: harmless */
-    long r = ioctl(fd, TIOCLINUX, &sub);
-    if (r < 0 && errno == ENOTTY) BLOCKED("ioctl(TIOCLINUX): not a virtual console (ENOTTY)");
-    return expect_fail(r, "ioctl(TIOCLINUX)");
+    return expect_filtered(ioctl(fd, TIOCLINUX, &sub), "ioctl(TIOCLINUX)");
 }
 
 /* ---- fds and cwd ---- */
@@ -508,6 +541,177 @@ static int a_keeper_dir(void) {
     return expect_fail(open(p, O_RDONLY | O_DIRECTORY), "open hutch's run dir");
 }
 
+/* ---- one confinement for every way in (issue 13): whichever PAM
+   service and program made this session ---- */
+static int a_in_container(void) {
+    /* Not on the host: the container's hostname and its init as pid 1. */
+    char h[256] = "", comm[64] = "";
+    gethostname(h, sizeof h);
+    FILE *f = fopen("/proc/1/comm", "r");
+    if (f) { if (!fgets(comm, sizeof comm, f)) comm[0] = 0; fclose(f); }
+    comm[strcspn(comm, "\n")] = 0;
+    const char *want = getenv("HUTCH_HOSTNAME");
+    if (!want) ESCAPED("no expected hostname given");
+    if (strcmp(h, want)) ESCAPED("hostname is %s, not %s: not in the container", h, want);
+    if (strcmp(comm, "hutch-init")) ESCAPED("pid 1 is %s, not hutch-init", comm[0] ? comm : "(unreadable)");
+    BLOCKED("hostname %s, pid 1 hutch-init", h);
+}
+static int a_all_filtered(void) {
+    /* Every process of ours in the container (the session's shell, what it
+       started, the PAM host's side if it shows) has no_new_privs and the filter. */
+    DIR *d = opendir("/proc"); struct dirent *e; int n = 0; uid_t me = getuid();
+    if (!d) ESCAPED("/proc: %s", strerror(errno));
+    while ((e = readdir(d))) {
+        pid_t p = atoi(e->d_name); if (p <= 0) continue;
+        char path[64], line[256]; snprintf(path, sizeof path, "/proc/%d/status", p);
+        FILE *f = fopen(path, "r"); if (!f) continue;
+        int uid = -1, nnp = -1, sec = -1;
+        while (fgets(line, sizeof line, f)) {
+            sscanf(line, "Uid:\t%d", &uid); sscanf(line, "NoNewPrivs:\t%d", &nnp); sscanf(line, "Seccomp:\t%d", &sec);
+        }
+        fclose(f);
+        if (uid != (int)me) continue;
+        if (nnp != 1 || sec != 2) ESCAPED("pid %d of ours: NoNewPrivs %d, Seccomp %d", p, nnp, sec);
+        n++;
+    }
+    closedir(d);
+    if (!n) ESCAPED("no process of ours found in /proc");
+    BLOCKED("all %d processes of ours: NoNewPrivs 1, Seccomp 2", n);
+}
+static int a_nnp_clear(void) {
+    long r = prctl(PR_SET_NO_NEW_PRIVS, 0, 0, 0, 0);
+    if (prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1) ESCAPED("no_new_privs cleared");
+    return expect_fail(r, "prctl(PR_SET_NO_NEW_PRIVS, 0)");
+}
+static int a_io_setup(void) {
+    /* Kernel AIO contexts: a host-wide pool (fs.aio-max-nr). Unprivileged
+       io_setup succeeds without the filter. */
+    unsigned long ctx = 0;
+    return expect_filtered(syscall(SYS_io_setup, 1, &ctx), "io_setup");
+}
+static int a_io_uring_filtered(void) {
+    char p[120]; memset(p, 0, sizeof p);
+    return expect_filtered(syscall(425, 4, p), "io_uring_setup (filter's errno)");
+}
+static int a_name_to_handle(void) {
+    struct { unsigned bytes; int type; unsigned char h[128]; } fh = { 128, 0, { 0 } };
+    int mnt;
+    return expect_filtered(syscall(SYS_name_to_handle_at, AT_FDCWD, "/", &fh, &mnt, 0), "name_to_handle_at");
+}
+static int a_fanotify(void) {
+    /* FAN_CLASS_NOTIF | FAN_REPORT_FID: allowed unprivileged since 5.13. */
+    return expect_filtered(syscall(SYS_fanotify_init, 0x200, O_RDONLY), "fanotify_init");
+}
+static int a_request_key(void) {
+    return expect_filtered(syscall(SYS_request_key, "user", "hutch-none", NULL, 0), "request_key");
+}
+static int a_add_key_filtered(void) {
+    return expect_filtered(syscall(SYS_add_key, "user", "hutch2", "x", 1, -3), "add_key (filter's errno)");
+}
+static int a_unshare_user_filtered(void) { return expect_filtered(unshare(CLONE_NEWUSER), "unshare(CLONE_NEWUSER) (filter's errno)"); }
+static int a_open_tree_plain(void) {
+    /* open_tree without CLONE needs no privilege: only the filter refuses it. */
+    return expect_filtered(syscall(428, AT_FDCWD, "/", 0), "open_tree(/)");
+}
+static int a_af_alg_filtered(void) { return expect_filtered(socket(AF_ALG, SOCK_SEQPACKET, 0), "socket(AF_ALG) (filter's errno)"); }
+static int a_unshare_pid(void) { return expect_fail(unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)"); }
+static int a_unshare_ipc(void) { return expect_fail(unshare(CLONE_NEWIPC), "unshare(CLONE_NEWIPC)"); }
+static int a_unshare_uts(void) { return expect_fail(unshare(CLONE_NEWUTS), "unshare(CLONE_NEWUTS)"); }
+static int a_unshare_cgroup(void) { return expect_fail(unshare(CLONE_NEWCGROUP), "unshare(CLONE_NEWCGROUP)"); }
+static int a_unshare_time(void) { return expect_fail(unshare(0x80 /* CLONE_NEWTIME */), "unshare(CLONE_NEWTIME)"); }
+static int a_fspick(void) { return expect_fail(syscall(433 /* fspick */, AT_FDCWD, "/", 0), "fspick(/)"); }
+static int a_mount_setattr(void) {
+    uint64_t attr[4] = { 0, 0x2 /* MOUNT_ATTR_NOSUID clear */, 0, 0 };
+    return expect_fail(syscall(442 /* mount_setattr */, AT_FDCWD, "/home", 0, attr, 32), "mount_setattr(/home)");
+}
+static int a_mount_proc(void) { mkdir("/tmp/hutch-p", 0755); return expect_fail(mount("proc", "/tmp/hutch-p", "proc", 0, NULL), "mount a fresh proc"); }
+static int a_remount_home_suid(void) {
+    const char *h = getenv("HOME");
+    if (!h) BLOCKED("no HOME");
+    return expect_fail(mount(NULL, h, NULL, MS_REMOUNT | MS_BIND, NULL), "remount the home without nosuid,nodev");
+}
+static int a_acct(void) { return expect_fail(syscall(SYS_acct, "/tmp/hutch-acct"), "acct"); }
+static int a_quotactl(void) { return expect_fail(syscall(SYS_quotactl, 0x800002 /* Q_GETQUOTA */, "/dev/sda", 0, NULL), "quotactl"); }
+static int a_swapoff(void) { return expect_fail(syscall(SYS_swapoff, "/tmp/hutch-chown"), "swapoff"); }
+static int a_delete_module(void) { return expect_fail(syscall(SYS_delete_module, "loop", 0), "delete_module(loop)"); }
+static int a_kexec_file(void) { return expect_fail(syscall(SYS_kexec_file_load, -1, -1, 0, "", 0), "kexec_file_load"); }
+static int a_vhangup(void) { return expect_fail(syscall(SYS_vhangup), "vhangup"); }
+static int a_ioperm(void) { return expect_fail(syscall(SYS_ioperm, 0, 1024, 1), "ioperm"); }
+static int a_setdomainname(void) { return expect_fail(setdomainname("evil", 4), "setdomainname"); }
+static int a_clock_settime(void) {
+    struct timespec ts; clock_gettime(CLOCK_REALTIME, &ts);
+    return expect_fail(clock_settime(CLOCK_REALTIME, &ts), "clock_settime");
+}
+static int a_root_mode(void) {
+    /* The container's / is 0755 root's whatever umask the keeper's starter had. */
+    struct stat st;
+    if (stat("/", &st) < 0) ESCAPED("stat /: %s", strerror(errno));
+    if ((st.st_mode & 07777) != 0755 || st.st_uid != 0) ESCAPED("/ is %o owned by %d", st.st_mode & 07777, st.st_uid);
+    if (access("/", W_OK) == 0) ESCAPED("/ is writable by us");
+    BLOCKED("/ is 0755 root's, not writable");
+}
+/* A host pid that names one of ours here (pid numbers of the container's
+   namespace are small) is not the process meant. */
+static int ours(pid_t p) { return status_uid(p) == (int)getuid(); }
+static int a_ptrace_victim(void) {
+    if (ours(victim_pid)) BLOCKED("pid %d here is one of ours", victim_pid);
+    long r = ptrace(PTRACE_ATTACH, victim_pid, 0, 0);
+    if (r == 0) { ptrace(PTRACE_DETACH, victim_pid, 0, 0); ESCAPED("PTRACE_ATTACH to the other user's process"); }
+    BLOCKED("PTRACE_ATTACH other user's pid %d: %s", victim_pid, strerror(errno));
+}
+static int a_pidfd_victim(void) { if (ours(victim_pid)) BLOCKED("pid %d here is one of ours", victim_pid); return expect_fail(syscall(434 /* pidfd_open */, victim_pid, 0), "pidfd_open of the other user's process"); }
+static int a_pidfd_sshd(void) { if (ours(host_sshd_pid)) BLOCKED("pid %d here is one of ours", host_sshd_pid); return expect_fail(syscall(434, host_sshd_pid, 0), "pidfd_open of the host sshd"); }
+static int a_listener_listed(void) {
+    /* The other user's 127.0.0.1 listener must not be in our /proc/net/tcp. */
+    FILE *f = fopen("/proc/net/tcp", "r"); char line[512];
+    if (!f) BLOCKED("/proc/net/tcp: %s", strerror(errno));
+    char want[16]; snprintf(want, sizeof want, ":%04X ", victim_port);
+    while (fgets(line, sizeof line, f)) {
+        char *local = strchr(line, ':'); if (!local) continue;
+        local = strchr(local + 1, ':'); /* the local address's port */
+        if (local && !strncmp(local, want, strlen(want))) ESCAPED("the other user's listener is listed: %s", line);
+    }
+    fclose(f);
+    BLOCKED("the other user's listener is not in this netns");
+}
+static int a_tcp_victim_addr(void) {
+    /* veth: the other container's own address (from the host's leases). */
+    char *ip = getenv("HUTCH_VICTIM_IP");
+    if (!ip || !*ip) BLOCKED("no other container address (network none)");
+    return expect_fail(connect_tcp(ip, victim_port), "connect to the other container's address");
+}
+static int a_pty_exhaust(void) {
+    /* The container's devpts holds at most the policy's ptys (the host's
+       pool, kernel.pty.max, is shared by every container). */
+    char *m = getenv("HUTCH_PTY_MAX");
+    if (!m) ESCAPED("no pty limit given");
+    int max = atoi(m), n = 0, err = 0;
+    while (n <= max + 16) {
+        int fd = open("/dev/ptmx", O_RDWR | O_NOCTTY);
+        if (fd < 0) { err = errno; break; }
+        n++;
+    }
+    if (n > max) ESCAPED("opened %d ptys (the policy says %d)", n, max);
+    BLOCKED("%d ptys, then %s (limit %d)", n, strerror(err), max);
+}
+static int a_fork_bomb(void) {
+    /* Processes stop at the policy's pids (the host's pid space is shared). */
+    char *m = getenv("HUTCH_PIDS");
+    if (!m) ESCAPED("no pids limit given");
+    int max = atoi(m), n = 0, err = 0;
+    static pid_t kids[4096];
+    while (n < max + 64 && n < 4096) {
+        pid_t c = fork();
+        if (c == 0) { pause(); _exit(0); }
+        if (c < 0) { err = errno; break; }
+        kids[n++] = c;
+    }
+    for (int i = 0; i < n; i++) kill(kids[i], SIGKILL);
+    for (int i = 0; i < n; i++) waitpid(kids[i], NULL, 0);
+    if (n >= max) ESCAPED("forked %d processes (the policy says %d)", n, max);
+    BLOCKED("%d processes, then %s (limit %d)", n, strerror(err), max);
+}
+
 struct attempt { const char *name; int (*fn)(void); };
 static const struct attempt attempts[] = {
     { "read-etc-shadow", a_shadow }, { "read-host-file", a_host_secret }, { "read-other-home-file", a_victim_home },
@@ -539,12 +743,25 @@ static const struct attempt attempts[] = {
     { "finit-module", a_init_module }, { "reboot", a_reboot }, { "dmesg", a_dmesg }, { "open-by-handle", a_open_by_handle },
     { "sethostname", a_sethostname }, { "settimeofday", a_settime }, { "iopl", a_iopl }, { "swapon", a_swapon },
     { "tiocsti", a_tiocsti }, { "tiocsti-high-bits", a_tiocstl_high_bits }, { "tioclinux", a_tioclinux },
+    { "tiocsti-own-pty", a_tiocsti_own }, { "tiocsti-own-pty-high-bits", a_tiocsti_own_high },
     { "leaked-fds", a_leaked_fds }, { "cwd-outside-root", a_cwd }, { "dotdot-past-root", a_dotdot },
     { "proc-pid-root-cwd", a_proc_root_escape },
     { "abstract-socket-other-user", a_abstract }, { "abstract-sockets-listed", a_abstract_any },
     { "tcp-other-user", a_tcp_victim }, { "tcp-host-sshd", a_tcp_sshd }, { "dev-shm-other-user", a_shm },
     { "tmp-other-user", a_tmp }, { "sysv-ipc-other-user", a_sysv_ipc }, { "keeper-socket", a_keeper_socket },
     { "keeper-run-dir", a_keeper_dir },
+    { "in-the-container", a_in_container }, { "all-own-processes-filtered", a_all_filtered }, { "clear-no-new-privs", a_nnp_clear },
+    { "io-setup", a_io_setup }, { "io-uring-filtered", a_io_uring_filtered }, { "name-to-handle-at", a_name_to_handle },
+    { "fanotify-init", a_fanotify }, { "request-key", a_request_key }, { "add-key-filtered", a_add_key_filtered },
+    { "unshare-user-filtered", a_unshare_user_filtered }, { "open-tree-plain", a_open_tree_plain }, { "af-alg-filtered", a_af_alg_filtered },
+    { "unshare-pid", a_unshare_pid }, { "unshare-ipc", a_unshare_ipc }, { "unshare-uts", a_unshare_uts },
+    { "unshare-cgroup", a_unshare_cgroup }, { "unshare-time", a_unshare_time }, { "fspick", a_fspick },
+    { "mount-setattr", a_mount_setattr }, { "mount-proc", a_mount_proc }, { "remount-home-suid", a_remount_home_suid },
+    { "acct", a_acct }, { "quotactl", a_quotactl }, { "swapoff", a_swapoff }, { "delete-module", a_delete_module },
+    { "kexec-file-load", a_kexec_file }, { "vhangup", a_vhangup }, { "ioperm", a_ioperm }, { "setdomainname", a_setdomainname },
+    { "clock-settime", a_clock_settime }, { "root-dir-mode", a_root_mode }, { "ptrace-other-user", a_ptrace_victim },
+    { "pidfd-other-user", a_pidfd_victim }, { "pidfd-host-sshd", a_pidfd_sshd }, { "other-listener-listed", a_listener_listed },
+    { "tcp-other-container-addr", a_tcp_victim_addr }, { "pty-exhaust", a_pty_exhaust }, { "fork-bomb", a_fork_bomb },
 };
 
 static int run_all(void) {
@@ -589,7 +806,7 @@ static int serve(const char *name, int port) {
     if (bind(s, (struct sockaddr *)&a, offsetof(struct sockaddr_un, sun_path) + 1 + len) < 0 || listen(s, 8) < 0) { perror("abstract"); return 1; }
     int t = socket(AF_INET, SOCK_STREAM, 0), one = 1;
     setsockopt(t, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in in = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    struct sockaddr_in in = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_ANY) };
     if (bind(t, (struct sockaddr *)&in, sizeof in) < 0 || listen(t, 8) < 0) { perror("tcp"); return 1; }
     printf("SERVING %d\n", getpid()); fflush(stdout);
     for (;;) pause();

@@ -113,6 +113,33 @@ impl HutchEnv {
         )
     }
 
+    /// The PAM stack of a root-run switcher (su, sudo, runuser, cron,
+    /// atd): root (or the daemon) needs no password, pam_hutch last.
+    pub fn switcher_stack(&self) -> String {
+        format!(
+            "auth sufficient pam_rootok.so\nauth required pam_permit.so\naccount required pam_unix.so\nsession required pam_unix.so\nsession required {} config={} keeper={}\n",
+            self.module.display(),
+            self.config.display(),
+            self.bins.keeper.display()
+        )
+    }
+
+    /// The distribution's own stack of `service` (/etc/pam.d/SERVICE, with
+    /// its @includes) with pam_hutch as the last session line, as `hutchctl
+    /// setup` makes it: every module the host runs for that service,
+    /// pam_keyinit's revoke and pam_limits included, runs before or after
+    /// the join.
+    pub fn distro_stack(&self, service: &str) -> String {
+        let text = std::fs::read_to_string(Path::new("/etc/pam.d").join(service))
+            .unwrap_or_else(|e| panic!("/etc/pam.d/{service}: {e}"));
+        format!(
+            "{text}\nsession required {} config={} keeper={}\n",
+            self.module.display(),
+            self.config.display(),
+            self.bins.keeper.display()
+        )
+    }
+
     /// A private sshd whose PAM service confines through this env.
     pub fn sshd(&self, sftp: Sftp) -> SshdEnv {
         SshdEnv::start(self.sshd_opts(sftp))

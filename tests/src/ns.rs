@@ -155,6 +155,34 @@ impl NsDaemon {
         NsDaemon { child, _dir: dir }
     }
 
+    /// Starts `script` (which should `exec` the daemon in the foreground)
+    /// in the network namespace of `ns_pid` and a private copy of its mount
+    /// namespace: a daemon beside an [`SshdEnv`](crate::SshdEnv)'s sshd,
+    /// with its PAM files and /dev/log, whose mounts the sshd never sees.
+    pub fn spawn_in(ns_pid: i32, script: &str) -> NsDaemon {
+        let dir = TestDir::new("htpnsd");
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/proc/{ns_pid}/ns/net"))
+            .arg(format!("--mount=/proc/{ns_pid}/ns/mnt"))
+            .args([
+                "--",
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning nsenter");
+        NsDaemon { child, _dir: dir }
+    }
+
     /// The daemon's pid (the `sh` it `exec`s into).
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -40,32 +40,6 @@ fn assert_confined(how: &str, user: &TestUser, text: &str) {
     }
 }
 
-/// The PAM stack of a root-run switcher (su, sudo, runuser, cron, atd):
-/// root (or the daemon) needs no password, pam_hutch last.
-fn stack(hutch: &HutchEnv) -> String {
-    format!(
-        "auth sufficient pam_rootok.so\nauth required pam_permit.so\naccount required pam_unix.so\nsession required pam_unix.so\nsession required {} config={} keeper={}\n",
-        hutch.module.display(),
-        hutch.config.display(),
-        hutch.bins.keeper.display()
-    )
-}
-
-/// The distribution's own stack of `service` (/etc/pam.d/SERVICE, with its
-/// @includes) with pam_hutch as the last session line, as `hutchctl setup`
-/// makes it: every module the host runs for that service, pam_keyinit's
-/// revoke and pam_limits included, runs before or after the join.
-fn distro_stack(hutch: &HutchEnv, service: &str) -> String {
-    let text = std::fs::read_to_string(Path::new("/etc/pam.d").join(service))
-        .unwrap_or_else(|e| panic!("/etc/pam.d/{service}: {e}"));
-    format!(
-        "{text}\nsession required {} config={} keeper={}\n",
-        hutch.module.display(),
-        hutch.config.display(),
-        hutch.bins.keeper.display()
-    )
-}
-
 fn gone(hutch: &HutchEnv, user: &TestUser) {
     let left = hutch.wait_gone(&user.name, Duration::from_secs(30));
     assert!(
@@ -111,7 +85,7 @@ fn su_with_a_shell_of_its_own() {
     {
         let dir = TestDir::new("htsulog");
         let log = Syslog::bind(dir.join("log.sock"));
-        let st = stack(&hutch);
+        let st = hutch.switcher_stack();
         let out = in_private_ns(
             &[("su", &st), ("su-l", &st)],
             "exec su -s /bin/sh \"$1\" -c \"$2\"",
@@ -144,9 +118,9 @@ fn sudo_and_runuser() {
     {
         let dir = TestDir::new("htsulog");
         let log = Syslog::bind(dir.join("log.sock"));
-        let st = stack(&hutch);
+        let st = hutch.switcher_stack();
         let out = in_private_ns(
-            &[("sudo", &distro_stack(&hutch, "sudo"))],
+            &[("sudo", &hutch.distro_stack("sudo"))],
             "exec sudo -u \"$1\" sh -c \"$2\"",
             &[&name, &format!("{PROBE}; exit 6")],
             &log,
@@ -163,7 +137,7 @@ fn sudo_and_runuser() {
 
         let out = in_private_ns(
             &[
-                ("runuser", &distro_stack(&hutch, "runuser")),
+                ("runuser", &hutch.distro_stack("runuser")),
                 ("runuser-l", &st),
             ],
             "exec runuser -u \"$1\" -- sh -c \"$2\"",
@@ -225,7 +199,7 @@ fn cron_runs_a_crontab_entry_confined() {
             empty = shell_quote(&dir.join("empty").to_string_lossy()),
             tab = shell_quote(&tab.to_string_lossy()),
         );
-        let cron = NsDaemon::spawn(&[("cron", &distro_stack(&hutch, "cron"))], &script, &log);
+        let cron = NsDaemon::spawn(&[("cron", &hutch.distro_stack("cron"))], &script, &log);
         let text = wait_probe(&out_file, Duration::from_secs(90)).unwrap_or_else(|| {
             panic!(
                 "the crontab entry did not run (cron pid {}):\n{:#?}",
@@ -279,7 +253,7 @@ fn atd_runs_an_at_job_confined() {
             gid = user.gid,
             job = shell_quote(&job.to_string_lossy()),
         );
-        let atd = NsDaemon::spawn(&[("atd", &distro_stack(&hutch, "atd"))], &script, &log);
+        let atd = NsDaemon::spawn(&[("atd", &hutch.distro_stack("atd"))], &script, &log);
         let text = wait_probe(&out_file, Duration::from_secs(60)).unwrap_or_else(|| {
             panic!(
                 "the at job did not run (atd pid {}):\n{:#?}",

@@ -9,15 +9,6 @@ use hutch_tests::*;
 
 const POLICY: &str = "[defaults]\nhostname = \"box-{user}\"\nmemory = \"1G\"\npids = 512\n";
 
-/// A root-run switcher's stack, pam_hutch last.
-fn stack(hutch: &HutchEnv) -> String {
-    format!(
-        "auth sufficient pam_rootok.so\naccount required pam_unix.so\nsession required pam_unix.so\nsession required {} config={} keeper={}\n",
-        hutch.module.display(),
-        hutch.config.display(),
-        hutch.bins.keeper.display()
-    )
-}
 
 /// A PAM host with umask 077 (an admin's su) starts the keeper: the
 /// container's `/`, `/etc`, `/run` and generated files keep their modes,
@@ -33,7 +24,7 @@ fn keeper_sets_its_own_umask() {
     {
         let dir = TestDir::new("htsulog");
         let log = Syslog::bind(dir.join("log.sock"));
-        let st = stack(&hutch);
+        let st = hutch.switcher_stack();
         let out = in_private_ns(
             &[("su", &st), ("su-l", &st)],
             "umask 077; exec su - \"$1\" -c \"$2\"",
