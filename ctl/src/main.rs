@@ -94,11 +94,15 @@ pub enum Command {
     /// policy's shell as a login shell), as the user or with --root as root.
     ///
     /// As the user the command has a session's rights (no capabilities,
-    /// no_new_privs) and runs in a session of its own, without a controlling
-    /// terminal (so no job control); with --root it keeps every capability
-    /// and the terminal. Neither loads hutch-shell's seccomp filter. Exit
-    /// status: the command's; 125 when entering failed, 127 when the command
-    /// was not found.
+    /// no_new_privs, the container's seccomp filter) and runs in a session
+    /// of its own on a fresh pty made inside the container when stdin is a
+    /// terminal (the terminal in raw mode meanwhile, its window size passed
+    /// on), on pipes otherwise; hutchctl relays, and closes the command's
+    /// side when it exits, so nothing the user left behind can read or
+    /// write the admin's terminal afterwards. With --root it keeps every
+    /// capability and the terminal itself, and loads no filter. Exit status:
+    /// the command's; 125 when entering failed, 127 when the command was
+    /// not found.
     Enter {
         /// The user whose container to enter.
         user: String,

@@ -227,6 +227,8 @@ pub enum SetupError {
     LinkUp(#[source] std::io::Error),
     #[error(transparent)]
     Privs(#[from] PrivsError),
+    #[error("loading the seccomp filter into the init")]
+    Seccomp(#[source] crate::seccomp::SeccompError),
 }
 
 /// Overwrites this process's argument area (`arg_start..arg_end` of
@@ -266,13 +268,17 @@ fn set_cmdline(name: &[u8]) -> std::io::Result<()> {
 /// docs/DESIGN.md: mount propagation stopped, the root built and pivoted
 /// into ([`rootfs::build_with`]), hostname, `lo`, stdio, then the user
 /// ([`privs::become_user`]: bounding set, setgroups, setresgid, setresuid,
-/// no_new_privs). Every step goes through `ops`, so a test records the order.
+/// no_new_privs), and last the policy's seccomp filter: the init is the
+/// user's process too, so it is confined like every other one (it runs no
+/// code of the user's, and is not dumpable, but nothing of the user's is
+/// left unfiltered). Every step goes through `ops`, so a test records the order.
 fn configure(ops: &mut impl SetupOps, rootfs: &RootfsSpec) -> Result<(), SetupError> {
     rootfs::build_with(ops, rootfs)?;
     ops.sethostname(&rootfs.hostname)?;
     ops.link_up_lo()?;
     ops.reopen_stdio();
     privs::become_user(ops, &identity(rootfs))?;
+    ops.load_filter(rootfs)?;
     Ok(())
 }
 
@@ -291,6 +297,7 @@ trait SetupOps: rootfs::RootfsOps + PrivOps {
     fn sethostname(&mut self, name: &str) -> Result<(), SetupError>;
     fn link_up_lo(&mut self) -> Result<(), SetupError>;
     fn reopen_stdio(&mut self);
+    fn load_filter(&mut self, rootfs: &RootfsSpec) -> Result<(), SetupError>;
 }
 
 impl SetupOps for Kernel {
@@ -306,6 +313,13 @@ impl SetupOps for Kernel {
     /// fds 0-2 still point at the host's /dev/null: point them at the container's.
     fn reopen_stdio(&mut self) {
         sys::stdio_to_dev_null()
+    }
+    /// The filter every session of the container gets (the marker's).
+    fn load_filter(&mut self, rootfs: &RootfsSpec) -> Result<(), SetupError> {
+        let denied = crate::seccomp::resolve_marker(&rootfs.seccomp, &rootfs.seccomp_deny)
+            .map_err(SetupError::Seccomp)?;
+        crate::seccomp::load(denied.as_deref()).map_err(SetupError::Seccomp)?;
+        Ok(())
     }
 }
 
@@ -419,6 +433,10 @@ mod tests {
         fn reopen_stdio(&mut self) {
             self.0.push("reopen_stdio")
         }
+        fn load_filter(&mut self, _: &RootfsSpec) -> Result<(), SetupError> {
+            self.0.push("load_filter");
+            Ok(())
+        }
     }
 
     impl PrivOps for Recorder {
@@ -511,11 +529,15 @@ mod tests {
             pivot < at("drop_bounding_set"),
             "privileges are dropped after the root is built: {steps:?}"
         );
-        assert_eq!(steps.last(), Some(&"check_no_capabilities"), "{steps:?}");
+        assert_eq!(
+            steps[steps.len() - 2..],
+            ["check_no_capabilities", "load_filter"],
+            "the filter is loaded last, into the user's init: {steps:?}"
+        );
         assert!(
             at("mount_sys") < at("mount_figures") && at("mount_figures") < at("mask_paths"),
             "the figures go over a mounted /proc and /sys: {steps:?}"
         );
-        assert_eq!(steps.len(), 27, "a step was added or lost: {steps:?}");
+        assert_eq!(steps.len(), 28, "a step was added or lost: {steps:?}");
     }
 }

@@ -9,10 +9,13 @@
 //! As the user (the default) the command gets exactly a session's rights
 //! ([`privs::become_user`]): empty bounding, inheritable and ambient sets,
 //! the user's groups, gid and uid, no_new_privs, and the seccomp profile the container's marker names
-//! (what hutch-shell loads). It runs in a session of its own (`setsid`), so the
-//! admin's terminal is not its controlling terminal: a process of the user
-//! cannot push input into it (TIOCSTI) after hutchctl exits. The price is no
-//! job control; Ctrl-C and Ctrl-\ are passed on to its process group.
+//! (what hutch-shell loads). It runs in a session of its own (`setsid`) and
+//! never holds the admin's descriptors: [`relay`](crate::relay) gives it a
+//! fresh pty made inside the container (when the admin's stdin is a
+//! terminal; raw mode, window size and exit status passed through) or
+//! pipes, and the middle process copies. When the command exits its side is
+//! closed, so nothing the user left behind can read, write or push input
+//! into the admin's terminal after hutchctl returns.
 //!
 //! With `as_root` it stays root with every capability, in the container's
 //! namespaces and cgroup, keeping the admin's terminal as its own: for
@@ -32,6 +35,7 @@ use crate::inspect::{InspectError, LiveProcess};
 use crate::ns::{Namespaces, NsError};
 use crate::paths::{Marker, CONTAINER_MARKER};
 use crate::privs::{self, Identity};
+use crate::relay::{self, Side};
 use crate::sys::{self, Forked};
 use crate::{seccomp, Kernel};
 
@@ -92,6 +96,18 @@ pub fn run(spec: &EnterSpec<'_>) -> Result<i32, EnterError> {
         op: "blocking SIGINT/SIGQUIT",
         source,
     })?;
+    // The relay puts the admin's terminal in raw mode and restores it; this
+    // restores it too should the middle process die without doing so.
+    let modes = nix::sys::termios::tcgetattr(std::io::stdin()).ok();
+    let restore = || {
+        if let Some(m) = &modes {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSADRAIN,
+                m,
+            );
+        }
+    };
     match sys::fork().map_err(EnterError::Fork)? {
         Forked::Child => {
             let code = match middle(spec, &namespaces) {
@@ -105,19 +121,21 @@ pub fn run(spec: &EnterSpec<'_>) -> Result<i32, EnterError> {
         }
         Forked::Parent(child) => {
             drop(namespaces);
-            loop {
+            let status = loop {
                 match waitpid(child, None) {
-                    Ok(WaitStatus::Exited(_, code)) => return Ok(code),
-                    Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+                    Ok(WaitStatus::Exited(_, code)) => break Ok(code),
+                    Ok(WaitStatus::Signaled(_, sig, _)) => break Ok(128 + sig as i32),
                     Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
                     Err(source) => {
-                        return Err(EnterError::Sys {
+                        break Err(EnterError::Sys {
                             op: "waitpid",
                             source,
                         })
                     }
                 }
-            }
+            };
+            restore();
+            status
         }
     }
 }
@@ -137,15 +155,30 @@ fn middle(spec: &EnterSpec<'_>, namespaces: &Namespaces) -> Result<i32, String> 
         Signal::SIGTERM,
         Signal::SIGHUP,
         Signal::SIGCHLD,
+        Signal::SIGWINCH,
+        Signal::SIGPIPE,
     ] {
         forwarded.add(s);
     }
     forwarded
         .thread_block()
         .map_err(|e| format!("blocking signals: {e}"))?;
+    // As the user: the command's own pty (or pipes), made here in the
+    // container's mount namespace; the admin's descriptors stay with us.
+    let (relay, side) = match spec.identity {
+        Some(_) => {
+            let (r, s) = relay::open()?;
+            (Some(r), Some(s))
+        }
+        None => (None, None),
+    };
     let child = match sys::fork().map_err(|e| format!("fork in the container: {e}"))? {
         Forked::Child => {
-            let err = command(spec);
+            // Not dropped: its Drop restores the admin's terminal, which is
+            // the middle process's business (the command closes every
+            // descriptor it does not use before it execs).
+            std::mem::forget(relay);
+            let err = command(spec, side);
             eprintln!("hutchctl: in the container: {err}");
             sys::exit_now(if err.starts_with("exec") {
                 127
@@ -155,14 +188,14 @@ fn middle(spec: &EnterSpec<'_>, namespaces: &Namespaces) -> Result<i32, String> 
         }
         Forked::Parent(child) => child,
     };
-    // As the user the command leads its own session (and process group),
-    // away from the terminal's signals: pass the terminal's on to it.
-    // As root it shares the terminal's process group and gets them itself.
-    let target = if spec.identity.is_some() {
-        Pid::from_raw(-child.as_raw())
-    } else {
-        child
-    };
+    drop(side);
+    // As the user the command leads its own session (and process group) on
+    // its own terminal: the relay passes signals sent to us on to it.
+    if let Some(relay) = relay {
+        return relay.run(child, &forwarded, Pid::from_raw(-child.as_raw()));
+    }
+    // As root it shares the terminal's process group and gets its signals itself.
+    let target = child;
     loop {
         let sig = forwarded.wait().map_err(|e| format!("sigwait: {e}"))?;
         match sig {
@@ -172,7 +205,7 @@ fn middle(spec: &EnterSpec<'_>, namespaces: &Namespaces) -> Result<i32, String> 
                 Ok(_) => continue,
                 Err(e) => return Err(format!("waitpid: {e}")),
             },
-            Signal::SIGINT | Signal::SIGQUIT if spec.identity.is_none() => continue,
+            Signal::SIGINT | Signal::SIGQUIT | Signal::SIGWINCH | Signal::SIGPIPE => continue,
             other => {
                 let _ = kill(target, other);
             }
@@ -182,14 +215,16 @@ fn middle(spec: &EnterSpec<'_>, namespaces: &Namespaces) -> Result<i32, String> 
 
 /// The command's process, inside the pid namespace: becomes the user (or
 /// stays root) and execs. Returns only the reason it could not.
-fn command(spec: &EnterSpec<'_>) -> String {
+fn command(spec: &EnterSpec<'_>, side: Option<Side>) -> String {
     if let Some(id) = &spec.identity {
-        // A session's rights, and a session of its own (no controlling terminal).
+        // A session of its own on its own pty or pipes, then a session's rights.
+        if let Some(side) = side {
+            if let Err(e) = side.attach(id.uid) {
+                return e;
+            }
+        }
         if let Err(e) = privs::become_user(&mut Kernel, id) {
             return chain(&e);
-        }
-        if let Err(e) = nix::unistd::setsid() {
-            return format!("setsid: {e}");
         }
     }
     if nix::unistd::chdir(spec.cwd.as_str()).is_err() {

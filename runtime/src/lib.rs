@@ -44,6 +44,7 @@ pub mod net;
 pub mod ns;
 pub mod paths;
 pub mod privs;
+pub mod relay;
 pub mod rootfs;
 pub mod seccomp;
 pub mod sys;

@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -18,6 +19,8 @@ struct Buf {
 /// `send` types into it. Killed (by pid) on Drop if still running.
 pub struct PtySession {
     master: File,
+    /// The slave's path (`/dev/pts/N`), to read its modes.
+    slave_path: std::path::PathBuf,
     child: Child,
     buf: Arc<Buf>,
     reader: Option<JoinHandle<()>>,
@@ -35,6 +38,8 @@ impl PtySession {
         };
         let pty = nix::pty::openpty(&ws, None).expect("openpty");
         let slave = File::from(pty.slave);
+        let slave_path = std::fs::read_link(format!("/proc/self/fd/{}", slave.as_raw_fd()))
+            .expect("the pty slave's path");
         let child = Command::new("setsid")
             .args(["-w", "--ctty"])
             .args(cmd)
@@ -63,6 +68,7 @@ impl PtySession {
         });
         PtySession {
             master,
+            slave_path,
             child,
             buf,
             reader: Some(reader),
@@ -121,6 +127,45 @@ impl PtySession {
             .cv
             .wait_timeout_while(g, Duration::from_secs(2), |d| !d.1);
         (code, self.output())
+    }
+
+    /// Waits (bounded) for the program to exit, keeping the terminal: what
+    /// is written to it afterwards is still collected. Returns the exit
+    /// code (None: killed by a signal, or still running at the timeout).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return st.code();
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Changes the terminal's window size (the kernel signals SIGWINCH to
+    /// its foreground process group).
+    pub fn resize(&self, rows: u16, cols: u16) {
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        hutch_runtime::sys::set_winsize(self.master.as_fd(), &ws).expect("TIOCSWINSZ");
+    }
+
+    /// The terminal's current modes (read through the slave's path).
+    pub fn modes(&self) -> nix::sys::termios::Termios {
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(&self.slave_path)
+            .expect("open the pty slave");
+        nix::sys::termios::tcgetattr(&f).expect("tcgetattr")
     }
 
     /// The child's pid (that of `setsid`, which execs the program).

@@ -9,7 +9,6 @@ use hutch_tests::*;
 
 const POLICY: &str = "[defaults]\nhostname = \"box-{user}\"\nmemory = \"1G\"\npids = 512\n";
 
-
 /// A PAM host with umask 077 (an admin's su) starts the keeper: the
 /// container's `/`, `/etc`, `/run` and generated files keep their modes,
 /// and the user's session works in it.

@@ -359,7 +359,7 @@ fn write_pam_services(env: &SshdEnv, hutch: &HutchEnv) {
     for (service, stack) in [
         ("su", hutch.switcher_stack()),
         ("su-l", hutch.switcher_stack()),
-        ("cron", hutch.distro_stack("cron")),
+        ("cron", hutch.switcher_stack()),
     ] {
         std::fs::write(pamd.join(service), stack).expect("write a pam service");
     }
@@ -638,7 +638,7 @@ fn escape_suite() {
     // Every cell ran: 2 networks x 2 shells x 4 entries.
     let mut cells: Vec<String> = results
         .iter()
-        .map(|a| a.name.rsplitn(2, '/').nth(1).unwrap_or("").to_string())
+        .map(|a| a.name.rsplit_once('/').map_or("", |x| x.0).to_string())
         .filter(|c| !c.ends_with("/host"))
         .collect();
     cells.sort_unstable();
