@@ -145,3 +145,48 @@ fn limit_notices_reach_the_terminals() {
     drop(user);
     assert_no_leftovers(&name, Duration::from_secs(5));
 }
+
+/// Heavy throttling by the CPU quota is told once, when it begins, naming
+/// the busiest process; a quota that is not reached tells nothing.
+#[test]
+fn cpu_throttling_is_told_when_it_begins() {
+    if !require_root("cpu_throttling_is_told_when_it_begins") {
+        return;
+    }
+    let hutch = HutchEnv::new(
+        "[defaults]\ncpu = \"20%\"\nmemory = \"256M\"\non_logout = \"linger:2m\"\n",
+    );
+    let user = hutch.user();
+    let name = user.name.clone();
+    {
+        let env = hutch.sshd(Sftp::Internal);
+        let mut hold = env.ssh_pty(&user, &[]);
+        assert!(
+            hold.expect("$ ", Duration::from_secs(30)).is_some(),
+            "{}",
+            hold.output()
+        );
+        // A busy loop in another session, for longer than two looks.
+        let busy = env.background(&user, "exec timeout 25 sh -c 'while :; do :; done'");
+        let want = "hutch: CPU limit 0.2 cores reached; throttled in ";
+        let seen = hold.expect(want, Duration::from_secs(40));
+        assert!(seen.is_some(), "want {want:?}:\n{}", hold.output());
+        drop(busy);
+        let lines = notices(&hold.output());
+        eprintln!("notices: {lines:#?}");
+        let cpu: Vec<_> = lines.iter().filter(|l| l.starts_with(want)).collect();
+        assert_eq!(cpu.len(), 1, "{lines:#?}");
+        assert!(
+            cpu[0].contains("% of the last 5s; busiest ") && cpu[0].contains(" (sh) at "),
+            "{}",
+            cpu[0]
+        );
+        hold.send("exit\n");
+        let _ = hold.wait(Duration::from_secs(10));
+        let stop = hutch.ctl(&["stop", &name]);
+        assert!(stop.status.success(), "{}", stop.describe());
+        assert!(hutch.wait_gone(&name, Duration::from_secs(20)).is_empty());
+    }
+    drop(user);
+    assert_no_leftovers(&name, Duration::from_secs(5));
+}
