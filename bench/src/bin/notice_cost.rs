@@ -48,7 +48,8 @@ struct Idle {
 fn idle_keeper(policy: &str, secs: u64) -> anyhow::Result<Idle> {
     let hutch = HutchEnv::new(policy);
     let user = hutch.user();
-    let env = hutch.sshd(Sftp::Internal);
+    let mut env = hutch.sshd(Sftp::Internal);
+    env.client_timeout = Duration::from_secs(secs + 120);
     let hold = env.ssh_pty(&user, &[]);
     anyhow::ensure!(
         hold.expect("$ ", Duration::from_secs(30)).is_some(),
