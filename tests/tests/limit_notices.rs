@@ -153,9 +153,8 @@ fn cpu_throttling_is_told_when_it_begins() {
     if !require_root("cpu_throttling_is_told_when_it_begins") {
         return;
     }
-    let hutch = HutchEnv::new(
-        "[defaults]\ncpu = \"20%\"\nmemory = \"256M\"\non_logout = \"linger:2m\"\n",
-    );
+    let hutch =
+        HutchEnv::new("[defaults]\ncpu = \"20%\"\nmemory = \"256M\"\non_logout = \"linger:2m\"\n");
     let user = hutch.user();
     let name = user.name.clone();
     {

@@ -315,6 +315,27 @@ mod tests {
     use super::super::IoDeviceLimit;
     use super::*;
 
+    /// Every limit set, and none is `memory.oom.group`: an OOM kills the
+    /// biggest process, never the whole group (a user's other sessions go on).
+    #[test]
+    fn no_oom_group() {
+        let all = Limits {
+            memory_max: Some(1 << 30),
+            memory_high: Some(900 << 20),
+            swap_max: Some(0),
+            cpu_max: Some((50_000, 100_000)),
+            cpu_weight: Some(100),
+            cpus: Some("0".into()),
+            pids_max: Some(64),
+            io: Vec::new(),
+            io_weight: Some(100),
+            devices: None,
+        };
+        let w = limit_writes(&all);
+        assert!(w.iter().any(|(f, _)| *f == "memory.max"), "{w:?}");
+        assert!(w.iter().all(|(f, _)| !f.contains("oom")), "{w:?}");
+    }
+
     /// The limits read back: numbers, and `max` as none.
     #[test]
     fn applied_reads_back() {

@@ -360,7 +360,20 @@ impl Watch {
     /// The watch of `cg`'s limits: the kernel's events, the kernel log
     /// (opened now, read only after an OOM event), the counters' baselines.
     pub(super) fn new(cg: &crate::cgroup::Cgroup, limits: &hutch_policy::Limits) -> Watch {
-        let events = cg.limit_events().ok();
+        let events = match cg.limit_events() {
+            Ok(e) => Some(e),
+            Err(e) => {
+                sys::syslog(
+                    libc::LOG_WARNING,
+                    &format!(
+                        "watching the limits of {}: {} (no OOM notices)",
+                        cg.rel(),
+                        crate::error::chain(&e)
+                    ),
+                );
+                None
+            }
+        };
         let pids_watched = events.as_ref().is_some_and(|e| e.watches(LimitKind::Pids));
         Watch {
             kmsg: Kmsg::open_at_end().ok(),
