@@ -68,8 +68,11 @@ pub fn main(opts: Options) -> i32 {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(KEEPER_UMASK));
     sys::openlog(c"hutch-keeper");
     let mut ready = opts.ready.map(File::from);
+    // First, so that it holds one of the lowest numbers: the one a
+    // connection gets when the keeper is out of descriptors.
+    let spare = serve::Spare::open();
     let started = Instant::now();
-    match Keeper::start(&opts.config, &opts.user, &opts.service) {
+    match Keeper::start(&opts.config, &opts.user, &opts.service, spare) {
         Ok(mut keeper) => {
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             sys::syslog(
@@ -134,6 +137,8 @@ struct Keeper {
     state: State,
     /// Where the container's template generation is released at teardown.
     store: TemplateStore,
+    /// A descriptor held in reserve for running out of them (EMFILE).
+    spare: serve::Spare,
 }
 
 fn now_unix() -> u64 {

@@ -3,8 +3,8 @@
 //! sessions and the linger decision are [`Sessions`], plain data with the
 //! clock passed in, tested without a container.
 
-use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -164,6 +164,48 @@ impl Sessions {
             Linger::Wait(LOOK_AGAIN)
         } else {
             Linger::TearDown
+        }
+    }
+}
+
+/// One descriptor (the host's /dev/null) held in reserve. A keeper out of
+/// descriptors (EMFILE, ENFILE: many sessions against a low
+/// RLIMIT_NOFILE) cannot accept, and the waiting connection keeps its
+/// listener readable: poll would return at once forever, a busy loop. So
+/// [`Spare::accept`] gives the reserve up, accepts the connection and
+/// closes it at once (its peer reads end-of-file: a PAM host refuses the
+/// session, `hutch status` says the keeper did not answer), and takes the
+/// reserve again (the nginx and libuv remedy).
+pub(super) struct Spare(Option<OwnedFd>);
+
+impl Spare {
+    pub(super) fn open() -> Spare {
+        Spare(std::fs::File::open("/dev/null").ok().map(OwnedFd::from))
+    }
+
+    /// Accepts one connection from `listener` (which poll found
+    /// readable), shedding it when the keeper is out of descriptors.
+    pub(super) fn accept(&mut self, listener: &UnixListener, user: &str) -> Option<UnixStream> {
+        match listener.accept() {
+            Ok((c, _)) => Some(c),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                self.0 = None;
+                let shed = listener.accept().is_ok();
+                *self = Spare::open();
+                sys::syslog(
+                    libc::LOG_WARNING,
+                    &format!(
+                        "{user}: out of file descriptors ({e}): {}",
+                        if shed {
+                            "a connection was closed unanswered"
+                        } else {
+                            "a connection waits"
+                        }
+                    ),
+                );
+                None
+            }
+            Err(_) => None,
         }
     }
 }
@@ -387,10 +429,7 @@ impl Keeper {
     /// when the request asks the container to stop.
     fn accept_one(&mut self) -> Option<String> {
         let listener = self.listener.as_ref()?;
-        let conn = match listener.accept() {
-            Ok((c, _)) => c,
-            Err(_) => return None,
-        };
+        let conn = self.spare.accept(listener, &self.account.name)?;
         self.handle(conn)
     }
 

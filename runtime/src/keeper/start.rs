@@ -215,7 +215,12 @@ impl Drop for HalfMade<'_> {
 }
 
 impl Keeper {
-    pub(super) fn start(config: &Path, user: &str, service: &str) -> Result<Keeper, StartError> {
+    pub(super) fn start(
+        config: &Path,
+        user: &str,
+        service: &str,
+        spare: super::serve::Spare,
+    ) -> Result<Keeper, StartError> {
         let policy = Policy::load(config).map_err(StartError::Policy)?;
         let host = policy.host().clone();
         let account = account::lookup(user).map_err(StartError::Account)?;
@@ -437,6 +442,7 @@ impl Keeper {
             sessions: Sessions::new(Instant::now()),
             state,
             store,
+            spare,
         };
         keeper.write_state();
         drop(pin);

@@ -194,8 +194,8 @@ impl StatusServer {
 
     /// The next waiting connection: its stream and the peer's (uid, pid),
     /// or why it is not to be answered.
-    pub fn accept(&mut self) -> Accepted {
-        let Ok((conn, _)) = self.listener.accept() else {
+    pub(super) fn accept(&mut self, spare: &mut super::serve::Spare, user: &str) -> Accepted {
+        let Some(conn) = spare.accept(&self.listener, user) else {
             return Accepted::Nothing;
         };
         let now = Instant::now();
@@ -453,7 +453,7 @@ impl super::Keeper {
             let Some(server) = self.status.as_mut() else {
                 return;
             };
-            match server.accept() {
+            match server.accept(&mut self.spare, &self.account.name) {
                 Accepted::Nothing => return,
                 Accepted::OverRate => continue,
                 Accepted::Conn(conn, uid, pid) => {
