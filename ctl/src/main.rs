@@ -168,6 +168,15 @@ pub enum Command {
         /// The hutch-keeper binary the probe starts.
         #[arg(long, default_value = probe::DEFAULT_KEEPER, hide = true)]
         keeper: PathBuf,
+        /// Where the host's PAM services are (the wiring check).
+        #[arg(long, default_value = "/etc/pam.d", hide = true)]
+        pam_dir: PathBuf,
+        /// The distribution's PAM directory.
+        #[arg(long, default_value = "/usr/lib/pam.d", hide = true)]
+        vendor_pam_dir: PathBuf,
+        /// Where the daemons (sshd, cron, atd) are installed.
+        #[arg(long, default_value = "/usr/sbin", hide = true)]
+        sbin_dir: PathBuf,
     },
     /// Print the effective policy of a user, with where each value came from.
     Policy {
@@ -347,8 +356,21 @@ fn main() {
             file,
             strict,
             drop_ins,
+            pam_dir,
+            vendor_pam_dir,
+            sbin_dir,
             ..
-        } => policy_cmd::check(&cli, file.as_deref(), drop_ins.as_deref(), *strict),
+        } => policy_cmd::check(
+            &cli,
+            file.as_deref(),
+            drop_ins.as_deref(),
+            *strict,
+            &policy_cmd::HostDirs {
+                pam: pam_dir,
+                vendor_pam: vendor_pam_dir,
+                sbin: sbin_dir,
+            },
+        ),
         Command::Policy {
             user,
             service,

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
-use hutch_policy::{Decision, Diagnostic, Explanation, Policy, Report, Severity};
+use hutch_policy::{Decision, Diagnostic, Explanation, Policy, Report, ServiceMode, Severity};
 
 use crate::Cli;
 
@@ -21,11 +21,17 @@ pub const EXIT_WARNINGS: i32 = 2;
 
 /// Prints every error and warning of the policy and its drop-ins (those of
 /// `drop_ins` when given); exit 0 clean, 1 errors, 2 warnings only with `--strict`.
+///
+/// Checking the installed policy (no FILE), it also warns about each PAM
+/// service the host runs (its daemon is installed) that does not run
+/// pam_hutch, unless the policy ignores that service: there, a confined
+/// user's sessions run on the host.
 pub fn check(
     cli: &Cli,
     file: Option<&Path>,
     drop_ins: Option<&Path>,
     strict: bool,
+    host: &HostDirs<'_>,
 ) -> anyhow::Result<i32> {
     let path = file.unwrap_or(&cli.config);
     let mut report = match drop_ins {
@@ -34,9 +40,113 @@ pub fn check(
     };
     let unusable = seccomp_file_errors(&report);
     report.diagnostics.extend(unusable);
+    if file.is_none() {
+        if let Some(policy) = &report.policy {
+            let unwired = wiring_warnings(policy, host);
+            report.diagnostics.extend(unwired);
+        }
+    }
     let mut out = std::io::stdout().lock();
     write_report(&mut out, &report).context("writing to stdout")?;
     Ok(check_status(&report, strict))
+}
+
+/// Where `check` looks for the host's PAM services and daemons.
+pub struct HostDirs<'a> {
+    pub pam: &'a Path,
+    pub vendor_pam: &'a Path,
+    pub sbin: &'a Path,
+}
+
+/// The PAM services a host runs for its users' sessions, the programs
+/// whose presence says it runs them, and what happens without pam_hutch.
+const HOST_SERVICES: [(&str, &[&str], &str); 3] = [
+    (
+        "sshd",
+        &["sshd"],
+        "confined users' SSH logins are not confined (refused where the login shell is hutch-shell, on the host where it is a template shell)",
+    ),
+    ("cron", &["cron", "crond"], "confined users' crontab entries run on the host"),
+    ("atd", &["atd"], "confined users' at jobs run on the host"),
+];
+
+/// A warning for each service of [`HOST_SERVICES`] whose daemon is
+/// installed, that the policy does not ignore, and whose PAM stack (with
+/// its includes) has no pam_hutch session line.
+fn wiring_warnings(policy: &Policy, dirs: &HostDirs<'_>) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for (service, daemons, consequence) in HOST_SERVICES {
+        let Some(daemon) = daemons
+            .iter()
+            .map(|d| dirs.sbin.join(d))
+            .find(|p| p.exists())
+        else {
+            continue;
+        };
+        if policy.service_mode(service) == ServiceMode::Ignore {
+            continue;
+        }
+        let file = [dirs.pam.join(service), dirs.vendor_pam.join(service)]
+            .into_iter()
+            .find(|f| f.is_file());
+        if file
+            .as_deref()
+            .is_some_and(|f| runs_pam_hutch(f, dirs.pam, 0))
+        {
+            continue;
+        }
+        let what = match &file {
+            Some(f) => format!("{} does not run pam_hutch", f.display()),
+            None => format!(
+                "there is no {} (PAM uses its `other` service)",
+                dirs.pam.join(service).display()
+            ),
+        };
+        out.push(Diagnostic {
+            severity: Severity::Warning,
+            loc: None,
+            key: format!("services.{service}"),
+            message: format!(
+                "{} is installed but {what}: {consequence} (`hutchctl setup --pam-service {service}`, or `{service} = \"ignore\"` in [services] to mean it)",
+                daemon.display()
+            ),
+        });
+    }
+    out
+}
+
+/// Whether the PAM stack `file` has a pam_hutch session line, itself or in
+/// a file it includes (`@include`, `session include|substack`) from `pam_dir`.
+fn runs_pam_hutch(file: &Path, pam_dir: &Path, depth: u32) -> bool {
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return false;
+    };
+    text.lines().any(|line| {
+        let words: Vec<&str> = line
+            .split('#')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let included = match words.as_slice() {
+            ["@include", name, ..] => Some(*name),
+            [kind, "include" | "substack", name, ..]
+                if kind.trim_start_matches('-') == "session" =>
+            {
+                Some(*name)
+            }
+            _ => None,
+        };
+        match included {
+            Some(name) => depth < 8 && runs_pam_hutch(&pam_dir.join(name), pam_dir, depth + 1),
+            None => {
+                words
+                    .first()
+                    .is_some_and(|k| k.trim_start_matches('-') == "session")
+                    && crate::containers::pam_setup::is_hutch_line(line)
+            }
+        }
+    })
 }
 
 /// An error for each `seccomp` file the policy names that a login could not

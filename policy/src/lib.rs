@@ -601,6 +601,12 @@ impl Policy {
         self.explain(account, service).decision
     }
 
+    /// How the policy treats PAM service `service` (its `[services]`
+    /// entry, or the built-in default), whoever logs in.
+    pub fn service_mode(&self, service: &str) -> ServiceMode {
+        resolve::service_mode(self.model.get(), service).0
+    }
+
     /// The decision and every effective value with its origin (`hutchctl policy USER`).
     pub fn explain(&self, account: &Account, service: &str) -> Explanation {
         resolve::explain(&self.model.view(account), account, service)

@@ -164,7 +164,7 @@ fn origin<T>(p: Option<(&crate::error::Located<T>, &str)>) -> Origin {
     }
 }
 
-fn service_mode(model: &Model, service: &str) -> (ServiceMode, Origin) {
+pub(crate) fn service_mode(model: &Model, service: &str) -> (ServiceMode, Origin) {
     if let Some(m) = model.services.get(service) {
         return (
             m.value,
