@@ -107,6 +107,7 @@ prometheus-node-exporter | cmd:prometheus-node-exporter
 lintian             | cmd:lintian
 xfsprogs            | cmd:mkfs.xfs
 lxcfs               | cmd:lxcfs
+lxc                 | cmd:lxc-execute
 '
 
 say() { echo "deps.sh: $*"; }

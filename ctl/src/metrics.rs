@@ -580,6 +580,7 @@ mod tests {
             hostname: "box-alice".into(),
             cgroups: vec![],
             cpus: None,
+            start_marks: vec![],
             sessions: vec![SessionState {
                 id: 1,
                 service: "sshd".into(),

@@ -110,6 +110,7 @@ fn usage_db_and_retention_keys() {
         hostname: "rcuser".into(),
         cgroups: vec![],
         cpus: None,
+        start_marks: vec![],
         sessions: vec![SessionState {
             id: 1,
             service: "sshd".into(),

@@ -97,6 +97,7 @@ pub fn spawn(
             child_main(spec, go_r, status_w)
         }
         Forked::Parent(child) => {
+            crate::timing::mark("clone");
             drop(go_r);
             drop(status_w);
             let fail = |e: ContainerError| {
@@ -108,6 +109,7 @@ pub fn spawn(
                 drop(go_w);
                 return Err(fail(ContainerError::Attach(e)));
             }
+            crate::timing::mark("attach");
             let mut go = fs::File::from(go_w);
             if let Err(source) = go.write_all(b"g") {
                 return Err(fail(ContainerError::Io {
@@ -122,10 +124,12 @@ pub fn spawn(
             if let Some(msg) = status.strip_prefix("ERR ") {
                 return Err(fail(ContainerError::Child(msg.to_string())));
             }
-            let Some(pidns) = status
-                .strip_prefix("OK ")
-                .and_then(|s| s.parse::<u64>().ok())
-            else {
+            // `OK <pid ns inode> <the init's start marks>`.
+            let mut words = status.strip_prefix("OK ").unwrap_or("").split(' ');
+            let pidns = words.next().and_then(|s| s.parse::<u64>().ok());
+            crate::timing::extend(crate::timing::decode(words.next().unwrap_or("")));
+            crate::timing::mark("report");
+            let Some(pidns) = pidns else {
                 return Err(fail(ContainerError::Child(format!(
                     "the container's init exited during set-up without a report ({status:?})"
                 ))));
@@ -138,6 +142,7 @@ pub fn spawn(
             })?;
             let namespaces = Namespaces::open(child.as_raw())
                 .map_err(|e| fail(ContainerError::Namespaces(e)))?;
+            crate::timing::mark("namespaces");
             Ok(Container {
                 init: child,
                 pidfd,
@@ -158,7 +163,8 @@ fn child_main(spec: &ContainerSpec, go: OwnedFd, status: OwnedFd) -> ! {
             // keeper killed from now on takes the init with it. One killed
             // before this line has closed the status pipe: the report fails.
             let armed = prctl::set_pdeathsig(Signal::SIGKILL).is_ok();
-            if !armed || writeln!(status, "OK {pidns}").is_err() {
+            let marks = crate::timing::encode(&crate::timing::take());
+            if !armed || writeln!(status, "OK {pidns} {marks}").is_err() {
                 sys::exit_now(1)
             }
             drop(status);
@@ -172,6 +178,9 @@ fn child_main(spec: &ContainerSpec, go: OwnedFd, status: OwnedFd) -> ! {
 }
 
 fn setup(spec: &ContainerSpec, go: OwnedFd) -> Result<u64, SetupError> {
+    // The keeper's marks, copied by the clone, are the keeper's to report.
+    let _ = crate::timing::take();
+    crate::timing::mark("init");
     let _ = prctl::set_name(c"hutch-init");
     // The keeper's argv (config path, service, user) is no business of the
     // container's processes: /proc/1/cmdline reads `hutch-init` instead.
@@ -185,6 +194,7 @@ fn setup(spec: &ContainerSpec, go: OwnedFd) -> Result<u64, SetupError> {
         Ok(1) => {}
         _ => return Err(SetupError::NotPlaced),
     }
+    crate::timing::mark("placed");
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(SetupError::CgroupNs)?;
     let pidns = fs::metadata("/proc/self/ns/pid")
         .map_err(SetupError::PidNs)?
@@ -199,7 +209,9 @@ fn setup(spec: &ContainerSpec, go: OwnedFd) -> Result<u64, SetupError> {
         seccomp_deny: rootfs.seccomp_deny.clone(),
     }
     .render();
+    crate::timing::mark("cgroupns_marker");
     configure(&mut Kernel, &rootfs)?;
+    crate::timing::mark("become_user");
     Ok(pidns)
 }
 
@@ -302,17 +314,22 @@ trait SetupOps: rootfs::RootfsOps + PrivOps {
 
 impl SetupOps for Kernel {
     fn sethostname(&mut self, name: &str) -> Result<(), SetupError> {
-        sethostname(name).map_err(|source| SetupError::Hostname {
+        let r = sethostname(name).map_err(|source| SetupError::Hostname {
             name: name.to_string(),
             source,
-        })
+        });
+        crate::timing::mark("sethostname");
+        r
     }
     fn link_up_lo(&mut self) -> Result<(), SetupError> {
-        sys::link_up("lo").map_err(SetupError::LinkUp)
+        let r = sys::link_up("lo").map_err(SetupError::LinkUp);
+        crate::timing::mark("link_up_lo");
+        r
     }
     /// fds 0-2 still point at the host's /dev/null: point them at the container's.
     fn reopen_stdio(&mut self) {
-        sys::stdio_to_dev_null()
+        sys::stdio_to_dev_null();
+        crate::timing::mark("reopen_stdio");
     }
     /// The filter every session of the container gets (the marker's).
     fn load_filter(&mut self, rootfs: &RootfsSpec) -> Result<(), SetupError> {
@@ -326,6 +343,8 @@ impl SetupOps for Kernel {
 /// PID 1: reap every child (orphans of the sessions are re-parented here).
 fn init_loop() -> ! {
     sys::close_fds_from(3, &[]);
+    // The set-up's allocations (the spec, the marks) are done with.
+    sys::malloc_trim();
     let mut set = SigSet::empty();
     set.add(Signal::SIGCHLD);
     let _ = set.thread_block();

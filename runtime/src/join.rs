@@ -210,7 +210,9 @@ pub fn open_session(
     user: &str,
     info: &SessionInfo,
 ) -> Result<Outcome, JoinError> {
+    crate::timing::mark("pam_start");
     let account = account::lookup(user).map_err(|e| JoinError::new(Step::Account, e))?;
+    crate::timing::mark("pam_account");
     // Root logs in even when the policy cannot be read (fail closed for everyone else).
     if account.uid == 0 {
         return Ok(Outcome::Exempt("root is never confined".into()));
@@ -220,6 +222,7 @@ pub fn open_session(
         Err(e) => return broken_policy(opts, &account, &info.service, e),
     };
     let explained = policy.explain(&account, &info.service);
+    crate::timing::mark("pam_policy");
     if let Some(why) = explained.monitor {
         return Ok(Outcome::Monitor {
             uid: account.uid,
@@ -276,9 +279,12 @@ fn confine(
     // Keyed by the NSS canonical name, not the string PAM was given.
     let user = account.name.as_str();
     let paths = UserPaths::new(policy.host(), user);
+    crate::timing::mark("pam_seccomp");
     let (conn, init_pid, namespaces, created) = connect_or_start(opts, &paths, user, info)?;
+    crate::timing::mark("pam_opened");
     let tty = host_tty();
     join_container(&namespaces)?;
+    crate::timing::mark("pam_setns");
     let tty = tty.map(|t| t.and_then(bind_tty));
     if let Some(Ok(inside)) = &tty {
         // The keeper removes the bind when the session ends (the confined
@@ -293,6 +299,7 @@ fn confine(
         );
     }
     confine_session_process(filter.as_deref())?;
+    crate::timing::mark("pam_confined");
     Ok(Session {
         conn,
         user: user.to_string(),
@@ -435,10 +442,12 @@ fn connect_or_start(
     if let Some(o) = try_open(paths, info, opts.timeout)? {
         return Ok(joined(o));
     }
+    crate::timing::mark("pam_no_keeper");
     for _ in 0..3 {
         let lock = lock_user(&paths.lock(), true)
             .map_err(|e| err(Step::Lock)(format!("locking {}: {e}", paths.lock().display())))?
             .ok_or_else(|| err(Step::Lock)("lock not taken".into()))?;
+        crate::timing::mark("pam_locked");
         if let Some(o) = try_open(paths, info, opts.timeout)? {
             return Ok(joined(o));
         }
@@ -602,6 +611,7 @@ fn spawn_keeper(opts: &JoinOptions, user: &str, service: &str) -> Result<(), Joi
         }
         sys::Forked::Parent(child) => {
             drop(ready_w);
+            crate::timing::mark("pam_forked");
             let _ = nix::sys::wait::waitpid(child, None);
         }
     }
@@ -631,6 +641,7 @@ fn spawn_keeper(opts: &JoinOptions, user: &str, service: &str) -> Result<(), Joi
     let mut line = String::new();
     let _ = io::Read::read_to_string(&mut fs::File::from(ready_r).take(4096), &mut line);
     let line = line.trim_end();
+    crate::timing::mark("pam_ready_read");
     if line == "READY" {
         Ok(())
     } else if let Some(cause) = line.strip_prefix("ERR ") {

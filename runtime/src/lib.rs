@@ -24,6 +24,7 @@
 //! - [`paths`]: where hutch keeps its files; the container marker
 //! - [`sys`]: the one place for unsafe libc calls that nix does not cover
 //! - [`error`]: printing an error with its causes
+//! - [`timing`]: the start marks of a container (state.json, for the benches)
 
 pub mod account;
 pub mod audit;
@@ -49,6 +50,7 @@ pub mod rootfs;
 pub mod seccomp;
 pub mod sys;
 pub mod template;
+pub mod timing;
 pub mod usage_spool;
 
 /// The real system. Every set-up trait of this crate

@@ -194,55 +194,88 @@ pub trait RootfsOps {
     fn pivot_into(&mut self, root: &Path) -> Result<()>;
 }
 
-/// The real steps: the functions of this file, on the kernel.
+/// The real steps: the functions of this file, on the kernel, each
+/// leaving a start mark ([`crate::timing`]) named after it.
 impl RootfsOps for Kernel {
     fn make_root_private(&mut self) -> Result<()> {
-        make_root_private()
+        let r = make_root_private();
+        crate::timing::mark("make_root_private");
+        r
     }
     fn mount_writable_layer(&mut self, spec: &RootfsSpec) -> Result<PathBuf> {
-        mount_writable_layer(spec)
+        let r = mount_writable_layer(spec);
+        crate::timing::mark("mount_writable_layer");
+        r
     }
     fn mount_overlay(&mut self, spec: &RootfsSpec, layer: &Path) -> Result<PathBuf> {
-        mount_overlay(spec, layer)
+        let r = mount_overlay(spec, layer);
+        crate::timing::mark("mount_overlay");
+        r
     }
     fn write_etc(&mut self, spec: &RootfsSpec, root: &Path) -> Result<()> {
-        write_etc(spec, root)
+        let r = write_etc(spec, root);
+        crate::timing::mark("write_etc");
+        r
     }
     fn mount_tmpfs_dirs(&mut self, spec: &RootfsSpec, root: &Path) -> Result<()> {
-        mount_tmpfs_dirs(spec, root)
+        let r = mount_tmpfs_dirs(spec, root);
+        crate::timing::mark("mount_tmpfs_dirs");
+        r
     }
     fn bind_upper_for_admin(&mut self, layer: &Path, root: &Path) -> Result<()> {
-        bind_upper_for_admin(layer, root)
+        let r = bind_upper_for_admin(layer, root);
+        crate::timing::mark("bind_upper_for_admin");
+        r
     }
     fn bind_home(&mut self, spec: &RootfsSpec, root: &Path) -> Result<()> {
-        bind_home(spec, root)
+        let r = bind_home(spec, root);
+        crate::timing::mark("bind_home");
+        r
     }
     fn bind_host_files(&mut self, spec: &RootfsSpec, root: &Path) -> Result<()> {
-        bind_host_files(spec, root)
+        let r = bind_host_files(spec, root);
+        crate::timing::mark("bind_host_files");
+        r
     }
     fn bind_policy_mounts(&mut self, spec: &RootfsSpec, root: &Path) -> Result<()> {
-        bind_policy_mounts(spec, root)
+        let r = bind_policy_mounts(spec, root);
+        crate::timing::mark("bind_policy_mounts");
+        r
     }
     fn mount_proc(&mut self, root: &Path) -> Result<()> {
-        mount_proc(root)
+        let r = mount_proc(root);
+        crate::timing::mark("mount_proc");
+        r
     }
     fn mount_sys(&mut self, root: &Path) -> Result<()> {
-        mount_sys(root)
+        let r = mount_sys(root);
+        crate::timing::mark("mount_sys");
+        r
     }
     fn mount_figures(&mut self, spec: &RootfsSpec, root: &Path) -> Result<()> {
-        mount_figures(&spec.figures, root)
+        let r = mount_figures(&spec.figures, root);
+        crate::timing::mark("mount_figures");
+        r
     }
     fn mount_dev(&mut self, spec: &RootfsSpec, root: &Path) -> Result<()> {
-        mount_dev(spec, root)
+        let r = mount_dev(spec, root);
+        crate::timing::mark("mount_dev");
+        r
     }
     fn mask_paths(&mut self, root: &Path) -> Result<()> {
-        mask_paths(root)
+        let r = mask_paths(root);
+        crate::timing::mark("mask_paths");
+        r
     }
     fn write_marker(&mut self, spec: &RootfsSpec, root: &Path) -> Result<()> {
-        write_marker(spec, root)
+        let r = write_marker(spec, root);
+        crate::timing::mark("write_marker");
+        r
     }
     fn pivot_into(&mut self, root: &Path) -> Result<()> {
-        pivot_into(root)
+        let r = pivot_into(root);
+        crate::timing::mark("pivot_into");
+        r
     }
 }
 

@@ -923,4 +923,28 @@ pub fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
     // SAFETY: `slave` was just returned by the kernel and is owned by no one else.
     let slave = unsafe { OwnedFd::from_raw_fd(slave) };
     Ok((master, slave))
+/// `CLOCK_MONOTONIC` now, in nanoseconds (the clock `Instant` reads, as a
+/// number other processes can compare: [`crate::timing`]).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the
+    // call; CLOCK_MONOTONIC always exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Gives the heap's free memory back to the kernel (`malloc_trim(0)`): a
+/// keeper or init that has finished its start keeps only what it uses.
+pub fn malloc_trim() {
+    // SAFETY: malloc_trim takes no pointers; glibc's allocator is
+    // thread-safe and the call only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

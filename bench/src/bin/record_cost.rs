@@ -61,6 +61,7 @@ fn write_states(run: &Path, n: usize) {
             hostname: user.clone(),
             cgroups: vec![],
             cpus: None,
+            start_marks: vec![],
             sessions: vec![SessionState {
                 id: 1,
                 service: "sshd".into(),

@@ -9,6 +9,7 @@ fn usage() -> ! {
 }
 
 fn main() {
+    hutch_runtime::timing::mark("exec");
     let mut config = PathBuf::from(hutch_policy::DEFAULT_CONFIG);
     let mut service = String::from("sshd");
     let mut ready = None;

@@ -508,6 +508,7 @@ impl Keeper {
                 return;
             }
         };
+        let attached = crate::timing::now_ns();
         let id = self.sessions.take_id();
         let fds = self.container.namespaces.as_fds();
         if let Err(e) = proto::send(
@@ -520,6 +521,12 @@ impl Keeper {
                 &format!("{user}: answering session {id}: {e}"),
             );
             return;
+        }
+        if id == 1 {
+            // The first session ends the cold start (crate::timing).
+            let sent = crate::timing::now_ns();
+            let marks = &mut self.state.start_marks;
+            marks.extend([("open_attach".into(), attached), ("open_sent".into(), sent)]);
         }
         let _ = conn.set_read_timeout(None);
         sys::syslog(

@@ -243,6 +243,7 @@ impl Keeper {
         let seccomp_deny =
             crate::seccomp::profile_names(&up.seccomp).map_err(StartError::Seccomp)?;
         let paths = UserPaths::new(&host, user);
+        crate::timing::mark("policy");
         private_dir(&paths.dir)?;
 
         // 1. hutch's own cgroup for the keeper (and so for the template's memory).
@@ -253,6 +254,7 @@ impl Keeper {
         keepers
             .attach(std::process::id() as i32)
             .map_err(StartError::MoveKeeper)?;
+        crate::timing::mark("keeper_cgroup");
 
         // 2. What a crashed predecessor left.
         let rel = paths::user_cgroup(user);
@@ -265,6 +267,7 @@ impl Keeper {
             stale.remove().map_err(StartError::Stale)?;
         }
         let _ = fs::remove_file(paths.socket());
+        crate::timing::mark("stale");
 
         // 3. The template.
         let store = TemplateStore::new(&host.lib_dir, &host.run_dir);
@@ -273,6 +276,7 @@ impl Keeper {
         let (loaded, pin) = store
             .ensure_loaded_pinned(&up.template)
             .map_err(StartError::Template)?;
+        crate::timing::mark("template");
 
         // 3b. The container's /dev/log: the keeper's proxy to the host's syslog.
         let log_path = paths.dir.join(logproxy::SOCKET_NAME);
@@ -291,6 +295,8 @@ impl Keeper {
                 path: status_path.clone(),
                 source,
             })?;
+
+        crate::timing::mark("sockets");
 
         // 4. The user's cgroup, limits applied before anything runs in it;
         // its CPUs (`cpus = "auto"`) where the fewest other containers run.
@@ -311,6 +317,7 @@ impl Keeper {
         for w in warnings {
             sys::syslog(libc::LOG_WARNING, &format!("{user}: {w}"));
         }
+        crate::timing::mark("cgroup");
 
         // 4b. A persistent layer: the user's image, once the previous
         // container's mount of it has gone, mounted (detached) for the init
@@ -345,6 +352,8 @@ impl Keeper {
             }
         };
 
+        crate::timing::mark("layer");
+
         // 5. The container.
         let staging = paths.staging();
         private_dir(&staging)?;
@@ -364,17 +373,20 @@ impl Keeper {
         let lxcfs = host.lxcfs.as_deref().and_then(crate::figures::live_lxcfs);
         spec.rootfs.figures = crate::figures::figures(lxcfs, cpus.as_ref());
         spec.rootfs.resolv_conf = crate::net::resolv_conf(&host, &up.network);
+        crate::timing::mark("spec");
         container = container::spawn(&spec, |pid| cg.attach(pid.as_raw()))
             .map_err(StartError::Container)?;
         // Attached in the container's mount namespace now: it goes with it
         // (at the keeper's exit, which closes the namespaces' last fds).
         drop(spec);
         drop(layer);
+        crate::timing::mark("container");
 
         // 5b. The network (veth, lease, firewall tables), from the keeper's own netns.
         let netns = container.namespaces.get(Namespace::Net);
         net = crate::net::setup(&host, user, &up.network, netns).map_err(StartError::Network)?;
         undo.net = net.as_ref().map(|n| (n, netns));
+        crate::timing::mark("network");
         if let Some(n) = &net {
             let steps: Vec<String> = n
                 .steps
@@ -409,6 +421,7 @@ impl Keeper {
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
             .map_err(StartError::SignalFd)?;
         undo.done();
+        crate::timing::mark("socket");
 
         let state = State {
             user: account.name.clone(),
@@ -424,9 +437,10 @@ impl Keeper {
             sessions: Vec::new(),
             notices: 0,
             last_notice: None,
+            start_marks: Vec::new(),
         };
         let watch = super::notice::Watch::new(&cg, &up.limits);
-        let keeper = Keeper {
+        let mut keeper = Keeper {
             account,
             policy: up,
             paths,
@@ -444,6 +458,8 @@ impl Keeper {
             store,
             spare,
         };
+        crate::timing::mark("state");
+        keeper.state.start_marks = crate::timing::take();
         keeper.write_state();
         drop(pin);
         Ok(keeper)

@@ -43,6 +43,10 @@ pub struct State {
     pub notices: u64,
     #[serde(default)]
     pub last_notice: Option<String>,
+    /// When each phase of the start ended (`CLOCK_MONOTONIC` ns, keeper's
+    /// and init's marks in order: [`crate::timing`]), for the benches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub start_marks: Vec<(String, u64)>,
 }
 
 impl State {

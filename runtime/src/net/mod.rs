@@ -132,6 +132,7 @@ fn leased(
             file: leases.clone(),
             source,
         })?;
+    crate::timing::mark("net_lease");
     Ok(NetHandle {
         user: user.into(),
         addr,
@@ -298,6 +299,7 @@ fn configure(
     let mut t = Instant::now();
     let mut step = |name: &'static str| {
         steps.push((name, t.elapsed()));
+        crate::timing::mark(&format!("net_{name}"));
         t = Instant::now();
     };
     let mut nl = Netlink::open().map_err(nl_err("opening", "a netlink socket"))?;
