@@ -923,6 +923,8 @@ pub fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
     // SAFETY: `slave` was just returned by the kernel and is owned by no one else.
     let slave = unsafe { OwnedFd::from_raw_fd(slave) };
     Ok((master, slave))
+}
+
 /// `CLOCK_MONOTONIC` now, in nanoseconds (the clock `Instant` reads, as a
 /// number other processes can compare: [`crate::timing`]).
 pub fn monotonic_ns() -> u64 {
