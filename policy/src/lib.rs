@@ -192,6 +192,9 @@ pub struct Traffic {
     pub rate_in: Option<u64>,
     /// Upload limit (out of the container), bytes per second (`rate_out`).
     pub rate_out: Option<u64>,
+    /// Connections the host's conntrack table may hold for the container
+    /// at once (`conntrack`, `veth` only); `None`: unbounded.
+    pub conntrack: Option<u64>,
 }
 
 /// Everything the runtime needs to build and run one user's container.

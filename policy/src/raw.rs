@@ -125,6 +125,9 @@ rules! {
     rate_in: crate::net::Rate,
     /// Bandwidth out of the container (upload), for `veth`.
     rate_out: crate::net::Rate,
+    /// Connections of a `veth` container the host's conntrack table may
+    /// hold at once (one host-wide table, nf_conntrack_max).
+    conntrack: CountLimit,
     /// `macvlan`/`vlan`: the parent interface; `phys`: the interface moved in.
     net_device: crate::net::IfName,
     /// `vlan`: the VLAN id.

@@ -34,6 +34,9 @@ pub fn default_memory_high(memory: u64) -> u64 {
 pub const DEFAULT_WRITABLE_SIZE: u64 = 1 << 30;
 /// Built-in bound of a container's ptys (devpts `max=`).
 pub const DEFAULT_PTYS: u64 = 64;
+/// Built-in bound of a `veth` container's connections in the host's
+/// conntrack table.
+pub const DEFAULT_CONNTRACK: u64 = 8192;
 /// Built-in seccomp profile.
 pub const DEFAULT_SECCOMP: &str = "default";
 
@@ -318,6 +321,10 @@ pub(crate) fn explain(model: &Model, account: &Account, service: &str) -> Explan
     add("rate_in", rate_in.to_string(), origin(p.rate_in));
     let rate_out = p.rate_out.map_or(crate::net::Rate(None), |(v, _)| v.value);
     add("rate_out", rate_out.to_string(), origin(p.rate_out));
+    let conntrack = p
+        .conntrack
+        .map_or(Limit::Max(DEFAULT_CONNTRACK), |(v, _)| v.value.0);
+    add("conntrack", count(Some(conntrack)), origin(p.conntrack));
     let net_device = p.net_device.map(|(v, _)| v.value.0.clone());
     add(
         "net_device",
@@ -338,6 +345,7 @@ pub(crate) fn explain(model: &Model, account: &Account, service: &str) -> Explan
         egress_allow: egress_allow.0,
         rate_in: rate_in.0,
         rate_out: rate_out.0,
+        conntrack: conntrack.get(),
     };
     let device = |need_vlan: bool, err: &mut Option<String>| {
         let device = net_device.clone().unwrap_or_default();

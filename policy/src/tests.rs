@@ -965,7 +965,7 @@ fn all_errors_reported() {
     assert_eq!(
         e.lines().collect::<Vec<_>>(),
         [
-            "hutch.d/1.toml:2:1: defaults: unknown key \"bogus\" (known keys: confine, enforce, plan, priority, template, shell, hostname, memory, memory_high, swap, cpu, cpu_weight, cpus, pids, io, io_weight, writable_size, writable, max_sessions, ptys, on_logout, linger, mounts, network, egress_deny, egress_allow, rate_in, rate_out, net_device, vlan_id, seccomp, strict)",
+            "hutch.d/1.toml:2:1: defaults: unknown key \"bogus\" (known keys: confine, enforce, plan, priority, template, shell, hostname, memory, memory_high, swap, cpu, cpu_weight, cpus, pids, io, io_weight, writable_size, writable, max_sessions, ptys, on_logout, linger, mounts, network, egress_deny, egress_allow, rate_in, rate_out, conntrack, net_device, vlan_id, seccomp, strict)",
             "hutch.toml:2:8: users.a.plan: plan \"x\" is not defined (no [plans.NAME] table exists)",
             "hutch.toml:4:12: users.b.priority: priority only applies to groups",
         ]
@@ -995,7 +995,8 @@ fn explain_shows_origins() {
     assert_eq!(show("shell"), "shell = \"/bin/bash\"  # built-in default");
     assert_eq!(show("confine"), "confine = true  # built-in default");
     assert_eq!(e.service_mode, ServiceMode::Confine);
-    assert_eq!(e.entries.len(), 29);
+    assert_eq!(e.entries.len(), 30);
+    assert_eq!(show("conntrack"), "conntrack = 8192  # built-in default");
 }
 
 /// The shipped default policy parses, and the rule keys are all documented in the man page.

@@ -247,6 +247,7 @@ fn priority_ties(model: &Model) -> Vec<Diagnostic> {
             egress_deny,
             egress_allow,
             rate_in,
+            conntrack,
             rate_out,
             net_device,
             vlan_id,

@@ -860,3 +860,75 @@ fn device_mode_egress_and_bandwidth() {
     let links = trimmed(&sh_in(host, "ip -o link show"));
     assert!(!links.contains("eth0"), "{links}");
 }
+
+/// Accepts on 0.0.0.0:8090 and holds each connection until its peer
+/// closes it (then closes too).
+const HOLDER: &str = r#"
+import socket, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8090)); s.listen(64)
+def hold(c):
+    while c.recv(4096): pass
+    c.close()
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=hold, args=(c,), daemon=True).start()
+"#;
+
+/// `conntrack = 3`: the host's conntrack table holds three live
+/// connections of the container (to the gateway); a fourth new one is
+/// dropped (its SYN: a timeout, not a refusal), and once the three close,
+/// new ones pass again. The bound is the user's `ct count` rule.
+#[test]
+fn veth_conntrack_bound() {
+    if !require_root("veth_conntrack_bound") {
+        return;
+    }
+    let hutch = HutchEnv::new("");
+    let lease_file = hutch.dir.join("leases");
+    hutch.write_policy(&format!(
+        "[host.net]\nleases = \"{}\"\n\n[defaults]\nnetwork = \"veth\"\npids = 512\nconntrack = 3\n",
+        lease_file.display()
+    ));
+    let a = hutch.user();
+    let name = a.name.clone();
+    {
+        let env = hutch.sshd(Sftp::Internal);
+        env.authorize(&a);
+        let host = env.pid();
+        let holder = {
+            use std::io::BufRead;
+            let mut c = nsenter_long(host)
+                .args(["python3", "-c", HOLDER])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("python holder");
+            let mut line = String::new();
+            std::io::BufReader::new(c.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            assert_eq!(line.trim(), "ready", "the holder did not start");
+            Proc(c)
+        };
+        let script = "c() { timeout 4 bash -c \"exec $1<>/dev/tcp/10.77.0.1/8090; sleep ${2:-0}\" 2>/dev/null; }\n\
+            exec 3<>/dev/tcp/10.77.0.1/8090 && exec 4<>/dev/tcp/10.77.0.1/8090 && exec 5<>/dev/tcp/10.77.0.1/8090 && echo THREE=ok\n\
+            if c 6; then echo FOURTH=ok; else echo FOURTH=dropped; fi\n\
+            exec 3<&- 4<&- 5<&-\n\
+            for i in $(seq 30); do if c 6; then echo AFTER=ok; break; fi; done\n";
+        let out = env.ssh(&a, &[script]);
+        assert_eq!(
+            out.stdout_str(),
+            "THREE=ok\nFOURTH=dropped\nAFTER=ok\n",
+            "{}\n{}",
+            out.describe(),
+            sh_in(host, "nft list ruleset").describe()
+        );
+        drop(holder);
+        let left = hutch.wait_gone(&name, Duration::from_secs(30));
+        assert!(left.is_empty(), "{left:?}");
+    }
+    drop(a);
+    assert_no_leftovers(&name, Duration::from_secs(5));
+}

@@ -341,6 +341,7 @@ fn configure(
         egress_allow: &v.egress_allow,
         gateway: net.gateway,
         nat_uplink: net.nat_uplink.as_deref(),
+        conntrack: v.conntrack,
     };
     nft::install(&rules).map_err(|msg| NetError::Nft {
         user: h.user.clone(),

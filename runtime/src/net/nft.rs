@@ -5,8 +5,12 @@
 //!   port (input to the host, forwarded to other ports) must carry the
 //!   port's own MAC and, for IPv4 and ARP, its own address (anti-spoof);
 //!   anything but IPv4 and ARP is dropped; then the egress deny list.
-//! - `table ip hutch-<user>` (only with NAT or an egress allow list):
-//!   masquerade the user's address out of the uplink; with `egress_allow`,
+//! - `table ip hutch-<user>` (with NAT, an egress allow list or a
+//!   conntrack bound): masquerade the user's address out of the uplink; a
+//!   new connection from the user's address beyond `conntrack` live ones
+//!   (`ct count`, one count for what the host receives and routes) is
+//!   dropped, so one container cannot fill the host-wide conntrack table
+//!   (nf_conntrack_max) that every connection of the host needs; with `egress_allow`,
 //!   IP packets from the user's address that the host receives or routes
 //!   are dropped unless they are replies (conntrack established/related),
 //!   go to the gateway, or match an allowed entry. The bridge table's deny
@@ -39,6 +43,8 @@ pub struct Rules<'a> {
     pub gateway: Ipv4Addr,
     /// Masquerade out of this interface.
     pub nat_uplink: Option<&'a str>,
+    /// At most this many live connections from the user's address.
+    pub conntrack: Option<u64>,
 }
 
 /// `hutch-<user>`, injective: letters, digits, `-` and `.` stay, every
@@ -113,6 +119,12 @@ fn tables(r: &Rules<'_>) -> String {
                 r.addr
             ));
         }
+        if let Some(n) = r.conntrack {
+            // One rule, so one count, for both hooks.
+            s.push_str(&format!(
+                "  chain ctlimit {{\n    ct state new ct count over {n} drop\n  }}\n"
+            ));
+        }
         if !r.egress_allow.is_empty() {
             s.push_str("  chain allow {\n    ct state established,related accept\n");
             s.push_str(&format!("    ip daddr {} accept\n", r.gateway));
@@ -120,11 +132,19 @@ fn tables(r: &Rules<'_>) -> String {
                 s.push_str(&format!("   {} accept\n", match_of(e)));
             }
             s.push_str("    drop\n  }\n");
+        }
+        if r.conntrack.is_some() || !r.egress_allow.is_empty() {
             for hook in ["input", "forward"] {
                 s.push_str(&format!(
-                    "  chain {hook} {{\n    type filter hook {hook} priority 0; policy accept;\n    ip saddr {} jump allow\n  }}\n",
-                    r.addr
+                    "  chain {hook} {{\n    type filter hook {hook} priority 0; policy accept;\n"
                 ));
+                if r.conntrack.is_some() {
+                    s.push_str(&format!("    ip saddr {} jump ctlimit\n", r.addr));
+                }
+                if !r.egress_allow.is_empty() {
+                    s.push_str(&format!("    ip saddr {} jump allow\n", r.addr));
+                }
+                s.push_str("  }\n");
             }
         }
         s.push_str("}\n");
@@ -133,7 +153,7 @@ fn tables(r: &Rules<'_>) -> String {
 }
 
 fn has_ip_table(r: &Rules<'_>) -> bool {
-    r.nat_uplink.is_some() || !r.egress_allow.is_empty()
+    r.nat_uplink.is_some() || !r.egress_allow.is_empty() || r.conntrack.is_some()
 }
 
 /// The match of one egress entry (` ip daddr NET tcp dport PORT`), with a
@@ -233,6 +253,7 @@ mod tests {
             egress_allow: &[],
             gateway: Ipv4Addr::new(10, 77, 0, 1),
             nat_uplink: None,
+            conntrack: None,
         };
         let s = install_script(&r);
         assert!(
@@ -256,6 +277,37 @@ mod tests {
         assert!(s.contains("create table ip hutch-al_20ice\n"));
         assert!(s.contains("ip saddr 10.77.0.2 oifname \"up0\" masquerade"));
         assert!(!s.contains("chain allow"));
+        assert!(!s.contains("ct count"));
+    }
+
+    /// A conntrack bound: an ip table (even without NAT) with one counting
+    /// rule that both hooks jump to for the user's address.
+    #[test]
+    fn conntrack_script() {
+        let r = Rules {
+            user: "carol",
+            port: "hv0a4d0004",
+            addr: Ipv4Addr::new(10, 77, 0, 4),
+            mac: [2, 0x68, 10, 77, 0, 4],
+            egress_deny: &[],
+            egress_allow: &[],
+            gateway: Ipv4Addr::new(10, 77, 0, 1),
+            nat_uplink: None,
+            conntrack: Some(300),
+        };
+        let s = install_script(&r);
+        assert!(s.contains("create table ip hutch-carol\n"), "{s}");
+        assert_eq!(s.matches("ct count over 300 drop").count(), 1, "{s}");
+        assert!(
+            s.contains("  chain ctlimit {\n    ct state new ct count over 300 drop\n  }"),
+            "{s}"
+        );
+        for hook in ["input", "forward"] {
+            assert!(
+                s.contains(&format!("type filter hook {hook} priority 0; policy accept;\n    ip saddr 10.77.0.4 jump ctlimit\n  }}")),
+                "{hook}: {s}"
+            );
+        }
     }
 
     /// Inside a device-mode container: on eth0 only, IPv6 and foreign
@@ -314,6 +366,7 @@ mod tests {
             egress_allow: &allow,
             gateway: Ipv4Addr::new(10, 77, 0, 1),
             nat_uplink: None,
+            conntrack: None,
         };
         let s = install_script(&r);
         assert!(s.contains("create table ip hutch-bob\n"), "{s}");
