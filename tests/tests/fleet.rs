@@ -43,18 +43,29 @@ fn limit(hutch: &HutchEnv, user: &str, name: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-/// A session that holds `user`'s container open until dropped: an ssh
-/// login on a pty, up once its shell has run inside the container (its
-/// limits are written by then). A login that fails says why (its output).
-fn hold(env: &SshdEnv, user: &impl Login) -> PtySession {
-    let s = env.ssh_pty(user, &["echo HOLDING; sleep 600"]);
-    assert!(
-        s.expect("HOLDING", Duration::from_secs(120)).is_some(),
-        "{}: the holding login did not come up: {}",
-        user.login(),
-        s.output()
-    );
-    s
+/// Sessions that hold their users' containers open until dropped: ssh
+/// logins on ptys, all started at once (users arriving together), each up
+/// once its shell has run inside its container (its limits are written by
+/// then). A login that fails says why (its output).
+fn hold_all<L: Login>(env: &SshdEnv, users: &[&L]) -> Vec<PtySession> {
+    let held: Vec<PtySession> = users
+        .iter()
+        .map(|u| env.ssh_pty(*u, &["echo HOLDING; sleep 600"]))
+        .collect();
+    for (s, u) in held.iter().zip(users) {
+        assert!(
+            s.expect("HOLDING", Duration::from_secs(120)).is_some(),
+            "{}: the holding login did not come up: {}",
+            u.login(),
+            s.output()
+        );
+    }
+    held
+}
+
+/// One holding session ([`hold_all`]).
+fn hold<L: Login>(env: &SshdEnv, user: &L) -> PtySession {
+    hold_all(env, &[user]).remove(0)
 }
 
 /// `hutchctl policy SPELLING` inside the directory's namespace.
@@ -132,8 +143,7 @@ fn directory_users_get_their_groups_limits() {
         env.authorize(&alice);
         env.authorize(&bob);
 
-        let _a = hold(&env, &alice);
-        let _b = hold(&env, &bob);
+        let held = hold_all(&env, &[&alice, &bob]);
         assert_eq!(
             limit(&hutch, &alice.name, "pids.max").as_deref(),
             Some("66")
@@ -202,8 +212,7 @@ fn directory_users_get_their_groups_limits() {
         );
         // The last logout tears the containers down (before the sshd, in
         // whose network namespace the keepers run, is killed).
-        drop(_a);
-        drop(_b);
+        drop(held);
         for u in [&alice, &bob] {
             let left = hutch.wait_gone(&u.name, Duration::from_secs(20));
             assert!(left.is_empty(), "{}: {left:?}", u.name);
