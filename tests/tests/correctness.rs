@@ -1,8 +1,7 @@
 //! Correctness items a review found, each with the real programs: the
 //! keeper's own umask, containers keyed by the NSS canonical name, binds
-//! that keep the source mount's restrictions. (Firewall table names that
-//! two user names cannot share are pure logic: `net::nft` unit test
-//! `table_names_are_injective`.)
+//! that keep the source mount's restrictions, firewall tables that two user
+//! names cannot share.
 
 use std::time::Duration;
 

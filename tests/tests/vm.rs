@@ -1,7 +1,9 @@
 //! The VM tier: hutch installed from its .deb on a cgroup-v2 systemd Debian
 //! guest, a real SSH login from this host into a container under
 //! hutch.service's delegated subtree, v2 quotas proven by workloads,
-//! teardown, upgrade and purge (tests/vm/run.sh does the work).
+//! teardown, NFS homes from the guest kernel's nfsd with `root_squash`
+//! (tests/vm/nfs-checks.sh: this host's kernel has no NFS), upgrade and
+//! purge (tests/vm/run.sh does the work).
 //!
 //! Runs where QEMU can: qemu-system-x86_64 on PATH (scripts/deps.sh installs
 //! it). Otherwise it skips with the reason, unless `HUTCH_REQUIRE_VM=1`,

@@ -10,7 +10,8 @@
 # Environment: HUTCH_VM_CACHE (image cache, /var/cache/hutch-tests),
 # HUTCH_VM_RESULTS (where logs are copied, default target/vm-results),
 # HUTCH_VM_KEEP=1 (leave the VM running and print how to reach it),
-# ACCEL=kvm|tcg. The guest's user-mode network is restrict=on: it reaches
+# HUTCH_VM_ONLY=nfs (install, then only the NFS homes checks: for work on
+# them), ACCEL=kvm|tcg. The guest's user-mode network is restrict=on: it reaches
 # nothing but the forwarded port.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -25,7 +26,7 @@ T0=$SECONDS
 log() { printf '[vm +%4ds] %s\n' $((SECONDS - T0)) "$*" >&2; }
 die() { log "FATAL: $*"; exit 2; }
 
-for tool in qemu-system-x86_64 qemu-img mmdebstrap ssh ssh-keygen mkfs.ext4 flock; do
+for tool in qemu-system-x86_64 qemu-img mmdebstrap ssh sftp rsync ssh-keygen mkfs.ext4 flock; do
     command -v "$tool" >/dev/null || die "missing $tool (scripts/deps.sh installs it)"
 done
 
@@ -69,7 +70,7 @@ if [[ ! -s $TEMPLATE_TAR ]]; then
 fi
 ln "$TEMPLATE_TAR" "$SHARE/template.tar" 2>/dev/null || cp "$TEMPLATE_TAR" "$SHARE/template.tar"
 cp "$DEB" "$SHARE/"
-cp "$HERE/guest/setup.sh" "$SHARE/"
+cp "$HERE/guest/setup.sh" "$HERE/guest/nfs.sh" "$SHARE/"
 ssh-keygen -q -t ed25519 -N '' -C alice -f "$WORK/alice"
 cp "$WORK/alice.pub" "$SHARE/alice.pub"
 
@@ -85,6 +86,8 @@ esac
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 SSH_OPTS=(-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR
           -o BatchMode=yes -o ConnectTimeout=20 -o ServerAliveInterval=15 -p "$PORT")
+SFTP_OPTS=(-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR
+           -o BatchMode=yes -o ConnectTimeout=20 -i "$WORK/alice" -P "$PORT")
 groot() { ssh "${SSH_OPTS[@]}" -i "$IMG/id_ed25519" root@127.0.0.1 "$@"; }
 galice() { ssh "${SSH_OPTS[@]}" -i "$WORK/alice" alice@127.0.0.1 "$@"; }
 gbob() { ssh "${SSH_OPTS[@]}" -i "$WORK/alice" bob@127.0.0.1 "$@"; }
@@ -161,6 +164,24 @@ check "unit: hutch-metrics.timer active" groot '[ "$(systemctl is-active hutch-m
 check "unit: hutch.service active, Delegate=yes" groot '[ "$(systemctl is-active hutch.service)" = active ] && [ "$(systemctl show -P Delegate hutch.service)" = yes ]'
 check "unit: loaded the template at start" groot 'ls -d /run/hutch/template/default/*/ >/dev/null'
 check "setup: pam_hutch is the last session line of sshd" groot 'grep "^[^#]*session" /etc/pam.d/sshd | tail -n 1 | grep -q pam_hutch.so'
+
+# finish: powers the guest off, copies the logs out, prints the summary.
+finish() {
+    groot 'systemctl poweroff' >/dev/null 2>&1 || true
+    for _ in $(seq 30); do kill -0 "$QEMU_PID" 2>/dev/null || break; sleep 1; done
+    mkdir -p "$RESULTS"
+    cp "$SHARE"/out/* "$WORK/console.log" "$RESULTS/" 2>/dev/null || true
+    log "results in $RESULTS"
+    echo "$PASSED passed, $FAILED failed"
+    ((FAILED == 0))
+}
+# shellcheck source=tests/vm/nfs-checks.sh
+. "$HERE/nfs-checks.sh"
+if [[ ${HUTCH_VM_ONLY:-} == nfs ]]; then
+    nfs_checks
+    finish
+    exit
+fi
 
 log "first login as alice"
 HOST_PIDNS=$(groot 'readlink /proc/1/ns/pid')
@@ -264,6 +285,8 @@ eventually "vlan: teardown leaves no vlan link, cgroup or process" 30 \
 # (back to its session scope, or into hutch's own group once systemd removed the scope).
 check "close: every session's sshd left the container's cgroup" groot '! journalctl -b --no-pager -t hutch-keeper | grep "moving pid"'
 
+nfs_checks
+
 log "upgrade and purge"
 check "package: reinstall (upgrade path) keeps hutch.service active" groot "cd /root && DEBIAN_FRONTEND=noninteractive apt-get install -y --reinstall ./${DEB##*/} >/dev/null 2>&1 && [ \"\$(systemctl is-active hutch.service)\" = active ]"
 groot 'systemctl status hutch.service --no-pager; journalctl -b --no-pager' >"$SHARE/out/journal.txt" 2>&1 || true
@@ -272,10 +295,4 @@ check "purge: /etc/shells restored" groot '! grep -q hutch-shell /etc/shells'
 check "purge: no hutch state" groot '! test -e /var/lib/hutch && ! test -e /run/hutch && ! test -e /etc/hutch && ! grep -q " /run/hutch" /proc/mounts && ! test -e /var/lib/prometheus/node-exporter/hutch.prom'
 check "purge: /etc/pam.d as before setup" groot '! grep -rq pam_hutch /etc/pam.d && ! ls /etc/pam.d/*.hutch-bak 2>/dev/null'
 
-groot 'systemctl poweroff' >/dev/null 2>&1 || true
-for _ in $(seq 30); do kill -0 "$QEMU_PID" 2>/dev/null || break; sleep 1; done
-mkdir -p "$RESULTS"
-cp "$SHARE"/out/* "$WORK/console.log" "$RESULTS/" 2>/dev/null || true
-log "results in $RESULTS"
-echo "$PASSED passed, $FAILED failed"
-((FAILED == 0))
+finish

@@ -26,4 +26,10 @@ printf 'UseDNS no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\
 mkdir -p "$R/etc/systemd/logind.conf.d" "$R/etc/systemd/journald.conf.d"
 printf '[Login]\nKillUserProcesses=yes\n' >"$R/etc/systemd/logind.conf.d/10-vm.conf"
 printf '[Journal]\nStorage=volatile\n' >"$R/etc/systemd/journald.conf.d/10-vm.conf"
+# The NFS server and its helpers run only inside the network and mount
+# namespaces tests/vm/guest/nfs.sh makes (nfsd is per network namespace):
+# none of them starts in the guest's own at boot.
+chroot "$R" systemctl mask nfs-server.service nfs-mountd.service nfs-idmapd.service nfsdcld.service \
+    rpc-statd.service rpc-statd-notify.service rpcbind.service rpcbind.socket nfs-blkmap.service \
+    proc-fs-nfsd.mount rpc_pipefs.target run-rpc_pipefs.mount var-lib-nfs-rpc_pipefs.mount 2>/dev/null || true
 : >"$R/etc/machine-id"
