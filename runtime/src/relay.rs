@@ -33,6 +33,11 @@ use nix::unistd::{Pid, Uid};
 
 use crate::sys;
 
+/// The most a channel passes on after the command's exit: more than a
+/// pipe's or a pty's buffers hold (what the command wrote before it
+/// exited), so that only a writer left behind is cut off.
+const DRAIN_MAX: usize = 1 << 20;
+
 /// What the command's process gets as fds 0-2.
 pub enum Side {
     /// The slave of a pty made in the container, and the modes to give it.
@@ -255,8 +260,11 @@ impl Channel {
 
     /// After the command's exit: everything its side still holds, written
     /// out (waiting for the destination as needed), until the source is
-    /// empty or at its end.
+    /// empty or at its end, and at most [`DRAIN_MAX`] bytes: a process left
+    /// behind that keeps writing does not keep hutchctl (and the admin's
+    /// terminal) for itself.
     fn drain(&mut self) {
+        let mut taken = 0usize;
         loop {
             while !self.buf.is_empty() && self.dst.is_some() {
                 if let Some(dst) = &self.dst {
@@ -266,10 +274,14 @@ impl Channel {
                 self.flush_some();
             }
             let Some(src) = &self.src else { return };
+            if taken >= DRAIN_MAX {
+                return;
+            }
             let mut chunk = [0u8; 16384];
             match nix::unistd::read(src.fd().as_raw_fd(), &mut chunk) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
+                    taken += n;
                     if self.dst.is_some() {
                         self.buf.extend_from_slice(&chunk[..n]);
                     } else {

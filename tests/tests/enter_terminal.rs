@@ -135,3 +135,67 @@ fn enter_runs_on_its_own_pty() {
     drop(user);
     assert_no_leftovers(&name, Duration::from_secs(5));
 }
+
+/// A process left behind that keeps writing (`yes`) neither keeps `hutchctl
+/// enter` from returning with the command's status nor outlives the pty:
+/// its writes fail once the relay has closed its side, and it ends. (With
+/// the admin's terminal as its own it wrote there for ever. The relay's
+/// drain is bounded too, `relay::DRAIN_MAX`, though a reader this fast
+/// catches up with `yes` anyway.)
+#[test]
+fn enter_returns_while_a_leftover_keeps_writing() {
+    if !require_root("enter_returns_while_a_leftover_keeps_writing") {
+        return;
+    }
+    let hutch = HutchEnv::new(POLICY);
+    let user = hutch.user();
+    let name = user.name.clone();
+    {
+        let env = hutch.sshd(Sftp::Internal);
+        let hold = env.ssh_pty(&user, &["echo HOLDING; sleep 600"]);
+        assert!(
+            hold.expect("HOLDING", Duration::from_secs(60)).is_some(),
+            "{}",
+            hold.output()
+        );
+        let argv: Vec<String> = [
+            hutch.bins.ctl.to_string_lossy().as_ref(),
+            "--config",
+            hutch.config.to_string_lossy().as_ref(),
+            "enter",
+            &name,
+            "--",
+            "bash",
+            "-c",
+            "trap '' HUP; (exec yes LEFTOVER-SPAM) & sleep 1; exit 4",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut admin = PtySession::spawn(&argv);
+        let code = admin.wait_exit(Duration::from_secs(120));
+        assert_eq!(
+            code,
+            Some(4),
+            "enter did not return with the command's status"
+        );
+        let spammer_gone = wait_until(Duration::from_secs(30), || {
+            (!user.processes().iter().any(|p| {
+                proc::cmdline(*p)
+                    .unwrap_or_default()
+                    .contains("yes LEFTOVER")
+            }))
+            .then_some(())
+        });
+        assert!(
+            spammer_gone.is_some(),
+            "the writer left behind still runs: its pty was not hung up"
+        );
+        drop(admin);
+        drop(hold);
+        let left = hutch.wait_gone(&name, Duration::from_secs(30));
+        assert!(left.is_empty(), "{left:?}");
+    }
+    drop(user);
+    assert_no_leftovers(&name, Duration::from_secs(5));
+}
