@@ -352,14 +352,15 @@ fn start_cron(env: &SshdEnv, dir: &TestDir, attackers: &[Attacker]) -> NsDaemon 
     NsDaemon::spawn_in(env.pid(), &script)
 }
 
-/// The cron PAM service and su's, written into the sshd's private
+/// The cron PAM service (Debian's own stack with pam_hutch last, as
+/// `hutchctl setup` makes it) and su's, written into the sshd's private
 /// /etc/pam.d (a directory bound there: files written now show inside).
 fn write_pam_services(env: &SshdEnv, hutch: &HutchEnv) {
     let pamd = env.dir().join("pam.d");
     for (service, stack) in [
         ("su", hutch.switcher_stack()),
         ("su-l", hutch.switcher_stack()),
-        ("cron", hutch.switcher_stack()),
+        ("cron", hutch.distro_stack("cron")),
     ] {
         std::fs::write(pamd.join(service), stack).expect("write a pam service");
     }
