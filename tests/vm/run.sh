@@ -285,6 +285,18 @@ eventually "vlan: teardown leaves no vlan link, cgroup or process" 30 \
 # (back to its session scope, or into hutch's own group once systemd removed the scope).
 check "close: every session's sshd left the container's cgroup" groot '! journalctl -b --no-pager -t hutch-keeper | grep "moving pid"'
 
+log "cron: alice's crontab entry runs in her container"
+check "setup: pam_hutch is the last session line of cron and atd" groot 'for s in cron atd; do grep "^[^#]*session" /etc/pam.d/$s | tail -n 1 | grep -q pam_hutch.so || exit 1; done'
+# What the job sees, written where the host can read it (the home is bound in).
+groot 'rm -f /home/alice/cron.out; crontab -u alice -' >/dev/null 2>&1 <<'CRONTAB' || true
+* * * * * { hostname; cat /proc/1/comm; grep ^Seccomp: /proc/self/status; } >/home/alice/cron.tmp 2>&1; mv /home/alice/cron.tmp /home/alice/cron.out
+CRONTAB
+eventually "cron: the entry ran (cron runs it within a minute)" 75 'test -s /home/alice/cron.out'
+groot 'crontab -u alice -r' >/dev/null 2>&1 || true
+expect "cron: hostname, pid 1 and filter of the job are the container's" "alice hutch-init Seccomp:2" \
+    "$(groot 'cat /home/alice/cron.out' 2>&1 | tr -s '\t\n' '  ' | sed 's/ $//; s/: /:/')"
+eventually "cron: the job's container torn down after it" 30 "! test -e $CG/users/alice && ! pgrep -u alice >/dev/null"
+
 nfs_checks
 
 log "upgrade and purge"

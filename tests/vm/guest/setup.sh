@@ -12,6 +12,9 @@ apt-get install -y "./${DEB##*/}"
 hutchctl template build default --from-tar "$TAR"
 hutchctl setup --pam-service sshd
 hutchctl setup --pam-service systemd-user
+hutchctl setup --pam-service cron
+hutchctl setup --pam-service atd
+hutchctl check
 useradd -m alice
 usermod -s /usr/sbin/hutch-shell alice
 
