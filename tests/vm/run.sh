@@ -286,6 +286,7 @@ eventually "vlan: teardown leaves no vlan link, cgroup or process" 30 \
 check "close: every session's sshd left the container's cgroup" groot '! journalctl -b --no-pager -t hutch-keeper | grep "moving pid"'
 
 log "cron: alice's crontab entry runs in her container"
+check "package: the install itself wired cron and atd" groot '[ "$(cat /root/wired-by-deb)" = "$(printf "/etc/pam.d/cron\n/etc/pam.d/atd")" ]'
 check "setup: pam_hutch is the last session line of cron and atd" groot 'for s in cron atd; do grep "^[^#]*session" /etc/pam.d/$s | tail -n 1 | grep -q pam_hutch.so || exit 1; done'
 # What the job sees, written where the host can read it (the home is bound in).
 groot 'rm -f /home/alice/cron.out; crontab -u alice -' >/dev/null 2>&1 <<'CRONTAB' || true

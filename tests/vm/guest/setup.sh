@@ -9,6 +9,8 @@ export DEBIAN_FRONTEND=noninteractive
 # README: Install
 cp "$DEB" /root/ && cd /root
 apt-get install -y "./${DEB##*/}"
+# (observed, not a step: what the package itself wired)
+grep -l '^[^#]*session.*pam_hutch\.so' /etc/pam.d/cron /etc/pam.d/atd >/root/wired-by-deb || true
 hutchctl template build default --from-tar "$TAR"
 hutchctl setup --pam-service sshd
 hutchctl setup --pam-service systemd-user
