@@ -301,6 +301,10 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(nix::unistd::geteuid().is_root(), "run as root");
     private_namespaces()?;
     let a = args()?;
+    // The floor holds six namespace descriptors a container: 1,000 idle
+    // ones need more than the usual soft limit.
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?;
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard)?;
     if std::env::var_os("HUTCH_BIN_DIR").is_none() {
         if let Some(dir) = std::env::current_exe()?.parent() {
             std::env::set_var("HUTCH_BIN_DIR", dir);
@@ -341,6 +345,10 @@ fn run(
     policy: &dyn Fn(&str) -> String,
 ) -> anyhow::Result<()> {
     let user = hutch.user();
+    // A PAM host has looked the user up before it opens the session (sshd's
+    // monitor at authentication): NSS modules are loaded in the processes
+    // the bench forks to open sessions, as they are in sshd.
+    let _ = hutch_runtime::account::lookup(&user.name);
     let opts = JoinOptions {
         config: hutch.config.clone(),
         keeper: hutch.bins.keeper.clone(),
@@ -638,7 +646,9 @@ impl MemGroup {
             .ok_or_else(|| anyhow!("no memory cgroup in /proc/self/cgroup"))?;
         let back = PathBuf::from("/sys/fs/cgroup/memory").join(rel.trim_start_matches('/'));
         let bench = root.join("bench");
-        std::fs::create_dir(&bench)?;
+        if !bench.exists() {
+            std::fs::create_dir(&bench)?;
+        }
         let g = MemGroup { root, bench, back };
         std::fs::write(g.bench.join("cgroup.procs"), std::process::id().to_string())?;
         Ok(g)
@@ -656,7 +666,15 @@ impl Drop for MemGroup {
             self.back.join("cgroup.procs"),
             std::process::id().to_string(),
         );
-        for _ in 0..100 {
+        for _ in 0..250 {
+            // What LXC's monitors leave below it (lxc.pivot) first.
+            if let Ok(rd) = std::fs::read_dir(&self.bench) {
+                for e in rd.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        let _ = std::fs::remove_dir(e.path());
+                    }
+                }
+            }
             if std::fs::remove_dir(&self.bench).is_ok() || !self.bench.exists() {
                 break;
             }
