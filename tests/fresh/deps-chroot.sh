@@ -62,7 +62,7 @@ for c in qemu-img qemu-system-x86_64 mmdebstrap debootstrap sshd ssh ssh-keygen 
          busybox unshare nsenter flock su login useradd pgrep timeout python3 cc make \
          pkg-config dh dpkg-buildpackage mkfs.ext4 xz sudo cron crontab atd at slapd slapadd \
          ldapsearch nslcd squashfuse mksquashfs promtool prometheus-node-exporter lintian \
-         mkfs.xfs lxcfs; do
+         mkfs.xfs lxcfs lxc-execute; do
     command -v "$c" >/dev/null || [ -x "/usr/sbin/$c" ] || { echo "MISSING command $c"; fail=1; }
 done
 for m in libnftables; do pkg-config --exists "$m" || { echo "MISSING pkg-config $m"; fail=1; }; done
