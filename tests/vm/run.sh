@@ -233,14 +233,29 @@ if command -v promtool >/dev/null; then
 fi
 
 log "quota workloads"
+# A terminal of alice's (ssh -tt: a pty in the container's devpts): the limit notices reach it.
+ssh "${SSH_OPTS[@]}" -tt -i "$WORK/alice" alice@127.0.0.1 'sleep 300' </dev/null >"$SHARE/out/alice-tty.log" 2>&1 &
+TTY_PID=$!
+BG_PIDS+=($TTY_PID)
+for _ in $(seq 30); do groot "ls -l /proc/\$(pgrep -u alice -x sleep | tail -n 1)/fd/0 2>/dev/null | grep -q pts" && break; sleep 2; done
 rc=0; galice 'tail /dev/zero' >/dev/null 2>&1 || rc=$?
 check "memory.max: the hog is OOM-killed (rc $rc)" groot "[ $rc -ne 0 ] && awk '/^oom_kill /{exit !(\$2 > 0)}' $CG/users/alice/memory.events"
 # The sleeps must outlast the loop even when forks are slow under TCG (a 5 s sleep once exited
 # before 40 were running): 20 s leaves ~0.5 s per fork.
 galice 'i=0; while [ $i -lt 60 ]; do sleep 20 & i=$((i+1)); done 2>/dev/null; wait' >/dev/null 2>&1 || true
 check "pids.max: forks refused at the limit" groot "awk '/^max /{exit !(\$2 > 0)}' $CG/users/alice/pids.events"
-galice 'timeout 4 sh -c "while :; do :; done"' >/dev/null 2>&1 || true
+# 12 s: the keeper looks at cpu.stat every 5 s, and tells throttling in half a look's periods.
+galice 'timeout 12 sh -c "while :; do :; done"' >/dev/null 2>&1 || true
 check "cpu.max: throttled" groot "awk '/^nr_throttled /{exit !(\$2 > 0)}' $CG/users/alice/cpu.stat"
+# v2: memory.events and pids.events wake the keeper; the kernel's log names the victim.
+notice() { local n=$1 want=$2 i; for ((i = 0; i < 15; i++)); do grep -q -- "$want" "$SHARE/out/alice-tty.log" && { pass "$n"; return; }; sleep 2; done; fail "$n" "$(grep -a 'hutch:' "$SHARE/out/alice-tty.log" | tr '\r\n' '  ' | head -c 400)"; }
+notice "notice: the OOM kill reaches alice's terminal, naming tail" 'hutch: memory limit 96M reached; killed [0-9]* (tail), [0-9.]*M'
+notice "notice: a refused fork reaches it" 'hutch: process limit 40 reached; '
+notice "notice: CPU throttling reaches it" 'hutch: CPU limit 0.2 cores reached; throttled in '
+check "notice: counted in hutchctl stats (NOTICES)" groot "hutchctl stats alice | awk 'NR == 1 && \$NF != \"NOTICES\" {exit 1} NR == 2 {ok = \$NF >= 3} END {exit !ok}'"
+check "memory: no memory.oom.group on alice's cgroup" groot "[ \$(cat $CG/users/alice/memory.oom.group) = 0 ] && [ \$(cat $CG/users/alice/procs/memory.oom.group) = 0 ]"
+kill "$TTY_PID" 2>/dev/null || true
+wait "$TTY_PID" 2>/dev/null || true
 groot 'systemctl start hutch-metrics.service' >/dev/null 2>&1 || true
 REPORT=$(groot 'hutchctl report alice --since 1h --csv' 2>&1 || true)
 if awk -F, 'NR == 2 && $1 == "\"alice\"" && $8 > 0 && $9 > 0 && $11 > 0 {ok = 1} END {exit !ok}' <<<"$REPORT"; then pass "report: alice hit her limits (OOM kill, pids, throttling recorded)"; else fail "report: alice's limit hits" "$(tr '\n' ' ' <<<"$REPORT")"; fi
