@@ -10,9 +10,10 @@
 # Environment: HUTCH_VM_CACHE (image cache, /var/cache/hutch-tests),
 # HUTCH_VM_RESULTS (where logs are copied, default target/vm-results),
 # HUTCH_VM_KEEP=1 (leave the VM running and print how to reach it),
-# HUTCH_VM_ONLY=nfs (install, then only the NFS homes checks: for work on
-# them), ACCEL=kvm|tcg. The guest's user-mode network is restrict=on: it reaches
-# nothing but the forwarded port.
+# HUTCH_VM_ONLY=nfs|user (install, then only the NFS homes checks, or only
+# the user's side of user-checks.sh: for work on them), ACCEL=kvm|tcg. The
+# guest's user-mode network is restrict=on: it reaches nothing but the
+# forwarded port.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -177,8 +178,15 @@ finish() {
 }
 # shellcheck source=tests/vm/nfs-checks.sh
 . "$HERE/nfs-checks.sh"
+# shellcheck source=tests/vm/user-checks.sh
+. "$HERE/user-checks.sh"
 if [[ ${HUTCH_VM_ONLY:-} == nfs ]]; then
     nfs_checks
+    finish
+    exit
+fi
+if [[ ${HUTCH_VM_ONLY:-} == user ]]; then
+    user_checks
     finish
     exit
 fi
@@ -313,6 +321,8 @@ groot 'crontab -u alice -r' >/dev/null 2>&1 || true
 expect "cron: hostname, pid 1 and filter of the job are the container's" "alice hutch-init Seccomp:2" \
     "$(groot 'cat /home/alice/cron.out' 2>&1 | tr -s '\t\n' '  ' | sed 's/ $//; s/: /:/')"
 eventually "cron: the job's container torn down after it" 30 "! test -e $CG/users/alice && ! pgrep -u alice >/dev/null"
+
+user_checks
 
 nfs_checks
 
