@@ -322,8 +322,6 @@ expect "cron: hostname, pid 1 and filter of the job are the container's" "alice 
     "$(groot 'cat /home/alice/cron.out' 2>&1 | tr -s '\t\n' '  ' | sed 's/ $//; s/: /:/')"
 eventually "cron: the job's container torn down after it" 30 "! test -e $CG/users/alice && ! pgrep -u alice >/dev/null"
 
-user_checks
-
 nfs_checks
 
 log "upgrade and purge"
