@@ -26,6 +26,35 @@ trap '' HUP INT TERM
   touch "$HOME/left-done" ) &
 exit 3"#;
 
+/// A pty login of `user` that holds the container up, once it is in.
+fn hold(env: &SshdEnv, user: &TestUser) -> PtySession {
+    let hold = env.ssh_pty(user, &["echo HOLDING; sleep 600"]);
+    assert!(
+        hold.expect("HOLDING", Duration::from_secs(60)).is_some(),
+        "{}",
+        hold.output()
+    );
+    hold
+}
+
+/// `hutchctl enter USER -- bash -c SCRIPT` as the admin runs it.
+fn enter_argv(hutch: &HutchEnv, name: &str, script: &str) -> Vec<String> {
+    [
+        hutch.bins.ctl.to_string_lossy().as_ref(),
+        "--config",
+        hutch.config.to_string_lossy().as_ref(),
+        "enter",
+        name,
+        "--",
+        "bash",
+        "-c",
+        script,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 #[test]
 fn enter_runs_on_its_own_pty() {
     if !require_root("enter_runs_on_its_own_pty") {
@@ -36,26 +65,8 @@ fn enter_runs_on_its_own_pty() {
     let name = user.name.clone();
     {
         let env = hutch.sshd(Sftp::Internal);
-        let hold = env.ssh_pty(&user, &["echo HOLDING; sleep 600"]);
-        assert!(
-            hold.expect("HOLDING", Duration::from_secs(60)).is_some(),
-            "{}",
-            hold.output()
-        );
-        let argv: Vec<String> = [
-            hutch.bins.ctl.to_string_lossy().as_ref(),
-            "--config",
-            hutch.config.to_string_lossy().as_ref(),
-            "enter",
-            &name,
-            "--",
-            "bash",
-            "-c",
-            SCRIPT,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let hold = hold(&env, &user);
+        let argv = enter_argv(&hutch, &name, SCRIPT);
         let mut admin = PtySession::spawn(&argv);
         admin
             .expect("READY", Duration::from_secs(60))
@@ -152,26 +163,12 @@ fn enter_returns_while_a_leftover_keeps_writing() {
     let name = user.name.clone();
     {
         let env = hutch.sshd(Sftp::Internal);
-        let hold = env.ssh_pty(&user, &["echo HOLDING; sleep 600"]);
-        assert!(
-            hold.expect("HOLDING", Duration::from_secs(60)).is_some(),
-            "{}",
-            hold.output()
-        );
-        let argv: Vec<String> = [
-            hutch.bins.ctl.to_string_lossy().as_ref(),
-            "--config",
-            hutch.config.to_string_lossy().as_ref(),
-            "enter",
+        let hold = hold(&env, &user);
+        let argv = enter_argv(
+            &hutch,
             &name,
-            "--",
-            "bash",
-            "-c",
             "trap '' HUP; (exec yes LEFTOVER-SPAM) & sleep 1; exit 4",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        );
         let mut admin = PtySession::spawn(&argv);
         let code = admin.wait_exit(Duration::from_secs(120));
         assert_eq!(
