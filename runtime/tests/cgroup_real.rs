@@ -452,3 +452,54 @@ fn detach_returns_a_process_to_its_origin() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// A group below a cpuset directory that another keeper has just made and
+/// not yet filled (empty `cpuset.cpus`/`mems`, as mkdir leaves them) still
+/// takes a process: every level is filled top down, not only the ones this
+/// call made. Without it the attach fails with ENOSPC (seen with fifty
+/// keepers starting at once).
+#[test]
+fn cpuset_parent_made_by_another_keeper() {
+    if !hutch_tests::require_root("cpuset_parent_made_by_another_keeper") {
+        return;
+    }
+    let root = CgroupRoot::open(&unique_spec()).expect("open");
+    let Some(cpuset_root) = root
+        .dirs()
+        .into_iter()
+        .find(|d| d.starts_with("/sys/fs/cgroup/cpuset/"))
+    else {
+        eprintln!("no v1 cpuset hierarchy here; nothing to prove");
+        return;
+    };
+    // Removes `users` and the root in every hierarchy, also on failure
+    // (declared before `t`, so dropped after it).
+    struct Rm(Vec<PathBuf>);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            for r in &self.0 {
+                let _ = std::fs::remove_dir(r.join("users"));
+                let _ = std::fs::remove_dir(r);
+            }
+        }
+    }
+    let roots = Rm(root.dirs());
+    let mut t = TestGroup::new(root);
+    let users = cpuset_root.join("users");
+    std::fs::create_dir_all(&users).expect("mkdir users");
+    assert!(read(&users.join("cpuset.cpus")).trim().is_empty());
+    let cg = t
+        .root
+        .create("users/g", &Limits::default())
+        .expect("create");
+    t.cg = Some(cg.clone());
+    assert!(!read(&users.join("cpuset.cpus")).trim().is_empty());
+    let i = t.start_attached("sleep 100");
+    assert_eq!(cg.pids().unwrap(), vec![t.children[i].id() as i32]);
+    drop(t);
+    let dirs = roots.0.clone();
+    drop(roots);
+    for d in dirs {
+        assert!(!d.exists(), "{} left behind", d.display());
+    }
+}

@@ -243,6 +243,17 @@ fn cpuset_files(noprefix: bool) -> [&'static str; 2] {
     }
 }
 
+/// The directories from the child of `base` down to `dir`, top first.
+fn below(base: &Path, dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = dir
+        .ancestors()
+        .take_while(|a| *a != base && a.starts_with(base))
+        .map(Path::to_path_buf)
+        .collect();
+    v.reverse();
+    v
+}
+
 /// Gives the new cpuset directory `dir` its parent's `cpus` and `mems`
 /// where they are empty: a v1 cpuset group takes no process until both are set.
 pub fn copy_cpuset(dir: &Path, noprefix: bool) -> Result<(), CgroupError> {
@@ -381,7 +392,7 @@ pub(super) fn create_group(
     check_controllers(&dirs, limits)?;
     for h in hiers {
         let group = cg.dir_in(h);
-        let mut made = fsio::mkdir_below(&h.mount.mount_point, &group)?;
+        fsio::mkdir_below(&h.mount.mount_point, &group)?;
         if h.has("memory") {
             // Always 1 on kernels since 6.x; older ones start at 0.
             if fsio::read_opt(&group, "memory.use_hierarchy")?.is_some_and(|v| v.trim() == "0") {
@@ -395,9 +406,13 @@ pub(super) fn create_group(
             bpfdev::attach(&group, rules)?;
         }
         if h.has("cpuset") {
-            made.push(group.clone());
-            for d in &made {
-                copy_cpuset(d, h.mount.noprefix)?;
+            // Every level from the mount down, not only the ones this call
+            // made: a directory another keeper has just made may not have
+            // its values yet, and a child of it would copy the empty list
+            // (then the init's move fails with ENOSPC). Top down, and only
+            // empty values are written, so racing keepers agree.
+            for d in below(&h.mount.mount_point, &group) {
+                copy_cpuset(&d, h.mount.noprefix)?;
             }
             // Narrowed before the leaf exists, which copies it (a v1 child
             // must stay within its parent).
