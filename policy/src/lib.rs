@@ -220,6 +220,10 @@ pub struct UserPolicy {
     pub writable: WritableMode,
     /// The seccomp profile hutch-shell loads (`"default"`).
     pub seccomp: String,
+    /// Whether a limit that acts (OOM kill, pids limit, CPU throttling) is
+    /// told on the user's terminals; counted and kept for `hutch status`
+    /// either way.
+    pub notices: bool,
 }
 
 impl Default for UserPolicy {
@@ -239,6 +243,7 @@ impl Default for UserPolicy {
             on_logout: OnLogout::Kill,
             writable: WritableMode::Ephemeral,
             seccomp: "default".into(),
+            notices: true,
         }
     }
 }

@@ -135,6 +135,9 @@ rules! {
     seccomp: SeccompProfile,
     /// Refuse logins when the host lacks a cgroup controller a limit needs.
     strict: bool,
+    /// `false`: a limit that acts is not told on the user's terminals
+    /// (still counted and shown by `hutch status`).
+    notices: bool,
 }
 
 /// `[host]`.

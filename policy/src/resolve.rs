@@ -376,6 +376,8 @@ pub(crate) fn explain(model: &Model, account: &Account, service: &str) -> Explan
     add("seccomp", format!("{seccomp:?}"), origin(p.seccomp));
     let strict = p.strict.is_some_and(|(v, _)| v.value);
     add("strict", strict.to_string(), origin(p.strict));
+    let notices = p.notices.is_none_or(|(v, _)| v.value);
+    add("notices", notices.to_string(), origin(p.notices));
 
     let vars = Vars {
         user: &account.name,
@@ -472,6 +474,7 @@ pub(crate) fn explain(model: &Model, account: &Account, service: &str) -> Explan
                     on_logout,
                     writable,
                     seccomp,
+                    notices,
                 })),
             },
         }

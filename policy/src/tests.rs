@@ -591,6 +591,17 @@ fn out_of_range_values() {
     );
 }
 
+/// notices is on unless a table turns it off; the most specific table wins.
+#[test]
+fn notices_on_by_default() {
+    let p = parse("[defaults]\nmemory = \"1G\"\n");
+    assert!(confined(&p, &account("bob", 2, &[])).notices);
+    let p = parse("[groups.lab]\nnotices = false\n[users.alice]\nnotices = true\n");
+    assert!(!confined(&p, &account("bob", 2, &["lab"])).notices);
+    assert!(confined(&p, &account("alice", 3, &["lab"])).notices);
+    assert!(error("[defaults]\nnotices = \"no\"\n").contains("notices"));
+}
+
 /// on_logout takes its three forms; linger is its synonym; both in one table is an error.
 #[test]
 fn on_logout_and_linger() {
@@ -965,7 +976,7 @@ fn all_errors_reported() {
     assert_eq!(
         e.lines().collect::<Vec<_>>(),
         [
-            "hutch.d/1.toml:2:1: defaults: unknown key \"bogus\" (known keys: confine, enforce, plan, priority, template, shell, hostname, memory, memory_high, swap, cpu, cpu_weight, cpus, pids, io, io_weight, writable_size, writable, max_sessions, ptys, on_logout, linger, mounts, network, egress_deny, egress_allow, rate_in, rate_out, conntrack, net_device, vlan_id, seccomp, strict)",
+            "hutch.d/1.toml:2:1: defaults: unknown key \"bogus\" (known keys: confine, enforce, plan, priority, template, shell, hostname, memory, memory_high, swap, cpu, cpu_weight, cpus, pids, io, io_weight, writable_size, writable, max_sessions, ptys, on_logout, linger, mounts, network, egress_deny, egress_allow, rate_in, rate_out, conntrack, net_device, vlan_id, seccomp, strict, notices)",
             "hutch.toml:2:8: users.a.plan: plan \"x\" is not defined (no [plans.NAME] table exists)",
             "hutch.toml:4:12: users.b.priority: priority only applies to groups",
         ]
@@ -995,7 +1006,8 @@ fn explain_shows_origins() {
     assert_eq!(show("shell"), "shell = \"/bin/bash\"  # built-in default");
     assert_eq!(show("confine"), "confine = true  # built-in default");
     assert_eq!(e.service_mode, ServiceMode::Confine);
-    assert_eq!(e.entries.len(), 30);
+    assert_eq!(e.entries.len(), 31);
+    assert_eq!(show("notices"), "notices = true  # built-in default");
     assert_eq!(show("conntrack"), "conntrack = 8192  # built-in default");
 }
 

@@ -251,7 +251,9 @@ fn priority_ties(model: &Model) -> Vec<Diagnostic> {
             rate_out,
             net_device,
             vlan_id,
-            seccomp
+            seccomp,
+            strict,
+            notices
         );
         for (k, v) in keys {
             by.entry((prio, k)).or_default().push((name.as_str(), v));

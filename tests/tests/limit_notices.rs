@@ -189,3 +189,56 @@ fn cpu_throttling_is_told_when_it_begins() {
     drop(user);
     assert_no_leftovers(&name, Duration::from_secs(5));
 }
+
+/// `notices = false`: an OOM kill reaches no terminal, but is counted and
+/// its line kept for `hutch status`.
+#[test]
+fn notices_false_keeps_the_terminals_quiet() {
+    if !require_root("notices_false_keeps_the_terminals_quiet") {
+        return;
+    }
+    let hutch = HutchEnv::new(&format!("{POLICY}notices = false\n"));
+    let user = hutch.user();
+    let name = user.name.clone();
+    {
+        let env = hutch.sshd(Sftp::Internal);
+        let mut hold = env.ssh_pty(&user, &[]);
+        assert!(
+            hold.expect("$ ", Duration::from_secs(30)).is_some(),
+            "{}",
+            hold.output()
+        );
+        let out = env.ssh(&user, &["tail /dev/zero; echo rc=$?"]);
+        assert!(out.stdout_str().contains("rc=137"), "{}", out.describe());
+        // The keeper writes the terminals before it counts the line, so
+        // once hutch status counts it a notice would already be there.
+        let status = wait_until(Duration::from_secs(30), || {
+            let out = env.ssh(&user, &["hutch status --json"]);
+            let s: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (s["notices"] == 1).then_some(s)
+        })
+        .unwrap_or_else(|| panic!("the kill was never counted"));
+        assert_eq!(status["hits"]["oom_kills"], 1, "{status}");
+        assert!(
+            status["last_notice"]
+                .as_str()
+                .unwrap()
+                .starts_with("hutch: memory limit 64M reached; killed "),
+            "{status}"
+        );
+        hold.send("echo still-$((40+2))\n");
+        assert!(
+            hold.expect("still-42", Duration::from_secs(20)).is_some(),
+            "{}",
+            hold.output()
+        );
+        assert!(notices(&hold.output()).is_empty(), "{}", hold.output());
+        hold.send("exit\n");
+        let _ = hold.wait(Duration::from_secs(10));
+        let stop = hutch.ctl(&["stop", &name]);
+        assert!(stop.status.success(), "{}", stop.describe());
+        assert!(hutch.wait_gone(&name, Duration::from_secs(20)).is_empty());
+    }
+    drop(user);
+    assert_no_leftovers(&name, Duration::from_secs(5));
+}

@@ -595,12 +595,17 @@ impl Keeper {
         }
     }
 
-    /// Writes `line` to the container's terminals, counts it, logs it.
+    /// Writes `line` to the container's terminals (unless the policy says
+    /// `notices = false`), counts it, logs it.
     fn tell(&mut self, line: String) {
-        let n = self.write_terminals(&line);
+        let told = if self.policy.notices {
+            format!("told {} terminal(s)", self.write_terminals(&line))
+        } else {
+            "not told (notices = false)".to_string()
+        };
         sys::syslog(
             libc::LOG_INFO,
-            &format!("{}: told {n} terminal(s): {line}", self.account.name),
+            &format!("{}: {told}: {line}", self.account.name),
         );
         self.watch.sent += 1;
         self.watch.last = Some(line);
