@@ -932,3 +932,59 @@ fn veth_conntrack_bound() {
     drop(a);
     assert_no_leftovers(&name, Duration::from_secs(5));
 }
+
+/// `[host.net]` bridge, pool and gateway other than the defaults: the
+/// container's eth0 gets an address from the pool and its default route
+/// through the gateway, which the keeper puts on the bridge it names (made
+/// in the sshd's namespace); nothing of 10.77.0.0/16 or hutch0 is used.
+#[test]
+fn veth_bridge_pool_gateway() {
+    if !require_root("veth_bridge_pool_gateway") {
+        return;
+    }
+    let hutch = HutchEnv::new("");
+    let lease_file = hutch.dir.join("leases");
+    hutch.write_policy(&format!(
+        "[host.net]\nleases = \"{}\"\nbridge = \"hbtest0\"\npool = \"10.91.4.0/24\"\ngateway = \"10.91.4.254\"\n\n[defaults]\nnetwork = \"veth\"\npids = 512\n",
+        lease_file.display()
+    ));
+    let a = hutch.user();
+    let env = hutch.sshd(Sftp::Internal);
+    env.authorize(&a);
+    let host = env.pid();
+    let out = env.ssh(
+        &a,
+        &["ip -4 -o addr show eth0; ip route show default; echo done"],
+    );
+    let text = out.stdout_str();
+    assert!(
+        text.contains("done"),
+        "{}\n{:#?}",
+        out.describe(),
+        env.syslog().lines()
+    );
+    let (addr, _) = lease_of(&lease_file, &a.name)
+        .unwrap_or_else(|| panic!("no lease: {}", leases(&lease_file)));
+    assert!(
+        addr.starts_with("10.91.4.") && addr != "10.91.4.254",
+        "{addr} from the pool, not the gateway"
+    );
+    assert!(
+        text.contains(&format!("inet {addr}/24")),
+        "{}",
+        out.describe()
+    );
+    assert!(
+        text.contains("default via 10.91.4.254"),
+        "{}",
+        out.describe()
+    );
+    let out = sh_in(
+        host,
+        "ip -4 -o addr show hbtest0; ip -o link show hutch0 || echo no-hutch0",
+    );
+    let text = out.stdout_str();
+    assert!(text.contains("inet 10.91.4.254/24"), "{}", out.describe());
+    assert!(text.contains("no-hutch0"), "{}", out.describe());
+    assert!(hutch.wait_gone(&a.name, Duration::from_secs(15)).is_empty());
+}
