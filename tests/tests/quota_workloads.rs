@@ -628,3 +628,65 @@ fn quota_missing_controller_strict_and_not() {
     drop(user);
     assert_no_leftovers(&name, Duration::from_secs(5));
 }
+
+/// `io_weight` reaches the host's weight file where it has one (v1
+/// `blkio.weight`/`blkio.bfq.weight`, v2 `io.weight`), mapped to its range
+/// (100 → 500 on v1); where the host has none (this development machine:
+/// no CFQ, no BFQ group scheduling) the login goes through with one
+/// warning naming io_weight, and the other limits apply.
+#[test]
+fn io_weight_applied_or_warned() {
+    if !require_root("io_weight_applied_or_warned") {
+        return;
+    }
+    let _s = serial();
+    let hutch = HutchEnv::new("[defaults]\nio_weight = 100\npids = 78\n");
+    let user = hutch.user();
+    let name = user.name.clone();
+    {
+        let env = hutch.sshd(Sftp::Internal);
+        let _hold = Bg::start(&env, &user, "sleep 120");
+        wait_until(Duration::from_secs(30), || {
+            hutch
+                .state(&name)
+                .filter(|s| s["sessions"].as_array().is_some_and(|a| !a.is_empty()))
+        })
+        .unwrap_or_else(|| panic!("no session: {:#?}", env.syslog().lines()));
+        let dirs = hutch.user_cgroups(&name);
+        let read = |f: &str| {
+            dirs.iter()
+                .find_map(|d| std::fs::read_to_string(d.join(f)).ok())
+        };
+        assert_eq!(read("pids.max").as_deref().map(str::trim), Some("78"));
+        let weight = [
+            "blkio.weight",
+            "blkio.bfq.weight",
+            "io.weight",
+            "io.bfq.weight",
+        ]
+        .iter()
+        .find_map(|f| read(f).map(|v| (*f, v)));
+        match weight {
+            Some((f, v)) => {
+                eprintln!("{f}: {v}");
+                let want = if f.starts_with("blkio") { "500" } else { "100" };
+                assert!(
+                    v.split_whitespace().any(|w| w == want),
+                    "{f} is {v:?}, want {want}"
+                );
+            }
+            None => {
+                let warn = env.syslog().wait_for(
+                    |l| l.contains(&name) && l.contains("io_weight") && l.contains("not applied"),
+                    Duration::from_secs(10),
+                );
+                assert!(warn.is_some(), "{:#?}", env.syslog().lines());
+                eprintln!("no weight file here: {}", warn.unwrap());
+            }
+        }
+        drop(_hold);
+        assert!(hutch.wait_gone(&name, Duration::from_secs(20)).is_empty());
+    }
+    drop(user);
+    assert_no_leftovers(&name, Duration::from_secs(5));
+}
