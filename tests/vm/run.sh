@@ -323,6 +323,7 @@ expect "cron: hostname, pid 1 and filter of the job are the container's" "alice 
 eventually "cron: the job's container torn down after it" 30 "! test -e $CG/users/alice && ! pgrep -u alice >/dev/null"
 
 nfs_checks
+user_checks
 
 log "upgrade and purge"
 check "package: reinstall (upgrade path) keeps hutch.service active" groot "cd /root && DEBIAN_FRONTEND=noninteractive apt-get install -y --reinstall ./${DEB##*/} >/dev/null 2>&1 && [ \"\$(systemctl is-active hutch.service)\" = active ]"

@@ -1,17 +1,16 @@
 # user-checks.sh: sourced by run.sh (its groot, check, expect, eventually,
 # SSH_OPTS, WORK, SHARE, CG). The user's side of a container on cgroup v2
 # (issue 14), for erin: memory = 512M, cpu = 1 and a persistent writable
-# layer of 64M. Inside, `nproc` shows her one CPU (her cpuset; `free -m`
-# is printed, not yet checked: see below), `hutch
+# layer of 64M. Inside, `free -m` shows her 512M (the guest's lxcfs, bound
+# in: it answers from her init's cgroup, the leaf, which needs a memory
+# controller of its own) and `nproc` her one CPU (her cpuset); `hutch
 # status --json` answers her limits and what persists, a file she writes
 # outside home survives the teardown of her container, the layer's size
 # stops a `dd`, and `hutchctl reset` discards the layer. Nothing of erin is
 # left for the purge checks.
 #
-# Not yet part of the full tier: run with HUTCH_VM_ONLY=user (passed on
-# 2026-12-03, 20 checks, on a guest with Debian's lxcfs added to image.sh's
-# PKGS; without lxcfs the "lxcfs is mounted" check fails). To do: lxcfs in
-# the image, `free -m` checked, then called from the full run.
+# Part of the full tier (after the NFS checks); HUTCH_VM_ONLY=user runs
+# only these after the install.
 
 gerin() { ssh "${SSH_OPTS[@]}" -i "$WORK/alice" erin@127.0.0.1 "$@"; }
 erin_gone() {
@@ -30,15 +29,19 @@ writable = "persistent"
 writable_size = "64M"
 TOML
     check "figures: the guest's lxcfs is mounted" groot 'mountpoint -q /var/lib/lxcfs'
-    local fig total cpus
-    fig=$(gerin 'free -m | awk "/^Mem:/ {print \$2}"; nproc' 2>&1 | tr '\n' ' ' || true)
-    read -r total cpus _ <<<"$fig"
-    expect "figures: nproc is 1 (her cpuset)" 1 "$cpus"
-    # Known gap (issue 14, open): on this v2 guest `free -m` inside still
-    # showed the guest's 1966 MB on 2026-12-03, with lxcfs mounted (on v1,
-    # tests/tests/figures.rs proves 512). Printed, not yet checked.
-    log "figures: free -m total inside erin's 512M container: $total (not yet checked on v2)"
+    local fig total cpus bound
+    # Her meminfo as free reads it, her CPUs, and whether lxcfs answers her /proc/meminfo.
+    fig=$(gerin 'free -m | awk "/^Mem:/ {print \$2}"; nproc; awk "\$5 == \"/proc/meminfo\" && / - fuse.lxcfs / {n++} END {print n + 0}" /proc/self/mountinfo;
+        { grep lxcfs /proc/self/mountinfo; head -n 3 /proc/meminfo; cat /proc/self/cgroup; } >&2' 2>"$SHARE/out/figures-erin-diag.txt" | tr '\n' ' ' || true)
     echo "$fig" >"$SHARE/out/figures-erin.txt"
+    read -r total cpus bound _ <<<"$fig"
+    expect "figures: lxcfs's meminfo is bound over erin's /proc/meminfo" 1 "$bound"
+    if [[ $total =~ ^[0-9]+$ ]] && ((total >= 500 && total <= 530)); then
+        pass "figures: free -m inside erin's 512M container shows $total MB total"
+    else
+        fail "figures: free -m shows her limit" "want 500..530, got '$total' ($(tr '\n' ' ' <"$SHARE/out/figures-erin-diag.txt" | head -c 300))"
+    fi
+    expect "figures: nproc is 1 (her cpuset)" 1 "$cpus"
 
     local status
     status=$(gerin 'hutch status --json' 2>&1 || true)

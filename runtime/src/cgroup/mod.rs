@@ -856,8 +856,8 @@ mod tests {
         );
         assert_eq!(
             r("hutch/users/alice/cgroup.subtree_control"),
-            "",
-            "the group passes nothing down"
+            "+memory",
+            "the group passes memory alone to its leaf (lxcfs reads the leaf's memory.stat)"
         );
         assert_eq!(r("hutch/users/alice/memory.max"), "1073741824");
         assert_eq!(r("hutch/users/alice/pids.max"), "100");

@@ -16,6 +16,35 @@ use super::{bpfdev, Cgroup, CgroupError, Controller, DeviceRule, Hier, Limits, S
 /// that usage can be read.
 pub const WANTED: &[&str] = &["cpu", "io", "memory", "pids"];
 
+/// Controllers a group passes down to its leaf, where the container's
+/// processes are: `memory`, so that the leaf has its own `memory.stat` and
+/// `memory.current`. lxcfs answers `/proc/meminfo` from the `memory.stat`
+/// of the cgroup of the reader's pid-1 (the container's init, in the leaf)
+/// and, where that cgroup has none, shows the host's memory: without it,
+/// `free` inside a 512M container on v2 showed the whole host. The limits
+/// stay on the group (a leaf's use counts against them) and its
+/// `memory.events` still counts the leaf's OOM kills (hierarchical).
+/// Not `pids`: before Linux 6.13 a refused fork is counted only in the
+/// `pids.events` of the forking task's own pids cgroup, so with pids in the
+/// leaf the group's `pids.events`, which the keeper watches, would stay 0.
+pub const TO_LEAF: &[&str] = &["memory"];
+
+/// Enables in `group/cgroup.subtree_control` those of [`TO_LEAF`] that the
+/// group has (`cgroup.controllers`) and does not yet pass down.
+fn pass_to_leaf(group: &Path) -> Result<(), CgroupError> {
+    let avail = word_set(&fsio::read(group, "cgroup.controllers")?);
+    let have = word_set(&fsio::read(group, "cgroup.subtree_control")?);
+    let add: Vec<String> = TO_LEAF
+        .iter()
+        .filter(|c| avail.contains(**c) && !have.contains(**c))
+        .map(|c| format!("+{c}"))
+        .collect();
+    if add.is_empty() {
+        return Ok(());
+    }
+    fsio::write(group, "cgroup.subtree_control", &add.join(" "))
+}
+
 /// The controllers `limits` needs.
 pub fn required(limits: &Limits) -> BTreeSet<&'static str> {
     let mut r = BTreeSet::new();
@@ -42,7 +71,8 @@ pub fn required(limits: &Limits) -> BTreeSet<&'static str> {
 /// down to the group's parent, the controllers `required` and those of
 /// [`WANTED`] the ancestor has but does not yet pass down. Nothing is written
 /// where the controllers are already enabled (a systemd-delegated subtree),
-/// and never in the group itself, whose leaf holds the processes.
+/// and never in the group itself (what it passes to its leaf is
+/// [`TO_LEAF`]'s, written by [`create_group`]).
 ///
 /// Returns the directories it made, top first.
 pub fn make_group(
@@ -293,7 +323,7 @@ pub fn set_frozen(dir: &Path, frozen: bool, timeout: Duration) -> Result<(), Cgr
 /// [`super::CgroupRoot::create`] on a v2 host: the group `cg` in the
 /// unified hierarchy `h`, its controllers enabled down the tree, the device
 /// program attached (`bpf_devices`) before the leaf exists, the leaf, the
-/// limits.
+/// controllers the group passes to it ([`TO_LEAF`]), the limits.
 pub(super) fn create_group(
     h: &Hier,
     cg: &Cgroup,
@@ -306,6 +336,7 @@ pub(super) fn create_group(
         bpfdev::attach(&group, rules)?;
     }
     fsio::mkdir(&group.join(LEAF))?;
+    pass_to_leaf(&group)?;
     write_limits(&group, limits)
 }
 
@@ -511,6 +542,39 @@ mod tests {
         assert_eq!(r(m), "+cpu +io +memory +pids");
         assert_eq!(r(&m.join("hutch")), "+cpu +io");
         assert_eq!(r(&group), "", "the group itself is untouched");
+    }
+
+    /// The group passes memory (where it has it) and nothing else to its
+    /// leaf, once: lxcfs needs the leaf's memory.stat; pids stays on the
+    /// group, whose pids.events the keeper watches.
+    #[test]
+    fn passes_memory_alone_to_the_leaf() {
+        let t = tempfile::tempdir().unwrap();
+        let r = |p: &Path| std::fs::read_to_string(p.join("cgroup.subtree_control")).unwrap();
+        let g = t.path().join("with");
+        fake(
+            &g,
+            &[
+                ("cgroup.controllers", "cpuset cpu io memory pids"),
+                ("cgroup.subtree_control", ""),
+            ],
+        );
+        pass_to_leaf(&g).unwrap();
+        assert_eq!(r(&g), "+memory");
+        // Already passed (the kernel lists it without the +): not rewritten.
+        std::fs::write(g.join("cgroup.subtree_control"), "memory").unwrap();
+        pass_to_leaf(&g).unwrap();
+        assert_eq!(r(&g), "memory");
+        let g = t.path().join("without");
+        fake(
+            &g,
+            &[
+                ("cgroup.controllers", "cpu pids"),
+                ("cgroup.subtree_control", ""),
+            ],
+        );
+        pass_to_leaf(&g).unwrap();
+        assert_eq!(r(&g), "", "no memory controller: nothing to pass");
     }
 
     /// A required controller the ancestor does not have is refused before anything is made.
