@@ -348,6 +348,10 @@ pub(super) struct Watch {
     pids_seen: u64,
     cpu_last: Option<CpuPeriods>,
     cpu_heavy: bool,
+    /// The group's processes' CPU times at the look that saw heavy
+    /// throttling begin: the next look confirms it and names the process
+    /// that used the most CPU in between ([`busiest_between`]).
+    cpu_onset: Option<(Instant, HashMap<i32, CpuTimes>)>,
     /// Whether something needs looking at (v1 pids, CPU), and when next.
     look: bool,
     next_look: Option<Instant>,
@@ -559,7 +563,11 @@ impl Keeper {
         );
     }
 
-    /// Tells the start of heavy throttling by the CPU quota.
+    /// Tells heavy throttling by the CPU quota once it has lasted two looks:
+    /// the look that sees it begin notes each process's CPU time (only
+    /// then: an idle or unthrottled container costs no /proc reads), the
+    /// next one, still heavy, tells it with the process whose CPU time grew
+    /// the most in between.
     fn check_cpu(&mut self, now: Instant, first: bool) {
         let Some(cpu) = self.policy.limits.cpu else {
             return;
@@ -568,25 +576,66 @@ impl Keeper {
             return;
         };
         let last = self.watch.cpu_last.replace(p);
+        let onset = self.watch.cpu_onset.take();
         let Some(last) = last.filter(|_| !first) else {
             return;
         };
         let periods = p.periods.saturating_sub(last.periods);
         let throttled = p.throttled.saturating_sub(last.throttled);
         let heavy = periods >= MIN_PERIODS && throttled * 2 >= periods;
-        if heavy && !self.watch.cpu_heavy {
-            let busiest = self.busiest();
-            self.offer(
-                Event::Throttled {
-                    cores: cpu.quota_us as f64 / cpu.period_us.max(1) as f64,
-                    percent: throttled * 100 / periods.max(1),
-                    secs: LOOK.as_secs(),
-                    busiest,
-                },
-                now,
-            );
+        if !heavy || self.watch.cpu_heavy {
+            self.watch.cpu_heavy = heavy;
+            return;
         }
-        self.watch.cpu_heavy = heavy;
+        let Some((then, before)) = onset else {
+            self.watch.cpu_onset = Some((now, self.cpu_times()));
+            return;
+        };
+        self.watch.cpu_heavy = true;
+        let secs = now.saturating_duration_since(then).as_secs_f64();
+        let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100) as f64;
+        let busiest = busiest_between(&before, &self.cpu_times(), self.container.init.as_raw())
+            .filter(|_| secs > 0.0)
+            .map(|(pid, comm, ticks)| {
+                (
+                    Proc {
+                        pid: ns_pid(pid),
+                        comm,
+                    },
+                    (ticks as f64 / tick / secs * 100.0).round() as u64,
+                )
+            });
+        self.offer(
+            Event::Throttled {
+                cores: cpu.quota_us as f64 / cpu.period_us.max(1) as f64,
+                percent: throttled * 100 / periods.max(1),
+                secs: LOOK.as_secs(),
+                busiest,
+            },
+            now,
+        );
+    }
+
+    /// The CPU times of the group's processes, by host pid.
+    fn cpu_times(&self) -> HashMap<i32, CpuTimes> {
+        let mut out = HashMap::new();
+        for pid in self.cgroup.pids().unwrap_or_default() {
+            if let Some(st) = proc_stat(pid) {
+                out.insert(
+                    pid,
+                    CpuTimes {
+                        comm: st.comm,
+                        ppid: st.ppid,
+                        start_ticks: st.start_ticks,
+                        ticks: st.cpu_ticks + st.children_ticks,
+                    },
+                );
+            }
+        }
+        out
     }
 
     fn offer(&mut self, e: Event, now: Instant) {
@@ -659,37 +708,6 @@ impl Keeper {
             )),
             (None, None) => None,
         }
-    }
-
-    /// The process with the highest CPU use over its life, in percent of a core.
-    fn busiest(&self) -> Option<(Proc, u64)> {
-        let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-            .ok()
-            .flatten()
-            .unwrap_or(100) as f64;
-        let uptime: f64 = std::fs::read_to_string("/proc/uptime")
-            .ok()?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()?;
-        let mut best: Option<(i32, String, f64)> = None;
-        for pid in self.cgroup.pids().unwrap_or_default() {
-            let Some(st) = proc_stat(pid) else { continue };
-            let age = (uptime - st.start_ticks as f64 / tick).max(1.0 / tick);
-            let share = st.cpu_ticks as f64 / tick / age;
-            if best.as_ref().is_none_or(|b| share > b.2) {
-                best = Some((pid, st.comm, share));
-            }
-        }
-        let (pid, comm, share) = best?;
-        Some((
-            Proc {
-                pid: ns_pid(pid),
-                comm,
-            },
-            (share * 100.0).round() as u64,
-        ))
     }
 
     /// Writes `line` to every terminal of the container; how many took it.
@@ -789,8 +807,56 @@ struct ProcStat {
     comm: String,
     ppid: i32,
     threads: u64,
+    /// utime + stime, and cutime + cstime (its children's, once reaped).
     cpu_ticks: u64,
+    children_ticks: u64,
     start_ticks: u64,
+}
+
+/// A process's CPU time at a look: its own and that of its children it
+/// has reaped, in clock ticks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct CpuTimes {
+    comm: String,
+    ppid: i32,
+    start_ticks: u64,
+    ticks: u64,
+}
+
+/// The process that used the most CPU between two looks, and how many
+/// ticks: what its CPU time grew by (its own, and its children's that
+/// ended in between, less what those children had used before the first
+/// look), so that the shell or make whose short-lived children did the
+/// work is named, and a long-lived process that did its work long ago is
+/// not. A pid whose start time changed is a new process. The init
+/// (`init`) is never named; `None` when nothing used any.
+fn busiest_between(
+    before: &HashMap<i32, CpuTimes>,
+    after: &HashMap<i32, CpuTimes>,
+    init: i32,
+) -> Option<(i32, String, u64)> {
+    let same = |pid: &i32, b: &CpuTimes| {
+        after
+            .get(pid)
+            .is_some_and(|a| a.start_ticks == b.start_ticks)
+    };
+    let mut ended: HashMap<i32, u64> = HashMap::new();
+    for (_, b) in before.iter().filter(|(pid, b)| !same(pid, b)) {
+        *ended.entry(b.ppid).or_default() += b.ticks;
+    }
+    after
+        .iter()
+        .filter(|(pid, _)| **pid != init)
+        .map(|(pid, a)| {
+            let base = before
+                .get(pid)
+                .filter(|b| b.start_ticks == a.start_ticks)
+                .map_or(0, |b| b.ticks + ended.get(pid).copied().unwrap_or(0));
+            (*pid, a, a.ticks.saturating_sub(base))
+        })
+        .filter(|(_, _, used)| *used > 0)
+        .max_by_key(|(pid, _, used)| (*used, -*pid))
+        .map(|(pid, a, used)| (pid, a.comm.clone(), used))
 }
 
 fn proc_stat(pid: i32) -> Option<ProcStat> {
@@ -808,6 +874,7 @@ fn parse_stat(text: &str) -> Option<ProcStat> {
         comm,
         ppid: f.get(1)?.parse().ok()?,
         cpu_ticks: num(14)? + num(15)?,
+        children_ticks: num(16)? + num(17)?,
         threads: num(20)?,
         start_ticks: num(22)?,
     })
@@ -960,12 +1027,78 @@ mod tests {
     /// CPU ticks, threads, start time.
     #[test]
     fn stat_fields() {
-        let text = "42 (a (b) c) S 7 42 42 0 -1 4194560 100 0 0 0 30 12 0 0 20 0 3 0 5000 1000 100 18446744073709551615";
+        let text = "42 (a (b) c) S 7 42 42 0 -1 4194560 100 0 0 0 30 12 5 1 20 0 3 0 5000 1000 100 18446744073709551615";
         let st = parse_stat(text).unwrap();
         assert_eq!(st.comm, "a (b) c");
         assert_eq!(st.ppid, 7);
         assert_eq!(st.cpu_ticks, 42);
+        assert_eq!(st.children_ticks, 6);
         assert_eq!(st.threads, 3);
         assert_eq!(st.start_ticks, 5000);
+    }
+
+    fn times(list: &[(i32, &str, i32, u64, u64)]) -> HashMap<i32, CpuTimes> {
+        list.iter()
+            .map(|&(pid, comm, ppid, start_ticks, ticks)| {
+                (
+                    pid,
+                    CpuTimes {
+                        comm: comm.into(),
+                        ppid,
+                        start_ticks,
+                        ticks,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// The busiest process is the one whose CPU time grew the most between
+    /// the two looks: not a long-lived sshd with much CPU long ago, and, for
+    /// work done by short-lived children, the shell that reaped them (less
+    /// what they had used before the first look).
+    #[test]
+    fn busiest_is_the_largest_growth() {
+        // sshd: 9000 ticks over its life, 2 since; sh: 300 in the window.
+        let before = times(&[
+            (1, "hutch-init", 0, 10, 50),
+            (10, "sshd", 1, 100, 9000),
+            (20, "sh", 10, 8000, 5),
+        ]);
+        let after = times(&[
+            (1, "hutch-init", 0, 10, 900),
+            (10, "sshd", 1, 100, 9002),
+            (20, "sh", 10, 8000, 305),
+        ]);
+        assert_eq!(
+            busiest_between(&before, &after, 1),
+            Some((20, "sh".into(), 300))
+        );
+
+        // A loop of short-lived children: the one seen at the first look
+        // (40 ticks then) ended; bash reaped it and others, 40 + 200 in all.
+        let before = times(&[
+            (10, "sshd", 1, 100, 9000),
+            (30, "bash", 10, 8000, 20),
+            (31, "expr", 30, 8100, 40),
+        ]);
+        let after = times(&[
+            (10, "sshd", 1, 100, 9001),
+            (30, "bash", 10, 8000, 20 + 40 + 200),
+            (35, "expr", 30, 8400, 3),
+        ]);
+        assert_eq!(
+            busiest_between(&before, &after, 1),
+            Some((30, "bash".into(), 200))
+        );
+
+        // A pid reused by a new process counts from zero; nothing used: none.
+        let before = times(&[(40, "old", 1, 100, 500)]);
+        let after = times(&[(40, "new", 1, 9000, 7)]);
+        assert_eq!(
+            busiest_between(&before, &after, 1),
+            Some((40, "new".into(), 7))
+        );
+        assert_eq!(busiest_between(&after, &after, 1), None);
     }
 }
