@@ -3,7 +3,16 @@
 //! kept, so the same user gets the same address next time; a held lease
 //! whose keeper is dead (a crash) counts as free. Every change happens under
 //! an `flock` on `<file>.lock` and is written by rename, so concurrent
-//! logins get different addresses and a crash mid-write loses nothing.
+//! logins get different addresses, a reader never sees half a file, and a
+//! keeper killed mid-write loses nothing (the old file stays whole).
+//!
+//! The new file is not `fsync`ed (it cost 0.9 ms of every cold start with
+//! a network): the leases only have to outlive keepers, not the machine.
+//! No container survives a reboot, so after a power loss every lease is
+//! free anyway; what a lost write can cost is stickiness (a user may get
+//! another address than before the crash) — the file is then the old one,
+//! or empty where the file system kept the rename but not the data, and
+//! both parse (an empty file is no leases; bad lines are skipped).
 
 use std::fs;
 use std::io::{self, Write};
@@ -145,7 +154,7 @@ impl LeaseFile {
                 .write(true)
                 .open(&tmp)?;
             f.write_all(render(&leases).as_bytes())?;
-            f.sync_all()?;
+            // No sync_all: see the module's comment.
             fs::rename(&tmp, &self.path)?;
         }
         Ok(out)
@@ -243,6 +252,30 @@ mod tests {
             Some(Ipv4Addr::new(10, 0, 0, 5))
         );
         assert_eq!(l[0].pid, 7);
+    }
+
+    /// What an unsynced write can leave after a power loss parses: an
+    /// empty file is no leases, a torn last line is skipped, so the next
+    /// keeper leases afresh (the file is not fsynced: see the module).
+    #[test]
+    fn empty_or_torn_file_parses() {
+        assert_eq!(parse(""), vec![]);
+        assert_eq!(
+            parse("alice 10.0.0.2 0\nbob 10.0.0.3 1\ncarol 10.0."),
+            vec![
+                Lease {
+                    user: "alice".into(),
+                    addr: Ipv4Addr::new(10, 0, 0, 2),
+                    pid: 0
+                },
+                Lease {
+                    user: "bob".into(),
+                    addr: Ipv4Addr::new(10, 0, 0, 3),
+                    pid: 1
+                }
+            ]
+        );
+        assert_eq!(parse("\0\0\0\0\n"), vec![]);
     }
 
     /// When every address was handed out once, free leases of others are reused; held ones never.
