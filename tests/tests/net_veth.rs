@@ -648,6 +648,19 @@ fn veth_crash_recovery() {
         .unwrap() as i32;
     let (addr, held) = lease_of(&lease_file, &a.name).expect("lease");
     assert_eq!(held, keeper);
+    // libnftables is loaded only while tables are made or deleted
+    // (runtime/src/net/nftffi.rs): a keeper whose tables are up, and the
+    // init cloned from it, have none of it mapped.
+    let init = hutch.state(&a.name).expect("state")["init_pid"]
+        .as_i64()
+        .unwrap();
+    for pid in [keeper as i64, init] {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+        assert!(
+            !maps.contains("libnftables"),
+            "pid {pid} (keeper {keeper}) maps libnftables:\n{maps}"
+        );
+    }
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(keeper),
         nix::sys::signal::Signal::SIGKILL,

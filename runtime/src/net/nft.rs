@@ -206,14 +206,18 @@ pub fn device_script(addr: Ipv4Addr, gateway: Ipv4Addr, t: &hutch_policy::Traffi
     s
 }
 
-/// Applies a script in one batch.
+/// Applies a script in one batch (libnftables loaded for it, then
+/// unloaded: `nftffi`).
 pub fn apply(script: &str) -> Result<(), String> {
     super::nftffi::run(script)
 }
 
-/// Installs the user's tables, replacing stale ones if there are any.
+/// Installs the user's tables, replacing stale ones if there are any
+/// (libnftables loaded once for both tries).
 pub fn install(r: &Rules<'_>) -> Result<(), String> {
-    apply(&install_script(r)).or_else(|_| apply(&reinstall_script(r)))
+    let nft = super::nftffi::Nft::load()?;
+    nft.run(&install_script(r))
+        .or_else(|_| nft.run(&reinstall_script(r)))
 }
 
 #[cfg(test)]
