@@ -422,6 +422,32 @@ impl SshdEnv {
         PtySession::spawn(&argv)
     }
 
+    /// An interactive login of `user` ([`SshdEnv::ssh_pty`] with no
+    /// command), once its shell's prompt (`$ `) is there; panics with what
+    /// the terminal showed if it does not come within 30 s.
+    pub fn shell_pty(&self, user: &impl Login) -> PtySession {
+        let s = self.ssh_pty(user, &[]);
+        assert!(
+            s.expect("$ ", Duration::from_secs(30)).is_some(),
+            "no prompt: {}",
+            s.output()
+        );
+        s
+    }
+
+    /// A pty login of `user` that holds its container up until dropped
+    /// (`echo HOLDING; sleep 900`), once it is in; panics with what the
+    /// terminal showed if it is not within 60 s.
+    pub fn hold_pty(&self, user: &impl Login) -> PtySession {
+        let s = self.ssh_pty(user, &["echo HOLDING; sleep 900"]);
+        assert!(
+            s.expect("HOLDING", Duration::from_secs(60)).is_some(),
+            "not holding: {}",
+            s.output()
+        );
+        s
+    }
+
     /// Pids of every process started by the sshd or living in its netns.
     pub fn processes(&self) -> Vec<i32> {
         let mut v = proc::descendants(self.pid);

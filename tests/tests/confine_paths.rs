@@ -298,12 +298,7 @@ fn seccomp_file_profile_read_on_the_host() {
             "{}",
             out.describe()
         );
-        let hold = env.ssh_pty(&user, &["echo HOLDING; sleep 600"]);
-        assert!(
-            hold.expect("HOLDING", Duration::from_secs(60)).is_some(),
-            "{}",
-            hold.output()
-        );
+        let hold = env.hold_pty(&user);
         let profile_s = profile.to_string_lossy().to_string();
         let out = hutch.ctl(&["enter", &name, "--", "sh", "-c", try_it, "sh", &profile_s]);
         assert_eq!(

@@ -76,12 +76,7 @@ fn containers_keyed_by_the_canonical_name() {
     let (name, aname) = (user.name.clone(), alias.name.clone());
     {
         let env = hutch.sshd(Sftp::Internal);
-        let hold = env.ssh_pty(&user, &["echo HOLDING; sleep 600"]);
-        assert!(
-            hold.expect("HOLDING", Duration::from_secs(60)).is_some(),
-            "{}",
-            hold.output()
-        );
+        let hold = env.hold_pty(&user);
         let init = hutch.state(&name).and_then(|s| s["init_pid"].as_i64());
         let out = env.ssh(
             &alias,

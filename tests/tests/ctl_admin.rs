@@ -30,12 +30,7 @@ fn freeze_enter_diff_watch() {
     let name = user.name.clone();
     {
         let env = hutch.sshd(Sftp::Internal);
-        let mut s = env.ssh_pty(&user, &[]);
-        assert!(
-            s.expect("$ ", Duration::from_secs(30)).is_some(),
-            "no prompt: {}",
-            s.output()
-        );
+        let mut s = env.shell_pty(&user);
         let state = wait_until(Duration::from_secs(10), || {
             hutch
                 .state(&name)

@@ -13,12 +13,7 @@ const POLICY: &str = "[defaults]\nhostname = \"box-{user}\"\nmemory = \"1G\"\npi
 
 /// Holds a session open until dropped; returns it with the init pid.
 fn hold(env: &SshdEnv, hutch: &HutchEnv, user: &TestUser) -> (PtySession, i64) {
-    let s = env.ssh_pty(user, &["echo HOLDING; sleep 600"]);
-    assert!(
-        s.expect("HOLDING", Duration::from_secs(60)).is_some(),
-        "hold: {}",
-        s.output()
-    );
+    let s = env.hold_pty(user);
     let init = wait_until(Duration::from_secs(10), || {
         hutch.state(&user.name).and_then(|s| s["init_pid"].as_i64())
     })

@@ -31,12 +31,7 @@ fn devices_cgroup_is_a_second_line() {
     let name = user.name.clone();
     {
         let env = hutch.sshd(Sftp::Internal);
-        let mut s = env.ssh_pty(&user, &[]);
-        assert!(
-            s.expect("$ ", Duration::from_secs(30)).is_some(),
-            "no prompt: {}",
-            s.output()
-        );
+        let mut s = env.shell_pty(&user);
         let init = hutch.state(&name).expect("state.json")["init_pid"]
             .as_i64()
             .expect("init_pid");

@@ -72,12 +72,7 @@ fn confined_login_end_to_end() {
 
         // Interactive: prompt, tty exists inside, exit status. While this
         // session holds the container, other sessions share its writable layer.
-        let mut s = env.ssh_pty(&user, &[]);
-        assert!(
-            s.expect("$ ", Duration::from_secs(30)).is_some(),
-            "no prompt: {}",
-            s.output()
-        );
+        let mut s = env.shell_pty(&user);
         let out = env.ssh(&user, &["echo x > /etc/passwd 2>&1; echo x > /usr/bin/owned 2>&1; touch /var/tmp/scratch && echo wrote"]);
         assert_eq!(
             out.stderr_str().matches("Permission denied").count(),
@@ -154,12 +149,7 @@ fn sessions_share_and_sigkill_ends_session() {
     let name = user.name.clone();
     {
         let env = hutch.sshd(Sftp::Internal);
-        let mut a = env.ssh_pty(&user, &[]);
-        assert!(
-            a.expect("$ ", Duration::from_secs(30)).is_some(),
-            "no prompt: {}",
-            a.output()
-        );
+        let mut a = env.shell_pty(&user);
         a.send("echo A-NS=$(readlink /proc/self/ns/pid)\n");
         let text = a
             .expect("A-NS=pid:", Duration::from_secs(10))

@@ -26,17 +26,6 @@ trap '' HUP INT TERM
   touch "$HOME/left-done" ) &
 exit 3"#;
 
-/// A pty login of `user` that holds the container up, once it is in.
-fn hold(env: &SshdEnv, user: &TestUser) -> PtySession {
-    let hold = env.ssh_pty(user, &["echo HOLDING; sleep 600"]);
-    assert!(
-        hold.expect("HOLDING", Duration::from_secs(60)).is_some(),
-        "{}",
-        hold.output()
-    );
-    hold
-}
-
 /// `hutchctl enter USER -- bash -c SCRIPT` as the admin runs it.
 fn enter_argv(hutch: &HutchEnv, name: &str, script: &str) -> Vec<String> {
     [
@@ -65,7 +54,7 @@ fn enter_runs_on_its_own_pty() {
     let name = user.name.clone();
     {
         let env = hutch.sshd(Sftp::Internal);
-        let hold = hold(&env, &user);
+        let hold = env.hold_pty(&user);
         let argv = enter_argv(&hutch, &name, SCRIPT);
         let mut admin = PtySession::spawn(&argv);
         admin
@@ -163,7 +152,7 @@ fn enter_returns_while_a_leftover_keeps_writing() {
     let name = user.name.clone();
     {
         let env = hutch.sshd(Sftp::Internal);
-        let hold = hold(&env, &user);
+        let hold = env.hold_pty(&user);
         let argv = enter_argv(
             &hutch,
             &name,

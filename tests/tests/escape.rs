@@ -286,13 +286,7 @@ fn write_batch(hutch: &HutchEnv, user: &TestUser, t: &Targets, layer_ok: bool) -
 
 /// Holds `user`'s container open; returns the session and the init pid.
 fn hold(env: &SshdEnv, hutch: &HutchEnv, user: &TestUser) -> (PtySession, i64) {
-    let s = env.ssh_pty(user, &["echo HOLDING; sleep 900"]);
-    assert!(
-        s.expect("HOLDING", Duration::from_secs(60)).is_some(),
-        "hold of {}: {}",
-        user.name,
-        s.output()
-    );
+    let s = env.hold_pty(user);
     let init = wait_until(Duration::from_secs(10), || {
         hutch.state(&user.name).and_then(|s| s["init_pid"].as_i64())
     })

@@ -147,12 +147,7 @@ fn without_lxcfs_cpus_come_from_the_cpuset() {
     {
         let env = hutch.sshd(Sftp::Internal);
         // a holds its container while b logs in: b's CPU is another one.
-        let mut hold = env.ssh_pty(&a, &[]);
-        assert!(
-            hold.expect("$ ", Duration::from_secs(30)).is_some(),
-            "{}",
-            hold.output()
-        );
+        let mut hold = env.shell_pty(&a);
         let fa = figures(&env, &a);
         assert_eq!((fa.nproc, fa.cpuinfo, fa.online), (1, 1, 1));
         assert_eq!(
@@ -166,8 +161,7 @@ fn without_lxcfs_cpus_come_from_the_cpuset() {
         let ca = cpuset(&a);
         let fb = figures(&env, &b);
         assert_eq!((fb.nproc, fb.cpuinfo, fb.online), (1, 1, 1));
-        let mut hold_b = env.ssh_pty(&b, &[]);
-        assert!(hold_b.expect("$ ", Duration::from_secs(30)).is_some());
+        let mut hold_b = env.shell_pty(&b);
         let cb = cpuset(&b);
         eprintln!("a: {ca}; b: {cb}; host has {cpus} CPUs");
         if cpus >= 2 {

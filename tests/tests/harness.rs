@@ -86,12 +86,7 @@ fn sshd_env_stock_stack() {
 
         // Interactive: a pty on both sides, `tty` names a pts, exit 7.
         let t = Instant::now();
-        let mut s = env.ssh_pty(&user, &[]);
-        assert!(
-            s.expect("$ ", Duration::from_secs(20)).is_some(),
-            "no prompt: {}",
-            s.output()
-        );
+        let mut s = env.shell_pty(&user);
         eprintln!("pty login to prompt: {:?}", t.elapsed());
         s.send("tty; exit 7\n");
         let (code, text) = s.wait(Duration::from_secs(20));
@@ -273,12 +268,7 @@ fn cleanup_on_panic() {
             &["setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo started"],
         );
         assert!(out.stdout_str().contains("started"), "{}", out.describe());
-        let s = env.ssh_pty(&user, &[]);
-        assert!(
-            s.expect("$ ", Duration::from_secs(20)).is_some(),
-            "{}",
-            s.output()
-        );
+        let _s = env.shell_pty(&user);
         assert!(
             !leftovers(&n).is_empty(),
             "a live session shows up as leftovers"

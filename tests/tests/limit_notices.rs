@@ -30,12 +30,7 @@ fn limit_notices_reach_the_terminals() {
     let name = user.name.clone();
     {
         let env = hutch.sshd(Sftp::Internal);
-        let mut hold = env.ssh_pty(&user, &[]);
-        assert!(
-            hold.expect("$ ", Duration::from_secs(30)).is_some(),
-            "{}",
-            hold.output()
-        );
+        let mut hold = env.shell_pty(&user);
 
         // Three OOM kills in a row in another session (no terminal there).
         let out = env.ssh(
@@ -159,12 +154,7 @@ fn cpu_throttling_is_told_when_it_begins() {
     let name = user.name.clone();
     {
         let env = hutch.sshd(Sftp::Internal);
-        let mut hold = env.ssh_pty(&user, &[]);
-        assert!(
-            hold.expect("$ ", Duration::from_secs(30)).is_some(),
-            "{}",
-            hold.output()
-        );
+        let mut hold = env.shell_pty(&user);
         // A busy loop in another session, for longer than two looks.
         let busy = env.background(&user, "exec timeout 25 sh -c 'while :; do :; done'");
         let want = "hutch: CPU limit 0.2 cores reached; throttled in ";
@@ -202,12 +192,7 @@ fn notices_false_keeps_the_terminals_quiet() {
     let name = user.name.clone();
     {
         let env = hutch.sshd(Sftp::Internal);
-        let mut hold = env.ssh_pty(&user, &[]);
-        assert!(
-            hold.expect("$ ", Duration::from_secs(30)).is_some(),
-            "{}",
-            hold.output()
-        );
+        let mut hold = env.shell_pty(&user);
         let out = env.ssh(&user, &["tail /dev/zero; echo rc=$?"]);
         assert!(out.stdout_str().contains("rc=137"), "{}", out.describe());
         // The keeper writes the terminals before it counts the line, so

@@ -197,12 +197,7 @@ fn veth_isolation_nat_leases() {
     let _up_srv = server_in(upid, &["192.0.2.2:8080"]);
 
     // B holds a session open while A works.
-    let mut b_session = env.ssh_pty(&b, &[]);
-    assert!(
-        b_session.expect("$ ", Duration::from_secs(30)).is_some(),
-        "no prompt for b: {}",
-        b_session.output()
-    );
+    let mut b_session = env.shell_pty(&b);
 
     // The gateway sees A with A's leased address.
     let t = std::time::Instant::now();
@@ -637,12 +632,7 @@ fn veth_crash_recovery() {
     let host = env.pid();
     let _srv = server_in(host, &["0.0.0.0:8081"]);
 
-    let s = env.ssh_pty(&a, &[]);
-    assert!(
-        s.expect("$ ", Duration::from_secs(30)).is_some(),
-        "no prompt: {}",
-        s.output()
-    );
+    let s = env.shell_pty(&a);
     let keeper = hutch.state(&a.name).expect("state")["keeper_pid"]
         .as_i64()
         .unwrap() as i32;
@@ -817,12 +807,7 @@ fn device_mode_egress_and_bandwidth() {
     );
     // A source address other than the lease goes nowhere, even from root in
     // the container's namespace (the user holds no capability to try).
-    let holder = env.ssh_pty(&a, &[]);
-    assert!(
-        holder.expect("$ ", Duration::from_secs(30)).is_some(),
-        "no prompt: {}",
-        holder.output()
-    );
+    let holder = env.shell_pty(&a);
     let state = wait_until(Duration::from_secs(10), || {
         hutch
             .state(&a.name)

@@ -152,12 +152,7 @@ fn metrics_report_and_audit_over_real_logins() {
         assert!(out.status.success(), "{}", out.describe());
         assert!(hutch.wait_gone(&name, Duration::from_secs(15)).is_empty());
         // One session holds the container; a second joins it and burns some CPU.
-        let s = env.ssh_pty(&user, &[]);
-        assert!(
-            s.expect("$ ", Duration::from_secs(30)).is_some(),
-            "{}",
-            s.output()
-        );
+        let s = env.shell_pty(&user);
         let out = env.ssh(
             &user,
             &["i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; echo done"],
@@ -610,12 +605,7 @@ fn probe_builds_checks_and_tears_down() {
     {
         hutch.write_policy(POLICY);
         let env = hutch.sshd(Sftp::Internal);
-        let mut s = env.ssh_pty(&user, &[]);
-        assert!(
-            s.expect("$ ", Duration::from_secs(30)).is_some(),
-            "{}",
-            s.output()
-        );
+        let mut s = env.shell_pty(&user);
         let out = probe(&name);
         assert_eq!(out.code(), Some(1), "{}", out.describe());
         assert!(

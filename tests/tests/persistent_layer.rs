@@ -136,12 +136,7 @@ fn persistent_layer_survives_logout_and_teardown() {
         assert_eq!(trimmed(&out), "kept\nf\ntmp-gone", "{}", out.describe());
 
         // With the container running: diff shows the layer, reset is refused.
-        let hold = env.ssh_pty(&user, &[]);
-        assert!(
-            hold.expect("$ ", Duration::from_secs(30)).is_some(),
-            "{}",
-            hold.output()
-        );
+        let hold = env.shell_pty(&user);
         let st = wait_until(Duration::from_secs(20), || hutch.state(&name)).expect("running");
         let diff = hutch.ctl(&["diff", &name]);
         assert!(diff.status.success(), "{}", diff.describe());

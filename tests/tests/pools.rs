@@ -115,12 +115,7 @@ fn keeper_survives_a_half_request_and_emfile() {
     let name = user.name.clone();
     {
         let env = hutch.sshd(Sftp::Internal);
-        let hold = env.ssh_pty(&user, &["echo HOLDING; sleep 600"]);
-        assert!(
-            hold.expect("HOLDING", Duration::from_secs(60)).is_some(),
-            "{}",
-            hold.output()
-        );
+        let hold = env.hold_pty(&user);
         let keeper = hutch
             .state(&name)
             .and_then(|s| s["keeper_pid"].as_i64())

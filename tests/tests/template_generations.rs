@@ -147,12 +147,7 @@ fn upgrade_with_a_user_logged_in() {
     let env = hutch.sshd(Sftp::Internal);
     let gens = hutch.run_dir.join("template").join(E2E_TEMPLATE);
 
-    let mut s1 = env.ssh_pty(&first, &[]);
-    assert!(
-        s1.expect("$ ", Duration::from_secs(30)).is_some(),
-        "no prompt: {}",
-        s1.output()
-    );
+    let mut s1 = env.shell_pty(&first);
     assert_eq!(state_u64(&hutch, &first.name, "generation"), 1);
     let init1 = state_u64(&hutch, &first.name, "init_pid") as i64;
     assert_eq!(lowerdir_of(init1), gens.join("1").to_string_lossy());
@@ -186,12 +181,7 @@ fn upgrade_with_a_user_logged_in() {
     );
 
     // A new login gets generation 2; the first user is still on 1.
-    let mut s2 = env.ssh_pty(&second, &[]);
-    assert!(
-        s2.expect("$ ", Duration::from_secs(30)).is_some(),
-        "no prompt: {}",
-        s2.output()
-    );
+    let mut s2 = env.shell_pty(&second);
     assert_eq!(state_u64(&hutch, &second.name, "generation"), 2);
     let init2 = state_u64(&hutch, &second.name, "init_pid") as i64;
     assert_eq!(lowerdir_of(init2), gens.join("2").to_string_lossy());
@@ -271,18 +261,8 @@ fn per_user_templates() {
         alt.name
     ));
     let env = hutch.sshd(Sftp::Internal);
-    let sp = env.ssh_pty(&plain, &[]);
-    assert!(
-        sp.expect("$ ", Duration::from_secs(30)).is_some(),
-        "no prompt: {}",
-        sp.output()
-    );
-    let sa = env.ssh_pty(&alt, &[]);
-    assert!(
-        sa.expect("$ ", Duration::from_secs(30)).is_some(),
-        "no prompt: {}",
-        sa.output()
-    );
+    let sp = env.shell_pty(&plain);
+    let sa = env.shell_pty(&alt);
     let lp = lowerdir_of(state_u64(&hutch, &plain.name, "init_pid") as i64);
     let la = lowerdir_of(state_u64(&hutch, &alt.name, "init_pid") as i64);
     assert_eq!(lp, hutch.run_dir.join("template/e2e/1").to_string_lossy());
@@ -349,12 +329,7 @@ fn template_memory_is_charged_to_hutch() {
         "the template's memory is not charged to hutch's cgroup: {shmem} < {size}"
     );
 
-    let mut s = env.ssh_pty(&user, &[]);
-    assert!(
-        s.expect("$ ", Duration::from_secs(30)).is_some(),
-        "no prompt: {}",
-        s.output()
-    );
+    let mut s = env.shell_pty(&user);
     s.send("cat /usr/bin/* > /dev/null 2>&1; echo READ$((1+1))\n");
     assert!(
         s.expect("READ2", Duration::from_secs(60)).is_some(),

@@ -32,12 +32,7 @@ fn hutch_status_inside_the_container() {
     let name = user.name.clone();
     {
         let env = hutch.sshd(Sftp::Internal);
-        let mut hold = env.ssh_pty(&user, &[]);
-        assert!(
-            hold.expect("$ ", Duration::from_secs(30)).is_some(),
-            "{}",
-            hold.output()
-        );
+        let mut hold = env.shell_pty(&user);
         let out = env.ssh(
             &user,
             &["head -c 20M /dev/zero > /tmp/twenty && head -c 8M /dev/zero > /dev/shm/eight && echo ok"],
