@@ -585,6 +585,8 @@ fn spawn_keeper(opts: &JoinOptions, user: &str, service: &str) -> Result<(), Joi
         cstr("hutch-keeper"),
         cstr("--config"),
         CString::new(opts.config.as_os_str().as_encoded_bytes()).unwrap_or_default(),
+        cstr("--policy-cache"),
+        CString::new(opts.policy_cache.as_os_str().as_encoded_bytes()).unwrap_or_default(),
         cstr("--service"),
         cstr(service),
         cstr("--ready-fd"),

@@ -151,3 +151,81 @@ fn a_cold_start_names_its_phases() {
     drop(hutch);
     assert_no_leftovers(&name, Duration::from_secs(5));
 }
+
+/// The keeper reads the policy through the PAM module's cache (the
+/// starter's `policy_cache`, passed as `--policy-cache`) instead of
+/// parsing the files a second time at every cold start: once the sources
+/// are old enough to be cached, the module writes the cache and the keeper
+/// it starts reads it (start mark `policy_cached`, not `policy_parsed`).
+#[test]
+fn the_keeper_reads_the_modules_policy_cache() {
+    if !require_root("the_keeper_reads_the_modules_policy_cache") {
+        return;
+    }
+    let hutch = HutchEnv::new("[defaults]\nmemory = \"1G\"\npids = 512\n");
+    let user = hutch.user();
+    let cache = hutch.dir.join("policy-cache");
+    let opts = JoinOptions {
+        config: hutch.config.clone(),
+        keeper: hutch.bins.keeper.clone(),
+        timeout: Duration::from_secs(60),
+        policy_cache: cache.clone(),
+    };
+    // A policy is cached only once every source is a second old (its
+    // "racy" window, hutch_policy's cache.rs): wait that out, not a timing.
+    std::thread::sleep(Duration::from_millis(1100));
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let (go_r, go_w) = nix::unistd::pipe().unwrap();
+    let child = match sys::fork().unwrap() {
+        Forked::Child => {
+            drop(r);
+            drop(go_w);
+            let mut w = std::fs::File::from(w);
+            let info = SessionInfo {
+                service: "marks".into(),
+                tty: None,
+                rhost: None,
+            };
+            match open_session(&opts, &user.name, &info) {
+                Ok(Outcome::Joined(s)) => {
+                    let _ = write!(w, "OK");
+                    drop(w);
+                    let mut b = [0u8; 1];
+                    let _ = std::fs::File::from(go_r).read(&mut b);
+                    s.close();
+                }
+                other => {
+                    let _ = write!(w, "ERR {:?}", other.map(|_| ()));
+                }
+            }
+            sys::exit_now(0)
+        }
+        Forked::Parent(pid) => pid,
+    };
+    drop(w);
+    drop(go_r);
+    let mut said = String::new();
+    std::fs::File::from(r).read_to_string(&mut said).unwrap();
+    let st = hutch.state(&user.name);
+    drop(go_w);
+    let _ = nix::sys::wait::waitpid(child, None);
+    let left = hutch.wait_gone(&user.name, Duration::from_secs(30));
+    assert_eq!(said, "OK");
+    let st = st.expect("state.json");
+    let marks: Vec<(String, u64)> = serde_json::from_value(st["start_marks"].clone()).unwrap();
+    let names: Vec<&str> = marks.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        names.contains(&"policy_cached") && !names.contains(&"policy_parsed"),
+        "the keeper did not read the module's cache: {names:?}"
+    );
+    assert!(
+        std::fs::read_dir(&cache).unwrap().count() > 0,
+        "no cache in {}",
+        cache.display()
+    );
+    assert!(left.is_empty(), "{left:?}");
+    let name = user.name.clone();
+    drop(user);
+    drop(hutch);
+    assert_no_leftovers(&name, Duration::from_secs(5));
+}

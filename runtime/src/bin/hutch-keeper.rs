@@ -1,16 +1,19 @@
 //! hutch-keeper: the per-user supervisor. Started by pam_hutch, never by hand:
-//! `hutch-keeper [--config PATH] [--service NAME] [--ready-fd N] USER`.
+//! `hutch-keeper [--config PATH] [--policy-cache DIR] [--service NAME] [--ready-fd N] USER`.
 
 use std::path::PathBuf;
 
 fn usage() -> ! {
-    eprintln!("usage: hutch-keeper [--config PATH] [--service NAME] [--ready-fd N] USER");
+    eprintln!(
+        "usage: hutch-keeper [--config PATH] [--policy-cache DIR] [--service NAME] [--ready-fd N] USER"
+    );
     std::process::exit(2)
 }
 
 fn main() {
     hutch_runtime::timing::mark("exec");
     let mut config = PathBuf::from(hutch_policy::DEFAULT_CONFIG);
+    let mut policy_cache = None;
     let mut service = String::from("sshd");
     let mut ready = None;
     let mut user = None;
@@ -18,6 +21,9 @@ fn main() {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--config" => config = args.next().map(PathBuf::from).unwrap_or_else(|| usage()),
+            "--policy-cache" => {
+                policy_cache = Some(args.next().map(PathBuf::from).unwrap_or_else(|| usage()))
+            }
             "--service" => service = args.next().unwrap_or_else(|| usage()),
             "--ready-fd" => {
                 let n: i32 = args
@@ -38,6 +44,7 @@ fn main() {
     }
     let code = hutch_runtime::keeper::main(hutch_runtime::keeper::Options {
         config,
+        policy_cache,
         user,
         service,
         ready,

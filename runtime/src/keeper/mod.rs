@@ -49,6 +49,12 @@ use state::State;
 #[derive(Debug)]
 pub struct Options {
     pub config: PathBuf,
+    /// The PAM module's policy cache (`--policy-cache`: the starter's
+    /// [`JoinOptions::policy_cache`](crate::join::JoinOptions)), read the
+    /// same way the module reads it: only a root-owned cache that no one
+    /// else can write, whose key matches every source file. `None`: the
+    /// files are parsed.
+    pub policy_cache: Option<PathBuf>,
     pub user: String,
     /// The PAM service of the session that started it (for resolution).
     pub service: String,
@@ -72,7 +78,13 @@ pub fn main(opts: Options) -> i32 {
     // connection gets when the keeper is out of descriptors.
     let spare = serve::Spare::open();
     let started = Instant::now();
-    match Keeper::start(&opts.config, &opts.user, &opts.service, spare) {
+    match Keeper::start(
+        &opts.config,
+        opts.policy_cache.as_deref(),
+        &opts.user,
+        &opts.service,
+        spare,
+    ) {
         Ok(mut keeper) => {
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             sys::syslog(

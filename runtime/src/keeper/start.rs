@@ -217,13 +217,15 @@ impl Drop for HalfMade<'_> {
 impl Keeper {
     pub(super) fn start(
         config: &Path,
+        policy_cache: Option<&Path>,
         user: &str,
         service: &str,
         spare: super::serve::Spare,
     ) -> Result<Keeper, StartError> {
-        let policy = Policy::load(config).map_err(StartError::Policy)?;
+        let policy = load_policy(config, policy_cache).map_err(StartError::Policy)?;
         let host = policy.host().clone();
         let account = account::lookup(user).map_err(StartError::Account)?;
+        crate::timing::mark("account");
         // Keyed by the NSS canonical name ([`account::lookup`]), whatever
         // spelling started us.
         let canonical = account.name.clone();
@@ -520,4 +522,21 @@ fn rootfs_spec(account: &Account, up: &UserPolicy, lower: &Path, staging: &Path)
         ptys_max: up.limits.ptys_max,
         resolv_conf: None,
     }
+}
+
+/// The policy, through the PAM module's cache when the starter named it
+/// (the module has just loaded the same files through it, so a login's
+/// second parse is a cache read), else parsed. Its start mark says which:
+/// `policy_cached` or `policy_parsed`.
+fn load_policy(config: &Path, cache: Option<&Path>) -> Result<Policy, hutch_policy::PolicyError> {
+    let (policy, used) = match cache {
+        Some(dir) => Policy::load_cached_traced(config, dir),
+        None => (Policy::load(config), hutch_policy::CacheUse::Parsed),
+    };
+    crate::timing::mark(if used == hutch_policy::CacheUse::Hit {
+        "policy_cached"
+    } else {
+        "policy_parsed"
+    });
+    policy
 }
