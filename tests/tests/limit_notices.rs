@@ -20,6 +20,15 @@ fn notices(out: &str) -> Vec<String> {
         .collect()
 }
 
+/// Logs the holding session out, stops the container, waits for it to go.
+fn end(hutch: &HutchEnv, mut hold: PtySession, name: &str) {
+    hold.send("exit\n");
+    let _ = hold.wait(Duration::from_secs(10));
+    let stop = hutch.ctl(&["stop", name]);
+    assert!(stop.status.success(), "{}", stop.describe());
+    assert!(hutch.wait_gone(name, Duration::from_secs(20)).is_empty());
+}
+
 #[test]
 fn limit_notices_reach_the_terminals() {
     if !require_root("limit_notices_reach_the_terminals") {
@@ -131,11 +140,7 @@ fn limit_notices_reach_the_terminals() {
         let out = hutch.ctl(&["stats", &name]);
         assert!(out.stdout_str().contains("NOTICES"), "{}", out.describe());
 
-        hold.send("exit\n");
-        let _ = hold.wait(Duration::from_secs(10));
-        let stop = hutch.ctl(&["stop", &name]);
-        assert!(stop.status.success(), "{}", stop.describe());
-        assert!(hutch.wait_gone(&name, Duration::from_secs(20)).is_empty());
+        end(&hutch, hold, &name);
     }
     drop(user);
     assert_no_leftovers(&name, Duration::from_secs(5));
@@ -154,7 +159,7 @@ fn cpu_throttling_is_told_when_it_begins() {
     let name = user.name.clone();
     {
         let env = hutch.sshd(Sftp::Internal);
-        let mut hold = env.shell_pty(&user);
+        let hold = env.shell_pty(&user);
         // A busy loop in another session, for longer than two looks.
         let busy = env.background(&user, "exec timeout 25 sh -c 'while :; do :; done'");
         let want = "hutch: CPU limit 0.2 cores reached; throttled in ";
@@ -170,11 +175,7 @@ fn cpu_throttling_is_told_when_it_begins() {
             "{}",
             cpu[0]
         );
-        hold.send("exit\n");
-        let _ = hold.wait(Duration::from_secs(10));
-        let stop = hutch.ctl(&["stop", &name]);
-        assert!(stop.status.success(), "{}", stop.describe());
-        assert!(hutch.wait_gone(&name, Duration::from_secs(20)).is_empty());
+        end(&hutch, hold, &name);
     }
     drop(user);
     assert_no_leftovers(&name, Duration::from_secs(5));
@@ -218,11 +219,7 @@ fn notices_false_keeps_the_terminals_quiet() {
             hold.output()
         );
         assert!(notices(&hold.output()).is_empty(), "{}", hold.output());
-        hold.send("exit\n");
-        let _ = hold.wait(Duration::from_secs(10));
-        let stop = hutch.ctl(&["stop", &name]);
-        assert!(stop.status.success(), "{}", stop.describe());
-        assert!(hutch.wait_gone(&name, Duration::from_secs(20)).is_empty());
+        end(&hutch, hold, &name);
     }
     drop(user);
     assert_no_leftovers(&name, Duration::from_secs(5));
