@@ -261,7 +261,7 @@ notice "notice: the OOM kill reaches alice's terminal, naming tail" 'hutch: memo
 notice "notice: a refused fork reaches it" 'hutch: process limit 40 reached; '
 notice "notice: CPU throttling reaches it" 'hutch: CPU limit 0.2 cores reached; throttled in '
 check "notice: counted in hutchctl stats (NOTICES)" groot "hutchctl stats alice | awk 'NR == 1 && \$NF != \"NOTICES\" {exit 1} NR == 2 {ok = \$NF >= 3} END {exit !ok}'"
-# The group carries the memory controller (its leaf, where the processes are, has none of its own).
+# The group carries the limits; its leaf, where the processes are, has the memory controller too (for lxcfs): neither is oom.group.
 check "memory: no memory.oom.group on alice's cgroup" groot "[ \"\$(cat $CG/users/alice/memory.oom.group)\" = 0 ] && ! grep -qs '^1' $CG/users/alice/procs/memory.oom.group"
 kill "$TTY_PID" 2>/dev/null || true
 wait "$TTY_PID" 2>/dev/null || true

@@ -3,11 +3,11 @@
 # (issue 14), for erin: memory = 512M, cpu = 1 and a persistent writable
 # layer of 64M. Inside, `free -m` shows her 512M (the guest's lxcfs, bound
 # in: it answers from her init's cgroup, the leaf, which needs a memory
-# controller of its own) and `nproc` her one CPU (her cpuset); `hutch
-# status --json` answers her limits and what persists, a file she writes
-# outside home survives the teardown of her container, the layer's size
-# stops a `dd`, and `hutchctl reset` discards the layer. Nothing of erin is
-# left for the purge checks.
+# controller of its own), `nproc` and lxcfs's /proc/cpuinfo her one CPU
+# (her cpuset); `hutch status --json` answers her limits and what
+# persists, a file she writes outside home survives the teardown of her
+# container, the layer's size stops a `dd`, and `hutchctl reset` discards
+# the layer. Nothing of erin is left for the purge checks.
 #
 # Part of the full tier (after the NFS checks); HUTCH_VM_ONLY=user runs
 # only these after the install.
@@ -29,12 +29,12 @@ writable = "persistent"
 writable_size = "64M"
 TOML
     check "figures: the guest's lxcfs is mounted" groot 'mountpoint -q /var/lib/lxcfs'
-    local fig total cpus bound
-    # Her meminfo as free reads it, her CPUs, and whether lxcfs answers her /proc/meminfo.
+    local fig total cpus bound listed
+    # Her meminfo as free reads it, her CPUs, whether lxcfs answers her /proc/meminfo, the CPUs its cpuinfo lists.
     fig=$(gerin 'free -m | awk "/^Mem:/ {print \$2}"; nproc; awk "\$5 == \"/proc/meminfo\" && / - fuse.lxcfs / {n++} END {print n + 0}" /proc/self/mountinfo;
-        { grep lxcfs /proc/self/mountinfo; head -n 3 /proc/meminfo; cat /proc/self/cgroup; } >&2' 2>"$SHARE/out/figures-erin-diag.txt" | tr '\n' ' ' || true)
+        grep -c ^processor /proc/cpuinfo; { grep lxcfs /proc/self/mountinfo; head -n 3 /proc/meminfo; cat /proc/self/cgroup; } >&2' 2>"$SHARE/out/figures-erin-diag.txt" | tr '\n' ' ' || true)
     echo "$fig" >"$SHARE/out/figures-erin.txt"
-    read -r total cpus bound _ <<<"$fig"
+    read -r total cpus bound listed _ <<<"$fig"
     expect "figures: lxcfs's meminfo is bound over erin's /proc/meminfo" 1 "$bound"
     if [[ $total =~ ^[0-9]+$ ]] && ((total >= 500 && total <= 530)); then
         pass "figures: free -m inside erin's 512M container shows $total MB total"
@@ -42,6 +42,7 @@ TOML
         fail "figures: free -m shows her limit" "want 500..530, got '$total' ($(tr '\n' ' ' <"$SHARE/out/figures-erin-diag.txt" | head -c 300))"
     fi
     expect "figures: nproc is 1 (her cpuset)" 1 "$cpus"
+    expect "figures: lxcfs's /proc/cpuinfo lists her one CPU" 1 "$listed"
 
     local status
     status=$(gerin 'hutch status --json' 2>&1 || true)
