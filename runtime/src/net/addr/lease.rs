@@ -52,9 +52,12 @@ pub fn render(leases: &[Lease]) -> String {
 }
 
 /// Picks `user`'s address and marks it held by `pid`: the user's own lease
-/// if there is one (free, held by a dead keeper, or held by `pid`), else the
-/// lowest pool address no lease names, else the free lease of another user
-/// (stickiness gives way). `None`: the pool is exhausted.
+/// if there is one (free, held by a dead keeper, by `pid`, or by a live
+/// keeper that is not `user`'s: its pid was reused after a crash or a
+/// reboot), else the lowest pool address no lease names, else the free
+/// lease of another user (stickiness gives way). `None`: the pool is
+/// exhausted. `alive(pid)`: a live keeper has the pid; `keeps(pid)`: it is
+/// `user`'s keeper.
 pub fn choose(
     leases: &mut Vec<Lease>,
     pool: Ipv4Net,
@@ -62,11 +65,12 @@ pub fn choose(
     user: &str,
     pid: i32,
     alive: impl Fn(i32) -> bool,
+    keeps: impl Fn(i32) -> bool,
 ) -> Option<Ipv4Addr> {
     let usable = |l: &Lease| l.pid == 0 || l.pid == pid || !alive(l.pid);
     leases.retain(|l| pool.contains(l.addr) && !reserved.contains(&l.addr));
     if let Some(l) = leases.iter_mut().find(|l| l.user == user) {
-        if usable(l) {
+        if usable(l) || !keeps(l.pid) {
             l.pid = pid;
             return Some(l.addr);
         }
@@ -98,6 +102,24 @@ pub fn keeper_alive(pid: i32) -> bool {
     pid > 0
         && fs::read_to_string(format!("/proc/{pid}/stat"))
             .is_ok_and(|stat| stat_is_live(&stat, "hutch-keeper"))
+}
+
+/// Whether the keeper `pid` is `user`'s: its last argument (the user the
+/// PAM module started it for, `join::spawn_keeper`). Used only for the
+/// user's own lease, where a keeper of another user holding it can only
+/// be a reused pid; another user's lease is never taken on this test.
+pub fn keeper_of(pid: i32, user: &str) -> bool {
+    fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| last_arg(&c) == Some(user.as_bytes()))
+}
+
+/// The last argument of a `/proc/PID/cmdline` (NUL-separated, NUL-ended).
+fn last_arg(cmdline: &[u8]) -> Option<&[u8]> {
+    cmdline
+        .strip_suffix(b"\0")
+        .unwrap_or(cmdline)
+        .rsplit(|b| *b == 0)
+        .next()
+        .filter(|a| !a.is_empty())
 }
 
 /// Whether a `/proc/PID/stat` line is of a process named `comm` that has
@@ -168,8 +190,12 @@ impl LeaseFile {
         user: &str,
         pid: i32,
     ) -> io::Result<Ipv4Addr> {
-        self.update(|l| choose(l, pool, reserved, user, pid, keeper_alive))?
-            .ok_or_else(|| io::Error::other(format!("no free address in {pool} for {user}")))
+        self.update(|l| {
+            choose(l, pool, reserved, user, pid, keeper_alive, |p| {
+                keeper_of(p, user)
+            })
+        })?
+        .ok_or_else(|| io::Error::other(format!("no free address in {pool} for {user}")))
     }
 
     /// Marks `user`'s lease free (kept for stickiness), if `pid` holds it.
@@ -223,14 +249,17 @@ mod tests {
     #[test]
     fn sticky_and_distinct() {
         let mut l = Vec::new();
-        let a = choose(&mut l, pool(), &[GW], "alice", 10, |_| true).unwrap();
-        let b = choose(&mut l, pool(), &[GW], "bob", 11, |_| true).unwrap();
+        let a = choose(&mut l, pool(), &[GW], "alice", 10, |_| true, |_| true).unwrap();
+        let b = choose(&mut l, pool(), &[GW], "bob", 11, |_| true, |_| true).unwrap();
         assert_eq!(a, Ipv4Addr::new(10, 0, 0, 2));
         assert_ne!(a, b);
         l.iter_mut().for_each(|x| x.pid = 0); // both released
-        assert_eq!(choose(&mut l, pool(), &[GW], "bob", 12, |_| true), Some(b));
         assert_eq!(
-            choose(&mut l, pool(), &[GW], "alice", 13, |_| true),
+            choose(&mut l, pool(), &[GW], "bob", 12, |_| true, |_| true),
+            Some(b)
+        );
+        assert_eq!(
+            choose(&mut l, pool(), &[GW], "alice", 13, |_| true, |_| true),
             Some(a)
         );
     }
@@ -244,11 +273,33 @@ mod tests {
             pid: 99,
         }];
         assert_eq!(
-            choose(&mut l.clone(), pool(), &[GW], "alice", 7, |_| true),
+            choose(
+                &mut l.clone(),
+                pool(),
+                &[GW],
+                "alice",
+                7,
+                |_| true,
+                |_| true
+            ),
             None
         );
+        // Its pid reused by another user's live keeper (after a crash or a
+        // reboot): stale, taken back.
         assert_eq!(
-            choose(&mut l, pool(), &[GW], "alice", 7, |p| p != 99),
+            choose(
+                &mut l.clone(),
+                pool(),
+                &[GW],
+                "alice",
+                7,
+                |_| true,
+                |_| false
+            ),
+            Some(Ipv4Addr::new(10, 0, 0, 5))
+        );
+        assert_eq!(
+            choose(&mut l, pool(), &[GW], "alice", 7, |p| p != 99, |_| true),
             Some(Ipv4Addr::new(10, 0, 0, 5))
         );
         assert_eq!(l[0].pid, 7);
@@ -278,20 +329,49 @@ mod tests {
         assert_eq!(parse("\0\0\0\0\n"), vec![]);
     }
 
+    /// Another user's lease held by a live keeper is never taken, whoever
+    /// that keeper says it serves.
+    #[test]
+    fn live_lease_of_another_user_is_kept() {
+        let mut l = vec![Lease {
+            user: "bob".into(),
+            addr: Ipv4Addr::new(10, 0, 0, 2),
+            pid: 99,
+        }];
+        let a = choose(&mut l, pool(), &[GW], "alice", 7, |_| true, |_| false);
+        assert_eq!(a, Some(Ipv4Addr::new(10, 0, 0, 3)));
+        assert_eq!(l[0].pid, 99);
+    }
+
+    /// The user a keeper serves is its last argument.
+    #[test]
+    fn cmdline_last_argument() {
+        assert_eq!(
+            last_arg(b"hutch-keeper\0--config\0/etc/hutch.toml\0alice\0"),
+            Some(&b"alice"[..])
+        );
+        assert_eq!(last_arg(b"hutch-keeper\0bob"), Some(&b"bob"[..]));
+        assert_eq!(last_arg(b""), None);
+        assert!(!keeper_of(std::process::id() as i32, "alice"));
+    }
+
     /// When every address was handed out once, free leases of others are reused; held ones never.
     #[test]
     fn exhaustion() {
         let mut l = Vec::new();
         for (i, u) in ["a", "b", "c", "d", "e"].iter().enumerate() {
             assert!(
-                choose(&mut l, pool(), &[GW], u, 100 + i as i32, |_| true).is_some(),
+                choose(&mut l, pool(), &[GW], u, 100 + i as i32, |_| true, |_| true).is_some(),
                 "{u}"
             );
         }
-        assert_eq!(choose(&mut l, pool(), &[GW], "f", 200, |_| true), None);
+        assert_eq!(
+            choose(&mut l, pool(), &[GW], "f", 200, |_| true, |_| true),
+            None
+        );
         l[2].pid = 0;
         assert_eq!(
-            choose(&mut l, pool(), &[GW], "f", 200, |_| true),
+            choose(&mut l, pool(), &[GW], "f", 200, |_| true, |_| true),
             Some(Ipv4Addr::new(10, 0, 0, 4))
         );
         assert_eq!(parse(&render(&l)), l);
