@@ -347,6 +347,18 @@ fn cpu_ticks(pid: i32) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
+/// Time on a CPU (ns, /proc/PID/task/*/schedstat), summed over the threads:
+/// finer than the clock ticks of utime + stime.
+fn run_ns(pid: i32) -> u64 {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    rd.flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// Voluntary and involuntary context switches, summed over the threads.
 fn ctxt(pid: i32) -> (u64, u64) {
     let mut v = (0, 0);
@@ -377,6 +389,7 @@ fn threads(pid: i32) -> usize {
 #[derive(Clone, Copy, Default)]
 struct Sample {
     ticks: u64,
+    ns: u64,
     vol: u64,
     invol: u64,
 }
@@ -384,7 +397,12 @@ struct Sample {
 fn sample(pid: i32) -> Option<Sample> {
     let ticks = cpu_ticks(pid)?;
     let (vol, invol) = ctxt(pid);
-    Some(Sample { ticks, vol, invol })
+    Some(Sample {
+        ticks,
+        ns: run_ns(pid),
+        vol,
+        invol,
+    })
 }
 
 /// The host's responsiveness, once a second while it runs: fork + exec of
@@ -675,6 +693,14 @@ fn logins_and_hold(
         .map(|g| memcg_of(g).0 as f64 / 1024.0)
         .collect();
     let load1 = loadavg();
+    // Proportional set sizes: the keepers, the inits, and the login
+    // processes (the PAM hosts, sshd's monitor in a real login).
+    let pss = |pid: i32| {
+        hutch_bench::kb_field(&format!("/proc/{pid}/smaps_rollup"), "Pss:").unwrap_or(0) as f64
+    };
+    let keeper_pss: f64 = pids.iter().map(|&(k, _)| pss(k)).sum();
+    let init_pss: f64 = pids.iter().map(|&(_, i)| pss(i)).sum();
+    let host_pss: f64 = ok.iter().map(|&i| pss(logins.0[i].child.id() as i32)).sum();
 
     let tck = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
@@ -682,12 +708,14 @@ fn logins_and_hold(
         .unwrap_or(100) as f64;
     let mut alive = (0, 0);
     let (mut kt, mut it) = (Vec::new(), Vec::new());
+    let (mut kns, mut ins) = (0u64, 0u64);
     let (mut kv, mut ki, mut iv, mut ii) = (0u64, 0u64, 0u64, 0u64);
     let mut busiest: Vec<(u64, u64, i32)> = Vec::new();
     for (((a0, b0), (a1, b1)), &(k, _)) in s0.iter().zip(&s1).zip(&pids) {
         if let (Some(a0), Some(a1)) = (a0, a1) {
             alive.0 += 1;
             kt.push((a1.ticks - a0.ticks) as f64);
+            kns += a1.ns - a0.ns;
             kv += a1.vol - a0.vol;
             ki += a1.invol - a0.invol;
             busiest.push((a1.ticks - a0.ticks, a1.vol - a0.vol, k));
@@ -695,6 +723,7 @@ fn logins_and_hold(
         if let (Some(b0), Some(b1)) = (b0, b1) {
             alive.1 += 1;
             it.push((b1.ticks - b0.ticks) as f64);
+            ins += b1.ns - b0.ns;
             iv += b1.vol - b0.vol;
             ii += b1.invol - b0.invol;
         }
@@ -709,18 +738,25 @@ fn logins_and_hold(
         alive.1
     );
     println!(
-        "  keepers: CPU {:.0} ms in all, {:.3} ms each ({:.5} % of a core each), max {:.0} ms; \
-         wake-ups {kv} voluntary + {ki} involuntary in all, {:.2} a minute each; {keeper_threads} threads",
+        "  keepers: CPU {:.1} ms in all by schedstat ({:.0} ms by utime+stime ticks), {:.4} ms each \
+         ({:.5} % of a core each, {:.3} % of a core all together), max {:.0} ms (ticks); \
+         wake-ups {kv} voluntary + {ki} involuntary in all: {:.2} a minute each, {:.1} a second all together; \
+         {keeper_threads} threads",
+        kns as f64 / 1e6,
         ms(ksum),
-        ms(ksum) / n,
-        ms(ksum) / n / (held * 1e3) * 100.0,
+        kns as f64 / 1e6 / n,
+        kns as f64 / 1e6 / n / (held * 1e3) * 100.0,
+        kns as f64 / 1e6 / (held * 1e3) * 100.0,
         ms(kt.iter().cloned().fold(0.0, f64::max)),
-        kv as f64 / n / (held / 60.0)
+        kv as f64 / n / (held / 60.0),
+        kv as f64 / held,
     );
     println!(
-        "  inits:   CPU {:.0} ms in all, {:.3} ms each; wake-ups {iv} + {ii} in all, {:.2} a minute each",
+        "  inits:   CPU {:.1} ms in all by schedstat ({:.0} ms by ticks), {:.4} ms each; \
+         wake-ups {iv} + {ii} in all, {:.2} a minute each",
+        ins as f64 / 1e6,
         ms(isum),
-        ms(isum) / n,
+        ins as f64 / 1e6 / n,
         iv as f64 / n / (held / 60.0)
     );
     busiest.sort();
@@ -738,16 +774,23 @@ fn logins_and_hold(
     }
     let per = |x: u64, y: u64| (x as f64 - y as f64) / n / 1024.0;
     println!(
-        "  memory per container: MemAvailable -{:.0} KiB after the logins, -{:.0} KiB at the end of the hold; \
+        "  memory per container: MemAvailable {:+.0} KiB after the logins, {:+.0} KiB at the end of the hold \
+         (machine-wide: other work on the machine moves it); \
          hutch's memcg (keepers + users, kmem included) {:.0} KiB -> {:.0} KiB; \
-         Slab +{:.0}, PageTables +{:.0}, KernelStack +{:.0} KiB",
-        per(mem0.available, mem1.available),
-        per(mem0.available, mem2.available),
+         Slab {:+.0}, PageTables {:+.0}, KernelStack {:+.0} KiB",
+        per(mem1.available, mem0.available),
+        per(mem2.available, mem0.available),
         per(cg1, cg0),
         per(cg2, cg0),
         per(mem2.slab, mem0.slab),
         per(mem2.page_tables, mem0.page_tables),
         per(mem2.kernel_stack, mem0.kernel_stack),
+    );
+    println!(
+        "  PSS per container: keeper {:.0} + init {:.0} KiB; the login process holding the session {:.0} KiB",
+        keeper_pss / n / 1024.0,
+        init_pss / n / 1024.0,
+        host_pss / n / 1024.0
     );
     if !user_mem.is_empty() {
         let mut u = user_mem.clone();
