@@ -155,7 +155,10 @@ impl Stop {
     fn sleep(&mut self, d: Duration) -> anyhow::Result<()> {
         let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
         let ms = d.as_millis().min(i32::MAX as u128) as i32;
-        let _ = poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX));
+        let _ = poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        );
         self.check()
     }
 }
@@ -321,7 +324,10 @@ fn start_logins(
                 .collect();
             fds.push(PollFd::new(stop.0.as_fd(), PollFlags::POLLIN));
             let ms = wait.as_millis().min(1000) as i32;
-            poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX))?;
+            poll(
+                &mut fds,
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+            )?;
         }
         pending.retain(|&i| {
             let l = &mut logins.0[i];
@@ -516,7 +522,10 @@ fn run(a: &Args, exe: &Path, hutch: &HutchEnv, stop: &mut Stop) -> anyhow::Resul
         a.hold,
         cfg!(debug_assertions)
     );
-    println!("  policy [defaults]: {}", a.policy.trim().replace('\n', ", "));
+    println!(
+        "  policy [defaults]: {}",
+        a.policy.trim().replace('\n', ", ")
+    );
     println!("  before: {}", uptime());
 
     let t = Instant::now();
