@@ -19,6 +19,7 @@ pub mod addr;
 pub mod netlink;
 pub mod nft;
 mod nftffi;
+pub mod nftnl;
 
 use std::net::Ipv4Addr;
 use std::os::fd::BorrowedFd;
@@ -441,7 +442,7 @@ impl NetHandle {
             }
         }
         if self.tables {
-            if let Err(e) = nft::apply(&nft::delete_script(&self.user)) {
+            if let Err(e) = nft::delete(&self.user) {
                 errs.push(format!("deleting the firewall table of {}: {e}", self.user));
             }
         }
