@@ -63,6 +63,7 @@ pub fn debian_rootfs() -> PathBuf {
     let t0 = std::time::Instant::now();
     let mut cmd = Command::new("mmdebstrap");
     cmd.args(["--quiet", "--variant=minbase", "--mode=root"])
+        .args(hutch_runtime::template::host_apt_checks())
         .arg(format!("--include={}", ROOTFS_PACKAGES.join(",")))
         .arg(ROOTFS_SUITE)
         .arg(&tmp);

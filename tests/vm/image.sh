@@ -60,7 +60,8 @@ mount -t tmpfs -o size=3G,mode=0755 hutch-vm-image "$ROOTFS" 2>/dev/null || log 
 ssh-keygen -q -t ed25519 -N '' -C hutch-vm-test -f "$TMP/id_ed25519"
 
 log "mmdebstrap $SUITE from $MIRROR into $ROOTFS"
-mmdebstrap --quiet --mode=root --variant=minbase --format=directory \
+. "$HERE/host-apt.sh"
+mmdebstrap --quiet --mode=root --variant=minbase --format=directory "${HOST_APT_OPTS[@]}" \
     --include="$(IFS=,; echo "${PKGS[*]}")" \
     --aptopt='Acquire::Retries "3"' --dpkgopt=force-unsafe-io \
     --setup-hook='mkdir -p "$1"/var/cache/apt/archives/' \

@@ -64,7 +64,8 @@ if [[ ! -s $TEMPLATE_TAR ]]; then
     if [[ -z $src ]]; then
         src=$WORK/template-rootfs
         log "mmdebstrap a minbase template rootfs"
-        mmdebstrap --quiet --mode=root --variant=minbase bookworm "$src" >&2
+        . "$HERE/host-apt.sh"
+        mmdebstrap --quiet --mode=root --variant=minbase "${HOST_APT_OPTS[@]}" bookworm "$src" >&2
     fi
     log "template tarball from $src"
     tar -C "$src" -cf "$TEMPLATE_TAR.tmp" . && mv "$TEMPLATE_TAR.tmp" "$TEMPLATE_TAR"

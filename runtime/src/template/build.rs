@@ -498,11 +498,49 @@ fn debootstrap(suite: &str, include: &[String], root: &Path) -> Result<(), Templ
     };
     let mut cmd = Command::new(program);
     cmd.arg("--variant=minbase");
+    if label == "mmdebstrap" {
+        cmd.args(host_apt_checks());
+    }
     if !include.is_empty() {
         cmd.arg(format!("--include={}", include.join(",")));
     }
     cmd.arg(suite).arg(root);
     run_builder(cmd, label)
+}
+
+/// The apt options that relax the Release file's date checks where the
+/// host's own apt relaxes them (`Acquire::Check-Valid-Until "false"`,
+/// `Acquire::Check-Date "false"`, as a mirror proxy or a snapshot needs),
+/// as `--aptopt` arguments of mmdebstrap, which reads none of the host's
+/// apt configuration: otherwise a build fails with `apt-get update ...
+/// failed` where the host's own `apt-get update` works. Nothing else of
+/// the host's configuration is carried over, and nothing is relaxed that
+/// the host does not relax.
+pub fn host_apt_checks() -> Vec<String> {
+    let Some(apt_config) = find_program("apt-config") else {
+        return Vec::new();
+    };
+    let out = Command::new(apt_config)
+        .args(["dump", "Acquire::Check-Valid-Until", "Acquire::Check-Date"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => apt_checks_of(&String::from_utf8_lossy(&o.stdout)),
+        _ => Vec::new(),
+    }
+}
+
+/// [`host_apt_checks`] of `apt-config dump`'s output.
+fn apt_checks_of(dump: &str) -> Vec<String> {
+    let mut opts = Vec::new();
+    for key in ["Acquire::Check-Valid-Until", "Acquire::Check-Date"] {
+        let off = format!("{key} \"false\";");
+        if dump.lines().any(|l| l.trim() == off) {
+            opts.push(format!("--aptopt={key} \"false\""));
+        }
+    }
+    opts
 }
 
 /// Refuses a suite or package name that could be read as an option or a list.
@@ -536,6 +574,26 @@ fn join_paths(paths: &[PathBuf]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only the two date checks, only where the host turns them off.
+    #[test]
+    fn apt_checks_follow_the_host() {
+        assert!(apt_checks_of("").is_empty());
+        assert!(apt_checks_of("Acquire::Check-Valid-Until \"true\";\n").is_empty());
+        assert_eq!(
+            apt_checks_of(
+                "Acquire::Check-Valid-Until \"false\";\nAcquire::Check-Date \"false\";\nAPT::Other \"false\";\n"
+            ),
+            [
+                "--aptopt=Acquire::Check-Valid-Until \"false\"",
+                "--aptopt=Acquire::Check-Date \"false\""
+            ]
+        );
+        assert_eq!(
+            apt_checks_of("Acquire::Check-Date \"false\";\n"),
+            ["--aptopt=Acquire::Check-Date \"false\""]
+        );
+    }
 
     /// Absolute and relative symlinks (merged /usr, dash) resolve inside the root.
     #[test]

@@ -26,7 +26,7 @@ use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-pub use build::{BuildOptions, Source};
+pub use build::{host_apt_checks, BuildOptions, Source};
 
 /// Errors of template handling; each names the operation and the path.
 #[derive(Debug, thiserror::Error)]
