@@ -211,7 +211,8 @@ pub fn open_session(
     info: &SessionInfo,
 ) -> Result<Outcome, JoinError> {
     crate::timing::mark("pam_start");
-    let account = account::lookup(user).map_err(|e| JoinError::new(Step::Account, e))?;
+    let (account, group_ids) =
+        account::lookup_with_ids(user).map_err(|e| JoinError::new(Step::Account, e))?;
     crate::timing::mark("pam_account");
     // Root logs in even when the policy cannot be read (fail closed for everyone else).
     if account.uid == 0 {
@@ -238,7 +239,8 @@ pub fn open_session(
         Decision::Refuse(why) => return Err(err(Step::Policy)(why)),
         Decision::Confine(up) => up,
     };
-    confine(opts, &policy, &up, account, info).map(Outcome::Joined)
+    let handed = account::Handed::new(&account, &group_ids);
+    confine(opts, &policy, &up, account, &handed, info).map(Outcome::Joined)
 }
 
 /// For `hutchctl check --probe`: like [`open_session`] for a user the
@@ -249,26 +251,30 @@ pub fn open_probe_session(
     user: &str,
     info: &SessionInfo,
 ) -> Result<Session, JoinError> {
-    let account = account::lookup(user).map_err(|e| JoinError::new(Step::Account, e))?;
+    let (account, group_ids) =
+        account::lookup_with_ids(user).map_err(|e| JoinError::new(Step::Account, e))?;
     if account.uid == 0 {
         return Err(err(Step::Policy)("root is never confined".into()));
     }
     let policy = Policy::load(&opts.config).map_err(|e| JoinError::new(Step::Policy, e))?;
+    let handed = account::Handed::new(&account, &group_ids);
     match policy.resolve(&account, &info.service) {
         Decision::Exempt(why) => Err(err(Step::Policy)(format!("not confined: {why}"))),
         Decision::Refuse(why) => Err(err(Step::Policy)(format!("refused: {why}"))),
-        Decision::Confine(up) => confine(opts, &policy, &up, account, info),
+        Decision::Confine(up) => confine(opts, &policy, &up, account, &handed, info),
     }
 }
 
 /// Connects to (or starts) the keeper of a confined `user` and joins the
 /// container, after checking the caller is single-threaded; then confines
 /// the caller with `up`'s seccomp profile ([`confine_session_process`]).
+/// A keeper it starts is handed `handed`, the account as looked up here.
 fn confine(
     opts: &JoinOptions,
     policy: &Policy,
     up: &hutch_policy::UserPolicy,
     account: hutch_policy::Account,
+    handed: &account::Handed,
     info: &SessionInfo,
 ) -> Result<Session, JoinError> {
     // Before anything changes: setns(mnt) fails in a threaded caller, and a
@@ -280,7 +286,7 @@ fn confine(
     let user = account.name.as_str();
     let paths = UserPaths::new(policy.host(), user);
     crate::timing::mark("pam_seccomp");
-    let (conn, init_pid, namespaces, created) = connect_or_start(opts, &paths, user, info)?;
+    let (conn, init_pid, namespaces, created) = connect_or_start(opts, &paths, handed, info)?;
     crate::timing::mark("pam_opened");
     let tty = host_tty();
     join_container(&namespaces)?;
@@ -434,9 +440,10 @@ type Opened = (UnixStream, i32, Namespaces);
 fn connect_or_start(
     opts: &JoinOptions,
     paths: &UserPaths,
-    user: &str,
+    handed: &account::Handed,
     info: &SessionInfo,
 ) -> Result<(UnixStream, i32, Namespaces, bool), JoinError> {
+    let user = handed.name.as_str();
     let joined = |(c, p, n): Opened| (c, p, n, false);
     // Fast path: a keeper is running.
     if let Some(o) = try_open(paths, info, opts.timeout)? {
@@ -451,7 +458,7 @@ fn connect_or_start(
         if let Some(o) = try_open(paths, info, opts.timeout)? {
             return Ok(joined(o));
         }
-        if let Err(e) = spawn_keeper(opts, user, &info.service) {
+        if let Err(e) = spawn_keeper(opts, handed, &info.service) {
             // Nothing runs for this user: leave no lock or directory behind.
             let _ = fs::remove_file(paths.lock());
             let _ = fs::remove_dir(&paths.dir);
@@ -572,16 +579,29 @@ fn check_keeper_binary(path: &Path) -> Result<(), JoinError> {
 }
 
 /// Starts `hutch-keeper` detached (double fork, new session, clean
-/// environment, no inherited descriptors but the readiness pipe) and waits
-/// for it to report.
-fn spawn_keeper(opts: &JoinOptions, user: &str, service: &str) -> Result<(), JoinError> {
+/// environment, no inherited descriptors but the readiness pipe and the
+/// handed account's) and waits for it to report.
+fn spawn_keeper(
+    opts: &JoinOptions,
+    handed: &account::Handed,
+    service: &str,
+) -> Result<(), JoinError> {
+    let user = handed.name.as_str();
     check_keeper_binary(&opts.keeper)?;
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| err(Step::Keeper)(format!("pipe2: {e}")))?;
+    // The account as looked up here, written whole before the fork (it fits
+    // the pipe: `Handed::encode`), so the keeper need not ask NSS again.
+    // Anything amiss and nothing is handed: the keeper looks it up itself.
+    let account_r = handed.encode().and_then(|bytes| {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
+        let wrote = nix::unistd::write(&w, &bytes).ok()?;
+        (wrote == bytes.len()).then_some(r)
+    });
     let prog = CString::new(opts.keeper.as_os_str().as_encoded_bytes())
         .map_err(|_| err(Step::Keeper)("bad path".into()))?;
     let cstr = |s: &str| CString::new(s.replace('\0', "")).unwrap_or_default();
-    let argv = [
+    let mut argv = vec![
         cstr("hutch-keeper"),
         cstr("--config"),
         CString::new(opts.config.as_os_str().as_encoded_bytes()).unwrap_or_default(),
@@ -591,8 +611,11 @@ fn spawn_keeper(opts: &JoinOptions, user: &str, service: &str) -> Result<(), Joi
         cstr(service),
         cstr("--ready-fd"),
         cstr("3"),
-        cstr(user),
     ];
+    if account_r.is_some() {
+        argv.extend([cstr("--account-fd"), cstr("4")]);
+    }
+    argv.push(cstr(user));
     let env = [
         cstr("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
         cstr("LANG=C"),
@@ -603,8 +626,19 @@ fn spawn_keeper(opts: &JoinOptions, user: &str, service: &str) -> Result<(), Joi
             // keeper is nobody's child in the PAM host.
             let _ = nix::unistd::setsid();
             if let Ok(sys::Forked::Child) = sys::fork() {
-                let _ = nix::unistd::dup2(ready_w.as_raw_fd(), 3);
-                sys::close_fds_from(4, &[]);
+                // Out of the way first (either could be 3 or 4 already),
+                // then each at its number without close-on-exec.
+                let high =
+                    |fd: i32| nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10)).ok();
+                let ready = high(ready_w.as_raw_fd());
+                let account = account_r.as_ref().and_then(|r| high(r.as_raw_fd()));
+                if let Some(fd) = ready {
+                    let _ = nix::unistd::dup2(fd, 3);
+                }
+                if let Some(fd) = account {
+                    let _ = nix::unistd::dup2(fd, 4);
+                }
+                sys::close_fds_from(if account.is_some() { 5 } else { 4 }, &[]);
                 sys::stdio_to_dev_null();
                 let _ = nix::unistd::execve(&prog, &argv, &env);
                 sys::exit_now(127);
@@ -613,6 +647,7 @@ fn spawn_keeper(opts: &JoinOptions, user: &str, service: &str) -> Result<(), Joi
         }
         sys::Forked::Parent(child) => {
             drop(ready_w);
+            drop(account_r);
             crate::timing::mark("pam_forked");
             let _ = nix::sys::wait::waitpid(child, None);
         }

@@ -94,8 +94,11 @@ fn a_cold_start_names_its_phases() {
             .unwrap_or_else(|| panic!("no mark {n:?} in {names:?}"))
     };
     // The keeper's phases, in order; the init's steps between the clone and its report.
+    // The account is the one the module looked up, handed over on a pipe
+    // (`--account-fd`): the keeper does not ask NSS again.
     let keeper = [
         "exec",
+        "account_handed",
         "policy",
         "keeper_cgroup",
         "template",
@@ -127,6 +130,7 @@ fn a_cold_start_names_its_phases() {
         }
     }
     assert!(pos("attach") < pos("init") && pos("become_user") < pos("report"));
+    assert!(!names.contains(&"account_looked_up"), "{names:?}");
     for (n, t) in marks.iter().chain(&pam) {
         assert!(
             *t >= t0 && *t <= t1,

@@ -1,11 +1,11 @@
 //! hutch-keeper: the per-user supervisor. Started by pam_hutch, never by hand:
-//! `hutch-keeper [--config PATH] [--policy-cache DIR] [--service NAME] [--ready-fd N] USER`.
+//! `hutch-keeper [--config PATH] [--policy-cache DIR] [--service NAME] [--ready-fd N] [--account-fd N] USER`.
 
 use std::path::PathBuf;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: hutch-keeper [--config PATH] [--policy-cache DIR] [--service NAME] [--ready-fd N] USER"
+        "usage: hutch-keeper [--config PATH] [--policy-cache DIR] [--service NAME] [--ready-fd N] [--account-fd N] USER"
     );
     std::process::exit(2)
 }
@@ -16,6 +16,7 @@ fn main() {
     let mut policy_cache = None;
     let mut service = String::from("sshd");
     let mut ready = None;
+    let mut account = None;
     let mut user = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -31,6 +32,13 @@ fn main() {
                     .and_then(|n| n.parse().ok())
                     .unwrap_or_else(|| usage());
                 ready = hutch_runtime::sys::take_inherited_fd(n);
+            }
+            "--account-fd" => {
+                let n: i32 = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| usage());
+                account = hutch_runtime::sys::take_inherited_fd(n);
             }
             "-h" | "--help" => usage(),
             _ if user.is_none() && !a.starts_with('-') => user = Some(a),
@@ -48,6 +56,7 @@ fn main() {
         user,
         service,
         ready,
+        account,
     });
     std::process::exit(code);
 }

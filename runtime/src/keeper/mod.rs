@@ -60,6 +60,9 @@ pub struct Options {
     pub service: String,
     /// Where to report `READY` or `ERR <cause>` (the module waits on it).
     pub ready: Option<OwnedFd>,
+    /// The account as the starter looked it up (`--account-fd`: one
+    /// [`crate::account::Handed`]); `None`: the keeper looks it up.
+    pub account: Option<OwnedFd>,
 }
 
 /// The keeper's own umask, whatever it inherited.
@@ -83,6 +86,7 @@ pub fn main(opts: Options) -> i32 {
         opts.policy_cache.as_deref(),
         &opts.user,
         &opts.service,
+        opts.account,
         spare,
     ) {
         Ok(mut keeper) => {

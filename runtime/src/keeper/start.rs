@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -220,12 +220,12 @@ impl Keeper {
         policy_cache: Option<&Path>,
         user: &str,
         service: &str,
+        handed: Option<OwnedFd>,
         spare: super::serve::Spare,
     ) -> Result<Keeper, StartError> {
         let policy = load_policy(config, policy_cache).map_err(StartError::Policy)?;
         let host = policy.host().clone();
-        let account = account::lookup(user).map_err(StartError::Account)?;
-        crate::timing::mark("account");
+        let (account, group_ids) = take_account(handed, user)?;
         // Keyed by the NSS canonical name ([`account::lookup`]), whatever
         // spelling started us.
         let canonical = account.name.clone();
@@ -361,7 +361,7 @@ impl Keeper {
         private_dir(&staging)?;
         undo.staging = Some(staging.clone());
         let mut spec = ContainerSpec {
-            rootfs: rootfs_spec(&account, &up, &loaded.path, &staging),
+            rootfs: rootfs_spec(&account, group_ids, &up, &loaded.path, &staging),
         };
         spec.rootfs.layer_mount = layer.as_ref().map(|l| l.mount.clone());
         spec.rootfs.syslog_socket = log.path().to_path_buf();
@@ -484,9 +484,43 @@ fn private_dir(path: &Path) -> Result<(), StartError> {
     })
 }
 
-/// The root filesystem of `account`'s container.
-fn rootfs_spec(account: &Account, up: &UserPolicy, lower: &Path, staging: &Path) -> RootfsSpec {
-    let groups = account::group_ids(account);
+/// The account the keeper is for: the one its starter handed over
+/// (`--account-fd`, start mark `account_handed`), else looked up through NSS
+/// (`account_looked_up`), with its groups' ids. A handed account that cannot
+/// be read or is for another user is not used (logged; looked up instead).
+fn take_account(
+    handed: Option<OwnedFd>,
+    user: &str,
+) -> Result<(Account, Vec<(String, u32)>), StartError> {
+    if let Some(fd) = handed {
+        match account::Handed::read(fd, user) {
+            Ok(h) => {
+                crate::timing::mark("account_handed");
+                return Ok(h.into_parts());
+            }
+            Err(e) => sys::syslog(
+                libc::LOG_WARNING,
+                &format!(
+                    "{user}: looking the account up: {}",
+                    crate::error::chain(&e)
+                ),
+            ),
+        }
+    }
+    let found = account::lookup_with_ids(user).map_err(StartError::Account)?;
+    crate::timing::mark("account_looked_up");
+    Ok(found)
+}
+
+/// The root filesystem of `account`'s container; `groups`: each group's
+/// name and id, the primary first.
+fn rootfs_spec(
+    account: &Account,
+    groups: Vec<(String, u32)>,
+    up: &UserPolicy,
+    lower: &Path,
+    staging: &Path,
+) -> RootfsSpec {
     // The login shell (hutch-shell) is bound at its host path, unless the
     // template has a file there already (a plain /bin/bash login shell).
     let mut host_files = Vec::new();
