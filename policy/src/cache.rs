@@ -231,6 +231,17 @@ impl ModelCell {
         })
     }
 
+    /// Whether the model has any `[groups.NAME]` table (a cached one
+    /// answers from its encoded table's count, decoding nothing; a table it
+    /// cannot read counts as one).
+    pub(crate) fn has_groups(&self) -> bool {
+        match (&self.lazy, self.full.get()) {
+            (_, Some(m)) => !m.groups.is_empty(),
+            (Some(lazy), None) => lazy.count(&lazy.groups).map_or(true, |n| n > 0),
+            (None, None) => true,
+        }
+    }
+
     /// A model that resolves `account` as the whole one would: the whole
     /// model, or the base with only the account's user and group tables.
     pub(crate) fn view(&self, account: &crate::Account) -> std::borrow::Cow<'_, Model> {
@@ -599,6 +610,40 @@ mod tests {
         let m = fs::symlink_metadata(cache_path(&config, &cache)).unwrap();
         assert_eq!(m.mode() & 0o777, 0o600);
         assert_eq!(fs::symlink_metadata(&cache).unwrap().mode() & 0o777, 0o700);
+    }
+
+    /// A policy without `[groups.*]` tables says so, parsed and cached, and
+    /// then resolves an account without its groups as one with them; one
+    /// with a group table says it needs them, also read from the cache
+    /// before anything was decoded.
+    #[test]
+    fn uses_groups_parsed_and_cached() {
+        let (_d, config, cache) = setup(TEXT);
+        let (parsed, _) = load(&config, &cache);
+        let (cached, used) = load(&config, &cache);
+        assert_eq!(used, CacheUse::Hit);
+        let (parsed, cached) = (parsed.unwrap(), cached.unwrap());
+        assert!(!parsed.uses_groups() && !cached.uses_groups());
+        let with = crate::tests::account("bob", 1002, &["staff", "wheel"]);
+        let without = crate::tests::account("bob", 1002, &[]);
+        for p in [&parsed, &cached] {
+            for svc in ["sshd", "cron"] {
+                assert_eq!(p.explain(&with, svc), p.explain(&without, svc));
+            }
+        }
+
+        let text = format!("{TEXT}[groups.staff]\nmemory = \"2G\"\n");
+        let (_d, config, cache) = setup(&text);
+        let (parsed, _) = load(&config, &cache);
+        let (cached, used) = load(&config, &cache);
+        assert_eq!(used, CacheUse::Hit);
+        let (parsed, cached) = (parsed.unwrap(), cached.unwrap());
+        assert!(cached.uses_groups(), "answered from the encoded table");
+        assert!(parsed.uses_groups());
+        assert_ne!(
+            cached.explain(&with, "sshd").get("memory"),
+            cached.explain(&without, "sshd").get("memory")
+        );
     }
 
     /// Editing the main file or adding a drop-in misses the cache.

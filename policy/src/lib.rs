@@ -604,6 +604,15 @@ impl Policy {
             .collect()
     }
 
+    /// Whether any decision depends on the account's groups: the policy
+    /// has a `[groups.NAME]` table. Without one, an [`Account`] whose
+    /// `groups` were never looked up resolves exactly as one with them, so
+    /// pam_hutch skips the group look-up (NSS `getgrouplist` and a
+    /// `getgrgid` a group, the dearest part of a login's account look-up).
+    pub fn uses_groups(&self) -> bool {
+        self.model.has_groups()
+    }
+
     /// The decision for `account` opening a session through PAM service `service`.
     pub fn resolve(&self, account: &Account, service: &str) -> Decision {
         self.explain(account, service).decision

@@ -51,6 +51,18 @@ pub fn lookup(name: &str) -> Result<Account, AccountError> {
 /// [`lookup`], with the numeric id of each of the account's groups as the
 /// same look-up found it (what [`group_ids`] asks NSS for again).
 pub fn lookup_with_ids(name: &str) -> Result<(Account, Vec<(String, u32)>), AccountError> {
+    let mut account = lookup_without_groups(name)?;
+    let ids = add_groups(&mut account)?;
+    Ok((account, ids))
+}
+
+/// [`lookup`] without the groups (`groups` left empty): `getpwnam` and the
+/// canonical name's `getpwuid` only. For a policy that has no group
+/// tables ([`hutch_policy::Policy::uses_groups`]) the groups change no
+/// decision, and their look-up is most of a login's NSS time
+/// (`getgrouplist` asks every `group` source: nss_systemd searches five
+/// userdb directories twice).
+pub fn lookup_without_groups(name: &str) -> Result<Account, AccountError> {
     if !valid_user_name(name) {
         return Err(AccountError::BadName(name.to_string()));
     }
@@ -62,16 +74,31 @@ pub fn lookup_with_ids(name: &str) -> Result<(Account, Vec<(String, u32)>), Acco
         })?
         .ok_or_else(|| AccountError::NoSuchUser(name.to_string()))?;
     let user = canonical(user);
-    let cname =
-        CString::new(user.name.as_str()).map_err(|_| AccountError::BadName(user.name.clone()))?;
-    let gids = getgrouplist(&cname, user.gid).map_err(|source| AccountError::Lookup {
+    Ok(Account {
+        name: user.name,
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+        groups: Vec::new(),
+        home: user.dir,
+        shell: user.shell,
+    })
+}
+
+/// Fills in `account.groups` (names, primary first) from NSS
+/// (`getgrouplist` of the canonical name, `getgrgid` of each group), and
+/// returns each group's name with its id.
+pub fn add_groups(account: &mut Account) -> Result<Vec<(String, u32)>, AccountError> {
+    let cname = CString::new(account.name.as_str())
+        .map_err(|_| AccountError::BadName(account.name.clone()))?;
+    let primary = Gid::from_raw(account.gid);
+    let gids = getgrouplist(&cname, primary).map_err(|source| AccountError::Lookup {
         what: "groups of",
-        name: user.name.clone(),
+        name: account.name.clone(),
         source,
     })?;
     let mut ids: Vec<(String, u32)> = Vec::new();
-    let mut ordered: Vec<Gid> = vec![user.gid];
-    ordered.extend(gids.into_iter().filter(|g| *g != user.gid));
+    let mut ordered: Vec<Gid> = vec![primary];
+    ordered.extend(gids.into_iter().filter(|g| *g != primary));
     for gid in ordered {
         if let Ok(Some(g)) = Group::from_gid(gid) {
             if !ids.iter().any(|(n, _)| *n == g.name) {
@@ -79,15 +106,8 @@ pub fn lookup_with_ids(name: &str) -> Result<(Account, Vec<(String, u32)>), Acco
             }
         }
     }
-    let account = Account {
-        name: user.name,
-        uid: user.uid.as_raw(),
-        gid: user.gid.as_raw(),
-        groups: ids.iter().map(|(n, _)| n.clone()).collect(),
-        home: user.dir,
-        shell: user.shell,
-    };
-    Ok((account, ids))
+    account.groups = ids.iter().map(|(n, _)| n.clone()).collect();
+    Ok(ids)
 }
 
 /// The canonical entry of `user`'s uid ([`lookup`]): `getpwuid`'s, if its

@@ -211,8 +211,8 @@ pub fn open_session(
     info: &SessionInfo,
 ) -> Result<Outcome, JoinError> {
     crate::timing::mark("pam_start");
-    let (account, group_ids) =
-        account::lookup_with_ids(user).map_err(|e| JoinError::new(Step::Account, e))?;
+    let account_err = |e| JoinError::new(Step::Account, e);
+    let mut account = account::lookup_without_groups(user).map_err(account_err)?;
     crate::timing::mark("pam_account");
     // Root logs in even when the policy cannot be read (fail closed for everyone else).
     if account.uid == 0 {
@@ -220,7 +220,20 @@ pub fn open_session(
     }
     let policy = match Policy::load_cached(&opts.config, &opts.policy_cache) {
         Ok(p) => p,
-        Err(e) => return broken_policy(opts, &account, &info.service, e),
+        Err(e) => {
+            account::add_groups(&mut account).map_err(account_err)?;
+            return broken_policy(opts, &account, &info.service, e);
+        }
+    };
+    crate::timing::mark("pam_policy_read");
+    // The groups decide nothing in a policy without group tables (a keeper
+    // this login starts gets them all the same: `connect_or_start`).
+    let group_ids = if policy.uses_groups() {
+        let ids = account::add_groups(&mut account).map_err(account_err)?;
+        crate::timing::mark("pam_groups");
+        Some(ids)
+    } else {
+        None
     };
     let explained = policy.explain(&account, &info.service);
     crate::timing::mark("pam_policy");
@@ -239,8 +252,7 @@ pub fn open_session(
         Decision::Refuse(why) => return Err(err(Step::Policy)(why)),
         Decision::Confine(up) => up,
     };
-    let handed = account::Handed::new(&account, &group_ids);
-    confine(opts, &policy, &up, account, &handed, info).map(Outcome::Joined)
+    confine(opts, &policy, &up, account, group_ids, info).map(Outcome::Joined)
 }
 
 /// For `hutchctl check --probe`: like [`open_session`] for a user the
@@ -257,24 +269,24 @@ pub fn open_probe_session(
         return Err(err(Step::Policy)("root is never confined".into()));
     }
     let policy = Policy::load(&opts.config).map_err(|e| JoinError::new(Step::Policy, e))?;
-    let handed = account::Handed::new(&account, &group_ids);
     match policy.resolve(&account, &info.service) {
         Decision::Exempt(why) => Err(err(Step::Policy)(format!("not confined: {why}"))),
         Decision::Refuse(why) => Err(err(Step::Policy)(format!("refused: {why}"))),
-        Decision::Confine(up) => confine(opts, &policy, &up, account, &handed, info),
+        Decision::Confine(up) => confine(opts, &policy, &up, account, Some(group_ids), info),
     }
 }
 
 /// Connects to (or starts) the keeper of a confined `user` and joins the
 /// container, after checking the caller is single-threaded; then confines
 /// the caller with `up`'s seccomp profile ([`confine_session_process`]).
-/// A keeper it starts is handed `handed`, the account as looked up here.
+/// A keeper it starts is handed the account as looked up here, with its
+/// groups' ids (`group_ids`; `None`: not looked up yet).
 fn confine(
     opts: &JoinOptions,
     policy: &Policy,
     up: &hutch_policy::UserPolicy,
     account: hutch_policy::Account,
-    handed: &account::Handed,
+    group_ids: Option<Vec<(String, u32)>>,
     info: &SessionInfo,
 ) -> Result<Session, JoinError> {
     // Before anything changes: setns(mnt) fails in a threaded caller, and a
@@ -286,7 +298,8 @@ fn confine(
     let user = account.name.as_str();
     let paths = UserPaths::new(policy.host(), user);
     crate::timing::mark("pam_seccomp");
-    let (conn, init_pid, namespaces, created) = connect_or_start(opts, &paths, handed, info)?;
+    let (conn, init_pid, namespaces, created) =
+        connect_or_start(opts, &paths, &account, group_ids, info)?;
     crate::timing::mark("pam_opened");
     let tty = host_tty();
     join_container(&namespaces)?;
@@ -440,16 +453,28 @@ type Opened = (UnixStream, i32, Namespaces);
 fn connect_or_start(
     opts: &JoinOptions,
     paths: &UserPaths,
-    handed: &account::Handed,
+    account: &hutch_policy::Account,
+    group_ids: Option<Vec<(String, u32)>>,
     info: &SessionInfo,
 ) -> Result<(UnixStream, i32, Namespaces, bool), JoinError> {
-    let user = handed.name.as_str();
     let joined = |(c, p, n): Opened| (c, p, n, false);
     // Fast path: a keeper is running.
     if let Some(o) = try_open(paths, info, opts.timeout)? {
         return Ok(joined(o));
     }
     crate::timing::mark("pam_no_keeper");
+    // The keeper this login starts needs the groups (the init's
+    // supplementary groups) even where the policy did not.
+    let handed = match group_ids {
+        Some(ids) => account::Handed::new(account, &ids),
+        None => {
+            let mut full = account.clone();
+            let ids =
+                account::add_groups(&mut full).map_err(|e| JoinError::new(Step::Account, e))?;
+            account::Handed::new(&full, &ids)
+        }
+    };
+    let handed = &handed;
     for _ in 0..3 {
         let lock = lock_user(&paths.lock(), true)
             .map_err(|e| err(Step::Lock)(format!("locking {}: {e}", paths.lock().display())))?
@@ -471,7 +496,8 @@ fn connect_or_start(
         }
     }
     Err(err(Step::Keeper)(format!(
-        "the keeper of {user} did not accept the session"
+        "the keeper of {} did not accept the session",
+        account.name
     )))
 }
 

@@ -163,3 +163,145 @@ fn home_bind_keeps_the_source_mounts_restrictions() {
     drop(user);
     assert_no_leftovers(&name, Duration::from_secs(5));
 }
+
+/// pam_hutch looks a user's groups up only for a policy with group tables
+/// (without one they decide nothing): with a `[groups.NAME]` table, its
+/// members are still found, parsed and through the policy cache, so a
+/// group that confines its members cannot be escaped. Here every account
+/// is exempt but the members of one group (a user's own group, looked up
+/// by gid), whose logins would be confined (`enforce = false`: nothing
+/// starts).
+#[test]
+fn a_group_table_decides_through_the_cache() {
+    if !require_root("a_group_table_decides_through_the_cache") {
+        return;
+    }
+    use hutch_runtime::join::{open_session, JoinOptions, Outcome, SessionInfo};
+    let hutch = HutchEnv::new(POLICY);
+    let member = hutch.user();
+    let other = hutch.user();
+    hutch.write_policy(&format!(
+        "{POLICY}confine = false\n[groups.{}]\nconfine = true\nenforce = false\n",
+        member.name
+    ));
+    let opts = JoinOptions {
+        config: hutch.config.clone(),
+        keeper: hutch.bins.keeper.clone(),
+        timeout: Duration::from_secs(10),
+        policy_cache: hutch.dir.join("policy-cache"),
+    };
+    let info = SessionInfo {
+        service: "sshd".into(),
+        tty: None,
+        rhost: None,
+    };
+    // A policy is cached only once its sources are a second old (the
+    // cache's racy window): the first round parses it and writes the
+    // cache, the second reads it.
+    std::thread::sleep(Duration::from_millis(1100));
+    for round in 0..2 {
+        match open_session(&opts, &member.name, &info) {
+            Ok(Outcome::Monitor { would, .. }) => {
+                assert!(would.starts_with("confine"), "round {round}: {would}")
+            }
+            other => panic!("round {round}: the group's member: {other:?}"),
+        }
+        match open_session(&opts, &other.name, &info) {
+            Ok(Outcome::Exempt(_)) => {}
+            other => panic!("round {round}: not a member: {other:?}"),
+        }
+        if round == 0 {
+            assert!(
+                std::fs::read_dir(&opts.policy_cache).is_ok_and(|d| d.count() == 1),
+                "the first round wrote the cache"
+            );
+        }
+    }
+    assert!(hutch.state(&member.name).is_none());
+}
+
+/// A local group removed on Drop.
+struct LocalGroup(String);
+
+impl Drop for LocalGroup {
+    fn drop(&mut self) {
+        let _ = output(std::process::Command::new("groupdel").arg(&self.0));
+    }
+}
+
+/// A policy without group tables needs no groups to decide a login, but
+/// the container still holds all of the user's: the keeper that a login
+/// starts is handed the account with its groups looked up then, so the
+/// container's /etc/group lists the user's supplementary group.
+#[test]
+fn a_policy_without_group_tables_still_gives_the_container_its_groups() {
+    if !require_root("a_policy_without_group_tables_still_gives_the_container_its_groups") {
+        return;
+    }
+    use hutch_runtime::join::{open_session, JoinOptions, Outcome, SessionInfo};
+    use hutch_runtime::sys::{self, Forked};
+    use std::io::{Read, Write};
+    let hutch = HutchEnv::new(POLICY);
+    let user = hutch.user();
+    let group = LocalGroup(unique("ht"));
+    run_ok(std::process::Command::new("groupadd").arg(&group.0));
+    run_ok(std::process::Command::new("usermod").args(["-aG", &group.0, &user.name]));
+    let opts = JoinOptions {
+        config: hutch.config.clone(),
+        keeper: hutch.bins.keeper.clone(),
+        timeout: Duration::from_secs(60),
+        policy_cache: hutch.dir.join("policy-cache"),
+    };
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let (go_r, go_w) = nix::unistd::pipe().unwrap();
+    let child = match sys::fork().unwrap() {
+        Forked::Child => {
+            drop(r);
+            drop(go_w);
+            let mut w = std::fs::File::from(w);
+            let info = SessionInfo {
+                service: "sshd".into(),
+                tty: None,
+                rhost: None,
+            };
+            match open_session(&opts, &user.name, &info) {
+                Ok(Outcome::Joined(s)) => {
+                    let _ = write!(w, "{}", s.init_pid);
+                    drop(w);
+                    let mut b = [0u8; 1];
+                    let _ = std::fs::File::from(go_r).read(&mut b);
+                    s.close();
+                }
+                other => {
+                    let _ = write!(w, "ERR {:?}", other.map(|_| ()));
+                }
+            }
+            sys::exit_now(0)
+        }
+        Forked::Parent(pid) => pid,
+    };
+    drop(w);
+    drop(go_r);
+    let mut said = String::new();
+    std::fs::File::from(r).read_to_string(&mut said).unwrap();
+    let etc_group = said
+        .parse::<i32>()
+        .ok()
+        .and_then(|init| std::fs::read_to_string(format!("/proc/{init}/root/etc/group")).ok());
+    drop(go_w);
+    let _ = nix::sys::wait::waitpid(child, None);
+    let left = hutch.wait_gone(&user.name, Duration::from_secs(30));
+    let etc_group = etc_group.unwrap_or_else(|| panic!("no container: {said}"));
+    assert!(
+        etc_group
+            .lines()
+            .any(|l| l.starts_with(&format!("{}:", group.0)) && l.ends_with(&user.name)),
+        "{} not in the container's /etc/group:\n{etc_group}",
+        group.0
+    );
+    assert!(left.is_empty(), "{left:?}");
+    let name = user.name.clone();
+    drop(user);
+    drop(group);
+    assert_no_leftovers(&name, Duration::from_secs(5));
+}
