@@ -604,7 +604,7 @@ fn check_keeper_binary(path: &Path) -> Result<(), JoinError> {
     Ok(())
 }
 
-/// Starts `hutch-keeper` detached (double fork, new session, clean
+/// Starts `hutch-keeper` detached (fork, new session, spawn, clean
 /// environment, no inherited descriptors but the readiness pipe and the
 /// handed account's) and waits for it to report.
 fn spawn_keeper(
@@ -648,28 +648,29 @@ fn spawn_keeper(
     ];
     match sys::fork().map_err(|e| err(Step::Keeper)(format!("fork: {e}")))? {
         sys::Forked::Child => {
-            // Intermediate child: new session, fork again, exit, so the
-            // keeper is nobody's child in the PAM host.
+            // Intermediate child: new session, the keeper's descriptors,
+            // spawn it, exit, so the keeper is nobody's child in the PAM
+            // host. Spawned, not forked: a second copy of the PAM host's
+            // page tables (and its teardown at the exec) would only delay
+            // the keeper. Out of the way first (either could be 3 or 4
+            // already), then each at its number without close-on-exec.
             let _ = nix::unistd::setsid();
-            if let Ok(sys::Forked::Child) = sys::fork() {
-                // Out of the way first (either could be 3 or 4 already),
-                // then each at its number without close-on-exec.
-                let high =
-                    |fd: i32| nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10)).ok();
-                let ready = high(ready_w.as_raw_fd());
-                let account = account_r.as_ref().and_then(|r| high(r.as_raw_fd()));
-                if let Some(fd) = ready {
-                    let _ = nix::unistd::dup2(fd, 3);
-                }
-                if let Some(fd) = account {
-                    let _ = nix::unistd::dup2(fd, 4);
-                }
-                sys::close_fds_from(if account.is_some() { 5 } else { 4 }, &[]);
-                sys::stdio_to_dev_null();
-                let _ = nix::unistd::execve(&prog, &argv, &env);
-                sys::exit_now(127);
+            let high =
+                |fd: i32| nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10)).ok();
+            let ready = high(ready_w.as_raw_fd());
+            let account = account_r.as_ref().and_then(|r| high(r.as_raw_fd()));
+            if let Some(fd) = ready {
+                let _ = nix::unistd::dup2(fd, 3);
             }
-            sys::exit_now(0);
+            if let Some(fd) = account {
+                let _ = nix::unistd::dup2(fd, 4);
+            }
+            sys::close_fds_from(if account.is_some() { 5 } else { 4 }, &[]);
+            sys::stdio_to_dev_null();
+            sys::exit_now(match sys::spawn(&prog, &argv, &env) {
+                Ok(_) => 0,
+                Err(_) => 127,
+            });
         }
         sys::Forked::Parent(child) => {
             drop(ready_w);

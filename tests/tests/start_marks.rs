@@ -81,6 +81,14 @@ fn a_cold_start_names_its_phases() {
                 .is_some_and(|m| m.iter().any(|x| x[0] == "open_sent"))
         })
     });
+    // The keeper is nobody's child in the PAM host, and in a session of its own.
+    if let Some(kp) = st.as_ref().and_then(|s| s["keeper_pid"].as_i64()) {
+        let kp = kp as i32;
+        assert_ne!(hutch_tests::proc::ppid(kp), Some(child.as_raw()));
+        let sid = |p: i32| nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(p))).ok();
+        assert_ne!(sid(kp), sid(child.as_raw()));
+        assert!(sid(kp).is_some());
+    }
     drop(go_w);
     let _ = nix::sys::wait::waitpid(child, None);
     let left = hutch.wait_gone(&user.name, Duration::from_secs(30));
