@@ -16,10 +16,14 @@
 //! - hostname, lo up, setgroups/setresgid/setresuid to the user;
 //! - a veth pair: one end onto a bridge of the bench's network namespace,
 //!   eth0 in the container with an address, up, a default route;
+//! - the user's firewall tables on the port (phase `nft`): the same tables
+//!   hutch installs for the policy, through the same encoder
+//!   (`hutch_runtime::net::nft::install`: one raw nf_tables batch), deleted
+//!   at teardown as hutch deletes them;
 //! - a join: attach to the leaves and setns into the six namespaces
 //!   ([`hutch_runtime::ns::Namespaces::join_all`], as pam_hutch);
-//! - teardown: SIGKILL, reap, the cgroup directories removed (the veth goes
-//!   with the network namespace).
+//! - teardown: SIGKILL, reap, the tables deleted, the cgroup directories
+//!   removed (the veth goes with the network namespace).
 
 use std::fs;
 use std::io::{Read, Write};
@@ -30,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use hutch_runtime::net::netlink::{self, Netlink};
+use hutch_runtime::net::nft;
 use hutch_runtime::ns::{Namespace, Namespaces};
 use hutch_runtime::sys::{self, Forked};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -62,6 +67,8 @@ pub struct Floor {
     memory_max: u64,
     pids_max: u64,
     devices: Vec<String>,
+    /// The policy's conntrack bound (hutch's tables count connections).
+    conntrack: Option<u64>,
 }
 
 /// One floor container.
@@ -70,6 +77,10 @@ pub struct FloorContainer {
     pub ns: Namespaces,
     groups: Vec<PathBuf>,
     pub port: String,
+    /// Whose tables (`hutch-flr<i>` in the bench's namespace).
+    user: String,
+    /// The `nft` phase: installing the tables, milliseconds.
+    pub nft_ms: f64,
 }
 
 fn write(dir: &Path, file: &str, value: &str) -> anyhow::Result<()> {
@@ -81,6 +92,7 @@ impl Floor {
     /// `hutch_groups`: the group directories of one hutch container
     /// (state.json's `cgroups`), whose grandparents are hutch's root in
     /// each hierarchy. Makes the bridge in the caller's network namespace.
+    /// `conntrack`: the bound in the users' tables, as hutch's policy has it.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         lower: &Path,
@@ -92,6 +104,7 @@ impl Floor {
         memory_max: u64,
         pids_max: u64,
         devices: Vec<String>,
+        conntrack: Option<u64>,
     ) -> anyhow::Result<Floor> {
         let mut parents = Vec::new();
         for g in hutch_groups {
@@ -121,6 +134,7 @@ impl Floor {
             memory_max,
             pids_max,
             devices,
+            conntrack,
         })
     }
 
@@ -231,12 +245,39 @@ impl Floor {
         if let Err(e) = self.veth(&port, addr, ns.get(Namespace::Net)) {
             return Err(fail(e));
         }
+        let user = format!("flr{i}");
+        let t = Instant::now();
+        if let Err(e) = self.tables(&user, &port, addr) {
+            let _ = nft::delete(&user);
+            return Err(fail(e));
+        }
+        let nft_ms = t.elapsed().as_secs_f64() * 1000.0;
         Ok(FloorContainer {
             init: child,
             ns,
             groups,
             port,
+            user,
+            nft_ms,
         })
+    }
+
+    /// The user's tables, as hutch installs them for a veth port without
+    /// NAT or egress lists.
+    fn tables(&self, user: &str, port: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
+        let o = addr.octets();
+        nft::install(&nft::Rules {
+            user,
+            port,
+            addr,
+            mac: [0x02, 0x42, o[0], o[1], o[2], o[3]],
+            egress_deny: &[],
+            egress_allow: &[],
+            gateway: Ipv4Addr::new(10, 201, 0, 1),
+            nat_uplink: None,
+            conntrack: self.conntrack,
+        })
+        .map_err(|e| anyhow!("floor tables of {user}: {e}"))
     }
 
     fn veth(
@@ -304,6 +345,8 @@ impl Floor {
         kill(c.init, Signal::SIGKILL)?;
         nix::sys::wait::waitpid(c.init, None)?;
         drop(c.ns);
+        nft::delete(&c.user)
+            .map_err(|e| anyhow!("deleting the floor tables of {}: {e}", c.user))?;
         remove_groups(&c.groups);
         let left: Vec<_> = c.groups.iter().filter(|g| g.exists()).collect();
         anyhow::ensure!(left.is_empty(), "floor cgroups left: {left:?}");

@@ -23,8 +23,8 @@ pub use error::{Diagnostic, Loc, Severity};
 pub use net::{EgressRule, Ipv4Net, NetHost, Proto};
 pub use raw::{HOST_KEYS, RULE_KEYS, TOP_KEYS};
 pub use resolve::{
-    default_memory_high, Entry, Explanation, Origin, BUILTIN_SERVICES, DEFAULT_SHELL,
-    DEFAULT_TEMPLATE, DEFAULT_WRITABLE_SIZE,
+    default_memory_high, Entry, Explanation, Origin, BUILTIN_SERVICES, DEFAULT_CONNTRACK,
+    DEFAULT_SHELL, DEFAULT_TEMPLATE, DEFAULT_WRITABLE_SIZE,
 };
 pub use units::OnLogout;
 pub use values::{CpusMode, ServiceMode, WritableMode};
