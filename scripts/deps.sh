@@ -71,7 +71,6 @@ ca-certificates     | file:/etc/ssl/certs/ca-certificates.crt
 busybox-static      | cmd:busybox
 iproute2            | cmd:ip
 nftables            | cmd:nft
-libnftables1        | file:/usr/lib/*-linux-gnu/libnftables.so.1
 util-linux          | cmd:unshare
 util-linux          | cmd:nsenter
 util-linux          | cmd:flock

@@ -65,12 +65,10 @@ for c in qemu-img qemu-system-x86_64 mmdebstrap debootstrap sshd ssh ssh-keygen 
          mkfs.xfs lxcfs lxc-execute; do
     command -v "$c" >/dev/null || [ -x "/usr/sbin/$c" ] || { echo "MISSING command $c"; fail=1; }
 done
-# libnftables, which the keeper loads with dlopen (no pkg-config module
-# needed to build), and the distribution's PAM stacks the tests build
-# their private services from (confine_paths.rs): new files of new
-# packages, which deps.sh's restore of /etc/pam.d once deleted.
+# The distribution's PAM stacks the tests build their private services
+# from (confine_paths.rs): new files of new packages, which deps.sh's
+# restore of /etc/pam.d once deleted.
 for f in /usr/include/security/pam_modules.h /usr/lib/openssh/sftp-server \
-         /usr/lib/x86_64-linux-gnu/libnftables.so.1 \
          /etc/pam.d/cron /etc/pam.d/atd /etc/pam.d/sudo; do
     [ -e "$f" ] || { echo "MISSING file $f"; fail=1; }
 done

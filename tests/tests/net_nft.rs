@@ -3,7 +3,8 @@
 //! scratch network namespace: `nft list table` (which decodes the bytecode
 //! back to rules) shows the intended rules for several policies; a second
 //! install falls back to replacing the tables; deleting absent tables is
-//! no error; another user's tables are never touched.
+//! no error; another user's tables are never touched; the table inside a
+//! device-mode container's namespace is listed as intended.
 
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
@@ -259,4 +260,49 @@ fn refused_batch_names_the_message() {
     );
     let (ok, _) = ns.nft(&["list", "table", "ip", &t]);
     assert!(!ok, "the batch was applied in part");
+}
+
+/// The device-mode table (`table inet hutch`, made inside the container's
+/// own namespace): eth0 only, IPv6 and foreign sources dropped, deny then
+/// allow, the policer; nft lists it as the script hutch applied before.
+#[test]
+fn device_table() {
+    if !require_root("device_table") {
+        return;
+    }
+    let ns = Netns::new();
+    let t = hutch_policy::Traffic {
+        egress_deny: parse(&["169.254.169.254/32", "tcp/25", "10.0.0.0/8 udp/53"]),
+        egress_allow: parse(&["udp/53", "192.0.2.0/24"]),
+        rate_in: Some(1_250_000),
+        ..Default::default()
+    };
+    let (addr, gw) = (Ipv4Addr::new(10, 77, 0, 9), Ipv4Addr::new(10, 77, 0, 1));
+    ns.run(|| nft::install_device(addr, gw, &t))
+        .expect("install");
+    let (ok, s) = ns.nft(&["list", "table", "inet", "hutch"]);
+    assert!(ok, "{s}");
+    let want = "table inet hutch {
+chain output {
+type filter hook output priority filter; policy accept;
+oifname != \"eth0\" accept
+meta nfproto ipv6 drop
+ip saddr != 10.77.0.9 drop
+ip daddr 169.254.169.254 drop
+tcp dport 25 drop
+ip daddr 10.0.0.0/8 udp dport 53 drop
+ct state established,related accept
+ip daddr 10.77.0.1 accept
+udp dport 53 accept
+ip daddr 192.0.2.0/24 accept
+drop
+}
+chain input {
+type filter hook input priority filter; policy accept;
+iifname != \"eth0\" accept
+meta nfproto ipv6 drop
+limit rate over 1250000 bytes/second drop
+}
+}";
+    assert_eq!(normalize(&s), want);
 }

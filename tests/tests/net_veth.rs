@@ -638,9 +638,9 @@ fn veth_crash_recovery() {
         .unwrap() as i32;
     let (addr, held) = lease_of(&lease_file, &a.name).expect("lease");
     assert_eq!(held, keeper);
-    // libnftables is loaded only while tables are made or deleted
-    // (runtime/src/net/nftffi.rs): a keeper whose tables are up, and the
-    // init cloned from it, have none of it mapped.
+    // The tables are raw nf_tables netlink (runtime/src/net/nftnl.rs): a
+    // keeper whose tables are up, and the init cloned from it, have no
+    // libnftables mapped.
     let init = hutch.state(&a.name).expect("state")["init_pid"]
         .as_i64()
         .unwrap();

@@ -14,7 +14,7 @@ SUITE=bookworm
 IMG_SIZE=3G
 PKGS=(systemd systemd-sysv udev dbus libpam-systemd libpam-modules libpam-runtime openssh-server
       passwd iproute2 kmod procps util-linux e2fsprogs linux-image-amd64 initramfs-tools zstd
-      libnftables1 prometheus-node-exporter nfs-kernel-server cron at lxcfs)
+      prometheus-node-exporter nfs-kernel-server cron at lxcfs)
 
 log() { echo "vm-image: $*" >&2; }
 

@@ -6,10 +6,11 @@
 //! other users' tables present, then with N (default 1,000, made with the
 //! encoder), each way in a fresh forked child, alternating:
 //!
-//! - `libnftables`: the scripts hutch applied before (`create table` …
-//!   and the add + delete idiom), through libnftables (`dlopen`ed per
-//!   batch, as hutch did), which fetches the namespace's whole ruleset
-//!   into its cache before applying a batch;
+//! - `nft -f`: the scripts hutch applied before (`create table` … and the
+//!   add + delete idiom) through nft, i.e. libnftables, which fetches the
+//!   namespace's whole ruleset into its cache before applying a batch
+//!   (hutch `dlopen`ed libnftables in the keeper until the encoder; nft's
+//!   exec adds ~1-2 ms; its peak RSS is the child's `RUSAGE_CHILDREN`);
 //! - `nftnl`: the same tables as one raw nf_tables batch
 //!   (`hutch_runtime::net::nft::install` / `delete`), nothing read back but
 //!   acks.
@@ -117,6 +118,28 @@ fn vm_hwm() -> u64 {
         .unwrap_or(0)
 }
 
+/// Applies a script with `nft -f -`.
+fn nft_f(script: &str) -> Result<(), String> {
+    let mut c = std::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("nft: {e}"))?;
+    let w = c.stdin.take().map(|mut i| i.write_all(script.as_bytes()));
+    let st = c.wait().map_err(|e| format!("nft: {e}"))?;
+    match (w, st.success()) {
+        (Some(Ok(())), true) => Ok(()),
+        _ => Err(format!("nft -f: {st}")),
+    }
+}
+
+/// The largest peak RSS of this process's waited-for children, KiB.
+fn children_max_rss() -> u64 {
+    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .map(|u| u.max_rss().max(0) as u64)
+        .unwrap_or(0)
+}
+
 /// One install + delete of the probe user in a fresh child: (install ms,
 /// delete ms, VmHWM KiB).
 fn probe(way: Way) -> anyhow::Result<(f64, f64, u64)> {
@@ -134,12 +157,12 @@ fn probe(way: Way) -> anyhow::Result<(f64, f64, u64)> {
                 old_install_script(&t, &port, &mac_text, addr, hutch_policy::DEFAULT_CONNTRACK);
             let install = || match way {
                 Way::Nothing => Ok(()),
-                Way::Libnftables => nft::apply(&script),
+                Way::Libnftables => nft_f(&script),
                 Way::Nftnl => nft::install(&rules(&name, &port, addr, mac)),
             };
             let delete = || match way {
                 Way::Nothing => Ok(()),
-                Way::Libnftables => nft::apply(&old_delete_script(&t)),
+                Way::Libnftables => nft_f(&old_delete_script(&t)),
                 Way::Nftnl => nft::delete(&name),
             };
             let t0 = Instant::now();
@@ -152,7 +175,7 @@ fn probe(way: Way) -> anyhow::Result<(f64, f64, u64)> {
             );
             let mut w = std::fs::File::from(w);
             let _ = match res {
-                Ok(()) => write!(w, "{i_ms} {d_ms} {}", vm_hwm()),
+                Ok(()) => write!(w, "{i_ms} {d_ms} {}", vm_hwm().max(children_max_rss())),
                 Err(e) => write!(w, "ERR {e}"),
             };
             sys::exit_now(0)
@@ -222,7 +245,7 @@ fn main() -> anyhow::Result<()> {
         for (way, ins, del, kb) in got.iter_mut() {
             let label = match way {
                 Way::Nothing => "a child doing nothing",
-                Way::Libnftables => "libnftables (before)",
+                Way::Libnftables => "nft -f (libnftables)",
                 Way::Nftnl => "nftnl (raw netlink batch)",
             };
             println!(

@@ -18,7 +18,6 @@
 pub mod addr;
 pub mod netlink;
 pub mod nft;
-mod nftffi;
 pub mod nftnl;
 
 use std::net::Ipv4Addr;
@@ -150,7 +149,7 @@ fn leased(
 
 /// macvlan, vlan, phys: an interface of the host's inside the container.
 /// No host port: the egress lists, anti-spoofing and the download limit are
-/// a table inside the container's namespace ([`nft::device_script`]), the
+/// a table inside the container's namespace ([`nft::device_ops`]), the
 /// upload limit a tbf on its eth0.
 fn setup_device(
     net: &NetHost,
@@ -206,9 +205,8 @@ fn setup_device(
             "configuring eth0 in the container of",
             user.to_string(),
         ))?;
-        let script = nft::device_script(addr, net.gateway, &d.traffic);
         netlink::in_netns(netns, |_| {
-            nft::apply(&script).map_err(std::io::Error::other)
+            nft::install_device(addr, net.gateway, &d.traffic).map_err(std::io::Error::other)
         })
         .map_err(|e| NetError::Nft {
             user: user.to_string(),

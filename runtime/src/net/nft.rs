@@ -1,8 +1,7 @@
-//! Per-user firewall: a user's host tables as nf_tables messages, sent as
-//! one atomic batch of raw netlink (`net::nftnl`, no libnftables: it
-//! fetched the host's whole ruleset, every user's tables, before each
-//! batch); and the script of the table inside a device-mode container,
-//! applied there through libnftables (`net::nftffi`).
+//! Per-user firewall: a user's host tables, and the table inside a
+//! device-mode container, as nf_tables messages sent as one atomic batch
+//! of raw netlink (`net::nftnl`; no libnftables, which fetched the
+//! namespace's whole ruleset, every user's tables, before each batch).
 //!
 //! - `table bridge hutch-<user>`: frames arriving from the user's bridge
 //!   port (input to the host, forwarded to other ports) must carry the
@@ -33,7 +32,7 @@ use hutch_policy::EgressRule;
 
 use super::nftnl::{
     self, matches, Base, CmpOp, Expr, Family, Hook, MetaKey, Op, Verdict, HOOK_FORWARD, HOOK_INPUT,
-    HOOK_POSTROUTING,
+    HOOK_OUTPUT, HOOK_POSTROUTING,
 };
 use super::CONTAINER_IF;
 
@@ -309,18 +308,6 @@ fn match_of(e: &EgressRule) -> Vec<Expr> {
     m
 }
 
-/// The script form of [`match_of`], for the container's table.
-fn match_text(e: &EgressRule) -> String {
-    let mut m = String::new();
-    if let Some(n) = e.net {
-        m.push_str(&format!(" ip daddr {n}"));
-    }
-    if let Some((p, port)) = e.port {
-        m.push_str(&format!(" {} dport {port}", p.as_str()));
-    }
-    m
-}
-
 /// The table hutch installs inside the network namespace of a `macvlan`,
 /// `vlan` or `phys` container, whose traffic never crosses a host port:
 /// `table inet hutch`, on `eth0` only. Output: IPv6 dropped (as the veth
@@ -330,38 +317,77 @@ fn match_text(e: &EgressRule) -> String {
 /// arrives above the rate is dropped; TCP backs off to it). The user holds
 /// no capability in that namespace, so cannot change it; it goes with the
 /// namespace.
-pub fn device_script(addr: Ipv4Addr, gateway: Ipv4Addr, t: &hutch_policy::Traffic) -> String {
-    let mut s = String::from("table inet hutch {\n  chain output {\n    type filter hook output priority 0; policy accept;\n");
-    s.push_str(&format!("    oifname != \"{CONTAINER_IF}\" accept\n    meta nfproto ipv6 drop\n    ip saddr != {addr} drop\n"));
+///
+/// The batch, as nft 1.0.6 encodes `table inet hutch { chain output { type
+/// filter hook output priority 0; policy accept; oifname != "eth0" accept;
+/// meta nfproto ipv6 drop; ip saddr != ADDR drop; DENY… drop; [ct state
+/// established,related accept; ip daddr GATEWAY accept; ALLOW… accept;
+/// drop] } chain input { type filter hook input priority 0; policy
+/// accept; iifname != "eth0" accept; meta nfproto ipv6 drop; [limit rate
+/// over RATE bytes/second drop] } }` (in the inet family an `ip` match
+/// carries nft's `meta nfproto ipv4` dependency).
+pub fn device_ops(addr: Ipv4Addr, gateway: Ipv4Addr, t: &hutch_policy::Traffic) -> Vec<Op> {
+    use matches::*;
+    let (f, tb) = (Family::Inet, "hutch");
+    let v4 = || vec![Expr::Meta(MetaKey::NfProto), cmp(CmpOp::Eq, &[2])];
+    let v6 = vec![Expr::Meta(MetaKey::NfProto), cmp(CmpOp::Eq, &[10])];
+    let mut ops = vec![Op::NewTable {
+        family: f,
+        name: tb.into(),
+        excl: false,
+    }];
+    let o = "output";
+    ops.push(base_chain(f, tb, o, HOOK_OUTPUT, 0, "filter"));
+    let m = ifname(MetaKey::OifName, CmpOp::Neq, CONTAINER_IF);
+    ops.push(rule(f, tb, o, m, Verdict::Accept));
+    ops.push(rule(f, tb, o, v6.clone(), Verdict::Drop));
+    let mut m = v4();
+    m.extend(ipv4_addr(12, addr, CmpOp::Neq));
+    ops.push(rule(f, tb, o, m, Verdict::Drop));
+    let entry = |e: &EgressRule| {
+        let mut m = if e.net.is_some() { v4() } else { Vec::new() };
+        m.extend(match_of(e));
+        m
+    };
     for e in &t.egress_deny {
-        s.push_str(&format!("   {} drop\n", match_text(e)));
+        ops.push(rule(f, tb, o, entry(e), Verdict::Drop));
     }
     if !t.egress_allow.is_empty() {
-        s.push_str(&format!(
-            "    ct state established,related accept\n    ip daddr {gateway} accept\n"
-        ));
+        let m = ct_state(CT_ESTABLISHED | CT_RELATED);
+        ops.push(rule(f, tb, o, m, Verdict::Accept));
+        let mut m = v4();
+        m.extend(ipv4_addr(16, gateway, CmpOp::Eq));
+        ops.push(rule(f, tb, o, m, Verdict::Accept));
         for e in &t.egress_allow {
-            s.push_str(&format!("   {} accept\n", match_text(e)));
+            ops.push(rule(f, tb, o, entry(e), Verdict::Accept));
         }
-        s.push_str("    drop\n");
+        ops.push(rule(f, tb, o, Vec::new(), Verdict::Drop));
     }
-    s.push_str("  }\n  chain input {\n    type filter hook input priority 0; policy accept;\n");
-    s.push_str(&format!(
-        "    iifname != \"{CONTAINER_IF}\" accept\n    meta nfproto ipv6 drop\n"
-    ));
+    let i = "input";
+    ops.push(base_chain(f, tb, i, HOOK_INPUT, 0, "filter"));
+    let m = ifname(MetaKey::IifName, CmpOp::Neq, CONTAINER_IF);
+    ops.push(rule(f, tb, i, m, Verdict::Accept));
+    ops.push(rule(f, tb, i, v6, Verdict::Drop));
     if let Some(rate) = t.rate_in {
         // nft's byte limit holds one second at the rate (the kernel's bucket
         // is rate + burst): enough for TCP, so no burst on top.
-        s.push_str(&format!("    limit rate over {rate} bytes/second drop\n"));
+        let m = vec![Expr::LimitBytes {
+            rate,
+            burst: 0,
+            over: true,
+        }];
+        ops.push(rule(f, tb, i, m, Verdict::Drop));
     }
-    s.push_str("  }\n}\n");
-    s
+    ops
 }
 
-/// Applies a script in one batch (libnftables loaded for it, then
-/// unloaded: `nftffi`).
-pub fn apply(script: &str) -> Result<(), String> {
-    super::nftffi::run(script)
+/// Installs [`device_ops`] in the caller's (thread's) network namespace.
+pub fn install_device(
+    addr: Ipv4Addr,
+    gateway: Ipv4Addr,
+    t: &hutch_policy::Traffic,
+) -> Result<(), String> {
+    nftnl::apply(&device_ops(addr, gateway, t)).map_err(|e| chain_text(&e))
 }
 
 /// Installs the user's tables in one batch of raw nf_tables messages
@@ -568,42 +594,32 @@ mod tests {
         assert!(!d.contains("masq") && !d.contains("allow"), "{d}");
     }
 
-    /// Inside a device-mode container: on eth0 only, IPv6 and foreign
-    /// sources dropped, deny before allow, the policer only with rate_in.
+    /// Inside a device-mode container: the bytecode is what nft prints
+    /// for the script hutch applied there before (eth0 only, IPv6 and
+    /// foreign sources dropped, deny before allow, the policer with
+    /// rate_in); without lists or rate, no ct state, no limit.
     #[test]
     fn device_table() {
-        let rules =
-            |l: &[&str]| -> Vec<EgressRule> { l.iter().map(|s| s.parse().unwrap()).collect() };
         let mut t = hutch_policy::Traffic {
-            egress_deny: rules(&["169.254.169.254/32", "tcp/25"]),
+            egress_deny: parse(&["169.254.169.254/32", "tcp/25", "10.0.0.0/8 udp/53"]),
+            egress_allow: parse(&["udp/53"]),
+            rate_in: Some(1_250_000),
             ..Default::default()
         };
         let (addr, gw) = (Ipv4Addr::new(10, 77, 0, 9), Ipv4Addr::new(10, 77, 0, 1));
-        let s = device_script(addr, gw, &t);
-        for want in [
-            "table inet hutch {",
-            "type filter hook output priority 0; policy accept;\n    oifname != \"eth0\" accept\n    meta nfproto ipv6 drop\n    ip saddr != 10.77.0.9 drop\n",
-            "    ip daddr 169.254.169.254/32 drop\n",
-            "    tcp dport 25 drop\n",
-            "iifname != \"eth0\" accept\n    meta nfproto ipv6 drop\n  }",
-        ] {
-            assert!(s.contains(want), "{want:?} missing in\n{s}");
-        }
-        assert!(!s.contains("limit") && !s.contains("ct state"), "{s}");
-        t.egress_allow = rules(&["udp/53"]);
-        t.rate_in = Some(1_250_000);
-        let s = device_script(addr, gw, &t);
-        let (deny, allow) = (
-            s.find("tcp dport 25 drop").unwrap(),
-            s.find("udp dport 53 accept").unwrap(),
+        let ops = device_ops(addr, gw, &t);
+        let got = debug(&ops);
+        assert_eq!(got, include_str!("nft_device_debug.txt"), "got:\n{got}");
+        assert_eq!(
+            objects(&ops),
+            [
+                "add table inet hutch",
+                "add chain inet hutch output",
+                "add chain inet hutch input"
+            ]
         );
-        assert!(deny < allow, "deny must come first:\n{s}");
-        for want in [
-            "ct state established,related accept\n    ip daddr 10.77.0.1 accept\n",
-            "    drop\n  }\n  chain input",
-            "limit rate over 1250000 bytes/second drop",
-        ] {
-            assert!(s.contains(want), "{want:?} missing in\n{s}");
-        }
+        t = hutch_policy::Traffic::default();
+        let d = debug(&device_ops(addr, gw, &t));
+        assert!(!d.contains("limit") && !d.contains("ct load"), "{d}");
     }
 }
