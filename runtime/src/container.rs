@@ -4,12 +4,13 @@
 //! cgroup; the child then makes its own cgroup namespace (rooted at that
 //! cgroup), builds its root ([`crate::rootfs`]), sets the hostname, brings up
 //! `lo`, drops every capability and becomes the user ([`crate::privs`]), and
-//! reports ready. After that it is the container's PID 1: it reaps zombies
-//! until the keeper (its parent) is gone.
+//! reports ready. After that it is the container's PID 1: it execs the tiny
+//! init ([`crate::tiny_init`]), which reaps zombies until the keeper (its
+//! parent) is gone; where that exec fails, it reaps in its own loop.
 
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
 use nix::sched::{unshare, CloneFlags};
@@ -87,6 +88,9 @@ pub fn spawn(
 ) -> Result<Container, ContainerError> {
     let (go_r, go_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
+    // Made before the clone, so the clone needs no memfd of its own (a
+    // seccomp policy may deny the user memfd_create; the keeper has none).
+    let image = crate::tiny_init::image();
     match sys::clone_fork(CLONE_FLAGS).map_err(|source| ContainerError::Io {
         op: "clone",
         source,
@@ -94,9 +98,10 @@ pub fn spawn(
         Forked::Child => {
             drop(go_w);
             drop(status_r);
-            child_main(spec, go_r, status_w)
+            child_main(spec, go_r, status_w, image)
         }
         Forked::Parent(child) => {
+            drop(image);
             crate::timing::mark("clone");
             drop(go_r);
             drop(status_w);
@@ -153,8 +158,9 @@ pub fn spawn(
     }
 }
 
-/// The child: set up, report, then be PID 1. Never returns.
-fn child_main(spec: &ContainerSpec, go: OwnedFd, status: OwnedFd) -> ! {
+/// The child: set up, report, then be PID 1 (the tiny init from `image`,
+/// or this process where that exec fails). Never returns.
+fn child_main(spec: &ContainerSpec, go: OwnedFd, status: OwnedFd, image: Option<OwnedFd>) -> ! {
     let mut status = fs::File::from(status);
     match setup(spec, go) {
         Ok(pidns) => {
@@ -168,6 +174,12 @@ fn child_main(spec: &ContainerSpec, go: OwnedFd, status: OwnedFd) -> ! {
                 sys::exit_now(1)
             }
             drop(status);
+            if let Some(image) = image {
+                // Nothing of the keeper's reaches the tiny init: every
+                // descriptor above 2 is closed (the image is close-on-exec).
+                sys::close_fds_from(3, &[image.as_raw_fd()]);
+                let _ = crate::tiny_init::exec(&image);
+            }
             init_loop()
         }
         Err(e) => {

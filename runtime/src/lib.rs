@@ -51,6 +51,7 @@ pub mod seccomp;
 pub mod sys;
 pub mod template;
 pub mod timing;
+pub mod tiny_init;
 pub mod usage_spool;
 
 /// The real system. Every set-up trait of this crate

@@ -192,6 +192,7 @@ fn number(name: &str) -> Option<u32> {
         "sethostname" => libc::SYS_sethostname,
         "setdomainname" => libc::SYS_setdomainname,
         "memfd_create" => libc::SYS_memfd_create,
+        "execveat" => libc::SYS_execveat,
         "memfd_secret" => libc::SYS_memfd_secret,
         "seccomp" => libc::SYS_seccomp,
         #[cfg(target_arch = "x86_64")]

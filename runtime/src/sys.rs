@@ -992,6 +992,59 @@ pub fn malloc_trim() {
     }
 }
 
+/// A sealed, exec-only memfd holding `image` (an executable): made with
+/// `MFD_EXEC` where the kernel knows it (6.3+, so `vm.memfd_noexec = 1`
+/// does not make it unexecutable), close-on-exec, mode 0111 (no one can
+/// read it, so a process exec'd from it is not dumpable), then sealed
+/// against writes, growing, shrinking and further seals.
+pub fn exec_memfd(name: &CStr, image: &[u8]) -> io::Result<OwnedFd> {
+    const MFD_EXEC: libc::c_uint = 0x10;
+    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    // SAFETY: `name` is a valid NUL-terminated string; plain flags.
+    let mut fd = unsafe { libc::memfd_create(name.as_ptr(), flags | MFD_EXEC) };
+    if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+        // SAFETY: as above (a kernel before MFD_EXEC).
+        fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
+    }
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: memfd_create just returned this descriptor; nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut file = std::fs::File::from(fd);
+    io::Write::write_all(&mut file, image)?;
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(0o111))?;
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: fcntl on a descriptor we own, integer argument.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(OwnedFd::from(file))
+}
+
+/// `execveat(fd, "", argv, [], AT_EMPTY_PATH)`: runs the executable `fd`
+/// refers to, with an empty environment. Returns only on failure.
+pub fn exec_fd(fd: BorrowedFd<'_>, argv: &[&CStr]) -> io::Error {
+    let mut args: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    args.push(std::ptr::null());
+    let env: [*const libc::c_char; 1] = [std::ptr::null()];
+    // SAFETY: `args` and `env` are NULL-terminated arrays of pointers to
+    // NUL-terminated strings that outlive the call (borrowed from `argv`);
+    // the path is the empty string with AT_EMPTY_PATH, so `fd` is executed.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            args.as_ptr(),
+            env.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    io::Error::last_os_error()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -690,3 +690,96 @@ fn on_logout_linger_and_keep_while_running() {
     drop(user);
     assert_no_leftovers(&name, Duration::from_secs(5));
 }
+
+/// What PID 1 shows from inside: its resident size (kB), name, whether the
+/// user can read its exe link and environment, the parent of an orphaned
+/// `sleep` while it runs, and the number of zombies once it has ended.
+const INIT_PROBE: &str = "(sleep 0.4 &); sleep 0.1; \
+    echo PPID=$(ps -o ppid= -C sleep | tr -d ' ' | head -n1); sleep 0.8; \
+    echo RSS=$(awk '/^VmRSS/{print $2}' /proc/1/status); echo COMM=$(cat /proc/1/comm); \
+    readlink /proc/1/exe >/dev/null 2>&1 && echo EXE=readable || echo EXE=denied; \
+    cat /proc/1/environ >/dev/null 2>&1 && echo ENV=readable || echo ENV=denied; \
+    echo ZOMBIES=$(ps -eo stat= | grep -c '^Z')";
+
+/// The probe's `KEY=value` lines.
+fn init_probe(out: &std::process::Output) -> std::collections::BTreeMap<String, String> {
+    out.stdout_str()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// PID 1 is the tiny init (runtime/init/hutch-init.rs) exec'd from a sealed
+/// memfd once the container is up: a few pages resident (the keeper's clone
+/// it replaces holds a megabyte and more), named hutch-init, not dumpable
+/// (the user reads neither its exe link nor its environment), and it reaps
+/// the orphans re-parented to it.
+#[test]
+fn init_is_tiny_unreadable_and_reaps() {
+    if !require_root("init_is_tiny_unreadable_and_reaps") {
+        return;
+    }
+    let hutch = HutchEnv::new(POLICY);
+    let user = hutch.user();
+    let name = user.name.clone();
+    {
+        let env = hutch.sshd(Sftp::Internal);
+        let out = env.ssh(&user, &[INIT_PROBE]);
+        assert!(out.status.success(), "{}", out.describe());
+        let p = init_probe(&out);
+        let rss: u64 = p["RSS"].parse().unwrap();
+        assert!(
+            rss <= 64,
+            "PID 1 holds {rss} kB resident\n{}",
+            out.describe()
+        );
+        assert_eq!(p["COMM"], "hutch-init", "{}", out.describe());
+        assert_eq!(p["EXE"], "denied", "{}", out.describe());
+        assert_eq!(p["ENV"], "denied", "{}", out.describe());
+        assert_eq!(p["PPID"], "1", "{}", out.describe());
+        assert_eq!(p["ZOMBIES"], "0", "{}", out.describe());
+        let left = hutch.wait_gone(&name, Duration::from_secs(30));
+        assert!(left.is_empty(), "after the session: {left:?}");
+    }
+    drop(user);
+    assert_no_leftovers(&name, Duration::from_secs(5));
+}
+
+/// Where the policy's seccomp filter denies execveat, the tiny init cannot
+/// be exec'd: the keeper's clone stays PID 1 (named hutch-init, reaping),
+/// and the login works the same.
+#[test]
+fn init_stays_the_clone_where_execveat_is_denied() {
+    if !require_root("init_stays_the_clone_where_execveat_is_denied") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let hutch = HutchEnv::new(POLICY);
+    let profile = hutch.dir.join("seccomp-no-execveat");
+    std::fs::write(&profile, "execveat\n").unwrap();
+    std::fs::set_permissions(&profile, std::fs::Permissions::from_mode(0o644)).unwrap();
+    hutch.write_policy(&format!("{POLICY}seccomp = \"{}\"\n", profile.display()));
+    let user = hutch.user();
+    let name = user.name.clone();
+    {
+        let env = hutch.sshd(Sftp::Internal);
+        let out = env.ssh(&user, &[INIT_PROBE]);
+        assert!(out.status.success(), "{}", out.describe());
+        let p = init_probe(&out);
+        let rss: u64 = p["RSS"].parse().unwrap();
+        assert!(
+            rss > 64,
+            "PID 1 holds only {rss} kB: not the clone?\n{}",
+            out.describe()
+        );
+        assert_eq!(p["COMM"], "hutch-init", "{}", out.describe());
+        assert_eq!(p["EXE"], "denied", "{}", out.describe());
+        assert_eq!(p["PPID"], "1", "{}", out.describe());
+        assert_eq!(p["ZOMBIES"], "0", "{}", out.describe());
+        let left = hutch.wait_gone(&name, Duration::from_secs(30));
+        assert!(left.is_empty(), "after the session: {left:?}");
+    }
+    drop(user);
+    assert_no_leftovers(&name, Duration::from_secs(5));
+}
