@@ -453,6 +453,64 @@ fn detach_returns_a_process_to_its_origin() {
     child.wait().unwrap();
 }
 
+/// The leaf's `cgroup.procs` held open (what the keeper keeps from the
+/// first session on): `attach_from_held` moves a process in every
+/// hierarchy as `attach_from` does, with the same origin, also for a
+/// second process through the same files; a pid that is gone fails naming
+/// the file; and the group is removed while the files are still open.
+#[test]
+fn held_leaf_procs_attach_as_the_paths_do() {
+    if !hutch_tests::require_root("held_leaf_procs_attach_as_the_paths_do") {
+        return;
+    }
+    let mut t = TestGroup::new(CgroupRoot::open(&unique_spec()).expect("open"));
+    let cg = t.create(&Limits {
+        pids_max: Some(50),
+        ..Limits::default()
+    });
+    let held = cg.open_leaf_procs().expect("open the leaf's cgroup.procs");
+    let mut pids = Vec::new();
+    for _ in 0..2 {
+        let child = Command::new("sleep")
+            .arg("100")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id() as i32;
+        t.children.push(child);
+        let before = read(Path::new(&format!("/proc/{pid}/cgroup")));
+        let origin = cg.attach_from_held(pid, &held).expect("attach_from_held");
+        pids.push(pid);
+        assert_eq!(cg.pids().unwrap(), pids);
+        for leaf in cg.leaf_dirs() {
+            assert!(
+                read(&leaf.join("cgroup.procs"))
+                    .lines()
+                    .any(|l| l == pid.to_string()),
+                "{pid} not in {}",
+                leaf.display()
+            );
+        }
+        // The origin it noted puts it back exactly where it was.
+        assert_eq!(
+            cg.detach(pid, &origin, None).expect("detach"),
+            cg.leaf_dirs().len()
+        );
+        assert_eq!(read(Path::new(&format!("/proc/{pid}/cgroup"))), before);
+        cg.attach_from_held(pid, &held).expect("attach again");
+    }
+    let mut gone = Command::new("true").spawn().expect("spawn true");
+    let gone_pid = gone.id() as i32;
+    gone.wait().unwrap();
+    assert!(cg.attach_from_held(gone_pid, &held).is_err());
+    for mut child in t.children.drain(..) {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    cg.kill_all().expect("kill_all");
+    cg.remove().expect("remove with the files still open");
+    drop(held);
+}
+
 /// A group below a cpuset directory that another keeper has just made and
 /// not yet filled (empty `cpuset.cpus`/`mems`, as mkdir leaves them) still
 /// takes a process: every level is filled top down, not only the ones this

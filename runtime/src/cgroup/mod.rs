@@ -300,6 +300,35 @@ pub struct Origin {
     dirs: Vec<Option<PathBuf>>,
 }
 
+/// A group's leaf `cgroup.procs` in every hierarchy, held open by the
+/// keeper ([`Cgroup::open_leaf_procs`]) so that a session's join is one
+/// write a hierarchy. The files were opened by root, and a write through
+/// them is checked against the opener's credentials: they must never reach
+/// a process of the user (the keeper opens them after the init's clone,
+/// close-on-exec, and forks only its own code after that).
+#[derive(Debug)]
+pub struct LeafProcs {
+    files: Vec<(PathBuf, std::fs::File)>,
+}
+
+impl LeafProcs {
+    /// Writes `pid` to each, in order; the first failure names its file.
+    fn attach(&self, pid: i32) -> Result<(), CgroupError> {
+        use std::io::Write;
+        let value = pid.to_string();
+        for (path, f) in &self.files {
+            (&*f)
+                .write_all(value.as_bytes())
+                .map_err(|source| CgroupError::Write {
+                    path: path.clone(),
+                    value: value.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+}
+
 /// One hierarchy hutch uses and hutch's root directory in it.
 #[derive(Debug, Clone)]
 struct Hier {
@@ -568,16 +597,69 @@ impl Cgroup {
     /// hutch uses (from `/proc/PID/cgroup`, read in the caller's cgroup
     /// namespace), so that [`Cgroup::detach`] can put it back.
     pub fn attach_from(&self, pid: i32) -> Result<Origin, CgroupError> {
+        let origin = self.origin_of(pid)?;
+        self.attach(pid)?;
+        Ok(origin)
+    }
+
+    /// [`Cgroup::attach_from`] through the leaf's `cgroup.procs` files
+    /// held open ([`Cgroup::open_leaf_procs`]): one write a hierarchy, no
+    /// path walk, no open or close (a session's join).
+    pub fn attach_from_held(&self, pid: i32, held: &LeafProcs) -> Result<Origin, CgroupError> {
+        let origin = self.origin_of(pid)?;
+        held.attach(pid)?;
+        Ok(origin)
+    }
+
+    /// Opens the leaf's `cgroup.procs` in every hierarchy, in the order
+    /// [`Cgroup::attach`] writes them (v1 ones first, unified last), to be
+    /// held for [`Cgroup::attach_from_held`].
+    pub fn open_leaf_procs(&self) -> Result<LeafProcs, CgroupError> {
+        let files = self
+            .leaf_dirs()
+            .into_iter()
+            .map(|d| {
+                let path = d.join("cgroup.procs");
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map(|f| (path.clone(), f))
+                    .map_err(|source| CgroupError::Write {
+                        path,
+                        value: String::new(),
+                        source,
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(LeafProcs { files })
+    }
+
+    /// Where `pid` is in each hierarchy hutch uses, from `/proc/PID/cgroup`
+    /// (one read: the file is well under a page).
+    fn origin_of(&self, pid: i32) -> Result<Origin, CgroupError> {
+        use std::io::Read;
         let path = PathBuf::from(format!("/proc/{pid}/cgroup"));
-        let text =
-            std::fs::read_to_string(&path).map_err(|source| CgroupError::Read { path, source })?;
+        let mut buf = Vec::with_capacity(4096);
+        let read = std::fs::File::open(&path).and_then(|mut f| {
+            let mut chunk = [0u8; 4096];
+            loop {
+                match f.read(&mut chunk)? {
+                    0 => return Ok(()),
+                    n => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        });
+        read.map_err(|source| CgroupError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let text = String::from_utf8_lossy(&buf);
         let members = detect::parse_proc_cgroup(&text);
         let dirs = self
             .hiers
             .iter()
             .map(|h| detect::resolve(&h.mount, detect::own_path(&h.mount, &members), "").ok())
             .collect();
-        self.attach(pid)?;
         Ok(Origin { dirs })
     }
 

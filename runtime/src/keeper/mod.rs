@@ -140,6 +140,9 @@ struct Keeper {
     policy: UserPolicy,
     paths: UserPaths,
     cgroup: Cgroup,
+    /// The leaf's `cgroup.procs` files, held from the first session to the
+    /// teardown (a join is one write a hierarchy).
+    leaf_procs: Option<crate::cgroup::LeafProcs>,
     /// hutch's own group, where the keeper runs: where a closing session's
     /// PAM host goes when its own cgroup is gone.
     keepers: Cgroup,

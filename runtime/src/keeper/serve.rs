@@ -494,7 +494,17 @@ impl Keeper {
             );
             return;
         }
-        let origin = match self.cgroup.attach_from(pid) {
+        // The leaf's cgroup.procs files, opened at the first session and
+        // held until the teardown; a failure to open them falls back to
+        // writing by path.
+        if self.leaf_procs.is_none() {
+            self.leaf_procs = self.cgroup.open_leaf_procs().ok();
+        }
+        let attached = match &self.leaf_procs {
+            Some(held) => self.cgroup.attach_from_held(pid, held),
+            None => self.cgroup.attach_from(pid),
+        };
+        let origin = match attached {
             Ok(o) => o,
             Err(e) => {
                 let _ = proto::send(

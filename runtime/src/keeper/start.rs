@@ -459,6 +459,7 @@ impl Keeper {
             state,
             store,
             spare,
+            leaf_procs: None,
         };
         crate::timing::mark("state");
         keeper.state.start_marks = crate::timing::take();

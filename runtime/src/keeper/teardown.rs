@@ -111,6 +111,7 @@ impl Keeper {
         let killed = started.elapsed();
         // The final counters, while the (now empty) group is still there.
         let last = self.cgroup.stats().ok();
+        self.leaf_procs = None;
         let mut removed = self.cgroup.remove();
         for _ in 0..20 {
             if removed.is_ok() {
