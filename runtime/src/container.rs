@@ -81,10 +81,14 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), ContainerError> {
 }
 
 /// Makes the container. `attach` puts the child (by host pid) into the
-/// user's cgroup before it does anything else.
+/// user's cgroup before it does anything else; `meanwhile` runs in the
+/// caller once the child is placed and going on, while it builds its root
+/// (the keeper sets the network up then, on the second CPU), and before
+/// its report is read: what it makes is the caller's to undo if this fails.
 pub fn spawn(
     spec: &ContainerSpec,
     attach: impl FnOnce(Pid) -> Result<(), CgroupError>,
+    meanwhile: impl FnOnce(Pid),
 ) -> Result<Container, ContainerError> {
     let (go_r, go_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
@@ -123,6 +127,7 @@ pub fn spawn(
                 }));
             }
             drop(go);
+            meanwhile(child);
             let mut status = String::new();
             let _ = fs::File::from(status_r).read_to_string(&mut status);
             let status = status.trim_end();

@@ -199,6 +199,24 @@ fn veth_isolation_nat_leases() {
     // B holds a session open while A works.
     let mut b_session = env.shell_pty(&b);
 
+    // B's keeper made the network while the init built its root: every
+    // network step is marked before the keeper read the init's report.
+    let st = wait_until(Duration::from_secs(10), || hutch.state(&b.name)).expect("state.json of b");
+    let marks: Vec<(String, u64)> =
+        serde_json::from_value(st["start_marks"].clone()).expect("start marks");
+    let at = |n: &str| {
+        marks
+            .iter()
+            .position(|(m, _)| m == n)
+            .unwrap_or_else(|| panic!("no mark {n} in {marks:?}"))
+    };
+    for step in ["net_lease", "net_veth", "net_eth0"] {
+        assert!(
+            at("attach") < at(step) && at(step) < at("report"),
+            "{step}: {marks:?}"
+        );
+    }
+
     // The gateway sees A with A's leased address.
     let t = std::time::Instant::now();
     let seen = connect_as(&env, &a, "10.77.0.1", 8081);
@@ -680,6 +698,42 @@ fn veth_crash_recovery() {
     {
         eprintln!("{l}");
     }
+}
+
+/// The keeper makes a veth user's network while the init builds its root:
+/// an init whose set-up then fails (a policy mount without its source)
+/// refuses the login with the network undone: the lease taken meanwhile
+/// given back, no veth, no table, nothing of the container left.
+#[test]
+fn veth_undone_when_the_init_fails() {
+    if !require_root("veth_undone_when_the_init_fails") {
+        return;
+    }
+    let hutch = HutchEnv::new("");
+    let lease_file = hutch.dir.join("leases");
+    let a = hutch.user();
+    hutch.write_policy(&format!(
+        "[host.net]\nleases = \"{}\"\n\n[defaults]\nnetwork = \"veth\"\npids = 512\n\n[users.{}]\n\
+         mounts = [ {{ source = \"{{home}}/.no-such-source\", target = \"{{home}}/pm\", mode = \"ro\" }} ]\n",
+        lease_file.display(),
+        a.name
+    ));
+    let env = hutch.sshd(Sftp::Internal);
+    env.authorize(&a);
+    let host = env.pid();
+    let out = env.ssh(&a, &["true"]);
+    assert!(!out.status.success(), "{}", out.describe());
+    let log = env.syslog().lines().join("\n");
+    assert!(log.contains("does not exist"), "{log}");
+    assert!(hutch.wait_gone(&a.name, Duration::from_secs(15)).is_empty());
+    assert!(
+        matches!(lease_of(&lease_file, &a.name), Some((_, 0))),
+        "{}",
+        leases(&lease_file)
+    );
+    assert_eq!(trimmed(&sh_in(host, "ip -o link show type veth")), "");
+    let table = format!("hutch-{}", a.name);
+    assert!(!trimmed(&sh_in(host, "nft list tables")).contains(&table));
 }
 
 /// macvlan and vlan on a parent, and phys (an interface moved in), all made

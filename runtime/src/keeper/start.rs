@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -376,17 +376,45 @@ impl Keeper {
         spec.rootfs.figures = crate::figures::figures(lxcfs, cpus.as_ref());
         spec.rootfs.resolv_conf = crate::net::resolv_conf(&host, &up.network);
         crate::timing::mark("spec");
-        container = container::spawn(&spec, |pid| cg.attach(pid.as_raw()))
-            .map_err(StartError::Container)?;
+        // 5b. The network (veth, lease, firewall tables), from the keeper's
+        // own netns, made while the init builds its root (the keeper would
+        // only wait for its report otherwise): in the init's netns by
+        // /proc/PID/ns/net, the same namespace `Namespaces::open` finds.
+        let mut early: Option<(OwnedFd, Result<Option<NetHandle>, NetError>)> = None;
+        let spawned = container::spawn(
+            &spec,
+            |pid| cg.attach(pid.as_raw()),
+            |pid| {
+                let ns = fs::File::open(format!("/proc/{}/ns/net", pid.as_raw()));
+                if let Ok(ns) = ns {
+                    let ns = OwnedFd::from(ns);
+                    let made = crate::net::setup(&host, user, &up.network, ns.as_fd());
+                    early = Some((ns, made));
+                }
+            },
+        );
+        container = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some((ns, Ok(Some(n)))) = &early {
+                    n.release(Some(ns.as_fd()));
+                }
+                return Err(StartError::Container(e));
+            }
+        };
         // Attached in the container's mount namespace now: it goes with it
         // (at the keeper's exit, which closes the namespaces' last fds).
         drop(spec);
         drop(layer);
         crate::timing::mark("container");
 
-        // 5b. The network (veth, lease, firewall tables), from the keeper's own netns.
         let netns = container.namespaces.get(Namespace::Net);
-        net = crate::net::setup(&host, user, &up.network, netns).map_err(StartError::Network)?;
+        net = match early {
+            Some((_, made)) => made,
+            // /proc/PID/ns/net could not be opened: after the report, then.
+            None => crate::net::setup(&host, user, &up.network, netns),
+        }
+        .map_err(StartError::Network)?;
         undo.net = net.as_ref().map(|n| (n, netns));
         crate::timing::mark("network");
         if let Some(n) = &net {
