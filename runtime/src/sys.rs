@@ -458,10 +458,15 @@ pub fn fgetxattr(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<Vec<u8>>>
     Ok(Some(buf))
 }
 
-/// `bpf(BPF_PROG_LOAD)` of a BPF_PROG_TYPE_CGROUP_DEVICE program made of
-/// `insns` (each one `struct bpf_insn`, packed into a u64 in memory order).
-/// On failure the verifier's log, if any, is appended to the error.
-pub fn bpf_load_cgroup_device(insns: &[u64], license: &CStr, name: &[u8]) -> io::Result<OwnedFd> {
+/// One `bpf(BPF_PROG_LOAD)` of a BPF_PROG_TYPE_CGROUP_DEVICE program made
+/// of `insns`, with the verifier's log in `log` (none when it is empty:
+/// the verifier logging every instruction is most of a load's time).
+pub fn bpf_prog_load_device(
+    insns: &[u64],
+    license: &CStr,
+    name: &[u8],
+    log: &mut [u8],
+) -> io::Result<OwnedFd> {
     #[repr(C)]
     struct ProgLoad {
         prog_type: u32,
@@ -479,42 +484,53 @@ pub fn bpf_load_cgroup_device(insns: &[u64], license: &CStr, name: &[u8]) -> io:
     }
     const BPF_PROG_LOAD: libc::c_long = 5;
     const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
-    let load = |log: &mut [u8]| -> io::Result<OwnedFd> {
-        let mut attr = ProgLoad {
-            prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
-            insn_cnt: insns.len() as u32,
-            insns: insns.as_ptr() as u64,
-            license: license.as_ptr() as u64,
-            log_level: u32::from(!log.is_empty()),
-            log_size: log.len() as u32,
-            log_buf: log.as_mut_ptr() as u64,
-            kern_version: 0,
-            prog_flags: 0,
-            prog_name: [0; 16],
-            prog_ifindex: 0,
-            expected_attach_type: 0,
-        };
-        for (d, s) in attr.prog_name.iter_mut().take(15).zip(name) {
-            *d = *s;
-        }
-        // SAFETY: `attr` is a valid prefix of `union bpf_attr` for
-        // BPF_PROG_LOAD of the size passed; the instructions, the license
-        // string and the log buffer it points to outlive the call, and the
-        // kernel writes at most `log.len()` bytes into the log.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_PROG_LOAD,
-                &mut attr as *mut ProgLoad,
-                std::mem::size_of::<ProgLoad>(),
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the kernel returned a new descriptor that nothing else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    let mut attr = ProgLoad {
+        prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: u32::from(!log.is_empty()),
+        log_size: log.len() as u32,
+        // NULL without a log: the kernel refuses a buffer at log level
+        // 0 (EINVAL), and an empty slice's pointer is not NULL.
+        log_buf: if log.is_empty() {
+            0
+        } else {
+            log.as_mut_ptr() as u64
+        },
+        kern_version: 0,
+        prog_flags: 0,
+        prog_name: [0; 16],
+        prog_ifindex: 0,
+        expected_attach_type: 0,
     };
+    for (d, s) in attr.prog_name.iter_mut().take(15).zip(name) {
+        *d = *s;
+    }
+    // SAFETY: `attr` is a valid prefix of `union bpf_attr` for
+    // BPF_PROG_LOAD of the size passed; the instructions, the license
+    // string and the log buffer it points to outlive the call, and the
+    // kernel writes at most `log.len()` bytes into the log.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            &mut attr as *mut ProgLoad,
+            std::mem::size_of::<ProgLoad>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `bpf(BPF_PROG_LOAD)` of a BPF_PROG_TYPE_CGROUP_DEVICE program made of
+/// `insns` (each one `struct bpf_insn`, packed into a u64 in memory order).
+/// On failure the verifier's log, if any, is appended to the error.
+pub fn bpf_load_cgroup_device(insns: &[u64], license: &CStr, name: &[u8]) -> io::Result<OwnedFd> {
+    let load = |log: &mut [u8]| bpf_prog_load_device(insns, license, name, log);
     load(&mut []).or_else(|e| {
         let mut log = vec![0u8; 16 * 1024];
         match load(&mut log) {
