@@ -701,13 +701,45 @@ const INIT_PROBE: &str = "(sleep 0.4 &); sleep 0.1; \
     cat /proc/1/environ >/dev/null 2>&1 && echo ENV=readable || echo ENV=denied; \
     echo ZOMBIES=$(ps -eo stat= | grep -c '^Z')";
 
-/// The probe's `KEY=value` lines.
-fn init_probe(out: &std::process::Output) -> std::collections::BTreeMap<String, String> {
-    out.stdout_str()
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+/// Logs a fresh user in, runs [`INIT_PROBE`], checks what holds for
+/// either kind of PID 1 (named hutch-init, not dumpable, reaping the
+/// orphans re-parented to it), waits for the teardown; returns PID 1's
+/// resident size in kB.
+fn init_rss(hutch: &HutchEnv) -> u64 {
+    let user = hutch.user();
+    let name = user.name.clone();
+    let rss;
+    {
+        let env = hutch.sshd(Sftp::Internal);
+        let out = env.ssh(&user, &[INIT_PROBE]);
+        assert!(out.status.success(), "{}", out.describe());
+        let p: std::collections::BTreeMap<String, String> = out
+            .stdout_str()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        for (key, want) in [
+            ("COMM", "hutch-init"),
+            ("EXE", "denied"),
+            ("ENV", "denied"),
+            ("PPID", "1"),
+            ("ZOMBIES", "0"),
+        ] {
+            assert_eq!(
+                p.get(key).map(String::as_str),
+                Some(want),
+                "{key}: {}",
+                out.describe()
+            );
+        }
+        rss = p["RSS"].parse().unwrap();
+        let left = hutch.wait_gone(&name, Duration::from_secs(30));
+        assert!(left.is_empty(), "after the session: {left:?}");
+    }
+    drop(user);
+    assert_no_leftovers(&name, Duration::from_secs(5));
+    rss
 }
 
 /// PID 1 is the tiny init (runtime/init/hutch-init.rs) exec'd from a sealed
@@ -721,29 +753,8 @@ fn init_is_tiny_unreadable_and_reaps() {
         return;
     }
     let hutch = HutchEnv::new(POLICY);
-    let user = hutch.user();
-    let name = user.name.clone();
-    {
-        let env = hutch.sshd(Sftp::Internal);
-        let out = env.ssh(&user, &[INIT_PROBE]);
-        assert!(out.status.success(), "{}", out.describe());
-        let p = init_probe(&out);
-        let rss: u64 = p["RSS"].parse().unwrap();
-        assert!(
-            rss <= 64,
-            "PID 1 holds {rss} kB resident\n{}",
-            out.describe()
-        );
-        assert_eq!(p["COMM"], "hutch-init", "{}", out.describe());
-        assert_eq!(p["EXE"], "denied", "{}", out.describe());
-        assert_eq!(p["ENV"], "denied", "{}", out.describe());
-        assert_eq!(p["PPID"], "1", "{}", out.describe());
-        assert_eq!(p["ZOMBIES"], "0", "{}", out.describe());
-        let left = hutch.wait_gone(&name, Duration::from_secs(30));
-        assert!(left.is_empty(), "after the session: {left:?}");
-    }
-    drop(user);
-    assert_no_leftovers(&name, Duration::from_secs(5));
+    let rss = init_rss(&hutch);
+    assert!(rss <= 64, "PID 1 holds {rss} kB resident");
 }
 
 /// Where the policy's seccomp filter denies execveat, the tiny init cannot
@@ -760,26 +771,6 @@ fn init_stays_the_clone_where_execveat_is_denied() {
     std::fs::write(&profile, "execveat\n").unwrap();
     std::fs::set_permissions(&profile, std::fs::Permissions::from_mode(0o644)).unwrap();
     hutch.write_policy(&format!("{POLICY}seccomp = \"{}\"\n", profile.display()));
-    let user = hutch.user();
-    let name = user.name.clone();
-    {
-        let env = hutch.sshd(Sftp::Internal);
-        let out = env.ssh(&user, &[INIT_PROBE]);
-        assert!(out.status.success(), "{}", out.describe());
-        let p = init_probe(&out);
-        let rss: u64 = p["RSS"].parse().unwrap();
-        assert!(
-            rss > 64,
-            "PID 1 holds only {rss} kB: not the clone?\n{}",
-            out.describe()
-        );
-        assert_eq!(p["COMM"], "hutch-init", "{}", out.describe());
-        assert_eq!(p["EXE"], "denied", "{}", out.describe());
-        assert_eq!(p["PPID"], "1", "{}", out.describe());
-        assert_eq!(p["ZOMBIES"], "0", "{}", out.describe());
-        let left = hutch.wait_gone(&name, Duration::from_secs(30));
-        assert!(left.is_empty(), "after the session: {left:?}");
-    }
-    drop(user);
-    assert_no_leftovers(&name, Duration::from_secs(5));
+    let rss = init_rss(&hutch);
+    assert!(rss > 64, "PID 1 holds only {rss} kB: not the clone?");
 }
