@@ -356,8 +356,47 @@ impl Floor {
     /// The scratch staging directories (empty after every teardown).
     pub fn cleanup(&self) {
         let _ = fs::remove_dir_all(&self.scratch);
+        for (parent, _) in &self.parents {
+            let _ = fs::remove_dir(parent.join(WARM));
+        }
+    }
+
+    /// One cgroup migration (a child of the bench into a group of the
+    /// bench's own), so that the next start measured, whichever kind it is,
+    /// finds the kernel's `cgroup_threadgroup_rwsem` out of its idle state:
+    /// the first migration after a quiet spell waits an RCU grace period
+    /// (5–17 ms here; the rwsem's `rcu_sync` idles again 1–2 grace periods
+    /// after the last writer), and without this the round's order decided
+    /// which of the three paid it. A start whose own migrations lie farther
+    /// apart than that still pays one: that is its own.
+    pub fn warm_migrations(&self) -> anyhow::Result<()> {
+        let Some((parent, _)) = self.parents.iter().find(|(_, cpuset)| !cpuset) else {
+            return Ok(());
+        };
+        let g = parent.join(WARM);
+        if !g.exists() {
+            fs::create_dir(&g).with_context(|| format!("mkdir {}", g.display()))?;
+        }
+        match sys::fork()? {
+            Forked::Child => {
+                let ok = write(&g, "cgroup.procs", &std::process::id().to_string()).is_ok();
+                sys::exit_now(if ok { 0 } else { 1 })
+            }
+            Forked::Parent(pid) => {
+                let st = nix::sys::wait::waitpid(pid, None)?;
+                anyhow::ensure!(
+                    st == nix::sys::wait::WaitStatus::Exited(pid, 0),
+                    "moving a child into {}: {st:?}",
+                    g.display()
+                );
+                Ok(())
+            }
+        }
     }
 }
+
+/// The group [`Floor::warm_migrations`] moves a child into.
+const WARM: &str = "warm";
 
 fn copy_down(from: &Path, to: &Path, files: &[&str]) -> anyhow::Result<()> {
     for f in files {

@@ -286,6 +286,7 @@ impl Drop for Made<'_> {
             for c in self.floors.drain(..) {
                 let _ = f.destroy(c);
             }
+            f.cleanup();
         }
         if let Some(l) = self.lxc {
             for i in self.lxcs.drain(..) {
@@ -427,6 +428,7 @@ fn run(
     for round in 0..=a.rounds {
         let keep = round > 0;
         // floor
+        floor.warm_migrations()?;
         let t0 = Instant::now();
         let c = floor.create(0)?;
         let ms = t0.elapsed().as_secs_f64() * 1000.0;
@@ -452,6 +454,7 @@ fn run(
         }
 
         // hutch
+        floor.warm_migrations()?;
         let held = hold(&opts, &user.name)?;
         let (t0n, t1n) = (held.t0, held.t1);
         let pam_marks = held.marks.clone();
@@ -508,6 +511,7 @@ fn run(
         if use_lxc {
             lxc.prepare(0)?;
             made.lxcs.push(0);
+            floor.warm_migrations()?;
             let ms = lxc.start(0)?;
             if let Some(p) = lxc.init_pid(0) {
                 lxc_mounts = mounts(p);
