@@ -75,11 +75,26 @@ fn service(dir: &Path, name: &str, args: &str) {
     std::fs::write(dir.join(name), text).unwrap();
 }
 
+/// What the module keeps on the host for a policy file `0`: its login
+/// counters and its policy cache (under /run/hutch, made when the module
+/// runs as root), removed when the test ends, also when it fails.
+struct Left(std::path::PathBuf);
+
+impl Drop for Left {
+    fn drop(&mut self) {
+        let counters = Path::new(hutch_runtime::counters::DEFAULT_DIR);
+        let _ = std::fs::remove_file(hutch_runtime::counters::path_for(&self.0, counters));
+        let cache = Path::new(hutch_policy::DEFAULT_CACHE_DIR);
+        let _ = std::fs::remove_file(hutch_policy::cache_path(&self.0, cache));
+    }
+}
+
 /// root is never confined: open_session answers PAM_IGNORE through a real stack.
 #[test]
 fn root_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("hutch.toml");
+    let _left = Left(config.clone());
     std::fs::write(&config, "[defaults]\nconfine = true\n").unwrap();
     service(
         dir.path(),
@@ -123,6 +138,7 @@ fn broken_policy(dir: &Path) -> std::path::PathBuf {
 fn broken_policy_refuses_non_root() {
     let dir = tempfile::tempdir().unwrap();
     let config = broken_policy(dir.path());
+    let _left = Left(config.clone());
     service(
         dir.path(),
         "hutch-test",
@@ -131,6 +147,7 @@ fn broken_policy_refuses_non_root() {
     let mut t = Transaction::start(dir.path(), "hutch-test", "nobody");
     assert_eq!(t.open_session(), PAM_SESSION_ERR);
     let missing = dir.path().join("missing.toml");
+    let _left_missing = Left(missing.clone());
     service(
         dir.path(),
         "hutch-missing",
@@ -149,6 +166,7 @@ fn broken_policy_refuses_non_root() {
 fn broken_policy_lets_root_in() {
     let dir = tempfile::tempdir().unwrap();
     let config = broken_policy(dir.path());
+    let _left = Left(config.clone());
     service(
         dir.path(),
         "hutch-test",
@@ -167,6 +185,7 @@ fn broken_policy_lets_root_in() {
 fn broken_policy_with_on_error_ignore() {
     let dir = tempfile::tempdir().unwrap();
     let config = broken_policy(dir.path());
+    let _left = Left(config.clone());
     service(
         dir.path(),
         "hutch-test",
