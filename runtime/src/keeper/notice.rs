@@ -9,11 +9,7 @@
 //! notifications, where it gives them (the memory limit on v1 and v2, the
 //! pids limit on v2). v1's pids limit and CPU throttling signal nothing, so
 //! for those the keeper looks at two counters every [`LOOK`] while a
-//! session is open, and less often while they stand still (every 10, then
-//! 20 s: [`look_interval`]), so that an idle container wakes its keeper
-//! three times a minute, not twelve; any change (a process more or less, a
-//! CPU period used, a fork refused) and a session opening bring it back to
-//! every [`LOOK`] (bench `notice_cost` measures what that costs). The
+//! session is open (bench `notice_cost` measures what that costs). The
 //! victim of an OOM kill is the kernel's report in `/dev/kmsg`
 //! ([`crate::kmsg`]), read only after an OOM event; its pid is shown as
 //! the container sees it, from the group's processes read when the OOM
@@ -51,14 +47,6 @@ const CPU_WINDOW: Duration = Duration::from_secs(60);
 /// How often the keeper looks at the counters the kernel does not signal
 /// (v1 pids, CPU throttling), while a session is open.
 pub const LOOK: Duration = Duration::from_secs(5);
-/// The longest wait between two looks, after looks that saw nothing change.
-pub const LOOK_IDLE: Duration = Duration::from_secs(20);
-
-/// The wait before the next look after `quiet` looks in a row that saw
-/// nothing change: [`LOOK`], doubled per quiet look up to [`LOOK_IDLE`].
-pub fn look_interval(quiet: u32) -> Duration {
-    LOOK.saturating_mul(1 << quiet.min(8)).min(LOOK_IDLE)
-}
 /// How long after an OOM event the kernel's report of the kill is waited
 /// for, and how often it is looked for meanwhile.
 const OOM_REPORT_WAIT: Duration = Duration::from_secs(2);
@@ -358,8 +346,6 @@ pub(super) struct Watch {
     oom_told: u64,
     oom_entered: Option<u64>,
     pids_seen: u64,
-    /// The group's processes at the last look (a change is activity).
-    pids_in_use: Option<u64>,
     cpu_last: Option<CpuPeriods>,
     cpu_heavy: bool,
     /// The group's processes' CPU times at the look that saw heavy
@@ -369,8 +355,6 @@ pub(super) struct Watch {
     /// Whether something needs looking at (v1 pids, CPU), and when next.
     look: bool,
     next_look: Option<Instant>,
-    /// Looks in a row that saw nothing change ([`look_interval`]).
-    quiet_looks: u32,
     /// Lines written so far, and the last one.
     pub(super) sent: u64,
     pub(super) last: Option<String>,
@@ -436,9 +420,7 @@ impl Keeper {
         let now = Instant::now();
         match kind {
             LimitKind::Memory => self.memory_event(now),
-            LimitKind::Pids => {
-                self.check_pids(now);
-            }
+            LimitKind::Pids => self.check_pids(now),
         }
     }
 
@@ -453,21 +435,16 @@ impl Keeper {
             match self.watch.next_look {
                 Some(t) if t > now => {}
                 first => {
-                    let mut moved = false;
                     if !self
                         .watch
                         .events
                         .as_ref()
                         .is_some_and(|e| e.watches(LimitKind::Pids))
                     {
-                        moved |= self.check_pids(now);
+                        self.check_pids(now);
                     }
-                    moved |= self.check_cpu(now, first.is_none());
-                    self.watch.quiet_looks = match moved || first.is_none() {
-                        true => 0,
-                        false => self.watch.quiet_looks.saturating_add(1),
-                    };
-                    self.watch.next_look = Some(now + look_interval(self.watch.quiet_looks));
+                    self.check_cpu(now, first.is_none());
+                    self.watch.next_look = Some(now + LOOK);
                 }
             }
         } else {
@@ -565,16 +542,12 @@ impl Keeper {
     }
 
     /// Tells a fork refused at the pids limit since the last look.
-    /// Tells forks the pids limit refused since the last look; whether
-    /// anything changed (a fork refused, a process more or less).
-    fn check_pids(&mut self, now: Instant) -> bool {
+    fn check_pids(&mut self, now: Instant) {
         let Ok((Some(refused), in_use)) = self.cgroup.pids_refused() else {
-            return false;
+            return;
         };
-        let count = in_use.unwrap_or(0);
-        let moved = self.watch.pids_in_use.replace(count) != Some(count);
         if refused <= self.watch.pids_seen {
-            return moved;
+            return;
         }
         let n = refused - self.watch.pids_seen;
         self.watch.pids_seen = refused;
@@ -588,37 +561,35 @@ impl Keeper {
             },
             now,
         );
-        true
     }
 
     /// Tells heavy throttling by the CPU quota once it has lasted two looks:
     /// the look that sees it begin notes each process's CPU time (only
     /// then: an idle or unthrottled container costs no /proc reads), the
     /// next one, still heavy, tells it with the process whose CPU time grew
-    /// the most in between. Returns whether the group used any CPU period
-    /// since the last look.
-    fn check_cpu(&mut self, now: Instant, first: bool) -> bool {
+    /// the most in between.
+    fn check_cpu(&mut self, now: Instant, first: bool) {
         let Some(cpu) = self.policy.limits.cpu else {
-            return false;
+            return;
         };
         let Ok(Some(p)) = self.cgroup.cpu_periods() else {
-            return false;
+            return;
         };
         let last = self.watch.cpu_last.replace(p);
         let onset = self.watch.cpu_onset.take();
         let Some(last) = last.filter(|_| !first) else {
-            return false;
+            return;
         };
         let periods = p.periods.saturating_sub(last.periods);
         let throttled = p.throttled.saturating_sub(last.throttled);
         let heavy = periods >= MIN_PERIODS && throttled * 2 >= periods;
         if !heavy || self.watch.cpu_heavy {
             self.watch.cpu_heavy = heavy;
-            return periods > 0;
+            return;
         }
         let Some((then, before)) = onset else {
             self.watch.cpu_onset = Some((now, self.cpu_times()));
-            return true;
+            return;
         };
         self.watch.cpu_heavy = true;
         let secs = now.saturating_duration_since(then).as_secs_f64();
@@ -646,7 +617,6 @@ impl Keeper {
             },
             now,
         );
-        true
     }
 
     /// The CPU times of the group's processes, by host pid.
@@ -926,16 +896,6 @@ fn ns_pid(pid: i32) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Looks come every 5 s while something changes, then every 10 and 20 s.
-    #[test]
-    fn looks_slow_down_while_nothing_changes() {
-        let secs = |q| look_interval(q).as_secs();
-        assert_eq!(
-            [secs(0), secs(1), secs(2), secs(3), secs(u32::MAX)],
-            [5, 10, 20, 20, 20]
-        );
-    }
 
     fn oom(pid: i32) -> Event {
         Event::OomKill {
