@@ -9,6 +9,45 @@ use hutch_runtime::join::{open_session, JoinOptions, Outcome, SessionInfo};
 use hutch_runtime::sys::{self, Forked};
 use hutch_runtime::timing;
 
+/// A session of `user` held open by a forked child, so that every further
+/// `open_session` of the user joins its container, until [`Held::release`].
+pub struct Held {
+    pid: nix::unistd::Pid,
+    release: OwnedFd,
+}
+
+/// Opens and holds a session of `user` in a child (see [`Held`]).
+pub fn hold_session(opts: &JoinOptions, user: &str) -> std::io::Result<Held> {
+    let (hold_r, hold_w): (OwnedFd, OwnedFd) = nix::unistd::pipe()?;
+    match sys::fork()? {
+        Forked::Child => {
+            drop(hold_w);
+            let info = SessionInfo {
+                service: "bench".into(),
+                tty: None,
+                rhost: None,
+            };
+            let s = open_session(opts, user, &info);
+            let mut b = [0u8; 1];
+            let _ = std::fs::File::from(hold_r).read(&mut b);
+            drop(s);
+            sys::exit_now(0)
+        }
+        Forked::Parent(pid) => Ok(Held {
+            pid,
+            release: hold_w,
+        }),
+    }
+}
+
+impl Held {
+    /// Ends the held session and reaps its child.
+    pub fn release(self) {
+        drop(self.release);
+        let _ = nix::sys::wait::waitpid(self.pid, None);
+    }
+}
+
 /// The median (upper middle) of `v`.
 pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());

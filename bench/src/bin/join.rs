@@ -19,14 +19,11 @@
 //! attach `strace -p` or `perf` to the keeper).
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use anyhow::Context;
-use hutch_bench::{loadavg, median, open_in_child_marked, percentile};
-use hutch_runtime::join::{open_session, JoinOptions, SessionInfo};
-use hutch_runtime::sys::{self, Forked};
+use hutch_bench::{hold_session, loadavg, median, open_in_child_marked, percentile};
+use hutch_runtime::join::JoinOptions;
 use hutch_tests::HutchEnv;
 
 fn main() -> anyhow::Result<()> {
@@ -60,24 +57,7 @@ fn main() -> anyhow::Result<()> {
     };
 
     // Hold one session open; every further open_session joins it.
-    let (hold_r, hold_w): (OwnedFd, OwnedFd) = nix::unistd::pipe()?;
-    let holder = match sys::fork()? {
-        Forked::Child => {
-            drop(hold_w);
-            let info = SessionInfo {
-                service: "bench".into(),
-                tty: None,
-                rhost: None,
-            };
-            let s = open_session(&opts, &user.name, &info);
-            let mut b = [0u8; 1];
-            let _ = std::fs::File::from(hold_r).read(&mut b);
-            drop(s);
-            sys::exit_now(0)
-        }
-        Forked::Parent(pid) => pid,
-    };
-    drop(hold_r);
+    let held = hold_session(&opts, &user.name)?;
     hutch_tests::wait_until(Duration::from_secs(30), || {
         hutch.state(&user.name).map(|_| ())
     })
@@ -119,8 +99,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let load1 = loadavg();
-    drop(hold_w);
-    let _ = nix::sys::wait::waitpid(holder, None);
+    held.release();
     let left = hutch.wait_gone(&user.name, Duration::from_secs(30));
     anyhow::ensure!(left.is_empty(), "container not torn down: {left:?}");
 

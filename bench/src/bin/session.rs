@@ -10,12 +10,10 @@
 //!
 //! Run as root: `cargo run --release -p hutch-bench --bin session [N]`.
 
-use std::io::Read;
-use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
-use hutch_bench::{median, open_in_child};
-use hutch_runtime::join::{open_session, JoinOptions, SessionInfo};
+use hutch_bench::{hold_session, median, open_in_child};
+use hutch_runtime::join::JoinOptions;
 use hutch_runtime::sys::{self, Forked};
 use hutch_tests::HutchEnv;
 
@@ -118,32 +116,14 @@ fn main() -> anyhow::Result<()> {
     }
 
     // Hold one session open; every further open_session joins it.
-    let (hold_r, hold_w): (OwnedFd, OwnedFd) = nix::unistd::pipe()?;
-    let holder = match sys::fork()? {
-        Forked::Child => {
-            drop(hold_w);
-            let info = SessionInfo {
-                service: "bench".into(),
-                tty: None,
-                rhost: None,
-            };
-            let s = open_session(&opts, &user.name, &info);
-            let mut b = [0u8; 1];
-            let _ = std::fs::File::from(hold_r).read(&mut b);
-            drop(s);
-            sys::exit_now(0)
-        }
-        Forked::Parent(pid) => pid,
-    };
-    drop(hold_r);
+    let held = hold_session(&opts, &user.name)?;
     hutch_tests::wait_until(Duration::from_secs(30), || {
         hutch.state(&user.name).map(|_| ())
     });
     for _ in 0..(n * 3) {
         join.push(open_in_child(&opts, &user.name).map_err(anyhow::Error::msg)?);
     }
-    drop(hold_w);
-    let _ = nix::sys::wait::waitpid(holder, None);
+    held.release();
     hutch.wait_gone(&user.name, Duration::from_secs(30));
 
     let (c, j) = (median(&mut create), median(&mut join));
